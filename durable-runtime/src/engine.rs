@@ -1,0 +1,587 @@
+//! The public entry point: register workflows, start runs, wait for them, read their state,
+//! and resume every unfinished run when the engine starts.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::clock::now_millis;
+use crate::data::State;
+use crate::definition::{Definition, Workflow};
+use crate::error::{Error, RunFailure};
+use crate::executor::{Outcome, RunTask};
+use crate::journal::{CommitError, Journal};
+use crate::store::{
+    EntryKind, JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError,
+    Write,
+};
+use crate::RunId;
+
+/// How long a worker's claim on a run lasts without a heartbeat.
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// How often a waiter polls the store for a run another worker drives.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs workflows durably over a [`Store`].
+///
+/// Build one with [`Engine::builder`], registering every workflow whose runs it should drive;
+/// [`build`](EngineBuilder::build) resumes every unfinished run of those workflows.
+///
+/// ```
+/// use durable::{workflow, Data, Engine, StepError};
+/// use durable::store::memory::MemoryStore;
+///
+/// async fn double(data: Data) -> Result<Data, StepError> {
+///     let n: i64 = data.get("n").unwrap_or(0);
+///     Ok(data.assign("n", n * 2))
+/// }
+///
+/// workflow! { doubler { step double; } }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+/// let engine = Engine::builder(MemoryStore::new()).register(doubler).build().await?;
+/// let run = engine.start(doubler, Data::new().assign("n", 21)).await?;
+/// let output = run.wait().await?;
+/// assert_eq!(output.get::<i64>("n"), Some(42));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    journal: Journal,
+    workflows: HashMap<&'static str, Arc<Definition>>,
+    owner: String,
+    lease: Duration,
+    /// Runs this engine drives now, with the channel their outcome arrives on.
+    active: Mutex<HashMap<RunId, Active>>,
+    /// Runs this engine claimed but cannot drive, and runs it stopped driving, with why.
+    stalled: Mutex<HashMap<RunId, Error>>,
+    resumed: Vec<RunId>,
+}
+
+struct Active {
+    workflow: &'static str,
+    outcome: watch::Receiver<Option<Outcome>>,
+    task: AbortHandle,
+}
+
+/// Configures and builds an [`Engine`].
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    workflows: Vec<Definition>,
+    lease: Duration,
+}
+
+impl EngineBuilder {
+    /// Registers a workflow, so runs of it can start and unfinished ones resume.
+    pub fn register<W: Workflow>(mut self, workflow: W) -> Self {
+        self.workflows.push(workflow.definition());
+        self
+    }
+
+    /// Registers a definition built by hand (or an older version kept for its runs).
+    pub fn register_definition(mut self, definition: Definition) -> Self {
+        self.workflows.push(definition);
+        self
+    }
+
+    /// How long this engine's claim on a run lasts without a heartbeat (default 30s). Only
+    /// stores shared by several processes use it: a dead worker's runs are taken over when
+    /// its leases expire.
+    pub fn lease_duration(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Starts the engine: claims every unfinished run in the store and resumes those whose
+    /// workflow is registered. Must be called inside a tokio runtime.
+    ///
+    /// Runs it cannot resume (workflow not registered, definition changed) stay untouched in
+    /// the store; [`Engine::wait`] and [`Engine::status`] report why.
+    pub async fn build(self) -> Result<Engine, Error> {
+        let mut workflows = HashMap::new();
+        for def in self.workflows {
+            workflows.insert(def.name(), Arc::new(def));
+        }
+        let owner = format!("{}-{}", std::process::id(), RunId::generate());
+        let claimed = self.store.claim_runs(&owner, self.lease).await?;
+        let mut shared = Shared {
+            journal: Journal::spawn(Arc::clone(&self.store)),
+            store: self.store,
+            workflows,
+            owner,
+            lease: self.lease,
+            active: Mutex::default(),
+            stalled: Mutex::default(),
+            resumed: Vec::new(),
+        };
+        let mut to_resume = Vec::new();
+        for run in claimed {
+            match shared.check_resumable(&run) {
+                Ok(def) => {
+                    let journal = shared.store.load_journal(&run.id).await?;
+                    shared.resumed.push(run.id.clone());
+                    to_resume.push((def, run, journal));
+                }
+                Err(error) => {
+                    lock(&shared.stalled).insert(run.id.clone(), error);
+                }
+            }
+        }
+        let shared = Arc::new(shared);
+        for (def, run, journal) in to_resume {
+            match serde_json::from_str::<Value>(&run.input) {
+                Ok(input) => shared.spawn_run(def, run.id, run.lease_token, journal, input),
+                Err(e) => {
+                    let error = Error::BadState {
+                        workflow: run.workflow,
+                        run_id: run.id.clone(),
+                        step: None,
+                        message: format!("its stored input is not valid JSON: {e}"),
+                    };
+                    lock(&shared.stalled).insert(run.id, error);
+                }
+            }
+        }
+        tokio::spawn(heartbeat(Arc::downgrade(&shared)));
+        Ok(Engine { shared })
+    }
+}
+
+impl Engine {
+    /// Starts configuring an engine over `store`.
+    pub fn builder(store: impl Store) -> EngineBuilder {
+        Self::builder_shared(Arc::new(store))
+    }
+
+    /// Starts configuring an engine over a store that is shared already.
+    pub fn builder_shared(store: Arc<dyn Store>) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            workflows: Vec::new(),
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    /// Starts a run of `workflow` with `input` under a fresh id. The run and its input are
+    /// committed to the store before this returns.
+    pub async fn start<W: Workflow>(
+        &self,
+        workflow: W,
+        input: W::State,
+    ) -> Result<RunHandle<W>, Error> {
+        self.start_with_id(workflow, RunId::generate(), input).await
+    }
+
+    /// Starts a run under an id of the caller's choosing (an order number, say). A second
+    /// start with the same id fails with [`Error::RunExists`], so retrying a start is safe.
+    pub async fn start_with_id<W: Workflow>(
+        &self,
+        workflow: W,
+        id: impl Into<RunId>,
+        input: W::State,
+    ) -> Result<RunHandle<W>, Error> {
+        let _ = workflow;
+        let id = id.into();
+        let def =
+            self.shared
+                .workflows
+                .get(W::NAME)
+                .cloned()
+                .ok_or_else(|| Error::UnknownWorkflow {
+                    workflow: W::NAME.to_owned(),
+                    run_id: id.clone(),
+                })?;
+        let input = input.into_json().map_err(|e| Error::BadState {
+            workflow: W::NAME.to_owned(),
+            run_id: id.clone(),
+            step: None,
+            message: format!("the input does not encode as JSON: {e}"),
+        })?;
+        let write = Write::CreateRun(NewRun {
+            id: id.clone(),
+            workflow: W::NAME.to_owned(),
+            fingerprint: def.fingerprint().to_owned(),
+            input: input.to_string(),
+            owner: self.shared.owner.clone(),
+            lease_expires_at: now_millis() + self.shared.lease.as_millis() as u64,
+        });
+        match self.shared.journal.write(write).await {
+            Ok(()) => {}
+            Err(CommitError::Rejected(Rejected::DuplicateRun)) => {
+                return Err(Error::RunExists { run_id: id })
+            }
+            Err(CommitError::Rejected(other)) => {
+                return Err(Error::Store(StoreError(format!(
+                    "run {id}: the store refused it: {other}"
+                ))))
+            }
+            Err(CommitError::Store(e)) => return Err(Error::Store(e)),
+        }
+        self.shared.spawn_run(def, id.clone(), 1, Vec::new(), input);
+        Ok(RunHandle {
+            engine: self.clone(),
+            id,
+            workflow: PhantomData,
+        })
+    }
+
+    /// Starts a run and waits for its output.
+    pub async fn run<W: Workflow>(&self, workflow: W, input: W::State) -> Result<W::State, Error> {
+        self.start(workflow, input).await?.wait().await
+    }
+
+    /// Waits for a run to finish and decodes its output as `S`.
+    pub async fn wait<S: State>(&self, id: &RunId) -> Result<S, Error> {
+        let (workflow, output) = self.wait_json(id).await?;
+        S::from_json(output).map_err(|e| Error::BadState {
+            workflow,
+            run_id: id.clone(),
+            step: None,
+            message: format!(
+                "its output does not decode into `{}`: {e}",
+                std::any::type_name::<S>()
+            ),
+        })
+    }
+
+    /// Waits for a run to finish; returns its workflow's name and its output as JSON.
+    async fn wait_json(&self, id: &RunId) -> Result<(String, Value), Error> {
+        loop {
+            let local = lock(&self.shared.active)
+                .get(id)
+                .map(|a| (a.workflow, a.outcome.clone()));
+            if let Some((workflow, mut rx)) = local {
+                // A closed channel means the task was aborted (shutdown): fall through to the store.
+                if let Ok(outcome) = rx.wait_for(Option::is_some).await {
+                    let outcome = outcome.clone().expect("waited for Some");
+                    return outcome.map(|v| (workflow.to_owned(), v));
+                }
+            }
+            if let Some(error) = lock(&self.shared.stalled).get(id) {
+                return Err(error.clone());
+            }
+            let run = self.load(id).await?;
+            match run.status {
+                RunStatus::Completed => {
+                    let output = run.output.as_deref().unwrap_or("null");
+                    let value = serde_json::from_str(output).map_err(|e| Error::BadState {
+                        workflow: run.workflow.clone(),
+                        run_id: id.clone(),
+                        step: None,
+                        message: format!("its stored output is not valid JSON: {e}"),
+                    })?;
+                    return Ok((run.workflow, value));
+                }
+                RunStatus::Failed => {
+                    return Err(Error::RunFailed {
+                        failure: parse_failure(run.error.as_deref()),
+                        workflow: run.workflow,
+                        run_id: id.clone(),
+                    })
+                }
+                RunStatus::Running
+                    if !self.shared.workflows.contains_key(run.workflow.as_str()) =>
+                {
+                    return Err(Error::UnknownWorkflow {
+                        workflow: run.workflow,
+                        run_id: id.clone(),
+                    })
+                }
+                // Driven by another worker (or about to be registered as active here).
+                RunStatus::Running => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    async fn load(&self, id: &RunId) -> Result<RunRecord, Error> {
+        self.shared
+            .store
+            .load_run(id)
+            .await?
+            .ok_or_else(|| Error::RunNotFound { run_id: id.clone() })
+    }
+
+    /// A run's status, input, output or failure.
+    pub async fn status(&self, id: &RunId) -> Result<RunInfo, Error> {
+        let run = self.load(id).await?;
+        let stalled = lock(&self.shared.stalled).get(id).cloned();
+        Ok(RunInfo::from_record(run, stalled))
+    }
+
+    /// A run's journal: every finished step and every failed attempt, in order.
+    pub async fn history(&self, id: &RunId) -> Result<Vec<StepRecord>, Error> {
+        self.load(id).await?;
+        let entries = self.shared.store.load_journal(id).await?;
+        Ok(entries.into_iter().map(StepRecord::from_entry).collect())
+    }
+
+    /// Runs in the store, newest first.
+    pub async fn list(&self, filter: RunFilter) -> Result<Vec<RunInfo>, Error> {
+        let runs = self.shared.store.list_runs(filter).await?;
+        let stalled = lock(&self.shared.stalled);
+        Ok(runs
+            .into_iter()
+            .map(|r| {
+                let s = stalled.get(&r.id).cloned();
+                RunInfo::from_record(r, s)
+            })
+            .collect())
+    }
+
+    /// The runs this engine resumed when it was built.
+    pub fn resumed(&self) -> &[RunId] {
+        &self.shared.resumed
+    }
+
+    /// The registered definition of a workflow.
+    pub fn definition(&self, workflow: &str) -> Option<&Definition> {
+        self.shared.workflows.get(workflow).map(|d| &**d)
+    }
+
+    /// Stops driving every run (they stay unfinished in the store and resume on the next
+    /// start) and gives up this engine's leases so another worker can take them at once.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let active: Vec<(RunId, Active)> = lock(&self.shared.active).drain().collect();
+        for (id, run) in active {
+            run.task.abort();
+            lock(&self.shared.stalled).insert(id.clone(), Error::ShutDown { run_id: id });
+        }
+        self.shared.store.release_leases(&self.shared.owner).await?;
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn check_resumable(&self, run: &RunRecord) -> Result<Arc<Definition>, Error> {
+        let def =
+            self.workflows
+                .get(run.workflow.as_str())
+                .ok_or_else(|| Error::UnknownWorkflow {
+                    workflow: run.workflow.clone(),
+                    run_id: run.id.clone(),
+                })?;
+        if def.fingerprint() != run.fingerprint {
+            return Err(Error::DefinitionChanged {
+                workflow: run.workflow.clone(),
+                run_id: run.id.clone(),
+                started_under: run.fingerprint.clone(),
+                registered: def.fingerprint().to_owned(),
+            });
+        }
+        Ok(Arc::clone(def))
+    }
+
+    fn spawn_run(
+        self: &Arc<Self>,
+        def: Arc<Definition>,
+        id: RunId,
+        token: u64,
+        journal: Vec<JournalEntry>,
+        input: Value,
+    ) {
+        let (tx, rx) = watch::channel(None);
+        let workflow = def.name();
+        let task = Arc::new(RunTask::new(
+            def,
+            id.clone(),
+            token,
+            self.journal.clone(),
+            journal,
+        ));
+        // Hold the lock across the spawn so the task cannot finish (and remove itself)
+        // before it is listed.
+        let mut active = lock(&self.active);
+        let shared = Arc::downgrade(self);
+        let run_id = id.clone();
+        let handle = tokio::spawn(async move {
+            let outcome = task.run(input).await;
+            if let Some(shared) = shared.upgrade() {
+                if let Err(error) = &outcome {
+                    if !matches!(error, Error::RunFailed { .. }) {
+                        // Not journaled as finished: remember why, for later waiters.
+                        lock(&shared.stalled).insert(run_id.clone(), error.clone());
+                    }
+                }
+                lock(&shared.active).remove(&run_id);
+            }
+            let _ = tx.send(Some(outcome));
+        });
+        active.insert(
+            id,
+            Active {
+                workflow,
+                outcome: rx,
+                task: handle.abort_handle(),
+            },
+        );
+    }
+}
+
+async fn heartbeat(shared: std::sync::Weak<Shared>) {
+    loop {
+        let lease = match shared.upgrade() {
+            Some(s) => s.lease,
+            None => return,
+        };
+        tokio::time::sleep(lease / 3).await;
+        let Some(s) = shared.upgrade() else { return };
+        // A failed renewal is retried on the next beat; the fencing token protects the
+        // journal if the lease expires in between.
+        let _ = s.store.renew_leases(&s.owner, s.lease).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn parse_failure(text: Option<&str>) -> RunFailure {
+    let text = text.unwrap_or("");
+    serde_json::from_str(text).unwrap_or_else(|_| RunFailure {
+        steps: Vec::new(),
+        message: text.to_owned(),
+    })
+}
+
+/// A started run: its id, and a way to wait for its typed output.
+pub struct RunHandle<W: Workflow> {
+    engine: Engine,
+    id: RunId,
+    workflow: PhantomData<fn() -> W>,
+}
+
+impl<W: Workflow> RunHandle<W> {
+    /// The run's id: keep it to ask about the run later, from this process or another.
+    pub fn id(&self) -> &RunId {
+        &self.id
+    }
+
+    /// Waits for the run's output.
+    pub async fn wait(&self) -> Result<W::State, Error> {
+        self.engine.wait(&self.id).await
+    }
+}
+
+/// What the store knows of a run.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// Its id.
+    pub id: RunId,
+    /// Its workflow.
+    pub workflow: String,
+    /// Running, completed or failed.
+    pub status: RunStatus,
+    /// Its input.
+    pub input: Value,
+    /// Its output, once completed.
+    pub output: Option<Value>,
+    /// Why it failed, once failed.
+    pub failure: Option<RunFailure>,
+    /// Why this engine cannot drive it, if it is unfinished and stuck here.
+    pub stalled: Option<Error>,
+    /// The definition fingerprint it started under.
+    pub fingerprint: String,
+    /// Created, in milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// Last changed, in milliseconds since the Unix epoch.
+    pub updated_at: u64,
+}
+
+impl RunInfo {
+    fn from_record(run: RunRecord, stalled: Option<Error>) -> Self {
+        let json =
+            |s: &str| serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()));
+        RunInfo {
+            input: json(&run.input),
+            output: run.output.as_deref().map(json),
+            failure: (run.status == RunStatus::Failed).then(|| parse_failure(run.error.as_deref())),
+            stalled,
+            id: run.id,
+            workflow: run.workflow,
+            status: run.status,
+            fingerprint: run.fingerprint,
+            created_at: run.created_at,
+            updated_at: run.updated_at,
+        }
+    }
+}
+
+/// One entry of a run's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// Position in the journal, from 1.
+    pub seq: u64,
+    /// The step's path.
+    pub step: String,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// What happened.
+    pub event: StepEvent,
+    /// When, in milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// What happened to a step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepEvent {
+    /// It finished with this output.
+    Completed {
+        /// The state it returned.
+        output: Value,
+    },
+    /// An attempt failed; another was due at `retry_at`.
+    AttemptFailed {
+        /// The attempt's error.
+        error: String,
+        /// When the next attempt was due, in milliseconds since the Unix epoch.
+        retry_at: u64,
+    },
+    /// It failed for good.
+    Failed {
+        /// The last error.
+        error: String,
+    },
+}
+
+impl StepRecord {
+    fn from_entry(entry: JournalEntry) -> Self {
+        let payload: Value =
+            serde_json::from_str(&entry.payload).unwrap_or(Value::String(entry.payload));
+        let error = |p: &Value| {
+            p.get("error")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let event = match entry.kind {
+            EntryKind::StepCompleted => StepEvent::Completed { output: payload },
+            EntryKind::AttemptFailed => StepEvent::AttemptFailed {
+                error: error(&payload),
+                retry_at: payload
+                    .get("retry_at")
+                    .and_then(Value::as_u64)
+                    .unwrap_or_default(),
+            },
+            EntryKind::StepFailed => StepEvent::Failed {
+                error: error(&payload),
+            },
+        };
+        StepRecord {
+            seq: entry.seq,
+            step: entry.step,
+            attempt: entry.attempt,
+            event,
+            at: entry.at,
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The engine's errors. Each names the workflow, the run and, where one is to blame, the step.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreError;
+use crate::RunId;
+
+/// Why a run failed, as journaled with the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFailure {
+    /// The failed steps: one for a sequential step or a fail-fast block, every failed branch
+    /// for a `complete_all` block; none when the engine itself could not go on.
+    pub steps: Vec<StepFailure>,
+    /// What went wrong, in one sentence.
+    pub message: String,
+}
+
+/// One step's final failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFailure {
+    /// The step's path.
+    pub step: String,
+    /// The attempts it had.
+    pub attempts: u32,
+    /// Its last error.
+    pub error: String,
+}
+
+/// An error of the engine or of a run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// The run failed; its journal holds every attempt.
+    RunFailed {
+        /// The workflow.
+        workflow: String,
+        /// The run.
+        run_id: RunId,
+        /// What failed.
+        failure: RunFailure,
+    },
+    /// A run's workflow is not registered with this engine, so it cannot be resumed or awaited
+    /// here. Its journal is untouched.
+    UnknownWorkflow {
+        /// The workflow the run belongs to.
+        workflow: String,
+        /// The run.
+        run_id: RunId,
+    },
+    /// The run started under another definition of its workflow (steps added, removed, renamed
+    /// or reordered since). Its journal is untouched; register the old definition to finish it.
+    DefinitionChanged {
+        /// The workflow.
+        workflow: String,
+        /// The run.
+        run_id: RunId,
+        /// The fingerprint the run started under.
+        started_under: String,
+        /// The fingerprint of the registered definition.
+        registered: String,
+    },
+    /// No run with this id.
+    RunNotFound {
+        /// The id asked for.
+        run_id: RunId,
+    },
+    /// A run with this id exists already.
+    RunExists {
+        /// The id.
+        run_id: RunId,
+    },
+    /// The input or a journaled value does not fit the workflow's state type.
+    BadState {
+        /// The workflow.
+        workflow: String,
+        /// The run.
+        run_id: RunId,
+        /// The step whose state it is, if any.
+        step: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// Another worker took over the run (its lease was lost); this engine stopped driving it.
+    LeaseLost {
+        /// The workflow.
+        workflow: String,
+        /// The run.
+        run_id: RunId,
+    },
+    /// The store failed.
+    Store(StoreError),
+    /// The engine was shut down while the run was in flight; it resumes on the next start.
+    ShutDown {
+        /// The run.
+        run_id: RunId,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::RunFailed {
+                workflow,
+                run_id,
+                failure,
+            } => write!(f, "workflow `{workflow}` run {run_id} failed: {}", failure.message),
+            Error::UnknownWorkflow { workflow, run_id } => write!(
+                f,
+                "run {run_id} belongs to workflow `{workflow}`, which is not registered with this \
+                 engine: register it (Engine::builder().register(..)) to resume the run"
+            ),
+            Error::DefinitionChanged {
+                workflow,
+                run_id,
+                started_under,
+                registered,
+            } => write!(
+                f,
+                "workflow `{workflow}` run {run_id} started under definition {started_under}, \
+                 but the registered definition is {registered}: its steps changed while the run \
+                 was unfinished; register the old definition to finish it"
+            ),
+            Error::RunNotFound { run_id } => write!(f, "no run {run_id} in the store"),
+            Error::RunExists { run_id } => write!(f, "a run with id {run_id} exists already"),
+            Error::BadState {
+                workflow,
+                run_id,
+                step,
+                message,
+            } => match step {
+                Some(step) => write!(
+                    f,
+                    "workflow `{workflow}` run {run_id} step `{step}`: {message}"
+                ),
+                None => write!(f, "workflow `{workflow}` run {run_id}: {message}"),
+            },
+            Error::LeaseLost { workflow, run_id } => write!(
+                f,
+                "workflow `{workflow}` run {run_id}: another worker claimed the run, so this \
+                 engine stopped driving it"
+            ),
+            Error::Store(e) => write!(f, "store error: {e}"),
+            Error::ShutDown { run_id } => write!(
+                f,
+                "the engine shut down while run {run_id} was in flight; it resumes on the next start"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}

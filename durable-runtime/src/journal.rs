@@ -1,0 +1,88 @@
+//! The group-committing journal writer.
+//!
+//! Every run task sends its writes here and waits for the acknowledgement. One writer task
+//! takes whatever has queued up while the previous batch was being committed and hands it to
+//! the store as one batch: one transaction, one fsync, many steps from many runs. Under load
+//! the batches grow by themselves; a lone run pays one commit per step, as it must.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{Rejected, Store, StoreError, Write};
+
+/// The most writes committed in one transaction; bounds the latency of one batch.
+const MAX_BATCH: usize = 4096;
+
+/// Why a write did not commit.
+#[derive(Debug, Clone)]
+pub(crate) enum CommitError {
+    /// The store refused this write (the others of its batch committed).
+    Rejected(Rejected),
+    /// The store failed: nothing of the batch was written.
+    Store(StoreError),
+}
+
+struct Pending {
+    write: Write,
+    ack: oneshot::Sender<Result<(), CommitError>>,
+}
+
+/// A handle to the writer task; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Journal {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Journal {
+    /// Starts the writer task on the current tokio runtime.
+    pub(crate) fn spawn(store: Arc<dyn Store>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(store, rx));
+        Self { tx }
+    }
+
+    /// Commits `write` durably, batched with whatever else is waiting.
+    pub(crate) async fn write(&self, write: Write) -> Result<(), CommitError> {
+        self.submit(write).await
+    }
+
+    /// Queues `write` now (so writes submitted one after another commit in that order) and
+    /// returns the future of its acknowledgement.
+    pub(crate) fn submit(
+        &self,
+        write: Write,
+    ) -> impl std::future::Future<Output = Result<(), CommitError>> + Send + 'static {
+        let (ack, done) = oneshot::channel();
+        let queued = self.tx.send(Pending { write, ack }).is_ok();
+        async move {
+            if !queued {
+                return Err(stopped());
+            }
+            done.await.unwrap_or_else(|_| Err(stopped()))
+        }
+    }
+}
+
+fn stopped() -> CommitError {
+    CommitError::Store(StoreError("the journal writer has stopped".into()))
+}
+
+async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut pending = Vec::with_capacity(256);
+    while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
+        let (writes, acks): (Vec<_>, Vec<_>) = pending.drain(..).map(|p| (p.write, p.ack)).unzip();
+        match store.commit(writes).await {
+            Ok(outcomes) => {
+                for (ack, outcome) in acks.into_iter().zip(outcomes) {
+                    let _ = ack.send(outcome.map_err(CommitError::Rejected));
+                }
+            }
+            Err(e) => {
+                for ack in acks {
+                    let _ = ack.send(Err(CommitError::Store(e.clone())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! The engine, journal, retries, merges and stores behind the `durable` crate.
+//!
+//! Users depend on `durable`, which re-exports this crate next to the `workflow!` macro; see
+//! its documentation for the tour. This crate knows nothing of the macro: the macro builds a
+//! [`Definition`] and the engine runs it.
+
+mod clock;
+pub mod data;
+pub mod definition;
+pub mod engine;
+pub mod error;
+mod executor;
+mod journal;
+pub mod merge;
+mod panic;
+pub mod retry;
+mod run_id;
+pub mod step;
+pub mod store;
+
+pub use data::{Data, State};
+pub use definition::{Definition, Node, ParallelNode, StepNode, StepOptions, Workflow};
+pub use engine::{Engine, EngineBuilder, RunHandle, RunInfo, StepEvent, StepRecord};
+pub use error::{Error, RunFailure, StepFailure};
+pub use merge::{Merge, OnError};
+pub use retry::{Backoff, RetryPolicy};
+pub use run_id::RunId;
+pub use step::{BoxFuture, StepContext, StepError, StepFn, StepResult};
+pub use store::{RunFilter, RunStatus, Store};

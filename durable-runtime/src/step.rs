@@ -1,0 +1,249 @@
+//! What a step is: the function signature, the context it may take, and the error it returns.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::data::State;
+use crate::RunId;
+
+/// A boxed, sendable future, the currency of the type-erased parts of the engine.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a step returns: the new state, or why it failed.
+pub type StepResult<S> = Result<S, StepError>;
+
+/// Facts about the step attempt being run, passed to step functions that ask for it.
+///
+/// A step function that takes a `StepContext` before its state gets the run id, the step's path
+/// in the workflow, the attempt number and an idempotency key that stays the same across retries
+/// and restarts: hand it to the service the step calls so a repeated call is recognised.
+///
+/// ```
+/// use durable::{Data, StepContext, StepError};
+///
+/// async fn charge_card(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+///     // The same key on every attempt and after a crash: the payment provider deduplicates.
+///     let key = ctx.idempotency_key();
+///     Ok(data.assign("charge_key", key).assign("attempt", ctx.attempt()))
+/// }
+/// ```
+#[derive(Clone)]
+pub struct StepContext {
+    inner: Arc<ContextInner>,
+    attempt: u32,
+}
+
+struct ContextInner {
+    workflow: &'static str,
+    run_id: RunId,
+    path: Arc<str>,
+}
+
+impl StepContext {
+    #[doc(hidden)]
+    pub fn new(workflow: &'static str, run_id: RunId, path: Arc<str>, attempt: u32) -> Self {
+        Self {
+            inner: Arc::new(ContextInner {
+                workflow,
+                run_id,
+                path,
+            }),
+            attempt,
+        }
+    }
+
+    /// The name of the workflow this step belongs to.
+    pub fn workflow(&self) -> &'static str {
+        self.inner.workflow
+    }
+
+    /// The run this attempt belongs to.
+    pub fn run_id(&self) -> &RunId {
+        &self.inner.run_id
+    }
+
+    /// The step's path in the workflow (its name; inside collections, the name with the item).
+    pub fn step(&self) -> &str {
+        &self.inner.path
+    }
+
+    /// The attempt number, starting at 1; it counts journaled failed attempts, so it survives
+    /// a restart.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// A key unique to this run and step and identical on every attempt of it: `run_id/step`.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}/{}", self.inner.run_id, self.inner.path)
+    }
+}
+
+impl fmt::Debug for StepContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepContext")
+            .field("workflow", &self.inner.workflow)
+            .field("run_id", &self.inner.run_id)
+            .field("step", &self.inner.path)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+/// Why a step attempt failed.
+///
+/// Any `std::error::Error` converts into a `StepError` with `?`, as a retryable failure: the
+/// step is tried again while its retry policy allows. [`StepError::terminal`] fails the step
+/// at once, whatever retries remain (a card declined, a request the far side rejects as
+/// malformed).
+///
+/// ```
+/// use durable::StepError;
+///
+/// let transient: StepError = std::io::Error::other("connection reset").into();
+/// assert!(!transient.is_terminal());
+/// let fatal = StepError::terminal("card declined");
+/// assert!(fatal.is_terminal());
+/// assert_eq!(fatal.to_string(), "card declined");
+/// ```
+pub struct StepError {
+    message: String,
+    terminal: bool,
+}
+
+impl StepError {
+    /// A retryable failure with this message.
+    pub fn retryable(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            terminal: false,
+        }
+    }
+
+    /// A failure that no retry can mend: the step fails at once.
+    pub fn terminal(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            terminal: true,
+        }
+    }
+
+    /// Whether retries are skipped for this failure.
+    pub fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+
+    /// The failure's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
+    fn from(error: E) -> Self {
+        // Keep the whole chain of causes: the journal stores text, not the error value.
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Self::retryable(message)
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepError")
+            .field("message", &self.message)
+            .field("terminal", &self.terminal)
+            .finish()
+    }
+}
+
+/// Marker for step functions that take only the state.
+#[doc(hidden)]
+pub struct StateOnly;
+/// Marker for step functions that take a [`StepContext`] and the state.
+#[doc(hidden)]
+pub struct ContextAndState;
+
+/// An async function usable as a step of a workflow whose state is `S`.
+///
+/// Implemented for `async fn(S) -> Result<S, E>` and `async fn(StepContext, S) -> Result<S, E>`
+/// where `E` converts into [`StepError`]. You never implement it yourself.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a step of a workflow whose state is `{S}`",
+    label = "this step's function has the wrong signature",
+    note = "write it as `async fn(state: {S}) -> Result<{S}, StepError>` or `async fn(ctx: StepContext, state: {S}) -> Result<{S}, StepError>`"
+)]
+pub trait StepFn<S, Marker>: Send + Sync + 'static {
+    /// Runs one attempt.
+    fn call(&self, ctx: StepContext, state: S) -> BoxFuture<'static, Result<S, StepError>>;
+}
+
+impl<S, F, Fut, E> StepFn<S, StateOnly> for F
+where
+    F: Fn(S) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<S, E>> + Send + 'static,
+    E: Into<StepError>,
+{
+    fn call(&self, _ctx: StepContext, state: S) -> BoxFuture<'static, Result<S, StepError>> {
+        let fut = self(state);
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
+impl<S, F, Fut, E> StepFn<S, ContextAndState> for F
+where
+    F: Fn(StepContext, S) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<S, E>> + Send + 'static,
+    E: Into<StepError>,
+{
+    fn call(&self, ctx: StepContext, state: S) -> BoxFuture<'static, Result<S, StepError>> {
+        let fut = self(ctx, state);
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
+/// A step with its state type erased to JSON, as the engine runs it.
+pub type ErasedStep =
+    Arc<dyn Fn(StepContext, Value) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync>;
+
+/// Wraps a typed step function into an [`ErasedStep`].
+///
+/// The state is decoded from and encoded to JSON around the call; a state that does not decode
+/// into `S` is a terminal failure, since no retry would change it.
+pub fn erase<S, M, F>(f: F) -> ErasedStep
+where
+    S: State,
+    F: StepFn<S, M>,
+{
+    let f = Arc::new(f);
+    Arc::new(move |ctx: StepContext, input: Value| {
+        let f = Arc::clone(&f);
+        Box::pin(async move {
+            let state = S::from_json(input).map_err(|e| {
+                StepError::terminal(format!(
+                    "the state does not decode into `{}`: {e}",
+                    std::any::type_name::<S>()
+                ))
+            })?;
+            let output = f.call(ctx, state).await?;
+            output.into_json().map_err(|e| {
+                StepError::terminal(format!("the step's output does not encode as JSON: {e}"))
+            })
+        }) as BoxFuture<'static, _>
+    })
+}
