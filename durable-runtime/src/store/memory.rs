@@ -107,13 +107,14 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                 expected = entry.seq;
             }
             stored.journal.extend(entries);
-            stored.record.updated_at = now;
             match finish {
                 Some(Finish::Completed(output)) => {
+                    stored.record.updated_at = now;
                     stored.record.status = RunStatus::Completed;
                     stored.record.output = Some(output);
                 }
                 Some(Finish::Failed(error)) => {
+                    stored.record.updated_at = now;
                     stored.record.status = RunStatus::Failed;
                     stored.record.error = Some(error);
                 }

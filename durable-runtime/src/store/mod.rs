@@ -71,7 +71,7 @@ pub struct RunRecord {
     pub lease_token: u64,
     /// When the run was created, in milliseconds since the Unix epoch.
     pub created_at: u64,
-    /// When the run last changed, in milliseconds since the Unix epoch.
+    /// When the run was created or finished, in milliseconds since the Unix epoch.
     pub updated_at: u64,
 }
 

@@ -371,10 +371,11 @@ fn apply(
             if grouped {
                 tx.execute_batch("RELEASE entries")?;
             }
+            // Only a run's end touches its row: a step's commit writes one journal page.
             let (status, output, error) = match finish {
                 Some(Finish::Completed(output)) => (RunStatus::Completed, Some(output), None),
                 Some(Finish::Failed(error)) => (RunStatus::Failed, None, Some(error)),
-                None => (RunStatus::Running, None, None),
+                None => return Ok(Ok(())),
             };
             tx.prepare_cached(
                 "UPDATE durable_runs SET status = ?2, output = ?3, error = ?4, updated_at = ?5 \
