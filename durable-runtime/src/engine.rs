@@ -65,7 +65,8 @@ struct Shared {
     active: Mutex<HashMap<RunId, Active>>,
     /// Runs this engine claimed but cannot drive, and runs it stopped driving, with why.
     stalled: Mutex<HashMap<RunId, Error>>,
-    resumed: Vec<RunId>,
+    /// Runs this engine resumed (claimed unfinished from the store), in order.
+    resumed: Mutex<Vec<RunId>>,
 }
 
 struct Active {
@@ -113,8 +114,7 @@ impl EngineBuilder {
             workflows.insert(def.name(), Arc::new(def));
         }
         let owner = format!("{}-{}", std::process::id(), RunId::generate());
-        let claimed = self.store.claim_runs(&owner, self.lease).await?;
-        let mut shared = Shared {
+        let shared = Arc::new(Shared {
             journal: Journal::spawn(Arc::clone(&self.store)),
             store: self.store,
             workflows,
@@ -122,36 +122,9 @@ impl EngineBuilder {
             lease: self.lease,
             active: Mutex::default(),
             stalled: Mutex::default(),
-            resumed: Vec::new(),
-        };
-        let mut to_resume = Vec::new();
-        for run in claimed {
-            match shared.check_resumable(&run) {
-                Ok(def) => {
-                    let journal = shared.store.load_journal(&run.id).await?;
-                    shared.resumed.push(run.id.clone());
-                    to_resume.push((def, run, journal));
-                }
-                Err(error) => {
-                    lock(&shared.stalled).insert(run.id.clone(), error);
-                }
-            }
-        }
-        let shared = Arc::new(shared);
-        for (def, run, journal) in to_resume {
-            match serde_json::from_str::<Value>(&run.input) {
-                Ok(input) => shared.spawn_run(def, run.id, run.lease_token, journal, input),
-                Err(e) => {
-                    let error = Error::BadState {
-                        workflow: run.workflow,
-                        run_id: run.id.clone(),
-                        step: None,
-                        message: format!("its stored input is not valid JSON: {e}"),
-                    };
-                    lock(&shared.stalled).insert(run.id, error);
-                }
-            }
-        }
+            resumed: Mutex::default(),
+        });
+        shared.recover().await?;
         tokio::spawn(heartbeat(Arc::downgrade(&shared)));
         Ok(Engine { shared })
     }
@@ -338,9 +311,10 @@ impl Engine {
             .collect())
     }
 
-    /// The runs this engine resumed when it was built.
-    pub fn resumed(&self) -> &[RunId] {
-        &self.shared.resumed
+    /// The runs this engine resumed: those unfinished when it was built, and those it took
+    /// over since from workers whose leases expired.
+    pub fn resumed(&self) -> Vec<RunId> {
+        lock(&self.shared.resumed).clone()
     }
 
     /// The registered definition of a workflow.
@@ -362,6 +336,37 @@ impl Engine {
 }
 
 impl Shared {
+    /// Claims the unfinished runs no live worker holds and resumes those it can.
+    async fn recover(self: &Arc<Self>) -> Result<(), Error> {
+        let claimed = self.store.claim_runs(&self.owner, self.lease).await?;
+        for run in claimed {
+            let def = match self.check_resumable(&run) {
+                Ok(def) => def,
+                Err(error) => {
+                    lock(&self.stalled).insert(run.id.clone(), error);
+                    continue;
+                }
+            };
+            let input = match serde_json::from_str::<Value>(&run.input) {
+                Ok(input) => input,
+                Err(e) => {
+                    let error = Error::BadState {
+                        workflow: run.workflow,
+                        run_id: run.id.clone(),
+                        step: None,
+                        message: format!("its stored input is not valid JSON: {e}"),
+                    };
+                    lock(&self.stalled).insert(run.id, error);
+                    continue;
+                }
+            };
+            let journal = self.store.load_journal(&run.id).await?;
+            lock(&self.resumed).push(run.id.clone());
+            self.spawn_run(def, run.id, run.lease_token, journal, input);
+        }
+        Ok(())
+    }
+
     fn check_resumable(&self, run: &RunRecord) -> Result<Arc<Definition>, Error> {
         let def =
             self.workflows
@@ -433,11 +438,13 @@ async fn heartbeat(shared: std::sync::Weak<Shared>) {
             Some(s) => s.lease,
             None => return,
         };
-        tokio::time::sleep(lease / 3).await;
+        tokio::time::sleep((lease / 3).max(Duration::from_millis(10))).await;
         let Some(s) = shared.upgrade() else { return };
-        // A failed renewal is retried on the next beat; the fencing token protects the
-        // journal if the lease expires in between.
+        // A failed renewal or claim is retried on the next beat; the fencing token protects
+        // the journal if a lease expires in between.
         let _ = s.store.renew_leases(&s.owner, s.lease).await;
+        // Take over the runs of workers that died (their leases expired).
+        let _ = s.recover().await;
     }
 }
 

@@ -219,9 +219,11 @@ impl RunTask {
             };
             match result {
                 Ok(output) => {
-                    let entry =
-                        self.entry(name, EntryKind::StepCompleted, attempt, output.to_string());
-                    let seq = self.append(vec![entry], None).await?;
+                    let text = output.to_string();
+                    let finish =
+                        (self.final_step == Some(name)).then(|| Finish::Completed(text.clone()));
+                    let entry = self.entry(name, EntryKind::StepCompleted, attempt, text);
+                    let seq = self.append(vec![entry], finish).await?;
                     return Ok((output, seq));
                 }
                 Err(error) if error.is_terminal() || last => {

@@ -171,7 +171,10 @@ impl Store for MemoryStore {
         let mut claimed = Vec::new();
         for id in &inner.order {
             let stored = inner.runs.get_mut(id).expect("order lists stored runs");
-            let free = stored.record.owner.is_none() || stored.lease_expires_at <= now;
+            let free = match stored.record.owner.as_deref() {
+                None => true,
+                Some(holder) => holder != owner && stored.lease_expires_at <= now,
+            };
             if stored.record.status == RunStatus::Running && free {
                 stored.record.owner = Some(owner.to_owned());
                 stored.record.lease_token += 1;

@@ -266,9 +266,10 @@ pub trait Store: Send + Sync + 'static {
         id: &'a RunId,
     ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>>;
 
-    /// Takes the lease of every unfinished run whose lease has expired (or, for a store only
-    /// one process can open, every unfinished run): sets `owner`, bumps the token, and returns
-    /// the claimed runs with their new tokens.
+    /// Takes the lease of every unfinished run that `owner` does not hold and whose lease has
+    /// expired or was released (for a store only one process can open, every unfinished run
+    /// `owner` does not hold): sets `owner`, bumps the token, and returns the claimed runs
+    /// with their new tokens.
     fn claim_runs<'a>(
         &'a self,
         owner: &'a str,

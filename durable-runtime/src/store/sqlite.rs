@@ -460,7 +460,8 @@ impl Store for SqliteStore {
             let until = (now_millis() + lease.as_millis() as u64) as i64;
             let mut stmt = conn.prepare(&format!(
                 "UPDATE durable_runs SET owner = ?1, lease_token = lease_token + 1, \
-                 lease_expires_at = ?2 WHERE status = 'running' RETURNING {RUN_COLUMNS}"
+                 lease_expires_at = ?2 \
+                 WHERE status = 'running' AND (owner IS NULL OR owner != ?1) RETURNING {RUN_COLUMNS}"
             ))?;
             let rows = stmt.query_map(params![owner, until], run_from_row)?;
             let mut runs = rows.collect::<rusqlite::Result<Vec<_>>>()?;

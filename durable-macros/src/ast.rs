@@ -1,0 +1,120 @@
+//! The syntax tree of the `workflow!` DSL, as written: every token keeps its span so that
+//! `validate` can point at exactly what the user wrote.
+//!
+//! The tree is deliberately loose. Options are `key`, `key = value` or `key(...)` whatever the
+//! key, and values are raw tokens: `validate` decides what is known and well formed, so that
+//! one pass can report every mistake instead of stopping at the first.
+
+use proc_macro2::{Span, TokenStream};
+use syn::{token, Attribute, ExprPath, Ident, Token, Visibility};
+
+/// Keywords of the DSL, parsed as `syn` custom keywords.
+pub mod kw {
+    syn::custom_keyword!(step);
+    syn::custom_keyword!(parallel);
+}
+
+/// The item keywords a workflow body accepts, for "did you mean" suggestions.
+pub const ITEM_KEYWORDS: &[&str] = &["step", "parallel"];
+
+/// `#[doc] vis name(options) { items }`: one whole `workflow!` invocation.
+pub struct Workflow {
+    /// Outer attributes; only doc comments are valid, which `validate` checks.
+    pub attrs: Vec<Attribute>,
+    /// The visibility given to the generated struct.
+    pub vis: Visibility,
+    /// The workflow's name, which is also the generated struct's name.
+    pub name: Ident,
+    /// `(state = Type)`, if given.
+    pub options: Option<Options>,
+    /// The body.
+    pub body: Block,
+}
+
+/// `{ items }`: a workflow's body or a block's branches.
+pub struct Block {
+    /// The braces, whose span locates an empty block.
+    pub brace: token::Brace,
+    /// The items in declaration order, including the ones that failed to parse.
+    pub items: Vec<Item>,
+}
+
+/// One element of a block.
+///
+/// New kinds of items (`dag`, `map`, `sleep`, `wait_for`) become new variants here.
+pub enum Item {
+    /// `step name(options) = path;`
+    Step(Step),
+    /// `parallel(options) { items }`
+    Parallel(Parallel),
+    /// An item that failed to parse. Parsing skipped past it and went on, so the error is
+    /// reported together with those of the rest of the workflow.
+    Error(syn::Error),
+}
+
+/// `step name(options) = path;`
+pub struct Step {
+    /// The `step` keyword.
+    #[allow(dead_code)] // Kept so that the tree is complete; no diagnostic needs it yet.
+    pub keyword: kw::step,
+    /// The step's name, under which the journal records it.
+    pub name: Ident,
+    /// `(retry(...))`, if given.
+    pub options: Option<Options>,
+    /// `= path` naming the function to call; without it the function is `name` itself.
+    pub func: Option<(Token![=], ExprPath)>,
+    /// The closing `;`. Missing is a validation error rather than a parse error, so that the
+    /// step still takes part in the other checks.
+    pub semi: Option<Token![;]>,
+}
+
+/// `parallel(options) { items }`
+pub struct Parallel {
+    /// The `parallel` keyword.
+    pub keyword: kw::parallel,
+    /// `(merge = ..., on_error = ...)`, if given.
+    pub options: Option<Options>,
+    /// The branches.
+    pub body: Block,
+}
+
+/// `(option, option, ...)`
+pub struct Options {
+    /// The parentheses.
+    pub paren: token::Paren,
+    /// The options in the order written.
+    pub list: Vec<Opt>,
+}
+
+/// One option: `key`, `key = value` or `key(options)`.
+pub struct Opt {
+    /// The option's name.
+    pub key: Ident,
+    /// What follows the name.
+    pub value: OptValue,
+}
+
+/// What follows an option's name.
+pub enum OptValue {
+    /// Nothing: a bare flag such as `jitter`.
+    Flag,
+    /// `= tokens`, the tokens up to the next `,` at this level, never empty.
+    Value(#[allow(dead_code)] Token![=], TokenStream),
+    /// `(options)`, as in `retry(max_attempts = 3)`.
+    List(Options),
+}
+
+impl Step {
+    /// The span of the step's last token before its `;`, where a missing `;` is reported.
+    pub fn end_span(&self) -> Span {
+        if let Some((_, path)) = &self.func {
+            if let Some(last) = path.path.segments.last() {
+                return last.ident.span();
+            }
+        }
+        match &self.options {
+            Some(options) => options.paren.span.close(),
+            None => self.name.span(),
+        }
+    }
+}

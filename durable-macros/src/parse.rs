@@ -1,0 +1,238 @@
+//! `syn` parsing of the DSL into [`crate::ast`].
+//!
+//! Parsing is lenient inside a block: an item that does not parse becomes [`Item::Error`] and
+//! parsing resumes at the next item, so that one compilation reports every mistake. Only a
+//! broken header (name, options, braces) stops everything, since nothing after it can be
+//! trusted.
+
+use proc_macro2::{Delimiter, TokenStream, TokenTree};
+use syn::buffer::Cursor;
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::{braced, parenthesized, token, Attribute, Error, ExprPath, Ident, Result, Token, Type};
+
+use crate::ast::{
+    kw, Block, Item, Opt, OptValue, Options, Parallel, Step, Workflow, ITEM_KEYWORDS,
+};
+use crate::suggest;
+
+impl Parse for Workflow {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis = input.parse()?;
+        let name: Ident = input.parse().map_err(|e| {
+            Error::new(
+                e.span(),
+                "expected the workflow's name, as in `workflow! { my_workflow { step first; } }`",
+            )
+        })?;
+        let options = if input.peek(token::Paren) {
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        if !input.peek(token::Brace) {
+            return Err(input.error(format!(
+                "expected `{{` and the steps of workflow `{name}`, as in `{name} {{ step first; }}`"
+            )));
+        }
+        let body = input.parse()?;
+        if !input.is_empty() {
+            return Err(input.error(
+                "unexpected tokens after the workflow's body: one `workflow!` defines one workflow",
+            ));
+        }
+        Ok(Workflow {
+            attrs,
+            vis,
+            name,
+            options,
+            body,
+        })
+    }
+}
+
+impl Parse for Block {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let content;
+        let brace = braced!(content in input);
+        let mut items = Vec::new();
+        while !content.is_empty() {
+            let start = content.cursor();
+            match content.parse() {
+                Ok(item) => items.push(item),
+                Err(error) => {
+                    items.push(Item::Error(error));
+                    skip_rest_of_item(&content, start);
+                }
+            }
+        }
+        Ok(Block { brace, items })
+    }
+}
+
+/// Skips the rest of an item that failed to parse: through its `;` or its `{ ... }` block, or
+/// up to the next item keyword. Always moves past at least one token, so parsing cannot loop.
+fn skip_rest_of_item(input: ParseStream, start: Cursor) {
+    let _ = input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((tt, next)) = rest.token_tree() {
+            match &tt {
+                TokenTree::Punct(p) if p.as_char() == ';' => return Ok(((), next)),
+                TokenTree::Group(g) if g.delimiter() == Delimiter::Brace => return Ok(((), next)),
+                TokenTree::Ident(i)
+                    if rest != start && ITEM_KEYWORDS.contains(&&*i.to_string()) =>
+                {
+                    return Ok(((), rest))
+                }
+                _ => rest = next,
+            }
+        }
+        Ok(((), rest))
+    });
+}
+
+impl Parse for Item {
+    fn parse(input: ParseStream) -> Result<Self> {
+        if input.peek(kw::step) {
+            input.parse().map(Item::Step)
+        } else if input.peek(kw::parallel) {
+            input.parse().map(Item::Parallel)
+        } else if input.peek(Token![;]) {
+            Err(input.error("unexpected `;`: only a `step` ends with `;`, remove this one"))
+        } else if input.peek(Ident::peek_any) {
+            let word = input.call(Ident::parse_any)?;
+            let message = suggest::unknown("item", &word.to_string(), ITEM_KEYWORDS);
+            Err(Error::new(word.span(), message))
+        } else {
+            Err(input.error("expected an item, as in `step name;` or `parallel { ... }`"))
+        }
+    }
+}
+
+impl Parse for Step {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let keyword = input.parse()?;
+        let name = input.parse().map_err(|_| {
+            input.error("expected the step's name after `step`, as in `step charge_card;`")
+        })?;
+        let options = if input.peek(token::Paren) {
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        let func = if input.peek(Token![=]) {
+            let eq = input.parse()?;
+            let path = input.parse::<ExprPath>().map_err(|_| {
+                input.error("expected the path of the step's function after `=`, as in `step finish = billing::finish;`")
+            })?;
+            Some((eq, path))
+        } else {
+            None
+        };
+        if func.is_some() && input.peek(token::Paren) {
+            return Err(input.error(
+                "a step's options go before `=`: write `step name(retry(...)) = path::to::function;`",
+            ));
+        }
+        let semi = input.parse()?;
+        Ok(Step {
+            keyword,
+            name,
+            options,
+            func,
+            semi,
+        })
+    }
+}
+
+impl Parse for Parallel {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let keyword = input.parse()?;
+        let options = if input.peek(token::Paren) {
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        if !input.peek(token::Brace) {
+            return Err(input.error(
+                "expected `{` and the branches of the parallel block, as in `parallel { step a; step b; }`",
+            ));
+        }
+        let body = input.parse()?;
+        Ok(Parallel {
+            keyword,
+            options,
+            body,
+        })
+    }
+}
+
+impl Parse for Options {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let content;
+        let paren = parenthesized!(content in input);
+        let list = parse_option_list(&content).inspect_err(|_| {
+            // Consume what is left: syn reports tokens left in a dropped group as "unexpected
+            // token" at the very end, which would replace every error collected leniently.
+            let _ = content.parse::<TokenStream>();
+        })?;
+        Ok(Options { paren, list })
+    }
+}
+
+fn parse_option_list(input: ParseStream) -> Result<Vec<Opt>> {
+    let mut list = Vec::new();
+    while !input.is_empty() {
+        list.push(input.parse()?);
+        if !input.is_empty() {
+            input
+                .parse::<Token![,]>()
+                .map_err(|_| input.error("expected `,` between options"))?;
+        }
+    }
+    Ok(list)
+}
+
+impl Parse for Opt {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let key = input.call(Ident::parse_any).map_err(|_| {
+            input.error("expected an option's name, as in `retry(max_attempts = 3)`")
+        })?;
+        let value = if input.peek(Token![=]) {
+            let eq = input.parse()?;
+            OptValue::Value(eq, parse_value(input)?)
+        } else if input.peek(token::Paren) {
+            OptValue::List(input.parse()?)
+        } else {
+            OptValue::Flag
+        };
+        Ok(Opt { key, value })
+    }
+}
+
+/// The tokens of an option's value, up to the next `,` of the option list.
+fn parse_value(input: ParseStream) -> Result<TokenStream> {
+    // A type such as `HashMap<String, u32>` has commas outside any group: take it whole.
+    let fork = input.fork();
+    if fork.parse::<Type>().is_ok() && (fork.is_empty() || fork.peek(Token![,])) {
+        let ty: Type = input.parse()?;
+        return Ok(quote::ToTokens::into_token_stream(ty));
+    }
+    let tokens = input.step(|cursor| {
+        let mut rest = *cursor;
+        let mut tokens = TokenStream::new();
+        while let Some((tt, next)) = rest.token_tree() {
+            if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
+                break;
+            }
+            tokens.extend([tt]);
+            rest = next;
+        }
+        Ok((tokens, rest))
+    })?;
+    if tokens.is_empty() {
+        return Err(input.error("expected a value after `=`"));
+    }
+    Ok(tokens)
+}

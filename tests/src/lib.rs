@@ -1,0 +1,183 @@
+//! Shared helpers of the integration tests: stores to run every behaviour against, scratch
+//! directories, and a log of side effects to count which steps really ran.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use durable::store::memory::MemoryStore;
+use durable::store::sqlite::SqliteStore;
+use durable::Store;
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// [`MemoryStore`].
+    Memory,
+    /// [`SqliteStore`] in a scratch file.
+    Sqlite,
+}
+
+/// A store a test can close and open again, as a restarted process would.
+pub struct TestStore {
+    backend: Backend,
+    memory: MemoryStore,
+    dir: PathBuf,
+}
+
+impl TestStore {
+    /// A fresh, empty store.
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            memory: MemoryStore::new(),
+            dir: scratch_dir(),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The SQLite file's path (also set for the memory backend, unused there).
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("durable.db")
+    }
+
+    /// Opens the store: the same contents every time.
+    pub fn open(&self) -> Arc<dyn Store> {
+        match self.backend {
+            Backend::Memory => Arc::new(self.memory.clone()),
+            Backend::Sqlite => Arc::new(open_sqlite_retrying(&self.db_path())),
+        }
+    }
+}
+
+/// Opens an SQLite store, waiting briefly for a previous engine of this process (whose
+/// runtime is being torn down) to let go of the file.
+pub fn open_sqlite_retrying(path: &Path) -> SqliteStore {
+    let mut last = None;
+    for _ in 0..200 {
+        match SqliteStore::open(path) {
+            Ok(store) => return store,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("cannot open {}: {:?}", path.display(), last)
+}
+
+/// A new empty directory under the target directory's tmp folder.
+pub fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let base = std::env::var_os("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("durable-tests");
+    let dir = base.join(format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Runs `f` on a fresh multi-threaded runtime and drops the runtime afterwards, which cancels
+/// every task it still has: in-process, the closest thing to a process that stops.
+pub fn in_runtime<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let out = rt.block_on(f);
+    rt.shutdown_timeout(Duration::from_secs(5));
+    out
+}
+
+/// An in-memory record of which steps ran, in order.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    /// Records an event.
+    pub fn push(&self, event: impl Into<String>) {
+        self.0.lock().unwrap().push(event.into());
+    }
+
+    /// Every event so far.
+    pub fn events(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// How often `event` was recorded.
+    pub fn count(&self, event: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| *e == event)
+            .count()
+    }
+
+    /// Forgets everything.
+    pub fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+/// Defines one `#[test]` per backend from a body that takes a [`TestStore`].
+#[macro_export]
+macro_rules! each_store {
+    ($(fn $name:ident($store:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                fn body($store: $crate::TestStore) $body
+
+                #[test]
+                fn memory() {
+                    body($crate::TestStore::new($crate::Backend::Memory));
+                }
+
+                #[test]
+                fn sqlite() {
+                    body($crate::TestStore::new($crate::Backend::Sqlite));
+                }
+            }
+        )*
+    };
+}
+
+/// Side effects recorded by steps, per run, so tests running at once do not mix them.
+static EVENTS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Records that `what` happened in the run of `ctx`.
+pub fn note(ctx: &durable::StepContext, what: impl Into<String>) {
+    EVENTS
+        .lock()
+        .unwrap()
+        .push((ctx.run_id().to_string(), what.into()));
+}
+
+/// Everything recorded for `run`, in order.
+pub fn events(run: &durable::RunId) -> Vec<String> {
+    EVENTS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(r, _)| r == run.as_str())
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
+/// How often `what` was recorded for `run`.
+pub fn count(run: &durable::RunId, what: &str) -> usize {
+    events(run).iter().filter(|e| *e == what).count()
+}

@@ -1,0 +1,11 @@
+use durable::workflow;
+
+workflow! {
+    /// Docs are fine.
+    #[derive(PartialEq)]
+    onboard {
+        step a;
+    }
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use durable::workflow;
+
+workflow! {
+    /// Does nothing yet.
+    pub onboard {}
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use durable::workflow;
+
+workflow! {
+    greet {
+        step greet;
+    }
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+use durable::workflow;
+
+workflow! {
+    onboard {
+        stpe a;
+        paralel {
+            step b;
+        }
+        step c;
+    }
+}
+
+fn main() {}
