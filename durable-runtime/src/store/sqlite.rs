@@ -104,8 +104,11 @@ impl SqliteStore {
             Err(TryLockError::Error(e)) => return Err(err(format!("cannot lock the file: {e}"))),
         }
         check_header(&lock).map_err(err)?;
+        // Check what the file is before any pragma (WAL mode rewrites the header).
+        let probe = Connection::open(&path).map_err(|e| err(e.to_string()))?;
+        prepare_schema(&probe).map_err(err)?;
+        drop(probe);
         let writer = connect(&path, options.synchronous).map_err(|e| err(e.to_string()))?;
-        prepare_schema(&writer).map_err(err)?;
         let reader = connect(&path, options.synchronous).map_err(|e| err(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
