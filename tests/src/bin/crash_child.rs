@@ -1,1 +1,114 @@
-fn main() {}
+//! A worker process for the crash tests: it drives one run named `crash-run` on an SQLite
+//! store, recording every step's start and end in a side-effect log, and gets killed.
+//!
+//! Usage: `crash_child <db> <seq|parallel> <log>`. Environment:
+//! - `SLOW_STEP=name`: that step sleeps for a minute (the test kills the process then);
+//! - `STEP_DELAY_MS=n`: every step sleeps `n` ms.
+//!
+//! Prints the run's output as JSON and exits 0 when the run completes.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::time::Duration;
+
+use durable::store::sqlite::SqliteStore;
+use durable::{workflow, Data, Engine, Error, StepContext, StepError};
+
+/// Appends one line with a single `write` call, so a kill never leaves half a line.
+fn record(line: String) {
+    let path = std::env::var("CRASH_LOG").expect("CRASH_LOG");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("log");
+    file.write_all(line.as_bytes()).expect("log write");
+}
+
+async fn work(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    let step = ctx.step().to_owned();
+    record(format!("start {step}\n"));
+    if std::env::var("SLOW_STEP").ok().as_deref() == Some(step.as_str()) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    if let Some(ms) = std::env::var("STEP_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let n: u64 = data.get("n").unwrap_or(0);
+    let mut trail: Vec<String> = data.get("trail").unwrap_or_default();
+    trail.push(step.clone());
+    let out = data
+        .assign("n", n + 1)
+        .assign("trail", trail)
+        .assign(format!("did_{step}"), true);
+    record(format!("end {step}\n"));
+    Ok(out)
+}
+
+workflow! {
+    seq {
+        step s1 = work;
+        step s2 = work;
+        step s3 = work;
+        step s4 = work;
+        step s5 = work;
+    }
+}
+
+workflow! {
+    parallel {
+        step prepare = work;
+        parallel {
+            step p1 = work;
+            step p2 = work;
+            step p3 = work;
+        }
+        step middle = work;
+        parallel(merge = last_wins) {
+            step q1 = work;
+            step q2 = work;
+        }
+        step finish = work;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let (db, scenario) = (
+        args.next().expect("db path"),
+        args.next().expect("scenario"),
+    );
+    let store = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    let engine = Engine::builder(store)
+        .register(seq)
+        .register(parallel)
+        .build()
+        .await
+        .unwrap();
+    let started = match scenario.as_str() {
+        "seq" => engine
+            .start_with_id(seq, "crash-run", Data::new())
+            .await
+            .map(drop),
+        "parallel" => engine
+            .start_with_id(parallel, "crash-run", Data::new())
+            .await
+            .map(drop),
+        other => panic!("unknown scenario {other}"),
+    };
+    match started {
+        Ok(()) | Err(Error::RunExists { .. }) => {}
+        Err(e) => panic!("{e}"),
+    }
+    match engine.wait::<Data>(&"crash-run".into()).await {
+        Ok(out) => println!("{}", serde_json::Value::from(out)),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Crash tests: a real worker process is killed with SIGKILL while steps are in flight and at
+//! random points, then restarted. Finished steps must never run again, and the run must
+//! complete with the right output.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use durable_tests::scratch_dir;
+
+const CHILD: &str = env!("CARGO_BIN_EXE_crash_child");
+
+struct Scenario {
+    db: PathBuf,
+    log: PathBuf,
+    name: &'static str,
+}
+
+impl Scenario {
+    fn new(name: &'static str) -> Self {
+        let dir = scratch_dir();
+        Self {
+            db: dir.join("crash.db"),
+            log: dir.join("effects.log"),
+            name,
+        }
+    }
+
+    fn spawn(&self, env: &[(&str, &str)]) -> Child {
+        let mut cmd = Command::new(CHILD);
+        cmd.arg(&self.db).arg(self.name).env("CRASH_LOG", &self.log);
+        cmd.env_remove("SLOW_STEP")
+            .env_remove("STEP_DELAY_MS")
+            .env("RUST_BACKTRACE", "0");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn crash_child")
+    }
+
+    /// Runs the worker to the end; returns its output.
+    fn finish(&self) -> serde_json::Value {
+        let out = self.spawn(&[]).wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "worker failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("output JSON")
+    }
+
+    /// How often each `start X` / `end X` line is in the side-effect log.
+    fn effects(&self) -> BTreeMap<String, usize> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut counts = BTreeMap::new();
+        for line in text.lines() {
+            *counts.entry(line.to_owned()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    fn count(&self, line: &str) -> usize {
+        self.effects().get(line).copied().unwrap_or(0)
+    }
+
+    /// The steps whose completion is committed in the journal.
+    fn committed(&self) -> BTreeSet<String> {
+        if !self.db.exists() {
+            return BTreeSet::new();
+        }
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let has_table: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'durable_journal'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if has_table == 0 {
+            return BTreeSet::new();
+        }
+        let mut stmt = conn
+            .prepare("SELECT step FROM durable_journal WHERE kind = 'step_completed'")
+            .unwrap();
+        let steps = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        steps
+    }
+
+    fn completions_per_step(&self) -> BTreeMap<String, i64> {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT step, count(*) FROM durable_journal WHERE kind = 'step_completed' GROUP BY step")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn kill(mut child: Child) {
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_step_in_flight_when_the_process_is_killed_runs_again_and_nothing_else_does() {
+    let s = Scenario::new("seq");
+    let child = s.spawn(&[("SLOW_STEP", "s3")]);
+    wait_until("s3 to start", || s.count("start s3") == 1);
+    kill(child);
+    assert_eq!(s.committed(), ["s1", "s2"].map(String::from).into());
+
+    let out = s.finish();
+    assert_eq!(out["n"], 5);
+    assert_eq!(
+        out["trail"],
+        serde_json::json!(["s1", "s2", "s3", "s4", "s5"])
+    );
+    let effects = s.effects();
+    for step in ["s1", "s2", "s4", "s5"] {
+        assert_eq!(
+            effects[&format!("start {step}")],
+            1,
+            "{step} ran again: {effects:?}"
+        );
+    }
+    assert_eq!(
+        effects["start s3"], 2,
+        "the step in flight runs again: {effects:?}"
+    );
+    assert_eq!(effects["end s3"], 1);
+    assert!(s.completions_per_step().values().all(|&n| n == 1));
+}
+
+#[test]
+fn a_parallel_block_killed_midway_reruns_only_its_unfinished_branch() {
+    let s = Scenario::new("parallel");
+    let child = s.spawn(&[("SLOW_STEP", "p2")]);
+    // p1 and p3 finish and are committed while p2 is still in flight.
+    wait_until("p1 and p3 to commit", || {
+        let c = s.committed();
+        c.contains("p1") && c.contains("p3")
+    });
+    assert_eq!(s.count("start p2"), 1);
+    kill(child);
+    assert_eq!(
+        s.committed(),
+        ["prepare", "p1", "p3"].map(String::from).into()
+    );
+
+    let out = s.finish();
+    let effects = s.effects();
+    for step in ["prepare", "p1", "p3", "middle", "q1", "q2", "finish"] {
+        assert_eq!(effects[&format!("start {step}")], 1, "{step}: {effects:?}");
+    }
+    assert_eq!(effects["start p2"], 2);
+    // The merge saw all three branches, replayed and fresh alike.
+    for step in ["p1", "p2", "p3", "q1", "q2", "finish"] {
+        assert_eq!(out[format!("did_{step}")], true, "{out}");
+    }
+    assert!(s.completions_per_step().values().all(|&n| n == 1));
+}
+
+/// A small deterministic generator (xorshift), seeded from the clock and printed, so a
+/// failing sequence of kill points can be replayed with `CRASH_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+fn random_kills(name: &'static str) {
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            nanos as u64 | 1
+        });
+    println!("CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    let s = Scenario::new(name);
+    let mut kills = 0;
+    let out = loop {
+        let committed = s.committed();
+        let before = s.effects();
+        let mut child = s.spawn(&[("STEP_DELAY_MS", "4")]);
+        // Kill anywhere: during start-up, mid-step, between a step and its commit. After
+        // 25 kills, let the worker finish.
+        if kills < 25 {
+            std::thread::sleep(Duration::from_millis(rng.next(35)));
+        }
+        let done = kills >= 25 || child.try_wait().unwrap().is_some();
+        let output = if done {
+            Some(child.wait_with_output().unwrap())
+        } else {
+            kill(child);
+            kills += 1;
+            None
+        };
+        // No step committed before this worker started may have started again.
+        let after = s.effects();
+        for step in &committed {
+            let key = format!("start {step}");
+            assert_eq!(
+                before.get(&key),
+                after.get(&key),
+                "committed step {step} ran again (seed {seed})"
+            );
+        }
+        if let Some(output) = output {
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            break serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap();
+        }
+    };
+    let completions = s.completions_per_step();
+    assert!(completions.values().all(|&n| n == 1), "{completions:?}");
+    let expected = if name == "seq" { 5 } else { 8 };
+    assert_eq!(completions.len(), expected, "{completions:?}");
+    for step in completions.keys() {
+        assert_eq!(out[format!("did_{step}")], true, "{out}");
+        assert!(s.count(&format!("end {step}")) >= 1);
+    }
+    println!("{kills} kills (seed {seed})");
+}
+
+#[test]
+fn random_kills_never_rerun_a_committed_step_seq() {
+    for _ in 0..5 {
+        random_kills("seq");
+    }
+}
+
+#[test]
+fn random_kills_never_rerun_a_committed_step_parallel() {
+    for _ in 0..5 {
+        random_kills("parallel");
+    }
+}
