@@ -129,7 +129,7 @@ impl RetryPolicy {
 fn random_unit() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(crate::clock::now_millis() as u64);
+    hasher.write_u64(crate::clock::now_millis());
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 

@@ -1,1 +1,109 @@
-//! Examples live in src/bin.
+//! Shared helpers of the runnable examples in `src/bin/`: where the database lives, how long a
+//! step pretends to work, and how steps and histories are printed.
+//!
+//! Two environment variables tune every example:
+//! - `DURABLE_EXAMPLE_DB`: the SQLite file (a first command-line argument wins over it);
+//! - `DURABLE_EXAMPLE_FAST=1`: every simulated wait is ten times shorter (the tests set it).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use durable::{StepContext, StepEvent, StepRecord};
+
+/// The SQLite file to use: the first command-line argument, else `$DURABLE_EXAMPLE_DB`, else
+/// `default` (relative to the current directory).
+pub fn db_path(default: &str) -> PathBuf {
+    std::env::args_os()
+        .nth(1)
+        .or_else(|| std::env::var_os("DURABLE_EXAMPLE_DB"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default))
+}
+
+/// Whether `DURABLE_EXAMPLE_FAST` is set (to anything but `0` or nothing).
+pub fn fast() -> bool {
+    std::env::var("DURABLE_EXAMPLE_FAST").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `duration`, or a tenth of it in fast mode.
+pub fn scaled(duration: Duration) -> Duration {
+    if fast() {
+        duration / 10
+    } else {
+        duration
+    }
+}
+
+/// Pretends to work for [`scaled`]`(duration)`.
+pub async fn work(duration: Duration) {
+    tokio::time::sleep(scaled(duration)).await;
+}
+
+/// Prints a line prefixed with the time since the first call, e.g. `[ 1.003s] message`.
+pub fn say(message: impl std::fmt::Display) {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let elapsed = START.get_or_init(Instant::now).elapsed();
+    println!("[{:>6.3}s] {message}", elapsed.as_secs_f64());
+}
+
+/// Prints `<step>: started (attempt N)`.
+pub fn started(ctx: &StepContext) {
+    say(format!(
+        "{}: started (attempt {})",
+        ctx.step(),
+        ctx.attempt()
+    ));
+}
+
+/// Prints `<step>: finished (attempt N)`.
+pub fn finished(ctx: &StepContext) {
+    say(format!(
+        "{}: finished (attempt {})",
+        ctx.step(),
+        ctx.attempt()
+    ));
+}
+
+/// Prints `<step>: failed (attempt N): <error>`.
+pub fn failed(ctx: &StepContext, error: impl std::fmt::Display) {
+    say(format!(
+        "{}: failed (attempt {}): {error}",
+        ctx.step(),
+        ctx.attempt()
+    ));
+}
+
+/// Prints a run's journal (from `Engine::history`) as a table: step, attempt, event.
+pub fn print_history(history: &[StepRecord]) {
+    println!("  {:<4} {:<22} {:<8} event", "seq", "step", "attempt");
+    for record in history {
+        let event = match &record.event {
+            StepEvent::Completed { .. } => "completed".to_owned(),
+            StepEvent::AttemptFailed { error, .. } => format!("attempt failed: {error}"),
+            StepEvent::Failed { error } => format!("failed: {error}"),
+        };
+        println!(
+            "  {:<4} {:<22} {:<8} {event}",
+            record.seq, record.step, record.attempt
+        );
+    }
+}
+
+/// Ends `main`: prints an error with its `Display` text (not `Debug`) and fails the process.
+pub fn exit(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The README's Rust code blocks, compiled (and run, unless `no_run`) as doc tests, so they
+/// stay true to the API.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

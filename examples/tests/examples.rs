@@ -1,0 +1,207 @@
+//! Runs each example binary and checks what it prints; kills the onboarding example mid-run
+//! and checks that the next start resumes it without re-running finished steps.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A scratch database path for one test, with any leftovers of an earlier run removed.
+fn scratch_db(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("example-{name}-{}.db", std::process::id()));
+    remove_db(&path);
+    path
+}
+
+fn remove_db(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// An example's command with fast sleeps and no inherited database setting.
+fn example(bin: &str) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .env("DURABLE_EXAMPLE_FAST", "1")
+        .env_remove("DURABLE_EXAMPLE_DB");
+    command
+}
+
+/// Runs the command to its end, asserts it succeeded and returns its stdout.
+fn stdout_of(command: &mut Command) -> String {
+    let output = command.output().expect("the example starts");
+    let stdout = String::from_utf8(output.stdout).expect("utf-8 output");
+    assert!(
+        output.status.success(),
+        "the example failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+const ONBOARDING: &str = env!("CARGO_BIN_EXE_onboarding");
+
+#[test]
+fn onboarding_runs_every_step_once_and_retries_the_email() {
+    let db = scratch_db("onboarding");
+    let out = stdout_of(example(ONBOARDING).arg(&db));
+    assert!(out.contains("starting a new run"), "{out}");
+    for step in [
+        "create_user",
+        "provision_workspace",
+        "setup_billing",
+        "complete",
+    ] {
+        assert_eq!(
+            count(&out, &format!("{step}: started")),
+            1,
+            "{step}:\n{out}"
+        );
+        assert_eq!(
+            count(&out, &format!("{step}: finished")),
+            1,
+            "{step}:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("send_welcome_email: failed (attempt 1)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("send_welcome_email: finished (attempt 2)"),
+        "{out}"
+    );
+    assert!(out.contains("completed; final state:"), "{out}");
+    assert!(out.contains("\"onboarded\": true"), "{out}");
+    assert!(
+        out.contains("attempt failed: mail server timed out"),
+        "{out}"
+    );
+
+    // A second start finds nothing to resume and starts a new run.
+    let again = stdout_of(example(ONBOARDING).arg(&db));
+    assert!(
+        again.contains("no unfinished run (1 finished in this file): starting a new run"),
+        "{again}"
+    );
+    assert!(!again.contains("resuming"), "{again}");
+    remove_db(&db);
+}
+
+#[test]
+fn onboarding_killed_mid_run_resumes_without_rerunning_finished_steps() {
+    let db = scratch_db("onboarding-resume");
+    // Real sleeps (a second a step), so the parallel block is still running when killed.
+    let mut child = Command::new(ONBOARDING)
+        .arg(&db)
+        .env_remove("DURABLE_EXAMPLE_FAST")
+        .env_remove("DURABLE_EXAMPLE_DB")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the example starts");
+    let mut seen = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.expect("utf-8 output");
+        seen.push_str(&line);
+        seen.push('\n');
+        if ["send_welcome_email", "provision_workspace", "setup_billing"]
+            .iter()
+            .any(|step| line.contains(&format!("{step}: started")))
+        {
+            break;
+        }
+    }
+    child.kill().expect("kill the example");
+    child.wait().expect("reap the example");
+    assert!(seen.contains("create_user: finished"), "{seen}");
+    assert!(!seen.contains("completed"), "killed too late:\n{seen}");
+
+    let out = stdout_of(example(ONBOARDING).arg(&db));
+    assert!(out.contains("resuming run"), "{out}");
+    assert!(!out.contains("starting a new run"), "{out}");
+    assert!(
+        !out.contains("create_user: started"),
+        "a finished step ran again:\n{out}"
+    );
+    assert_eq!(count(&out, "complete: finished"), 1, "{out}");
+    assert!(out.contains("completed; final state:"), "{out}");
+    assert!(out.contains("\"user_id\": 42"), "{out}");
+    // The journal holds create_user once.
+    let history = out.split("history of run").nth(1).expect("a history");
+    assert_eq!(count(history, " create_user "), 1, "{history}");
+    remove_db(&db);
+}
+
+#[test]
+fn dashboard_fetches_all_three_sources() {
+    let out = stdout_of(&mut example(env!("CARGO_BIN_EXE_dashboard")));
+    for step in [
+        "init",
+        "fetch_orders",
+        "fetch_metrics",
+        "fetch_notifications",
+        "build_dashboard",
+    ] {
+        assert_eq!(
+            count(&out, &format!("{step}: started")),
+            1,
+            "{step}:\n{out}"
+        );
+        assert_eq!(
+            count(&out, &format!("{step}: finished")),
+            1,
+            "{step}:\n{out}"
+        );
+    }
+    assert!(out.contains("\"visits\": 1234"), "{out}");
+    assert!(out.contains("Your invoice is ready"), "{out}");
+    assert!(out.contains("the run took"), "{out}");
+}
+
+#[test]
+fn notify_all_runs_every_branch_and_names_the_failed_step() {
+    let out = stdout_of(&mut example(env!("CARGO_BIN_EXE_notify_all")));
+    let (failing, succeeding) = out
+        .split_once("--- a run with the SMS gateway up")
+        .expect("two runs");
+    // The failing run: every branch ran to its end, the error names send_sms, and the step
+    // after the block did not run.
+    assert!(
+        failing.contains("send_email: finished (attempt 3)"),
+        "{failing}"
+    );
+    assert!(failing.contains("send_push: finished"), "{failing}");
+    assert!(
+        failing.contains("send_sms: failed (attempt 1): SMS gateway unreachable"),
+        "{failing}"
+    );
+    assert!(
+        failing.contains("failed: parallel block (send_email, send_sms, send_push) failed"),
+        "{failing}"
+    );
+    assert!(
+        failing.contains("failed step `send_sms` after 1 attempt(s)"),
+        "{failing}"
+    );
+    assert!(!failing.contains("log_results: started"), "{failing}");
+    // The succeeding run reaches log_results.
+    assert!(
+        succeeding.contains("send_email: finished (attempt 3)"),
+        "{succeeding}"
+    );
+    assert!(succeeding.contains("send_sms: finished"), "{succeeding}");
+    assert!(succeeding.contains("log_results: finished"), "{succeeding}");
+    assert!(
+        succeeding.contains("completed; final state:"),
+        "{succeeding}"
+    );
+    assert!(!succeeding.contains("error:"), "{succeeding}");
+}
