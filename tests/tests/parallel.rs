@@ -303,7 +303,7 @@ each_store! {
         std::thread::sleep(Duration::from_millis(150));
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(racing).build().await.unwrap();
-            assert_eq!(engine.resumed(), [id.clone()]);
+            assert_eq!(engine.resumed(), std::slice::from_ref(&id));
             let out: Data = engine.wait(&id).await.unwrap();
             // Declared first but finished last: it wins, on replay too.
             assert_eq!(out.get::<String>("winner").as_deref(), Some("slow_first"));
