@@ -186,7 +186,9 @@ pub struct ContextAndState;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a step of a workflow whose state is `{S}`",
     label = "this step's function has the wrong signature",
-    note = "write it as `async fn(state: {S}) -> Result<{S}, StepError>` or `async fn(ctx: StepContext, state: {S}) -> Result<{S}, StepError>`"
+    note = "write it as `async fn(state: {S}) -> Result<{S}, StepError>` or `async fn(ctx: StepContext, state: {S}) -> Result<{S}, StepError>`",
+    note = "the error type may be `StepError` or any `std::error::Error + Send + Sync + 'static` (not `String`: use `StepError::retryable(..)`)",
+    note = "the future must be `Send`: hold no `Rc`, `RefCell` borrow or `std::sync::MutexGuard` across an `.await`"
 )]
 pub trait StepFn<S, Marker>: Send + Sync + 'static {
     /// Runs one attempt.
