@@ -1,6 +1,7 @@
 //! The definition of a workflow: the tree of steps and blocks that `workflow!` builds.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use crate::data::State;
 use crate::merge::{Merge, OnError};
@@ -51,6 +52,26 @@ pub enum Node {
     Step(StepNode),
     /// Branches that run concurrently from one snapshot of the state, then merge.
     Parallel(ParallelNode),
+    /// A named sequence of nodes, usable as one branch of a parallel block or one node of a dag.
+    Seq(SeqNode),
+    /// Nodes that each start as soon as the nodes they come after have finished.
+    Dag(DagNode),
+}
+
+/// A named sequence: its nodes run one after another.
+pub struct SeqNode {
+    /// The sequence's name, unique in its workflow (a dag's `after` can name it).
+    pub name: &'static str,
+    /// Its nodes, in order.
+    pub nodes: Vec<Node>,
+}
+
+/// A dependency graph of nodes.
+pub struct DagNode {
+    /// The nodes, in declaration order.
+    pub nodes: Vec<Node>,
+    /// For each node, the names of the nodes (in this dag) it comes after.
+    pub after: Vec<Vec<&'static str>>,
 }
 
 /// A step: a named async function with its options.
@@ -68,6 +89,10 @@ pub struct StepNode {
 pub struct StepOptions {
     /// How a failing attempt is retried; one attempt by default.
     pub retry: RetryPolicy,
+    /// How long one attempt may run before it is cancelled and counted as failed.
+    pub timeout: Option<Duration>,
+    /// Whether the workflow goes on without this step when it fails for good.
+    pub optional: bool,
 }
 
 /// A parallel block.
@@ -124,7 +149,7 @@ impl Definition {
             for node in nodes {
                 match node {
                     Node::Step(step) => names.push(step.name),
-                    Node::Parallel(block) => walk(&block.branches, names),
+                    other => walk(other.children(), names),
                 }
             }
         }
@@ -152,11 +177,55 @@ impl Node {
         })
     }
 
+    /// A named sequence.
+    pub fn seq(name: &'static str, nodes: Vec<Node>) -> Self {
+        Node::Seq(SeqNode { name, nodes })
+    }
+
+    /// A dependency graph: each node with the names of the nodes it comes after.
+    ///
+    /// # Panics
+    ///
+    /// When an `after` names no node of this dag, the node itself, or closes a cycle: the
+    /// `workflow!` macro reports these at compile time, so only hand-built definitions can.
+    pub fn dag(entries: Vec<(Node, Vec<&'static str>)>) -> Self {
+        let (nodes, after): (Vec<Node>, Vec<Vec<&'static str>>) = entries.into_iter().unzip();
+        let names: Vec<&str> = nodes.iter().map(Node::name).collect();
+        for (i, deps) in after.iter().enumerate() {
+            for dep in deps {
+                assert!(
+                    names.contains(dep),
+                    "dag node `{}` comes after unknown node `{dep}`",
+                    names[i]
+                );
+                assert!(*dep != names[i], "dag node `{dep}` comes after itself");
+            }
+        }
+        let dag = DagNode { nodes, after };
+        assert!(
+            dag.order().is_some(),
+            "the dag's `after` lists form a cycle"
+        );
+        Node::Dag(dag)
+    }
+
     /// The name the journal and error messages use for this node.
     pub fn name(&self) -> &'static str {
         match self {
             Node::Step(step) => step.name,
+            Node::Seq(seq) => seq.name,
             Node::Parallel(_) => "parallel",
+            Node::Dag(_) => "dag",
+        }
+    }
+
+    /// The nodes directly inside this one.
+    pub fn children(&self) -> &[Node] {
+        match self {
+            Node::Step(_) => &[],
+            Node::Parallel(block) => &block.branches,
+            Node::Seq(seq) => &seq.nodes,
+            Node::Dag(dag) => &dag.nodes,
         }
     }
 
@@ -173,7 +242,47 @@ impl Node {
                 }
                 out.push('}');
             }
+            Node::Seq(seq) => {
+                let _ = write!(out, "seq {} {{", seq.name);
+                for node in &seq.nodes {
+                    node.describe(out);
+                }
+                out.push('}');
+            }
+            Node::Dag(dag) => {
+                out.push_str("dag {");
+                for (node, after) in dag.nodes.iter().zip(&dag.after) {
+                    let _ = write!(out, "after [{}] ", after.join(","));
+                    node.describe(out);
+                }
+                out.push('}');
+            }
         }
+    }
+}
+
+impl DagNode {
+    /// The indices of the nodes each node comes after.
+    pub fn dependencies(&self) -> Vec<Vec<usize>> {
+        let index = |name: &str| self.nodes.iter().position(|n| n.name() == name);
+        self.after
+            .iter()
+            .map(|deps| deps.iter().filter_map(|d| index(d)).collect())
+            .collect()
+    }
+
+    /// A topological order of the nodes, or `None` when the dependencies form a cycle.
+    pub fn order(&self) -> Option<Vec<usize>> {
+        let deps = self.dependencies();
+        let mut done = vec![false; self.nodes.len()];
+        let mut order = Vec::with_capacity(self.nodes.len());
+        while order.len() < self.nodes.len() {
+            let ready =
+                (0..self.nodes.len()).find(|&i| !done[i] && deps[i].iter().all(|&d| done[d]))?;
+            done[ready] = true;
+            order.push(ready);
+        }
+        Some(order)
     }
 }
 

@@ -58,7 +58,11 @@ pub struct Engine {
 struct Shared {
     store: Arc<dyn Store>,
     journal: Journal,
+    /// The current definition of each workflow: new runs start on it.
     workflows: HashMap<&'static str, Arc<Definition>>,
+    /// Every registered definition, current and older, by workflow and fingerprint: a run
+    /// resumes on the definition it started under.
+    versions: HashMap<(&'static str, String), Arc<Definition>>,
     owner: String,
     lease: Duration,
     /// Runs this engine drives now, with the channel their outcome arrives on.
@@ -79,6 +83,7 @@ struct Active {
 pub struct EngineBuilder {
     store: Arc<dyn Store>,
     workflows: Vec<Definition>,
+    older: Vec<Definition>,
     lease: Duration,
 }
 
@@ -89,9 +94,39 @@ impl EngineBuilder {
         self
     }
 
-    /// Registers a definition built by hand (or an older version kept for its runs).
+    /// Registers a definition built by hand.
     pub fn register_definition(mut self, definition: Definition) -> Self {
         self.workflows.push(definition);
+        self
+    }
+
+    /// Keeps an older definition of a registered workflow, so that runs started under it
+    /// finish on it while new runs start on the current one (see the README's versioning
+    /// rule). Usually the old `workflow!` kept in a module of its own:
+    ///
+    /// ```
+    /// # use durable::{Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn a(d: Data) -> Result<Data, StepError> { Ok(d) }
+    /// # async fn b(d: Data) -> Result<Data, StepError> { Ok(d) }
+    /// mod v1 {
+    ///     use super::*;
+    ///     durable::workflow! { pub signup { step a; } }
+    /// }
+    /// mod v2 {
+    ///     use super::*;
+    ///     durable::workflow! { pub signup { step a; step b; } }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// let engine = Engine::builder(MemoryStore::new())
+    ///     .register(v2::signup)
+    ///     .register_version(v1::signup)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn register_version<W: Workflow>(mut self, workflow: W) -> Self {
+        self.older.push(workflow.definition());
         self
     }
 
@@ -110,14 +145,19 @@ impl EngineBuilder {
     /// the store; [`Engine::wait`] and [`Engine::status`] report why.
     pub async fn build(self) -> Result<Engine, Error> {
         let mut workflows = HashMap::new();
-        for def in self.workflows {
-            workflows.insert(def.name(), Arc::new(def));
+        let mut versions = HashMap::new();
+        // Older versions first, so a current definition is never shadowed by one of them.
+        for def in self.older.into_iter().chain(self.workflows) {
+            let def = Arc::new(def);
+            versions.insert((def.name(), def.fingerprint().to_owned()), Arc::clone(&def));
+            workflows.insert(def.name(), def);
         }
         let owner = format!("{}-{}", std::process::id(), RunId::generate());
         let shared = Arc::new(Shared {
             journal: Journal::spawn(Arc::clone(&self.store)),
             store: self.store,
             workflows,
+            versions,
             owner,
             lease: self.lease,
             active: Mutex::default(),
@@ -141,6 +181,7 @@ impl Engine {
         EngineBuilder {
             store,
             workflows: Vec::new(),
+            older: Vec::new(),
             lease: DEFAULT_LEASE,
         }
     }
@@ -375,15 +416,16 @@ impl Shared {
                     workflow: run.workflow.clone(),
                     run_id: run.id.clone(),
                 })?;
-        if def.fingerprint() != run.fingerprint {
-            return Err(Error::DefinitionChanged {
+        // The run resumes on the definition it started under, current or kept as a version.
+        match self.versions.get(&(def.name(), run.fingerprint.clone())) {
+            Some(version) => Ok(Arc::clone(version)),
+            None => Err(Error::DefinitionChanged {
                 workflow: run.workflow.clone(),
                 run_id: run.id.clone(),
                 started_under: run.fingerprint.clone(),
                 registered: def.fingerprint().to_owned(),
-            });
+            }),
         }
-        Ok(Arc::clone(def))
     }
 
     fn spawn_run(

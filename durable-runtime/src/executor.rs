@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::clock::now_millis;
-use crate::definition::{Definition, Node, ParallelNode, StepNode};
+use crate::definition::{DagNode, Definition, Node, ParallelNode, StepNode};
 use crate::error::{Error, RunFailure, StepFailure};
 use crate::journal::{CommitError, Journal};
 use crate::merge::{merge, BranchResult, Merge, OnError};
@@ -92,8 +92,9 @@ impl RunTask {
                 }
             }
         }
+        // An optional step's failure does not finish the run, so only a required one qualifies.
         let final_step = match def.nodes().last() {
-            Some(Node::Step(step)) => Some(step.name),
+            Some(Node::Step(step)) if !step.options.optional => Some(step.name),
             _ => None,
         };
         Self {
@@ -112,8 +113,8 @@ impl RunTask {
         let walked = self.exec_seq(Vec::new(), input).await;
         let (finish, outcome) = match walked {
             // The final step's commit finished the run already.
-            Ok((output, _)) if self.final_step.is_some() => return Ok(output),
-            Ok((output, _)) => (Finish::Completed(output.to_string()), Ok(output)),
+            Ok(done) if self.final_step.is_some() => return Ok(done.state),
+            Ok(done) => (Finish::Completed(done.state.to_string()), Ok(done.state)),
             Err(Abort::Failed(failure)) => {
                 let text = serde_json::to_string(&failure).expect("a RunFailure always encodes");
                 let error = Error::RunFailed {
@@ -132,34 +133,41 @@ impl RunTask {
         }
     }
 
+    /// The children of the node at `address` (the top level when empty).
     fn nodes_at(&self, address: &[usize]) -> &[Node] {
         let mut nodes = self.def.nodes();
         for &i in address {
-            nodes = match &nodes[i] {
-                Node::Parallel(block) => &block.branches,
-                Node::Step(_) => unreachable!("a step has no children"),
-            };
+            nodes = nodes[i].children();
         }
         nodes
     }
 
+    fn node_at(&self, address: &[usize]) -> &Node {
+        let (last, parent) = address.split_last().expect("a node has an address");
+        &self.nodes_at(parent)[*last]
+    }
+
     /// Runs the children of `address` (the top level when empty) one after another.
-    /// Returns the final state and the highest journal sequence number it depended on.
     fn exec_seq(
         self: &Arc<Self>,
         address: Address,
-        mut state: Value,
-    ) -> BoxFuture<'_, Result<(Value, u64), Abort>> {
+        state: Value,
+    ) -> BoxFuture<'_, Result<Done, Abort>> {
         Box::pin(async move {
-            let mut last = 0;
+            let mut done = Done {
+                state,
+                seq: 0,
+                skipped: Vec::new(),
+            };
             for i in 0..self.nodes_at(&address).len() {
-                let mut child = address.clone();
-                child.push(i);
-                let (next, seq) = self.exec_node(child, state).await?;
-                state = next;
-                last = last.max(seq);
+                let next = self.exec_node(child(&address, i), done.state).await?;
+                done = Done {
+                    state: next.state,
+                    seq: done.seq.max(next.seq),
+                    skipped: [done.skipped, next.skipped].concat(),
+                };
             }
-            Ok((state, last))
+            Ok(done)
         })
     }
 
@@ -167,18 +175,20 @@ impl RunTask {
         self: &Arc<Self>,
         address: Address,
         state: Value,
-    ) -> BoxFuture<'_, Result<(Value, u64), Abort>> {
+    ) -> BoxFuture<'_, Result<Done, Abort>> {
         Box::pin(async move {
-            let (last, parent) = address.split_last().expect("a node has an address");
-            match &self.nodes_at(parent)[*last] {
+            match self.node_at(&address) {
                 Node::Step(step) => self.exec_step(step, state).await,
+                Node::Seq(_) => self.exec_seq(address, state).await,
                 Node::Parallel(block) => self.exec_parallel(&address, block, state).await,
+                Node::Dag(dag) => self.exec_dag(&address, dag, state).await,
             }
         })
     }
 
-    async fn exec_step(&self, step: &StepNode, input: Value) -> Result<(Value, u64), Abort> {
+    async fn exec_step(&self, step: &StepNode, input: Value) -> Result<Done, Abort> {
         let name = step.name;
+        let optional = step.options.optional;
         let history = self.history.get(name);
         if let Some(h) = history {
             if let Some((seq, output)) = &h.completed {
@@ -189,10 +199,19 @@ impl RunTask {
                             format!("its journaled output is not valid JSON: {e}"),
                         ))
                     })?;
-                return Ok((output, *seq));
+                return Ok(Done {
+                    state: output,
+                    seq: *seq,
+                    skipped: Vec::new(),
+                });
             }
             if let Some((attempts, error)) = &h.failed {
-                return Err(Abort::Failed(step_failure(name, *attempts, error)));
+                let failure = StepFailure {
+                    step: name.to_owned(),
+                    attempts: *attempts,
+                    error: error.clone(),
+                };
+                return skip_or_fail(optional, failure, input, 0);
             }
         }
         let policy = &step.options.retry;
@@ -204,19 +223,21 @@ impl RunTask {
         let path: Arc<str> = Arc::from(name);
         let mut input = Some(input);
         loop {
+            // Keep the input while another attempt may need it, or an optional step may hand it on.
             let last = attempt >= policy.max_attempts;
-            let state =
-                if last { input.take() } else { input.clone() }.expect("input kept for retries");
+            let state = if last && !optional {
+                input.take()
+            } else {
+                input.clone()
+            }
+            .expect("input kept");
             let ctx = StepContext::new(
                 self.def.name(),
                 self.run_id.clone(),
                 Arc::clone(&path),
                 attempt,
             );
-            let result = match CatchUnwind((step.func)(ctx, state)).await {
-                Ok(result) => result,
-                Err(panic) => Err(StepError::retryable(panic)),
-            };
+            let result = run_attempt(step, ctx, state).await;
             match result {
                 Ok(output) => {
                     let text = output.to_string();
@@ -224,13 +245,22 @@ impl RunTask {
                         (self.final_step == Some(name)).then(|| Finish::Completed(text.clone()));
                     let entry = self.entry(name, EntryKind::StepCompleted, attempt, text);
                     let seq = self.append(vec![entry], finish).await?;
-                    return Ok((output, seq));
+                    return Ok(Done {
+                        state: output,
+                        seq,
+                        skipped: Vec::new(),
+                    });
                 }
                 Err(error) if error.is_terminal() || last => {
                     let payload = json!({ "error": error.message() }).to_string();
                     let entry = self.entry(name, EntryKind::StepFailed, attempt, payload);
-                    self.append(vec![entry], None).await?;
-                    return Err(Abort::Failed(step_failure(name, attempt, error.message())));
+                    let seq = self.append(vec![entry], None).await?;
+                    let failure = StepFailure {
+                        step: name.to_owned(),
+                        attempts: attempt,
+                        error: error.message().to_owned(),
+                    };
+                    return skip_or_fail(optional, failure, input.unwrap_or(Value::Null), seq);
                 }
                 Err(error) => {
                     let delay = policy.jittered_delay_after(attempt);
@@ -251,27 +281,24 @@ impl RunTask {
         address: &[usize],
         block: &ParallelNode,
         snapshot: Value,
-    ) -> Result<(Value, u64), Abort> {
+    ) -> Result<Done, Abort> {
         let mut branches = JoinSet::new();
         for i in 0..block.branches.len() {
             let run = Arc::clone(self);
-            let mut child = address.to_vec();
-            child.push(i);
+            let (child, state) = (child(address, i), snapshot.clone());
             // Every branch starts from the same snapshot of the whole state.
-            let state = snapshot.clone();
             branches.spawn(async move { (i, run.exec_node(child, state).await) });
         }
-        let mut results: Vec<Option<(Value, u64)>> = vec![None; block.branches.len()];
+        let mut results: Vec<Option<Done>> = (0..block.branches.len()).map(|_| None).collect();
         let mut failures = Vec::new();
         while let Some(joined) = branches.join_next().await {
             let (i, result) = joined.map_err(|e| {
-                // Steps' panics are caught where they run; this is the engine's own failure.
                 Abort::Engine(self.bad_state("parallel", format!("a branch task died: {e}")))
             })?;
             match result {
                 Ok(done) => results[i] = Some(done),
                 Err(Abort::Failed(failure)) if block.on_error == OnError::CompleteAll => {
-                    failures.extend(failure.steps);
+                    failures.extend(failure.steps)
                 }
                 // fail_fast: returning drops the JoinSet, which aborts the other branches now.
                 Err(abort) => return Err(abort),
@@ -280,7 +307,7 @@ impl RunTask {
         if !failures.is_empty() {
             let message = format!(
                 "parallel block ({}) failed: {}",
-                block_names(block),
+                block_names(&block.branches),
                 failures.iter().map(describe).collect::<Vec<_>>().join("; ")
             );
             return Err(Abort::Failed(RunFailure {
@@ -288,33 +315,110 @@ impl RunTask {
                 message,
             }));
         }
-        let mut done: Vec<(usize, Value, u64)> = results
+        let mut done: Vec<(usize, Done)> = results
             .into_iter()
             .enumerate()
-            .map(|(i, r)| {
-                let (value, seq) = r.expect("every branch finished");
-                (i, value, seq)
-            })
+            .map(|(i, r)| (i, r.expect("every branch finished")))
             .collect();
         if block.merge == Merge::LastWins {
             // The journal's order of completion is the finishing order, on replay too.
-            done.sort_by_key(|(_, _, seq)| *seq);
+            done.sort_by_key(|(_, d)| d.seq);
         }
-        let last = done.iter().map(|(_, _, seq)| *seq).max().unwrap_or(0);
         let named: Vec<BranchResult<'_>> = done
             .iter()
-            .map(|(i, value, _)| BranchResult {
+            .map(|(i, d)| BranchResult {
                 name: block.branches[*i].name(),
-                output: value,
+                output: &d.state,
             })
             .collect();
-        let merged = merge(block.merge, &snapshot, &named).map_err(|e| {
-            Abort::Failed(RunFailure {
-                steps: Vec::new(),
-                message: format!("parallel block ({}): {e}", block_names(block)),
+        let mut merged = merge(block.merge, &snapshot, &named)
+            .map_err(|e| self.merge_failure("parallel block", &block.branches, e))?;
+        let seq = done.iter().map(|(_, d)| d.seq).max().unwrap_or(0);
+        let skipped: Vec<StepFailure> = done.into_iter().flat_map(|(_, d)| d.skipped).collect();
+        // Optional steps that failed are recorded where the workflow can see them.
+        if let (false, Value::Object(state)) = (skipped.is_empty(), &mut merged) {
+            let errors = state.entry("parallel_errors").or_insert_with(|| json!({}));
+            if !errors.is_object() {
+                *errors = json!({});
+            }
+            for failure in &skipped {
+                errors[failure.step.as_str()] = Value::String(failure.error.clone());
+            }
+        }
+        Ok(Done {
+            state: merged,
+            seq,
+            skipped,
+        })
+    }
+
+    /// Starts each node as soon as every node it comes after has finished; its input is the
+    /// block's input with its dependencies' changes deep-merged in declaration order.
+    async fn exec_dag(
+        self: &Arc<Self>,
+        address: &[usize],
+        dag: &DagNode,
+        snapshot: Value,
+    ) -> Result<Done, Abort> {
+        let deps = dag.dependencies();
+        let n = dag.nodes.len();
+        let mut results: Vec<Option<Done>> = (0..n).map(|_| None).collect();
+        let mut started = vec![false; n];
+        let mut running = JoinSet::new();
+        loop {
+            for i in 0..n {
+                if started[i] || !deps[i].iter().all(|&d| results[d].is_some()) {
+                    continue;
+                }
+                let inputs: Vec<BranchResult<'_>> = deps[i]
+                    .iter()
+                    .map(|&d| BranchResult {
+                        name: dag.nodes[d].name(),
+                        output: &results[d].as_ref().expect("finished").state,
+                    })
+                    .collect();
+                let input = merge(Merge::DeepMerge, &snapshot, &inputs)
+                    .map_err(|e| self.merge_failure("dag", &dag.nodes, e))?;
+                started[i] = true;
+                let (run, child) = (Arc::clone(self), child(address, i));
+                running.spawn(async move { (i, run.exec_node(child, input).await) });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (i, result) = joined.map_err(|e| {
+                Abort::Engine(self.bad_state("dag", format!("a node task died: {e}")))
+            })?;
+            // A failure returns at once; dropping the JoinSet cancels the nodes still running.
+            results[i] = Some(result?);
+        }
+        let done: Vec<Done> = results
+            .into_iter()
+            .map(|r| r.expect("every node finished"))
+            .collect();
+        let named: Vec<BranchResult<'_>> = done
+            .iter()
+            .zip(&dag.nodes)
+            .map(|(d, node)| BranchResult {
+                name: node.name(),
+                output: &d.state,
             })
-        })?;
-        Ok((merged, last))
+            .collect();
+        let merged = merge(Merge::DeepMerge, &snapshot, &named)
+            .map_err(|e| self.merge_failure("dag", &dag.nodes, e))?;
+        let seq = done.iter().map(|d| d.seq).max().unwrap_or(0);
+        Ok(Done {
+            state: merged,
+            seq,
+            skipped: done.into_iter().flat_map(|d| d.skipped).collect(),
+        })
+    }
+
+    fn merge_failure(&self, block: &str, nodes: &[Node], error: String) -> Abort {
+        Abort::Failed(RunFailure {
+            steps: Vec::new(),
+            message: format!("{block} ({}): {error}", block_names(nodes)),
+        })
     }
 
     fn entry(&self, step: &str, kind: EntryKind, attempt: u32, payload: String) -> JournalEntry {
@@ -379,16 +483,60 @@ impl RunTask {
     }
 }
 
-fn step_failure(step: &str, attempts: u32, error: &str) -> RunFailure {
-    let failure = StepFailure {
-        step: step.to_owned(),
-        attempts,
-        error: error.to_owned(),
+/// What a node's walk produced.
+struct Done {
+    /// The state after it.
+    state: Value,
+    /// The highest journal sequence number it depended on (its finishing point).
+    seq: u64,
+    /// The optional steps in it that failed for good.
+    skipped: Vec<StepFailure>,
+}
+
+/// Runs one attempt of a step: panics and timeouts become failed attempts.
+async fn run_attempt(step: &StepNode, ctx: StepContext, state: Value) -> Result<Value, StepError> {
+    let attempt = CatchUnwind((step.func)(ctx, state));
+    let result = match step.options.timeout {
+        // Dropping the attempt's future on timeout cancels it.
+        Some(limit) => match tokio::time::timeout(limit, attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                return Err(StepError::retryable(format!(
+                    "the attempt timed out after {limit:?}"
+                )))
+            }
+        },
+        None => attempt.await,
     };
-    RunFailure {
-        message: describe(&failure),
-        steps: vec![failure],
+    result.unwrap_or_else(|panic| Err(StepError::retryable(panic)))
+}
+
+/// A step's final failure: the run fails, unless the step is optional, when the workflow goes
+/// on with the step's input.
+fn skip_or_fail(
+    optional: bool,
+    failure: StepFailure,
+    input: Value,
+    seq: u64,
+) -> Result<Done, Abort> {
+    if optional {
+        Ok(Done {
+            state: input,
+            seq,
+            skipped: vec![failure],
+        })
+    } else {
+        Err(Abort::Failed(RunFailure {
+            message: describe(&failure),
+            steps: vec![failure],
+        }))
     }
+}
+
+fn child(address: &[usize], i: usize) -> Address {
+    let mut child = address.to_vec();
+    child.push(i);
+    child
 }
 
 fn describe(failure: &StepFailure) -> String {
@@ -403,13 +551,8 @@ fn describe(failure: &StepFailure) -> String {
     )
 }
 
-fn block_names(block: &ParallelNode) -> String {
-    block
-        .branches
-        .iter()
-        .map(Node::name)
-        .collect::<Vec<_>>()
-        .join(", ")
+fn block_names(nodes: &[Node]) -> String {
+    nodes.iter().map(Node::name).collect::<Vec<_>>().join(", ")
 }
 
 async fn sleep_until(due_millis: u64) {

@@ -10,6 +10,7 @@ pub mod definition;
 pub mod engine;
 pub mod error;
 mod executor;
+pub mod graph;
 mod journal;
 pub mod merge;
 mod panic;
@@ -19,9 +20,12 @@ pub mod step;
 pub mod store;
 
 pub use data::{Data, State};
-pub use definition::{Definition, Node, ParallelNode, StepNode, StepOptions, Workflow};
+pub use definition::{
+    DagNode, Definition, Node, ParallelNode, SeqNode, StepNode, StepOptions, Workflow,
+};
 pub use engine::{Engine, EngineBuilder, RunHandle, RunInfo, StepEvent, StepRecord};
 pub use error::{Error, RunFailure, StepFailure};
+pub use graph::{Graph, GraphStep};
 pub use merge::{Merge, OnError};
 pub use retry::{Backoff, RetryPolicy};
 pub use run_id::RunId;

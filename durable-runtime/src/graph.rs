@@ -1,0 +1,240 @@
+//! A workflow's step graph as data, and as Mermaid or Graphviz text for docs.
+
+use std::fmt::Write as _;
+
+use crate::definition::{Definition, Node, StepOptions};
+
+/// The steps of a workflow and the edges between them: an edge `a -> b` means `b` starts
+/// only after `a` finished (sequence order, the fork and join of blocks, dag dependencies).
+///
+/// ```
+/// use durable::{workflow, Data, StepError, Workflow};
+///
+/// async fn fetch(d: Data) -> Result<Data, StepError> { Ok(d) }
+///
+/// workflow! {
+///     order {
+///         step validate = fetch;
+///         parallel { step charge = fetch; step reserve = fetch; }
+///         step ship = fetch;
+///     }
+/// }
+///
+/// let graph = order.definition().graph();
+/// let names: Vec<_> = graph.steps.iter().map(|s| s.name).collect();
+/// assert_eq!(names, ["validate", "charge", "reserve", "ship"]);
+/// assert_eq!(graph.edges, [(0, 1), (0, 2), (1, 3), (2, 3)]);
+/// assert!(order.definition().to_mermaid().contains("validate --> charge"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Graph {
+    /// Every step, depth first in declaration order.
+    pub steps: Vec<GraphStep>,
+    /// `(from, to)` indices into `steps`.
+    pub edges: Vec<(usize, usize)>,
+}
+
+/// One step of a [`Graph`].
+#[derive(Debug, Clone)]
+pub struct GraphStep {
+    /// The step's name.
+    pub name: &'static str,
+    /// Its options.
+    pub options: StepOptions,
+    /// The blocks it sits in, outermost first (`parallel`, `dag`, `seq NAME`).
+    pub blocks: Vec<String>,
+}
+
+impl Definition {
+    /// The workflow's step graph.
+    pub fn graph(&self) -> Graph {
+        let mut graph = Graph {
+            steps: Vec::new(),
+            edges: Vec::new(),
+        };
+        chain(self.nodes(), &mut graph, &mut Vec::new());
+        graph
+    }
+
+    /// The step graph as a Mermaid flowchart, blocks drawn as subgraphs.
+    pub fn to_mermaid(&self) -> String {
+        let mut out = String::from("flowchart TD\n");
+        let mut counter = 0;
+        render(self.nodes(), &mut out, 1, &mut counter, Style::Mermaid);
+        let steps = self.step_names();
+        for (from, to) in self.graph().edges {
+            let _ = writeln!(out, "    {} --> {}", steps[from], steps[to]);
+        }
+        out
+    }
+
+    /// The step graph as Graphviz DOT, blocks drawn as clusters.
+    pub fn to_dot(&self) -> String {
+        let mut out = format!(
+            "digraph \"{}\" {{\n    rankdir=TB;\n    node [shape=box];\n",
+            self.name()
+        );
+        let mut counter = 0;
+        render(self.nodes(), &mut out, 1, &mut counter, Style::Dot);
+        let steps = self.step_names();
+        for (from, to) in self.graph().edges {
+            let _ = writeln!(out, "    \"{}\" -> \"{}\";", steps[from], steps[to]);
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// Entry and exit steps of a subgraph.
+struct Ends {
+    entries: Vec<usize>,
+    exits: Vec<usize>,
+}
+
+fn connect(graph: &mut Graph, from: &[usize], to: &[usize]) {
+    for &f in from {
+        for &t in to {
+            graph.edges.push((f, t));
+        }
+    }
+}
+
+/// Adds `nodes` run one after another.
+fn chain(nodes: &[Node], graph: &mut Graph, blocks: &mut Vec<String>) -> Ends {
+    let mut ends = Ends {
+        entries: Vec::new(),
+        exits: Vec::new(),
+    };
+    for (i, node) in nodes.iter().enumerate() {
+        let next = add(node, graph, blocks);
+        if i == 0 {
+            ends.entries = next.entries;
+        } else {
+            connect(graph, &ends.exits, &next.entries);
+        }
+        ends.exits = next.exits;
+    }
+    ends
+}
+
+fn add(node: &Node, graph: &mut Graph, blocks: &mut Vec<String>) -> Ends {
+    match node {
+        Node::Step(step) => {
+            graph.steps.push(GraphStep {
+                name: step.name,
+                options: step.options.clone(),
+                blocks: blocks.clone(),
+            });
+            let id = graph.steps.len() - 1;
+            Ends {
+                entries: vec![id],
+                exits: vec![id],
+            }
+        }
+        Node::Seq(seq) => {
+            blocks.push(format!("seq {}", seq.name));
+            let ends = chain(&seq.nodes, graph, blocks);
+            blocks.pop();
+            ends
+        }
+        Node::Parallel(block) => {
+            blocks.push("parallel".into());
+            let mut ends = Ends {
+                entries: Vec::new(),
+                exits: Vec::new(),
+            };
+            for branch in &block.branches {
+                let b = add(branch, graph, blocks);
+                ends.entries.extend(b.entries);
+                ends.exits.extend(b.exits);
+            }
+            blocks.pop();
+            ends
+        }
+        Node::Dag(dag) => {
+            blocks.push("dag".into());
+            let parts: Vec<Ends> = dag.nodes.iter().map(|n| add(n, graph, blocks)).collect();
+            blocks.pop();
+            let deps = dag.dependencies();
+            let mut ends = Ends {
+                entries: Vec::new(),
+                exits: Vec::new(),
+            };
+            for (i, part) in parts.iter().enumerate() {
+                for &d in &deps[i] {
+                    connect(graph, &parts[d].exits, &part.entries);
+                }
+                if deps[i].is_empty() {
+                    ends.entries.extend(&part.entries);
+                }
+                if !deps.iter().any(|ds| ds.contains(&i)) {
+                    ends.exits.extend(&part.exits);
+                }
+            }
+            ends
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Style {
+    Mermaid,
+    Dot,
+}
+
+/// Writes the steps, each block as a (nested) subgraph.
+fn render(nodes: &[Node], out: &mut String, depth: usize, counter: &mut usize, style: Style) {
+    let pad = "    ".repeat(depth);
+    for node in nodes {
+        match node {
+            Node::Step(step) => {
+                let label = label(step.name, &step.options);
+                let _ = match style {
+                    Style::Mermaid => writeln!(out, "{pad}{}[\"{label}\"]", step.name),
+                    Style::Dot => writeln!(
+                        out,
+                        "{pad}\"{}\" [label=\"{}\"];",
+                        step.name,
+                        label.replace("<br/>", "\\n")
+                    ),
+                };
+            }
+            _ => {
+                *counter += 1;
+                let title = match node {
+                    Node::Parallel(p) => {
+                        format!("parallel: {}, {}", p.merge.as_str(), p.on_error.as_str())
+                    }
+                    Node::Seq(s) => format!("seq {}", s.name),
+                    _ => "dag".to_owned(),
+                };
+                let _ = match style {
+                    Style::Mermaid => writeln!(out, "{pad}subgraph block{counter} [\"{title}\"]"),
+                    Style::Dot => writeln!(
+                        out,
+                        "{pad}subgraph cluster_{counter} {{\n{pad}    label=\"{title}\";"
+                    ),
+                };
+                render(node.children(), out, depth + 1, counter, style);
+                let _ = match style {
+                    Style::Mermaid => writeln!(out, "{pad}end"),
+                    Style::Dot => writeln!(out, "{pad}}}"),
+                };
+            }
+        }
+    }
+}
+
+fn label(name: &str, options: &StepOptions) -> String {
+    let mut parts = vec![name.to_owned()];
+    if options.retry.max_attempts > 1 {
+        parts.push(format!("retry ×{}", options.retry.max_attempts));
+    }
+    if let Some(t) = options.timeout {
+        parts.push(format!("timeout {t:?}"));
+    }
+    if options.optional {
+        parts.push("optional".into());
+    }
+    parts.join("<br/>")
+}
