@@ -56,6 +56,34 @@ pub enum Node {
     Seq(SeqNode),
     /// Nodes that each start as soon as the nodes they come after have finished.
     Dag(DagNode),
+    /// The same nodes run for every element of an array in the state.
+    Map(MapNode),
+}
+
+/// A map block: its nodes run once per element of the state's array `over`, with the element
+/// as their state; the batch result goes into the state under `name`.
+pub struct MapNode {
+    /// The block's name: the state key of its batch result, and its items' journal prefix.
+    pub name: &'static str,
+    /// The state's field holding the array.
+    pub over: &'static str,
+    /// Concurrency and completion policy.
+    pub options: MapOptions,
+    /// The nodes each item runs, in order.
+    pub nodes: Vec<Node>,
+}
+
+/// How a map block runs its items and decides it is done.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MapOptions {
+    /// The most items running at once; all of them when `None`.
+    pub max_concurrency: Option<usize>,
+    /// Done (completed) as soon as this many items succeeded.
+    pub min_successful: Option<usize>,
+    /// Done (failed) as soon as more items than this failed.
+    pub tolerated_failures: Option<usize>,
+    /// Done (failed) as soon as more than this percentage of all items failed.
+    pub tolerated_failure_percentage: Option<f64>,
 }
 
 /// A named sequence: its nodes run one after another.
@@ -177,6 +205,21 @@ impl Node {
         })
     }
 
+    /// A map block over the state's array `over`.
+    pub fn map(
+        name: &'static str,
+        over: &'static str,
+        options: MapOptions,
+        nodes: Vec<Node>,
+    ) -> Self {
+        Node::Map(MapNode {
+            name,
+            over,
+            options,
+            nodes,
+        })
+    }
+
     /// A named sequence.
     pub fn seq(name: &'static str, nodes: Vec<Node>) -> Self {
         Node::Seq(SeqNode { name, nodes })
@@ -214,6 +257,7 @@ impl Node {
         match self {
             Node::Step(step) => step.name,
             Node::Seq(seq) => seq.name,
+            Node::Map(map) => map.name,
             Node::Parallel(_) => "parallel",
             Node::Dag(_) => "dag",
         }
@@ -226,6 +270,7 @@ impl Node {
             Node::Parallel(block) => &block.branches,
             Node::Seq(seq) => &seq.nodes,
             Node::Dag(dag) => &dag.nodes,
+            Node::Map(map) => &map.nodes,
         }
     }
 
@@ -245,6 +290,13 @@ impl Node {
             Node::Seq(seq) => {
                 let _ = write!(out, "seq {} {{", seq.name);
                 for node in &seq.nodes {
+                    node.describe(out);
+                }
+                out.push('}');
+            }
+            Node::Map(map) => {
+                let _ = write!(out, "map {} over {} {{", map.name, map.over);
+                for node in &map.nodes {
                     node.describe(out);
                 }
                 out.push('}');

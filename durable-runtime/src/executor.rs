@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
+use crate::batch::{BatchItem, BatchResult, ItemStatus, Policy};
 use crate::clock::now_millis;
-use crate::definition::{DagNode, Definition, Node, ParallelNode, StepNode};
+use crate::definition::{DagNode, Definition, MapNode, Node, ParallelNode, StepNode};
 use crate::error::{Error, RunFailure, StepFailure};
 use crate::journal::{CommitError, Journal};
 use crate::merge::{merge, BranchResult, Merge, OnError};
@@ -110,7 +111,7 @@ impl RunTask {
 
     /// Drives the run to its end and journals how it ended.
     pub(crate) async fn run(self: Arc<Self>, input: Value) -> Outcome {
-        let walked = self.exec_seq(Vec::new(), input).await;
+        let walked = self.exec_seq(Vec::new(), input, Arc::from("")).await;
         let (finish, outcome) = match walked {
             // The final step's commit finished the run already.
             Ok(done) if self.final_step.is_some() => return Ok(done.state),
@@ -152,6 +153,7 @@ impl RunTask {
         self: &Arc<Self>,
         address: Address,
         state: Value,
+        scope: Scope,
     ) -> BoxFuture<'_, Result<Done, Abort>> {
         Box::pin(async move {
             let mut done = Done {
@@ -160,7 +162,9 @@ impl RunTask {
                 skipped: Vec::new(),
             };
             for i in 0..self.nodes_at(&address).len() {
-                let next = self.exec_node(child(&address, i), done.state).await?;
+                let next = self
+                    .exec_node(child(&address, i), done.state, Arc::clone(&scope))
+                    .await?;
                 done = Done {
                     state: next.state,
                     seq: done.seq.max(next.seq),
@@ -175,19 +179,22 @@ impl RunTask {
         self: &Arc<Self>,
         address: Address,
         state: Value,
+        scope: Scope,
     ) -> BoxFuture<'_, Result<Done, Abort>> {
         Box::pin(async move {
             match self.node_at(&address) {
-                Node::Step(step) => self.exec_step(step, state).await,
-                Node::Seq(_) => self.exec_seq(address, state).await,
-                Node::Parallel(block) => self.exec_parallel(&address, block, state).await,
-                Node::Dag(dag) => self.exec_dag(&address, dag, state).await,
+                Node::Step(step) => self.exec_step(step, state, &scope).await,
+                Node::Seq(_) => self.exec_seq(address, state, scope).await,
+                Node::Parallel(block) => self.exec_parallel(&address, block, state, scope).await,
+                Node::Dag(dag) => self.exec_dag(&address, dag, state, scope).await,
+                Node::Map(map) => self.exec_map(&address, map, state, scope).await,
             }
         })
     }
 
-    async fn exec_step(&self, step: &StepNode, input: Value) -> Result<Done, Abort> {
-        let name = step.name;
+    async fn exec_step(&self, step: &StepNode, input: Value, scope: &str) -> Result<Done, Abort> {
+        let path = path_in(scope, step.name);
+        let name = path.as_str();
         let optional = step.options.optional;
         let history = self.history.get(name);
         if let Some(h) = history {
@@ -281,13 +288,14 @@ impl RunTask {
         address: &[usize],
         block: &ParallelNode,
         snapshot: Value,
+        scope: Scope,
     ) -> Result<Done, Abort> {
         let mut branches = JoinSet::new();
         for i in 0..block.branches.len() {
             let run = Arc::clone(self);
-            let (child, state) = (child(address, i), snapshot.clone());
+            let (child, state, scope) = (child(address, i), snapshot.clone(), Arc::clone(&scope));
             // Every branch starts from the same snapshot of the whole state.
-            branches.spawn(async move { (i, run.exec_node(child, state).await) });
+            branches.spawn(async move { (i, run.exec_node(child, state, scope).await) });
         }
         let mut results: Vec<Option<Done>> = (0..block.branches.len()).map(|_| None).collect();
         let mut failures = Vec::new();
@@ -359,6 +367,7 @@ impl RunTask {
         address: &[usize],
         dag: &DagNode,
         snapshot: Value,
+        scope: Scope,
     ) -> Result<Done, Abort> {
         let deps = dag.dependencies();
         let n = dag.nodes.len();
@@ -380,8 +389,8 @@ impl RunTask {
                 let input = merge(Merge::DeepMerge, &snapshot, &inputs)
                     .map_err(|e| self.merge_failure("dag", &dag.nodes, e))?;
                 started[i] = true;
-                let (run, child) = (Arc::clone(self), child(address, i));
-                running.spawn(async move { (i, run.exec_node(child, input).await) });
+                let (run, child, scope) = (Arc::clone(self), child(address, i), Arc::clone(&scope));
+                running.spawn(async move { (i, run.exec_node(child, input, scope).await) });
             }
             let Some(joined) = running.join_next().await else {
                 break;
@@ -411,6 +420,142 @@ impl RunTask {
             state: merged,
             seq,
             skipped: done.into_iter().flat_map(|d| d.skipped).collect(),
+        })
+    }
+
+    /// Runs the block's nodes once per element of the state's array `over`, under the
+    /// concurrency limit and completion policy, and stores the batch result under the block's
+    /// name. The result is journaled as the block's own entry, so a replay takes the same
+    /// decision even if items would finish in another order.
+    async fn exec_map(
+        self: &Arc<Self>,
+        address: &[usize],
+        map: &MapNode,
+        state: Value,
+        scope: Scope,
+    ) -> Result<Done, Abort> {
+        let path = path_in(&scope, map.name);
+        if let Some((seq, output)) = self.history.get(&path).and_then(|h| h.completed.as_ref()) {
+            let output = serde_json::from_str(output).map_err(|e| {
+                Abort::Engine(self.bad_state(
+                    &path,
+                    format!("its journaled output is not valid JSON: {e}"),
+                ))
+            })?;
+            return Ok(Done {
+                state: output,
+                seq: *seq,
+                skipped: Vec::new(),
+            });
+        }
+        let items = match state.get(map.over) {
+            Some(Value::Array(items)) => items.clone(),
+            other => {
+                let found = other.map_or("nothing".to_owned(), |v| format!("{v}"));
+                let message = format!(
+                    "map `{}` runs over the state's array `{}`, but the state holds {found} there",
+                    map.name, map.over
+                );
+                return Err(Abort::Failed(RunFailure {
+                    steps: Vec::new(),
+                    message,
+                }));
+            }
+        };
+        let options = &map.options;
+        let total = items.len();
+        let policy = Policy::new(
+            total,
+            options.min_successful,
+            options.tolerated_failures,
+            options.tolerated_failure_percentage,
+        );
+        let limit = options.max_concurrency.unwrap_or(total).max(1);
+        let mut statuses = vec![ItemStatus::NotStarted; total];
+        let mut outcomes: Vec<Option<Result<Value, String>>> = (0..total).map(|_| None).collect();
+        let (mut next, mut succeeded, mut failed, mut seq) = (0, 0, 0, 0);
+        let mut items = items.into_iter();
+        let mut running = JoinSet::new();
+        let decision = loop {
+            if let Some(decision) = policy.decided(succeeded, failed) {
+                // Returning the decision drops nothing yet: cancel what still runs below.
+                break decision;
+            }
+            while running.len() < limit && next < total {
+                let item = items.next().expect("one item per index");
+                let item_scope: Scope = Arc::from(format!("{path}[{next}]"));
+                let (run, address, i) = (Arc::clone(self), address.to_vec(), next);
+                statuses[i] = ItemStatus::Cancelled;
+                running.spawn(async move { (i, run.exec_seq(address, item, item_scope).await) });
+                next += 1;
+            }
+            let Some(joined) = running.join_next().await else {
+                unreachable!("an undecided batch has items left to run")
+            };
+            let (i, result) = joined.map_err(|e| {
+                Abort::Engine(self.bad_state(&path, format!("an item task died: {e}")))
+            })?;
+            match result {
+                Ok(done) => {
+                    seq = seq.max(done.seq);
+                    statuses[i] = ItemStatus::Succeeded;
+                    outcomes[i] = Some(Ok(done.state));
+                    succeeded += 1;
+                }
+                Err(Abort::Failed(failure)) => {
+                    statuses[i] = ItemStatus::Failed;
+                    outcomes[i] = Some(Err(failure.message));
+                    failed += 1;
+                }
+                Err(abort) => return Err(abort),
+            }
+        };
+        // Items still running are cancelled now; those never started stay `not_started`.
+        running.abort_all();
+        let started = statuses
+            .iter()
+            .filter(|s| **s != ItemStatus::NotStarted)
+            .count();
+        let batch = BatchResult {
+            status: decision.0,
+            completion_reason: decision.1,
+            total_count: total,
+            started_count: started,
+            success_count: succeeded,
+            failure_count: failed,
+            items: statuses
+                .into_iter()
+                .zip(outcomes)
+                .enumerate()
+                .map(|(index, (status, outcome))| {
+                    let (result, error) = match outcome {
+                        Some(Ok(value)) => (Some(value), None),
+                        Some(Err(error)) => (None, Some(error)),
+                        None => (None, None),
+                    };
+                    BatchItem {
+                        index,
+                        status,
+                        result,
+                        error,
+                    }
+                })
+                .collect(),
+        };
+        let mut output = state;
+        let Value::Object(fields) = &mut output else {
+            unreachable!("the state held the array, so it is an object")
+        };
+        fields.insert(
+            map.name.to_owned(),
+            serde_json::to_value(&batch).expect("a batch result encodes"),
+        );
+        let entry = self.entry(&path, EntryKind::StepCompleted, 1, output.to_string());
+        let seq = seq.max(self.append(vec![entry], None).await?);
+        Ok(Done {
+            state: output,
+            seq,
+            skipped: Vec::new(),
         })
     }
 
@@ -530,6 +675,19 @@ fn skip_or_fail(
             message: describe(&failure),
             steps: vec![failure],
         }))
+    }
+}
+
+/// The journal path prefix of the nodes being walked: empty at the top, `map[3]` inside
+/// item 3 of map `map`, and so on down nested maps.
+type Scope = Arc<str>;
+
+/// The journal path of `name` inside `scope`.
+fn path_in(scope: &str, name: &str) -> String {
+    if scope.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{scope}/{name}")
     }
 }
 

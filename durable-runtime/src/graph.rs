@@ -137,6 +137,12 @@ fn add(node: &Node, graph: &mut Graph, blocks: &mut Vec<String>) -> Ends {
             blocks.pop();
             ends
         }
+        Node::Map(map) => {
+            blocks.push(format!("map {} over {}", map.name, map.over));
+            let ends = chain(&map.nodes, graph, blocks);
+            blocks.pop();
+            ends
+        }
         Node::Parallel(block) => {
             blocks.push("parallel".into());
             let mut ends = Ends {
@@ -206,6 +212,7 @@ fn render(nodes: &[Node], out: &mut String, depth: usize, counter: &mut usize, s
                         format!("parallel: {}, {}", p.merge.as_str(), p.on_error.as_str())
                     }
                     Node::Seq(s) => format!("seq {}", s.name),
+                    Node::Map(m) => format!("map {} over {}", m.name, m.over),
                     _ => "dag".to_owned(),
                 };
                 let _ = match style {

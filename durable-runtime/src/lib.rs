@@ -4,6 +4,7 @@
 //! its documentation for the tour. This crate knows nothing of the macro: the macro builds a
 //! [`Definition`] and the engine runs it.
 
+pub mod batch;
 mod clock;
 pub mod data;
 pub mod definition;
@@ -21,7 +22,8 @@ pub mod store;
 
 pub use data::{Data, State};
 pub use definition::{
-    DagNode, Definition, Node, ParallelNode, SeqNode, StepNode, StepOptions, Workflow,
+    DagNode, Definition, MapNode, MapOptions, Node, ParallelNode, SeqNode, StepNode, StepOptions,
+    Workflow,
 };
 pub use engine::{Engine, EngineBuilder, RunHandle, RunInfo, StepEvent, StepRecord};
 pub use error::{Error, RunFailure, StepFailure};
