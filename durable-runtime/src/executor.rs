@@ -15,7 +15,7 @@ use crate::error::{Error, RunFailure, StepFailure};
 use crate::journal::{CommitError, Journal};
 use crate::merge::{merge, BranchResult, Merge, OnError};
 use crate::panic::CatchUnwind;
-use crate::step::{BoxFuture, StepContext, StepError};
+use crate::step::{BoxFuture, OpJournal, StepContext, StepError};
 use crate::store::{EntryKind, Finish, JournalEntry, Rejected, StoreError, Write};
 use crate::RunId;
 
@@ -54,6 +54,9 @@ pub(crate) struct RunTask {
     /// run's entries commit in sequence order (the finishing order `last_wins` replays).
     seq: Mutex<u64>,
     history: HashMap<String, StepHistory>,
+    /// Outputs of the steps' sub-operations (`fan_out` and friends) journaled so far, this
+    /// process's included, so a retried attempt reuses them.
+    ops: Mutex<HashMap<String, String>>,
     /// The run's last top-level node when it is a step: its completion is journaled in one
     /// commit with the run's end, saving a commit per run.
     final_step: Option<&'static str>,
@@ -72,8 +75,12 @@ impl RunTask {
         entries: Vec<JournalEntry>,
     ) -> Self {
         let mut history: HashMap<String, StepHistory> = HashMap::new();
+        let mut ops = HashMap::new();
         let mut last_seq = 0;
         for entry in entries {
+            if entry.kind == EntryKind::StepCompleted && entry.step.contains('#') {
+                ops.insert(entry.step.clone(), entry.payload.clone());
+            }
             last_seq = last_seq.max(entry.seq);
             let h = history.entry(entry.step).or_default();
             match entry.kind {
@@ -106,6 +113,7 @@ impl RunTask {
             journal,
             seq: Mutex::new(last_seq),
             history,
+            ops: Mutex::new(ops),
         }
     }
 
@@ -192,7 +200,12 @@ impl RunTask {
         })
     }
 
-    async fn exec_step(&self, step: &StepNode, input: Value, scope: &str) -> Result<Done, Abort> {
+    async fn exec_step(
+        self: &Arc<Self>,
+        step: &StepNode,
+        input: Value,
+        scope: &str,
+    ) -> Result<Done, Abort> {
         let path = path_in(scope, step.name);
         let name = path.as_str();
         let optional = step.options.optional;
@@ -238,11 +251,13 @@ impl RunTask {
                 input.clone()
             }
             .expect("input kept");
-            let ctx = StepContext::new(
+            let ops: Arc<dyn OpJournal> = Arc::new(Ops(Arc::clone(self)));
+            let ctx = StepContext::with_journal(
                 self.def.name(),
                 self.run_id.clone(),
                 Arc::clone(&path),
                 attempt,
+                Some(ops),
             );
             let result = run_attempt(step, ctx, state).await;
             match result {
@@ -625,6 +640,54 @@ impl RunTask {
             step: Some(step.to_owned()),
             message,
         }
+    }
+}
+
+/// The journal of a run as its steps' sub-operations use it.
+struct Ops(Arc<RunTask>);
+
+impl OpJournal for Ops {
+    fn finished(&self, path: &str) -> Option<String> {
+        self.0
+            .ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned()
+    }
+
+    fn record(
+        &self,
+        path: String,
+        attempt: u32,
+        outcome: Result<String, String>,
+    ) -> BoxFuture<'static, Result<(), StepError>> {
+        let run = Arc::clone(&self.0);
+        Box::pin(async move {
+            let entry = match &outcome {
+                Ok(output) => run.entry(&path, EntryKind::StepCompleted, attempt, output.clone()),
+                // Journaled for the history only: a failed operation runs again on a retry.
+                Err(error) => run.entry(
+                    &path,
+                    EntryKind::AttemptFailed,
+                    attempt,
+                    json!({ "error": error, "retry_at": 0 }).to_string(),
+                ),
+            };
+            run.append(vec![entry], None)
+                .await
+                .map_err(|abort| match abort {
+                    Abort::Engine(error) => StepError::retryable(error),
+                    Abort::Failed(failure) => StepError::retryable(failure.message),
+                })?;
+            if let Ok(output) = outcome {
+                run.ops
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(path, output);
+            }
+            Ok(())
+        })
     }
 }
 

@@ -11,6 +11,7 @@ pub mod definition;
 pub mod engine;
 pub mod error;
 mod executor;
+pub mod fan_out;
 pub mod graph;
 mod journal;
 pub mod merge;
@@ -27,6 +28,7 @@ pub use definition::{
 };
 pub use engine::{Engine, EngineBuilder, RunHandle, RunInfo, StepEvent, StepRecord};
 pub use error::{Error, RunFailure, StepFailure};
+pub use fan_out::FanOutResult;
 pub use graph::{Graph, GraphStep};
 pub use merge::{Merge, OnError};
 pub use retry::{Backoff, RetryPolicy};

@@ -41,19 +41,62 @@ struct ContextInner {
     workflow: &'static str,
     run_id: RunId,
     path: Arc<str>,
+    /// Where sub-operations (`fan_out` and friends) are journaled; none outside an engine.
+    ops: Option<Arc<dyn OpJournal>>,
+    /// How many sub-operation calls this attempt made: names the next one.
+    calls: std::sync::atomic::AtomicU32,
+}
+
+/// The journal as a step's sub-operations see it.
+pub(crate) trait OpJournal: Send + Sync {
+    /// The journaled output of a finished sub-operation.
+    fn finished(&self, path: &str) -> Option<String>;
+    /// Journals a sub-operation's outcome (`Ok(output)` or `Err(error)`), durably.
+    fn record(
+        &self,
+        path: String,
+        attempt: u32,
+        outcome: Result<String, String>,
+    ) -> BoxFuture<'static, Result<(), StepError>>;
 }
 
 impl StepContext {
     #[doc(hidden)]
     pub fn new(workflow: &'static str, run_id: RunId, path: Arc<str>, attempt: u32) -> Self {
+        Self::with_journal(workflow, run_id, path, attempt, None)
+    }
+
+    pub(crate) fn with_journal(
+        workflow: &'static str,
+        run_id: RunId,
+        path: Arc<str>,
+        attempt: u32,
+        ops: Option<Arc<dyn OpJournal>>,
+    ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
                 workflow,
                 run_id,
                 path,
+                ops,
+                calls: Default::default(),
             }),
             attempt,
         }
+    }
+
+    /// The journal path prefix of this step's next sub-operation call.
+    pub(crate) fn next_call(&self, kind: &str) -> String {
+        let n = self
+            .inner
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        format!("{}/{kind}#{n}", self.inner.path)
+    }
+
+    pub(crate) fn ops(&self) -> Option<&Arc<dyn OpJournal>> {
+        self.inner.ops.as_ref()
     }
 
     /// The name of the workflow this step belongs to.
