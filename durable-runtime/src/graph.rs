@@ -53,6 +53,8 @@ impl Definition {
             edges: Vec::new(),
         };
         chain(self.nodes(), &mut graph, &mut Vec::new());
+        // Steps are numbered in declaration order, so sorted edges read top to bottom.
+        graph.edges.sort_unstable();
         graph
     }
 

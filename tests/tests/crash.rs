@@ -246,13 +246,50 @@ fn random_kills(name: &'static str) {
     };
     let completions = s.completions_per_step();
     assert!(completions.values().all(|&n| n == 1), "{completions:?}");
-    let expected = if name == "seq" { 5 } else { 8 };
+    let expected = match name {
+        "seq" => 5,
+        _ => 8,
+    };
     assert_eq!(completions.len(), expected, "{completions:?}");
     for step in completions.keys() {
         assert_eq!(out[format!("did_{step}")], true, "{out}");
         assert!(s.count(&format!("end {step}")) >= 1);
     }
     println!("{kills} kills (seed {seed})");
+}
+
+#[test]
+fn a_dag_with_a_nested_sequence_killed_midway_resumes_inside_the_sequence() {
+    let s = Scenario::new("graph");
+    let child = s.spawn(&[("SLOW_STEP", "c2")]);
+    wait_until("c2 to start", || s.count("start c2") == 1);
+    wait_until("p1 and p2 to commit", || {
+        let c = s.committed();
+        c.contains("p1") && c.contains("p2")
+    });
+    kill(child);
+    assert_eq!(
+        s.committed(),
+        ["prepare", "d1", "c1", "p1", "p2"].map(String::from).into()
+    );
+
+    let out = s.finish();
+    let effects = s.effects();
+    for step in ["prepare", "d1", "c1", "p1", "p2", "d2", "finish"] {
+        assert_eq!(effects[&format!("start {step}")], 1, "{step}: {effects:?}");
+    }
+    assert_eq!(effects["start c2"], 2, "the step in flight runs again");
+    for step in ["prepare", "d1", "c1", "c2", "p1", "p2", "d2", "finish"] {
+        assert_eq!(out[format!("did_{step}")], true, "{out}");
+    }
+    assert!(s.completions_per_step().values().all(|&n| n == 1));
+}
+
+#[test]
+fn random_kills_never_rerun_a_committed_step_graph() {
+    for _ in 0..5 {
+        random_kills("graph");
+    }
 }
 
 #[test]

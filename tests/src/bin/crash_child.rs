@@ -1,7 +1,7 @@
 //! A worker process for the crash tests: it drives one run named `crash-run` on an SQLite
 //! store, recording every step's start and end in a side-effect log, and gets killed.
 //!
-//! Usage: `crash_child <db> <seq|parallel> <log>`. Environment:
+//! Usage: `crash_child <db> <seq|parallel|graph>` with the log path in `CRASH_LOG`. Environment:
 //! - `SLOW_STEP=name`: that step sleeps for a minute (the test kills the process then);
 //! - `STEP_DELAY_MS=n`: every step sleeps `n` ms.
 //!
@@ -75,6 +75,25 @@ workflow! {
     }
 }
 
+workflow! {
+    graph {
+        step prepare = work;
+        dag {
+            step d1 = work;
+            seq chain(after = [d1]) {
+                step c1 = work;
+                step c2 = work;
+            }
+            parallel {
+                step p1 = work;
+                step p2 = work;
+            }
+            step d2(after = [chain]) = work;
+        }
+        step finish = work;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -86,6 +105,7 @@ async fn main() {
     let engine = Engine::builder(store)
         .register(seq)
         .register(parallel)
+        .register(graph)
         .build()
         .await
         .unwrap();
@@ -96,6 +116,10 @@ async fn main() {
             .map(drop),
         "parallel" => engine
             .start_with_id(parallel, "crash-run", Data::new())
+            .await
+            .map(drop),
+        "graph" => engine
+            .start_with_id(graph, "crash-run", Data::new())
             .await
             .map(drop),
         other => panic!("unknown scenario {other}"),
