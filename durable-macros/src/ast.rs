@@ -12,10 +12,13 @@ use syn::{token, Attribute, ExprPath, Ident, Token, Visibility};
 pub mod kw {
     syn::custom_keyword!(step);
     syn::custom_keyword!(parallel);
+    syn::custom_keyword!(dag);
+    syn::custom_keyword!(seq);
+    syn::custom_keyword!(map);
 }
 
 /// The item keywords a workflow body accepts, for "did you mean" suggestions.
-pub const ITEM_KEYWORDS: &[&str] = &["step", "parallel"];
+pub const ITEM_KEYWORDS: &[&str] = &["step", "parallel", "dag", "seq", "map"];
 
 /// `#[doc] vis name(options) { items }`: one whole `workflow!` invocation.
 pub struct Workflow {
@@ -25,7 +28,7 @@ pub struct Workflow {
     pub vis: Visibility,
     /// The workflow's name, which is also the generated struct's name.
     pub name: Ident,
-    /// `(state = Type)`, if given.
+    /// `(state = Type, retry(...))`, if given.
     pub options: Option<Options>,
     /// The body.
     pub body: Block,
@@ -41,12 +44,18 @@ pub struct Block {
 
 /// One element of a block.
 ///
-/// New kinds of items (`dag`, `map`, `sleep`, `wait_for`) become new variants here.
+/// New kinds of items (`sleep`, `wait_for`) become new variants here.
 pub enum Item {
     /// `step name(options) = path;`
     Step(Step),
     /// `parallel(options) { items }`
     Parallel(Parallel),
+    /// `dag(options) { items }`
+    Dag(Dag),
+    /// `seq name(options) { items }`
+    Seq(Seq),
+    /// `map name(options) { items }`
+    Map(Map),
     /// An item that failed to parse. Parsing skipped past it and went on, so the error is
     /// reported together with those of the rest of the workflow.
     Error(syn::Error),
@@ -59,7 +68,7 @@ pub struct Step {
     pub keyword: kw::step,
     /// The step's name, under which the journal records it.
     pub name: Ident,
-    /// `(retry(...))`, if given.
+    /// `(retry(...), timeout = ..., optional, after = [...])`, if given.
     pub options: Option<Options>,
     /// `= path` naming the function to call; without it the function is `name` itself.
     pub func: Option<(Token![=], ExprPath)>,
@@ -72,9 +81,44 @@ pub struct Step {
 pub struct Parallel {
     /// The `parallel` keyword.
     pub keyword: kw::parallel,
-    /// `(merge = ..., on_error = ...)`, if given.
+    /// `(merge = ..., on_error = ..., after = [...])`, if given.
     pub options: Option<Options>,
     /// The branches.
+    pub body: Block,
+}
+
+/// `dag(options) { items }`
+pub struct Dag {
+    /// The `dag` keyword.
+    pub keyword: kw::dag,
+    /// `(after = [...])`, if given.
+    pub options: Option<Options>,
+    /// The nodes.
+    pub body: Block,
+}
+
+/// `seq name(options) { items }`
+pub struct Seq {
+    /// The `seq` keyword.
+    pub keyword: kw::seq,
+    /// The sequence's name, which a dag's `after` can refer to.
+    pub name: Ident,
+    /// `(after = [...])`, if given.
+    pub options: Option<Options>,
+    /// The nodes, run in order.
+    pub body: Block,
+}
+
+/// `map name(options) { items }`
+pub struct Map {
+    /// The `map` keyword.
+    pub keyword: kw::map,
+    /// The map's name: its batch result's key in the state, and its items' journal prefix.
+    pub name: Ident,
+    /// `(over = field, item = Type, max_concurrency = N, ...)`, if given (`over` is required,
+    /// which `validate` checks).
+    pub options: Option<Options>,
+    /// The nodes each element runs, in order.
     pub body: Block,
 }
 

@@ -8,7 +8,9 @@ use quote::{quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
-use crate::model::{Backoff, Item, Merge, OnError, Parallel, Retry, Step, Workflow};
+use crate::model::{
+    Backoff, Dag, Item, Map, MapOptions, Merge, OnError, Parallel, Retry, Seq, Step, Workflow,
+};
 
 /// The struct, its `Workflow` impl and, when `checked` failed, the errors.
 ///
@@ -53,7 +55,10 @@ pub fn expand(workflow: &Workflow, checked: syn::Result<()>) -> TokenStream {
 
 fn definition(workflow: &Workflow, name: &str) -> TokenStream {
     let description = &workflow.description;
-    let nodes = workflow.items.iter().map(node);
+    let nodes = workflow
+        .items
+        .iter()
+        .map(|item| node(item, StateType::Workflow));
     quote! {
         ::durable::__private::Definition::new(
             #name,
@@ -79,44 +84,101 @@ fn collect_funcs<'a>(items: &'a [Item], funcs: &mut Vec<&'a syn::ExprPath>) {
         match item {
             Item::Step(step) => funcs.push(&step.func),
             Item::Parallel(block) => collect_funcs(&block.branches, funcs),
+            Item::Seq(seq) => collect_funcs(&seq.items, funcs),
+            Item::Map(map) => collect_funcs(&map.items, funcs),
+            Item::Dag(dag) => {
+                for (node, _) in &dag.nodes {
+                    collect_funcs(std::slice::from_ref(node), funcs);
+                }
+            }
         }
     }
 }
 
-fn node(item: &Item) -> TokenStream {
-    match item {
-        Item::Step(step) => step_node(step),
-        Item::Parallel(block) => parallel_node(block),
+/// The state type of a step: the workflow's, or the item type of the innermost map around it.
+#[derive(Clone, Copy)]
+enum StateType<'a> {
+    /// `<Self as Workflow>::State`.
+    Workflow,
+    /// The default item type of a map, `Data`.
+    Data,
+    /// A map's `item = T`.
+    Item(&'a syn::Type),
+}
+
+impl StateType<'_> {
+    /// The type, with the generated paths spanned at `span`: a state type that is no `State`
+    /// is then reported at the step, like a wrong signature. The user's own `item = T` keeps
+    /// its span, so that such an error points at `T`.
+    fn tokens(self, span: proc_macro2::Span) -> TokenStream {
+        match self {
+            StateType::Workflow => {
+                quote_spanned!(span=> <Self as ::durable::__private::Workflow>::State)
+            }
+            StateType::Data => quote_spanned!(span=> ::durable::__private::Data),
+            StateType::Item(ty) => ty.to_token_stream(),
+        }
     }
 }
 
-fn step_node(step: &Step) -> TokenStream {
-    let Step { name, func, retry } = step;
+/// The `Node` of `item`, whose steps take `state`.
+fn node(item: &Item, state: StateType) -> TokenStream {
+    match item {
+        Item::Step(step) => step_node(step, state),
+        Item::Parallel(block) => parallel_node(block, state),
+        Item::Seq(seq) => seq_node(seq, state),
+        Item::Dag(dag) => dag_node(dag, state),
+        Item::Map(map) => map_node(map),
+    }
+}
+
+fn step_node(step: &Step, state: StateType) -> TokenStream {
+    let Step {
+        name,
+        func,
+        retry,
+        timeout_ms,
+        optional,
+    } = step;
     // Spanned at the user's path: a function that is missing or has the wrong signature is
     // reported at the step in the `workflow!`, not at the macro call as a whole.
+    let state = state.tokens(func.span());
     let erased = quote_spanned! {func.span()=>
-        ::durable::__private::erase::<<Self as ::durable::__private::Workflow>::State, _, _>(#func)
+        ::durable::__private::erase::<#state, _, _>(#func)
     };
     let retry = match retry {
         Some(retry) => retry_policy(retry),
         None => quote!(::core::default::Default::default()),
     };
+    let timeout = match timeout_ms {
+        Some(ms) => {
+            let duration = millis(*ms);
+            quote!(::core::option::Option::Some(#duration))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     quote! {
         ::durable::__private::Node::step(
             #name,
             #erased,
-            ::durable::__private::StepOptions { retry: #retry },
+            ::durable::__private::StepOptions {
+                retry: #retry,
+                timeout: #timeout,
+                optional: #optional,
+            },
         )
     }
+}
+
+/// `Duration::from_millis(ms)`.
+fn millis(ms: u64) -> TokenStream {
+    let ms = Literal::u64_suffixed(ms);
+    quote!(::durable::__private::Duration::from_millis(#ms))
 }
 
 /// A `RetryPolicy` literal with the options given; `RetryPolicy::default()` supplies the rest,
 /// so the defaults live in one place, the runtime.
 fn retry_policy(retry: &Retry) -> TokenStream {
-    let millis = |ms: u64| {
-        let ms = Literal::u64_suffixed(ms);
-        quote!(::durable::__private::Duration::from_millis(#ms))
-    };
     let mut fields = Vec::new();
     if let Some(n) = retry.max_attempts {
         let n = Literal::u32_suffixed(n);
@@ -152,7 +214,7 @@ fn retry_policy(retry: &Retry) -> TokenStream {
     }
 }
 
-fn parallel_node(block: &Parallel) -> TokenStream {
+fn parallel_node(block: &Parallel, state: StateType) -> TokenStream {
     let merge = match block.merge {
         Merge::DeepMerge => quote!(DeepMerge),
         Merge::LastWins => quote!(LastWins),
@@ -162,12 +224,84 @@ fn parallel_node(block: &Parallel) -> TokenStream {
         OnError::FailFast => quote!(FailFast),
         OnError::CompleteAll => quote!(CompleteAll),
     };
-    let branches = block.branches.iter().map(node);
+    let branches = block.branches.iter().map(|item| node(item, state));
     quote! {
         ::durable::__private::Node::parallel(
             ::durable::__private::Merge::#merge,
             ::durable::__private::OnError::#on_error,
             ::core::convert::From::from([#(#branches),*]),
         )
+    }
+}
+
+fn seq_node(seq: &Seq, state: StateType) -> TokenStream {
+    let name = &seq.name;
+    let nodes = seq.items.iter().map(|item| node(item, state));
+    quote! {
+        ::durable::__private::Node::seq(
+            #name,
+            ::core::convert::From::from([#(#nodes),*]),
+        )
+    }
+}
+
+fn dag_node(dag: &Dag, state: StateType) -> TokenStream {
+    let entries = dag.nodes.iter().map(|(item, after)| {
+        let node = node(item, state);
+        quote!((#node, ::core::convert::From::from([#(#after),*])))
+    });
+    quote! {
+        ::durable::__private::Node::dag(::core::convert::From::from([#(#entries),*]))
+    }
+}
+
+/// A map block: its steps take the map's item type, whatever the state around it.
+fn map_node(map: &Map) -> TokenStream {
+    let Map {
+        name,
+        over,
+        item,
+        options,
+        items,
+    } = map;
+    let state = match item {
+        Some(ty) => StateType::Item(ty),
+        None => StateType::Data,
+    };
+    let nodes = items.iter().map(|item| node(item, state));
+    let options = map_options(options);
+    quote! {
+        ::durable::__private::Node::map(
+            #name,
+            #over,
+            #options,
+            ::core::convert::From::from([#(#nodes),*]),
+        )
+    }
+}
+
+/// A `MapOptions` literal with every field spelled out.
+fn map_options(options: &MapOptions) -> TokenStream {
+    fn some<T: ToTokens>(value: Option<T>) -> TokenStream {
+        match value {
+            Some(value) => quote!(::core::option::Option::Some(#value)),
+            None => quote!(::core::option::Option::None),
+        }
+    }
+    let max_concurrency = some(options.max_concurrency.map(Literal::usize_suffixed));
+    let min_successful = some(options.min_successful.map(Literal::usize_suffixed));
+    let tolerated_failures = some(options.tolerated_failures.map(Literal::usize_suffixed));
+    let tolerated_failure_percentage = some(
+        options
+            .tolerated_failure_percentage
+            .map(Literal::f64_suffixed),
+    );
+    quote! {
+        ::durable::__private::MapOptions {
+            max_concurrency: #max_concurrency,
+            min_successful: #min_successful,
+            tolerated_failures: #tolerated_failures,
+            tolerated_failure_percentage: #tolerated_failure_percentage,
+        }
     }
 }

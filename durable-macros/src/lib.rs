@@ -22,13 +22,39 @@ use syn::parse_macro_input;
 /// ```text
 /// workflow! {
 ///     /// Doc comments become the workflow's description.
-///     pub onboard_user(state = User) {
+///     pub onboard_user(state = User, retry(max_attempts = 3, backoff = constant)) {
 ///         step create_user;
-///         step send_welcome(retry(max_attempts = 3, backoff = exponential, initial = 500ms,
+///         step send_welcome(retry(max_attempts = 5, backoff = exponential, initial = 500ms,
 ///                                 multiplier = 2.0, max_interval = 60s, jitter = true));
 ///         parallel(merge = deep_merge, on_error = fail_fast) {
-///             step set_up_billing;
+///             step set_up_billing(timeout = 30s);
 ///             step set_up_storage(retry(max_attempts = 2)) = storage::set_up;
+///             seq profile {
+///                 step fetch_avatar;
+///                 step resize_avatar;
+///             }
+///         }
+///         dag {
+///             step pack;
+///             step bill;
+///             step ship(after = [pack, bill]);
+///             step email(after = [ship], optional, retry(initial = 1s));
+///             seq archive(after = [bill]) {
+///                 step export;
+///                 step compress;
+///             }
+///             map notify_users(over = users, after = [ship], max_concurrency = 8) {
+///                 step notify_user;
+///             }
+///         }
+///         map process_items(over = items, item = orders::LineItem, max_concurrency = 3,
+///                           min_successful = 4, tolerated_failures = 1,
+///                           tolerated_failure_percentage = 10) {
+///             step reserve = orders::reserve;
+///             parallel {
+///                 step price = orders::price;
+///                 step tax = orders::tax;
+///             }
 ///         }
 ///         step finish = billing::finish;
 ///     }
@@ -36,21 +62,36 @@ use syn::parse_macro_input;
 /// ```
 ///
 /// **The workflow**: doc comments (optional; they become `Definition::description`, one line
-/// per `///`), a visibility (optional), the name, `(state = Type)` (optional; the state passed
-/// from step to step, a serde type, `durable::Data` by default), then the body in braces. The
-/// generated struct has the workflow's name, visibility and docs; `Workflow::NAME` is the
-/// name as a string.
+/// per `///`), a visibility (optional), the name, options in parentheses (optional), then the
+/// body in braces. The options are
+/// - `state = Type`: the state passed from step to step, a serde type (`durable::Data` by
+///   default);
+/// - `retry(...)`: the retry policy of every step that has no `retry(...)` of its own, and the
+///   fallback of those that do (see below). Here `max_attempts` is required.
+///
+/// The generated struct has the workflow's name, visibility and docs; `Workflow::NAME` is the
+/// name as a string. The body's items run one after another.
 ///
 /// **A step** is `step name;`, `step name = path::to::function;`, `step name(options);` or,
 /// with both, `step name(options) = path::to::function;` (options first). It calls the async
 /// function `name`, or the function at the path, which must be `async fn(S) -> Result<S, E>`
 /// or `async fn(StepContext, S) -> Result<S, E>` with `S` the workflow's state and
 /// `E: Into<StepError>`. The name identifies the step in the journal, so names are unique in
-/// the whole workflow, nested blocks included.
+/// the whole workflow, nested blocks included; steps, seqs and maps share this one
+/// namespace. Inside a `map`, `S` is the map's item type instead (below).
 ///
-/// **Step options**: `retry(...)`, with
-/// - `max_attempts = N`: attempts in all, the first included, at least 1. Required in
-///   `retry(...)`, since without it the step is never retried;
+/// **Step options**, in any order, each at most once:
+/// - `retry(...)`: how a failing attempt is retried (below);
+/// - `timeout = DURATION`: how long one attempt may run before it is cancelled and counted as
+///   failed (more than zero; no limit by default);
+/// - `optional`, or `optional = true | false`: the workflow goes on without this step when it
+///   fails for good (default `false`);
+/// - `after = [name, ...]`: only on a node directly inside a `dag` (below).
+///
+/// **Retry options**, inside `retry(...)`:
+/// - `max_attempts = N`: attempts in all, the first included, at least 1. Required in a
+///   step's `retry(...)`, since without it the step is never retried, unless the workflow's
+///   `retry(...)` gives it;
 /// - `backoff = constant | linear | exponential` (default `exponential`);
 /// - `initial = DURATION`: the first wait (default `1s`);
 /// - `multiplier = NUMBER`: the growth factor of exponential backoff, at least 1.0
@@ -58,20 +99,64 @@ use syn::parse_macro_input;
 /// - `max_interval = DURATION`: the longest wait (default `60s`);
 /// - `jitter = true | false`, or just `jitter`: randomise each wait (default `false`).
 ///
+/// A step's policy takes each field from the step's own `retry(...)`, else from the
+/// workflow's `retry(...)`, else from `RetryPolicy::default()`. With the workflow's
+/// `retry(max_attempts = 3, backoff = constant)`, `step a;` gets 3 constant attempts and
+/// `step b(retry(initial = 5s));` 3 constant attempts 5 seconds apart.
+///
 /// A duration is a number with a unit: `500ms`, `2s`, `1.5s`, `5m`, `1h`; it must come to a
 /// whole number of milliseconds.
 ///
 /// **A parallel block** is `parallel { ... }` or `parallel(options) { ... }` with the options
-/// `merge = deep_merge | last_wins | collect` (default `deep_merge`) and
-/// `on_error = fail_fast | complete_all` (default `fail_fast`). Its branches are the items in
-/// its braces, at least one; a branch may itself be a `parallel` block.
+/// `merge = deep_merge | last_wins | collect` (default `deep_merge`),
+/// `on_error = fail_fast | complete_all` (default `fail_fast`) and, inside a dag, `after`.
+/// Its branches are the items in its braces, at least one, which all start together.
+///
+/// **A sequence** is `seq name { ... }`: its items, at least one, run one after another. It
+/// makes several steps one branch of a `parallel` block or one node of a `dag`; it is allowed
+/// anywhere. Its name is unique in the workflow like a step's, and its only option is
+/// `after`, inside a dag: `seq name(after = [a]) { ... }`.
+///
+/// **A dag** is `dag { ... }`: each of its items, at least one, starts as soon as all the
+/// nodes it comes after have finished; a node without `after` (or with `after = []`) starts
+/// at once. `after = [a, b]` names steps, seqs and maps directly inside the same dag, in any order
+/// of declaration; a `parallel` or `dag` block has no name, so to come after one, wrap it in a
+/// `seq`. A `parallel` or `dag` block inside a dag may itself have `after`:
+/// `parallel(after = [a]) { ... }`, `dag(after = [a]) { ... }`. The dag as a whole finishes
+/// when all its nodes have.
+///
+/// **A map** is `map name(options) { ... }`: its items, at least one, run one after another
+/// for every element of an array in the state, each element as their state; the elements run
+/// concurrently, and the batch result (each element's outcome, with counts and the reason the
+/// map finished) goes into the state under the map's name. The inner steps' journal paths are
+/// `name[i]/step`. The name is unique in the workflow like a step's. The options are
+/// - `over = field`, required: the state's field holding the array;
+/// - `item = Type`: the type each element is decoded into, the state of every step inside
+///   the map (nested blocks included, nested maps excepted: they have their own `item`), a
+///   serde type (`durable::Data` by default, so the elements are then JSON objects);
+/// - `max_concurrency = N`: at most `N` elements run at once, at least 1 (all by default);
+/// - `min_successful = K`: the map succeeds as soon as `K` elements have, at least 1 (by
+///   default every element must);
+/// - `tolerated_failures = F`: the map fails as soon as more than `F` elements have failed;
+/// - `tolerated_failure_percentage = P`: the map fails as soon as more than `P` percent of
+///   all the elements have failed, a number from 0 to 100;
+/// - `after = [...]`, inside a dag: a map has a name, so a dag's `after` can name it too.
+///
+/// Blocks nest freely: a `parallel` inside a `dag` inside a `parallel`, a `dag` inside a
+/// `seq`, a `map` inside a `map`, and so on.
 ///
 /// # Errors
 ///
-/// Mistakes are reported at the offending token, all at once: duplicate step names, unknown
-/// items, options and values (with a "did you mean"), empty blocks, `max_attempts = 0`,
-/// malformed durations, a missing `;`. A step function that does not exist, or whose signature
-/// is wrong, is reported by the compiler at the step's function in the `workflow!`.
+/// Mistakes are reported at the offending token, all at once: duplicate step, seq or map
+/// names, unknown items, options and values (with a "did you mean"), empty blocks,
+/// `max_attempts = 0`, malformed durations, a zero `timeout`, a missing `;`, a map without
+/// `over`, `max_concurrency = 0`, `min_successful = 0`, a percentage outside 0 to 100, and in
+/// a dag:
+/// an `after` naming an unknown node (with a "did you mean"), a node outside this dag, the
+/// node itself, or the same node twice, `after` outside a dag, and cycles (the error names the
+/// whole cycle, as in "`b` -> `c` -> `d` -> `b`"). A step function that does not exist, or
+/// whose signature is wrong (for a step inside a map: does not take the map's item type), is
+/// reported by the compiler at the step's function in the `workflow!`.
 #[proc_macro]
 pub fn workflow(input: TokenStream) -> TokenStream {
     let workflow = parse_macro_input!(input as ast::Workflow);

@@ -27,6 +27,12 @@ pub enum Item {
     Step(Step),
     /// A parallel block.
     Parallel(Parallel),
+    /// A named sequence.
+    Seq(Seq),
+    /// A dependency graph.
+    Dag(Dag),
+    /// A map block.
+    Map(Map),
 }
 
 /// A checked step.
@@ -35,12 +41,17 @@ pub struct Step {
     pub name: String,
     /// The function to call, with the user's spans.
     pub func: ExprPath,
-    /// The retry policy, if `retry(...)` was given.
+    /// The retry policy: the step's `retry(...)` over the workflow's, field by field; `None`
+    /// when neither was given.
     pub retry: Option<Retry>,
+    /// `timeout = ...`, in milliseconds, at least 1.
+    pub timeout_ms: Option<u64>,
+    /// `optional`.
+    pub optional: bool,
 }
 
 /// `retry(...)`: the options given; the others keep `RetryPolicy::default()`'s values.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub struct Retry {
     /// Attempts in all, at least 1.
     pub max_attempts: Option<u32>,
@@ -54,6 +65,20 @@ pub struct Retry {
     pub max_interval_ms: Option<u64>,
     /// Whether to randomise the waits.
     pub jitter: Option<bool>,
+}
+
+impl Retry {
+    /// The options of `self`, each falling back to `defaults`' when not given.
+    pub fn or(self, defaults: Retry) -> Retry {
+        Retry {
+            max_attempts: self.max_attempts.or(defaults.max_attempts),
+            backoff: self.backoff.or(defaults.backoff),
+            initial_ms: self.initial_ms.or(defaults.initial_ms),
+            multiplier: self.multiplier.or(defaults.multiplier),
+            max_interval_ms: self.max_interval_ms.or(defaults.max_interval_ms),
+            jitter: self.jitter.or(defaults.jitter),
+        }
+    }
 }
 
 /// Mirrors `durable::Backoff`.
@@ -98,4 +123,45 @@ pub struct Parallel {
     pub on_error: OnError,
     /// The branches, never empty.
     pub branches: Vec<Item>,
+}
+
+/// A checked `seq name { ... }`.
+pub struct Seq {
+    /// The sequence's name (unraw).
+    pub name: String,
+    /// Its nodes, never empty.
+    pub items: Vec<Item>,
+}
+
+/// A checked `dag { ... }`: every `after` names another node of the same dag, without cycles.
+pub struct Dag {
+    /// The nodes in declaration order, each with the names of the nodes it comes after.
+    pub nodes: Vec<(Item, Vec<String>)>,
+}
+
+/// A checked `map name(over = field, ...) { ... }`.
+pub struct Map {
+    /// The block's name (unraw): its batch result's key in the state.
+    pub name: String,
+    /// The state's field holding the array (unraw).
+    pub over: String,
+    /// `item = T`: the state of the steps inside; `None` for the default `Data`.
+    pub item: Option<Type>,
+    /// Concurrency and completion policy.
+    pub options: MapOptions,
+    /// The nodes each element runs, never empty.
+    pub items: Vec<Item>,
+}
+
+/// Mirrors `durable::definition::MapOptions`, each option as given (valid).
+#[derive(Default, Clone, Copy)]
+pub struct MapOptions {
+    /// At least 1.
+    pub max_concurrency: Option<usize>,
+    /// At least 1.
+    pub min_successful: Option<usize>,
+    /// Any count, zero included.
+    pub tolerated_failures: Option<usize>,
+    /// From 0 to 100.
+    pub tolerated_failure_percentage: Option<f64>,
 }

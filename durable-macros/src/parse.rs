@@ -12,7 +12,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::{braced, parenthesized, token, Attribute, Error, ExprPath, Ident, Result, Token, Type};
 
 use crate::ast::{
-    kw, Block, Item, Opt, OptValue, Options, Parallel, Step, Workflow, ITEM_KEYWORDS,
+    kw, Block, Dag, Item, Map, Opt, OptValue, Options, Parallel, Seq, Step, Workflow, ITEM_KEYWORDS,
 };
 use crate::suggest;
 
@@ -98,6 +98,12 @@ impl Parse for Item {
             input.parse().map(Item::Step)
         } else if input.peek(kw::parallel) {
             input.parse().map(Item::Parallel)
+        } else if input.peek(kw::dag) {
+            input.parse().map(Item::Dag)
+        } else if input.peek(kw::seq) {
+            input.parse().map(Item::Seq)
+        } else if input.peek(kw::map) {
+            input.parse().map(Item::Map)
         } else if input.peek(Token![;]) {
             Err(input.error("unexpected `;`: only a `step` ends with `;`, remove this one"))
         } else if input.peek(Ident::peek_any) {
@@ -105,7 +111,10 @@ impl Parse for Item {
             let message = suggest::unknown("item", &word.to_string(), ITEM_KEYWORDS);
             Err(Error::new(word.span(), message))
         } else {
-            Err(input.error("expected an item, as in `step name;` or `parallel { ... }`"))
+            Err(input.error(
+                "expected an item, as in `step name;`, `parallel { ... }`, `dag { ... }`, \
+                 `seq name { ... }` or `map name(over = items) { ... }`",
+            ))
         }
     }
 }
@@ -168,6 +177,86 @@ impl Parse for Parallel {
     }
 }
 
+impl Parse for Dag {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let keyword = input.parse()?;
+        let options = if input.peek(token::Paren) {
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        if !input.peek(token::Brace) {
+            return Err(input.error(
+                "expected `{` and the nodes of the dag, as in `dag { step a; step b(after = [a]); }`",
+            ));
+        }
+        let body = input.parse()?;
+        Ok(Dag {
+            keyword,
+            options,
+            body,
+        })
+    }
+}
+
+impl Parse for Seq {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let keyword = input.parse()?;
+        let name: Ident = input.parse().map_err(|_| {
+            input.error(
+                "expected the seq's name after `seq`, as in `seq shipping { step pack; step ship; }`",
+            )
+        })?;
+        let options = if input.peek(token::Paren) {
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        if !input.peek(token::Brace) {
+            return Err(input.error(format!(
+                "expected `{{` and the nodes of seq `{name}`, as in `seq {name} {{ step a; step b; }}`"
+            )));
+        }
+        let body = input.parse()?;
+        Ok(Seq {
+            keyword,
+            name,
+            options,
+            body,
+        })
+    }
+}
+
+impl Parse for Map {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let keyword = input.parse()?;
+        let name: Ident = input.parse().map_err(|_| {
+            input.error(
+                "expected the map's name after `map`, as in \
+                 `map process_items(over = items) { step process_item; }`",
+            )
+        })?;
+        let options = if input.peek(token::Paren) {
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        if !input.peek(token::Brace) {
+            return Err(input.error(format!(
+                "expected `{{` and the nodes each item of map `{name}` runs, as in \
+                 `map {name}(over = items) {{ step process_item; }}`"
+            )));
+        }
+        let body = input.parse()?;
+        Ok(Map {
+            keyword,
+            name,
+            options,
+            body,
+        })
+    }
+}
+
 impl Parse for Options {
     fn parse(input: ParseStream) -> Result<Self> {
         let content;
@@ -214,10 +303,15 @@ impl Parse for Opt {
 /// The tokens of an option's value, up to the next `,` of the option list.
 fn parse_value(input: ParseStream) -> Result<TokenStream> {
     // A type such as `HashMap<String, u32>` has commas outside any group: take it whole.
-    let fork = input.fork();
-    if fork.parse::<Type>().is_ok() && (fork.is_empty() || fork.peek(Token![,])) {
-        let ty: Type = input.parse()?;
-        return Ok(quote::ToTokens::into_token_stream(ty));
+    // Not a bracketed list such as `after = [a, b]`, which is one token tree anyway: a failed
+    // parse of it as a slice type would leave tokens in the dropped bracket, which syn reports
+    // as an error of the whole invocation.
+    if !input.peek(token::Bracket) {
+        let fork = input.fork();
+        if fork.parse::<Type>().is_ok() && (fork.is_empty() || fork.peek(Token![,])) {
+            let ty: Type = input.parse()?;
+            return Ok(quote::ToTokens::into_token_stream(ty));
+        }
     }
     let tokens = input.step(|cursor| {
         let mut rest = *cursor;

@@ -50,7 +50,8 @@ pub fn plural(kind: &str) -> String {
     }
 }
 
-fn capitalize(text: &str) -> String {
+/// `text` with its first letter in upper case.
+pub fn capitalize(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),

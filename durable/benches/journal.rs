@@ -4,6 +4,7 @@
 //! - `seq10`: 500 concurrent workflows of 10 no-op steps: workflows/s and journaled steps/s;
 //! - `fan100`: one parallel block of 100 no-op steps: ms per workflow;
 //! - `latency`: one seq10 workflow at a time: median and p99 ms;
+//! - `map10k`: a map block over 10,000 items, 100 at a time: items/s;
 //!
 //! each for both stores with the SQLite/memory ratio, and the cost of one fsync on the same
 //! disk, so the latency can be read as a multiple of ten fsyncs.
@@ -23,6 +24,14 @@ workflow! {
     seq10 {
         step s0 = noop; step s1 = noop; step s2 = noop; step s3 = noop; step s4 = noop;
         step s5 = noop; step s6 = noop; step s7 = noop; step s8 = noop; step s9 = noop;
+    }
+}
+
+workflow! {
+    map10k {
+        map done(over = items, max_concurrency = 100) {
+            step item = noop;
+        }
     }
 }
 
@@ -62,6 +71,7 @@ struct Figures {
     fan100_ms: f64,
     latency_median_ms: f64,
     latency_p99_ms: f64,
+    map10k_items_per_s: f64,
 }
 
 async fn measure(store: impl Store) -> Figures {
@@ -104,14 +114,38 @@ async fn measure(store: impl Store) -> Figures {
         lat.push(t.elapsed());
     }
     lat.sort();
+    let items: Vec<serde_json::Value> =
+        (0..10_000).map(|i| serde_json::json!({ "i": i })).collect();
+    let started = Instant::now();
+    let out = engine
+        .run(map10k, Data::new().assign("items", items))
+        .await
+        .unwrap();
+    let map_secs = started.elapsed().as_secs_f64();
+    assert_eq!(
+        out.value("done")
+            .and_then(|d| d.get("succeeded"))
+            .and_then(|v| v.as_u64()),
+        Some(10_000)
+    );
+
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Figures {
+        map10k_items_per_s: 10_000.0 / map_secs,
         seq10_workflows_per_s: workflows as f64 / seq10_secs,
         seq10_steps_per_s: (workflows * 10) as f64 / seq10_secs,
         fan100_ms: ms(fan[fan.len() / 2]),
         latency_median_ms: ms(lat[lat.len() / 2]),
         latency_p99_ms: ms(lat[lat.len() * 99 / 100]),
     }
+}
+
+/// The process's peak resident memory, from /proc (Linux only).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// The median time of one write + fdatasync on the disk the benchmark uses.
@@ -136,25 +170,30 @@ async fn main() {
     let fsync = fsync_ms(&dir);
     let sqlite = measure(SqliteStore::open(dir.join("bench.db")).unwrap()).await;
     let memory = measure(MemoryStore::new()).await;
-    println!("store          seq10 wf/s   seq10 steps/s   fan100 ms   latency median ms   latency p99 ms");
+    println!("store          seq10 wf/s   seq10 steps/s   fan100 ms   latency median ms   latency p99 ms   map10k items/s");
     for (name, f) in [("sqlite (FULL)", &sqlite), ("memory", &memory)] {
         println!(
-            "{name:<14} {:>10.0}   {:>13.0}   {:>9.2}   {:>17.2}   {:>14.2}",
+            "{name:<14} {:>10.0}   {:>13.0}   {:>9.2}   {:>17.2}   {:>14.2}   {:>14.0}",
             f.seq10_workflows_per_s,
             f.seq10_steps_per_s,
             f.fan100_ms,
             f.latency_median_ms,
-            f.latency_p99_ms
+            f.latency_p99_ms,
+            f.map10k_items_per_s
         );
     }
     println!(
-        "sqlite/memory  {:>10.2}   {:>13.2}   {:>9.2}   {:>17.2}   {:>14.2}",
+        "sqlite/memory  {:>10.2}   {:>13.2}   {:>9.2}   {:>17.2}   {:>14.2}   {:>14.2}",
         sqlite.seq10_workflows_per_s / memory.seq10_workflows_per_s,
         sqlite.seq10_steps_per_s / memory.seq10_steps_per_s,
         sqlite.fan100_ms / memory.fan100_ms,
         sqlite.latency_median_ms / memory.latency_median_ms,
         sqlite.latency_p99_ms / memory.latency_p99_ms,
+        sqlite.map10k_items_per_s / memory.map10k_items_per_s,
     );
+    if let Some(peak) = peak_rss_mib() {
+        println!("peak RSS of the benchmark process (both stores, every figure): {peak:.0} MiB");
+    }
     println!(
         "fsync {fsync:.3} ms; sqlite latency median = {:.2} x ten fsyncs; seq10 = {:.0} x DBOS's 345 steps/s, {:.0} x duroxide's 198",
         sqlite.latency_median_ms / (10.0 * fsync),

@@ -205,3 +205,74 @@ fn notify_all_runs_every_branch_and_names_the_failed_step() {
     );
     assert!(!succeeding.contains("error:"), "{succeeding}");
 }
+
+#[test]
+fn order_processing_takes_about_its_critical_path_and_writes_the_graph() {
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("order-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = stdout_of(example(env!("CARGO_BIN_EXE_order_processing")).arg(&dir));
+    assert!(out.contains("send_email: finished"), "{out}");
+    // In fast mode the critical path is 75 ms and the sum 105 ms.
+    let took: u64 = out
+        .split("took ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .expect("a duration");
+    assert!(
+        took < 105,
+        "took {took} ms: the dag's steps ran one after another\n{out}"
+    );
+    let mermaid = std::fs::read_to_string(dir.join("order_processing.mmd")).unwrap();
+    assert!(
+        mermaid.contains("check_inventory --> reserve_inventory"),
+        "{mermaid}"
+    );
+    let dot = std::fs::read_to_string(dir.join("order_processing.dot")).unwrap();
+    assert!(
+        dot.contains("\"create_shipment\" -> \"send_email\";"),
+        "{dot}"
+    );
+}
+
+#[test]
+fn bulk_notify_tolerates_the_bounces() {
+    let out = stdout_of(&mut example(env!("CARGO_BIN_EXE_bulk_notify")));
+    assert!(
+        out.contains("campaign Completed (AllCompleted): 10 sent, 2 failed of 12"),
+        "{out}"
+    );
+    assert!(
+        out.contains("user4@bounce.invalid: mailbox does not exist"),
+        "{out}"
+    );
+}
+
+#[test]
+fn rate_limited_batch_retries_only_the_failed_calls() {
+    let out = stdout_of(&mut example(env!("CARGO_BIN_EXE_rate_limited_batch")));
+    assert!(
+        out.contains("attempt 1: 36 imported, 4 failed, at most 5 calls at once"),
+        "{out}"
+    );
+    assert!(out.contains("imported 40 rows with 44 API calls"), "{out}");
+}
+
+#[test]
+fn tenant_sync_syncs_every_user_of_every_tenant() {
+    let db = scratch_db("tenant_sync");
+    let out = stdout_of(example(env!("CARGO_BIN_EXE_tenant_sync")).arg(&db));
+    for line in [
+        "tenant acme: 4 of 4 users synced",
+        "tenant initech: 2 of 2",
+        "tenant umbrella: 1 of 1",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+    assert!(
+        out.contains("tenants_synced[0]/users_synced[3]/sync_user"),
+        "{out}"
+    );
+    remove_db(&db);
+}

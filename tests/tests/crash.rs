@@ -248,10 +248,15 @@ fn random_kills(name: &'static str) {
     assert!(completions.values().all(|&n| n == 1), "{completions:?}");
     let expected = match name {
         "seq" => 5,
+        // seed, 20 items, the map's decision, finish
+        "batch" => 23,
         _ => 8,
     };
     assert_eq!(completions.len(), expected, "{completions:?}");
-    for step in completions.keys() {
+    if name == "batch" {
+        assert_eq!(out["items_done"]["succeeded"], 20, "{out}");
+    }
+    for step in completions.keys().filter(|s| !s.starts_with("items_done")) {
         assert_eq!(out[format!("did_{step}")], true, "{out}");
         assert!(s.count(&format!("end {step}")) >= 1);
     }
@@ -289,6 +294,38 @@ fn a_dag_with_a_nested_sequence_killed_midway_resumes_inside_the_sequence() {
 fn random_kills_never_rerun_a_committed_step_graph() {
     for _ in 0..5 {
         random_kills("graph");
+    }
+}
+
+#[test]
+fn a_map_killed_midway_redoes_no_finished_item() {
+    let s = Scenario::new("batch");
+    let child = s.spawn(&[("SLOW_STEP", "items_done[9]/handle")]);
+    wait_until("item 9 to start and items 0-8 to commit", || {
+        let c = s.committed();
+        s.count("start items_done[9]/handle") == 1
+            && (0..9).all(|i| c.contains(&format!("items_done[{i}]/handle")))
+    });
+    let committed = s.committed();
+    kill(child);
+
+    let out = s.finish();
+    assert_eq!(out["items_done"]["succeeded"], 20, "{out}");
+    let effects = s.effects();
+    for step in &committed {
+        assert_eq!(effects[&format!("start {step}")], 1, "{step} ran again");
+    }
+    assert_eq!(
+        effects["start items_done[9]/handle"], 2,
+        "the item in flight runs again"
+    );
+    assert!(s.completions_per_step().values().all(|&n| n == 1));
+}
+
+#[test]
+fn random_kills_never_rerun_a_committed_step_batch() {
+    for _ in 0..3 {
+        random_kills("batch");
     }
 }
 

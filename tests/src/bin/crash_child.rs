@@ -1,7 +1,7 @@
 //! A worker process for the crash tests: it drives one run named `crash-run` on an SQLite
 //! store, recording every step's start and end in a side-effect log, and gets killed.
 //!
-//! Usage: `crash_child <db> <seq|parallel|graph>` with the log path in `CRASH_LOG`. Environment:
+//! Usage: `crash_child <db> <seq|parallel|graph|batch>` with the log path in `CRASH_LOG`. Environment:
 //! - `SLOW_STEP=name`: that step sleeps for a minute (the test kills the process then);
 //! - `STEP_DELAY_MS=n`: every step sleeps `n` ms.
 //!
@@ -94,6 +94,26 @@ workflow! {
     }
 }
 
+async fn seed(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    let items: Vec<serde_json::Value> = (0..20).map(|k| serde_json::json!({ "k": k })).collect();
+    work(ctx, data.assign("items", items)).await
+}
+
+/// One item of the map: the same side effects as a step, on the item's own state.
+async fn handle(ctx: StepContext, item: Data) -> Result<Data, StepError> {
+    work(ctx, item).await
+}
+
+workflow! {
+    batch {
+        step seed;
+        map items_done(over = items, max_concurrency = 4) {
+            step handle;
+        }
+        step finish = work;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -106,6 +126,7 @@ async fn main() {
         .register(seq)
         .register(parallel)
         .register(graph)
+        .register(batch)
         .build()
         .await
         .unwrap();
@@ -120,6 +141,10 @@ async fn main() {
             .map(drop),
         "graph" => engine
             .start_with_id(graph, "crash-run", Data::new())
+            .await
+            .map(drop),
+        "batch" => engine
+            .start_with_id(batch, "crash-run", Data::new())
             .await
             .map(drop),
         other => panic!("unknown scenario {other}"),

@@ -1,0 +1,22 @@
+use durable::workflow;
+
+workflow! {
+    onboard {
+        step pack;
+        dag {
+            seq pack {
+                step label;
+            }
+            seq shipping {
+                step ship;
+            }
+        }
+        parallel {
+            seq shipping {
+                step label;
+            }
+        }
+    }
+}
+
+fn main() {}

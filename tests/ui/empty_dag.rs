@@ -1,0 +1,10 @@
+use durable::workflow;
+
+workflow! {
+    onboard {
+        step a;
+        dag {}
+    }
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+use durable::workflow;
+
+workflow! {
+    onboard {
+        step a;
+        parallel {
+            seq billing {}
+            step b;
+        }
+    }
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use durable::workflow;
+
+workflow! {
+    onboard {
+        step first;
+        map process_items(over = items) {}
+    }
+}
+
+fn main() {}
