@@ -78,6 +78,7 @@ async fn measure(store: impl Store) -> Figures {
     let engine = Engine::builder(store)
         .register(seq10)
         .register(Fan100)
+        .register(map10k)
         .build()
         .await
         .unwrap();
