@@ -65,8 +65,10 @@ pub enum Node {
 pub struct MapNode {
     /// The block's name: the state key of its batch result, and its items' journal prefix.
     pub name: &'static str,
-    /// The state's field holding the array.
+    /// The state's field holding the array (empty when `items` is given).
     pub over: &'static str,
+    /// A list written in the workflow itself, as JSON array text, instead of a state field.
+    pub items: Option<&'static str>,
     /// Concurrency and completion policy.
     pub options: MapOptions,
     /// The nodes each item runs, in order.
@@ -215,6 +217,32 @@ impl Node {
         Node::Map(MapNode {
             name,
             over,
+            items: None,
+            options,
+            nodes,
+        })
+    }
+
+    /// A map block over a list written in the workflow (`over = [1, 2, 3]`), as JSON array
+    /// text.
+    ///
+    /// # Panics
+    ///
+    /// When `items` is not a JSON array: the `workflow!` macro only writes valid ones.
+    pub fn map_items(
+        name: &'static str,
+        items: &'static str,
+        options: MapOptions,
+        nodes: Vec<Node>,
+    ) -> Self {
+        assert!(
+            matches!(serde_json::from_str(items), Ok(serde_json::Value::Array(_))),
+            "map `{name}`: its items must be a JSON array, not {items}"
+        );
+        Node::Map(MapNode {
+            name,
+            over: "",
+            items: Some(items),
             options,
             nodes,
         })
@@ -295,7 +323,13 @@ impl Node {
                 out.push('}');
             }
             Node::Map(map) => {
-                let _ = write!(out, "map {} over {} {{", map.name, map.over);
+                let _ = write!(
+                    out,
+                    "map {} over {}{} {{",
+                    map.name,
+                    map.over,
+                    map.items.unwrap_or("")
+                );
                 for node in &map.nodes {
                     node.describe(out);
                 }

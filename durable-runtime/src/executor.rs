@@ -463,7 +463,10 @@ impl RunTask {
                 skipped: Vec::new(),
             });
         }
-        let items = match state.get(map.over) {
+        let literal = map
+            .items
+            .and_then(|text| serde_json::from_str::<Value>(text).ok());
+        let items = match literal.as_ref().or_else(|| state.get(map.over)) {
             Some(Value::Array(items)) => items.clone(),
             other => {
                 let found = other.map_or("nothing".to_owned(), |v| format!("{v}"));
@@ -559,7 +562,14 @@ impl RunTask {
         };
         let mut output = state;
         let Value::Object(fields) = &mut output else {
-            unreachable!("the state held the array, so it is an object")
+            let message = format!(
+                "map `{}` stores its batch result in the state, which must be a JSON object",
+                map.name
+            );
+            return Err(Abort::Failed(RunFailure {
+                steps: Vec::new(),
+                message,
+            }));
         };
         fields.insert(
             map.name.to_owned(),

@@ -140,7 +140,11 @@ fn add(node: &Node, graph: &mut Graph, blocks: &mut Vec<String>) -> Ends {
             ends
         }
         Node::Map(map) => {
-            blocks.push(format!("map {} over {}", map.name, map.over));
+            blocks.push(format!(
+                "map {} over {}",
+                map.name,
+                map.items.unwrap_or(map.over)
+            ));
             let ends = chain(&map.nodes, graph, blocks);
             blocks.pop();
             ends
@@ -214,7 +218,7 @@ fn render(nodes: &[Node], out: &mut String, depth: usize, counter: &mut usize, s
                         format!("parallel: {}, {}", p.merge.as_str(), p.on_error.as_str())
                     }
                     Node::Seq(s) => format!("seq {}", s.name),
-                    Node::Map(m) => format!("map {} over {}", m.name, m.over),
+                    Node::Map(m) => format!("map {} over {}", m.name, m.items.unwrap_or(m.over)),
                     _ => "dag".to_owned(),
                 };
                 let _ = match style {
