@@ -133,6 +133,24 @@ impl EngineBuilder {
     /// How long this engine's claim on a run lasts without a heartbeat (default 30s). Only
     /// stores shared by several processes use it: a dead worker's runs are taken over when
     /// its leases expire.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// let store = std::sync::Arc::new(MemoryStore::new());
+    /// // Two workers on one store: either takes over the other's runs 10s after it dies.
+    /// for _ in 0..2 {
+    ///     Engine::builder_shared(store.clone())
+    ///         .register(hello)
+    ///         .lease_duration(std::time::Duration::from_secs(10))
+    ///         .build()
+    ///         .await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn lease_duration(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
@@ -198,6 +216,21 @@ impl Engine {
 
     /// Starts a run under an id of the caller's choosing (an order number, say). A second
     /// start with the same id fails with [`Error::RunExists`], so retrying a start is safe.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// let run = engine.start_with_id(hello, "order-7", Data::new()).await?;
+    /// assert_eq!(run.id().as_str(), "order-7");
+    /// // Retrying the start is safe: the second one is refused, the run is not duplicated.
+    /// let again = engine.start_with_id(hello, "order-7", Data::new()).await;
+    /// assert!(matches!(again, Err(durable::Error::RunExists { .. })));
+    /// # Ok(()) }
+    /// ```
     pub async fn start_with_id<W: Workflow>(
         &self,
         workflow: W,
@@ -250,11 +283,37 @@ impl Engine {
     }
 
     /// Starts a run and waits for its output.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// let output = engine.run(hello, Data::new()).await?;
+    /// assert_eq!(output.get::<bool>("hi"), Some(true));
+    /// # Ok(()) }
+    /// ```
     pub async fn run<W: Workflow>(&self, workflow: W, input: W::State) -> Result<W::State, Error> {
         self.start(workflow, input).await?.wait().await
     }
 
     /// Waits for a run to finish and decodes its output as `S`.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// let id = engine.start(hello, Data::new()).await?.id().clone();
+    /// // Later, maybe in another process on the same store:
+    /// let output: Data = engine.wait(&id).await?;
+    /// assert_eq!(output.get::<bool>("hi"), Some(true));
+    /// # Ok(()) }
+    /// ```
     pub async fn wait<S: State>(&self, id: &RunId) -> Result<S, Error> {
         let (workflow, output) = self.wait_json(id).await?;
         S::from_json(output).map_err(|e| Error::BadState {
@@ -326,6 +385,20 @@ impl Engine {
     }
 
     /// A run's status, input, output or failure.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// let run = engine.start(hello, Data::new()).await?;
+    /// run.wait().await?;
+    /// let info = engine.status(run.id()).await?;
+    /// assert_eq!((info.workflow.as_str(), info.status), ("hello", durable::RunStatus::Completed));
+    /// # Ok(()) }
+    /// ```
     pub async fn status(&self, id: &RunId) -> Result<RunInfo, Error> {
         let run = self.load(id).await?;
         let stalled = lock(&self.shared.stalled).get(id).cloned();
@@ -333,6 +406,21 @@ impl Engine {
     }
 
     /// A run's journal: every finished step and every failed attempt, in order.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// let run = engine.start(hello, Data::new()).await?;
+    /// run.wait().await?;
+    /// let history = engine.history(run.id()).await?;
+    /// assert_eq!((history[0].step.as_str(), history[0].attempt), ("greet", 1));
+    /// assert!(matches!(history[0].event, durable::StepEvent::Completed { .. }));
+    /// # Ok(()) }
+    /// ```
     pub async fn history(&self, id: &RunId) -> Result<Vec<StepRecord>, Error> {
         self.load(id).await?;
         let entries = self.shared.store.load_journal(id).await?;
@@ -340,6 +428,19 @@ impl Engine {
     }
 
     /// Runs in the store, newest first.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// engine.run(hello, Data::new()).await?;
+    /// let done = durable::RunFilter { status: Some(durable::RunStatus::Completed), ..Default::default() };
+    /// assert_eq!(engine.list(done).await?.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn list(&self, filter: RunFilter) -> Result<Vec<RunInfo>, Error> {
         let runs = self.shared.store.list_runs(filter).await?;
         let stalled = lock(&self.shared.stalled);
@@ -354,17 +455,51 @@ impl Engine {
 
     /// The runs this engine resumed: those unfinished when it was built, and those it took
     /// over since from workers whose leases expired.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// // A fresh store has nothing to resume.
+    /// assert!(engine.resumed().is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn resumed(&self) -> Vec<RunId> {
         lock(&self.shared.resumed).clone()
     }
 
     /// The registered definition of a workflow.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// assert_eq!(engine.definition("hello").unwrap().step_names(), ["greet"]);
+    /// # Ok(()) }
+    /// ```
     pub fn definition(&self, workflow: &str) -> Option<&Definition> {
         self.shared.workflows.get(workflow).map(|d| &**d)
     }
 
     /// Stops driving every run (they stay unfinished in the store and resume on the next
     /// start) and gives up this engine's leases so another worker can take them at once.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// engine.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(&self) -> Result<(), Error> {
         let active: Vec<(RunId, Active)> = lock(&self.shared.active).drain().collect();
         for (id, run) in active {

@@ -212,18 +212,7 @@ impl RunTask {
         let history = self.history.get(name);
         if let Some(h) = history {
             if let Some((seq, output)) = &h.completed {
-                let output =
-                    serde_json::from_str(output).map_err(|e| {
-                        Abort::Engine(self.bad_state(
-                            name,
-                            format!("its journaled output is not valid JSON: {e}"),
-                        ))
-                    })?;
-                return Ok(Done {
-                    state: output,
-                    seq: *seq,
-                    skipped: Vec::new(),
-                });
+                return self.replay(name, *seq, output);
             }
             if let Some((attempts, error)) = &h.failed {
                 let failure = StepFailure {
@@ -451,17 +440,7 @@ impl RunTask {
     ) -> Result<Done, Abort> {
         let path = path_in(&scope, map.name);
         if let Some((seq, output)) = self.history.get(&path).and_then(|h| h.completed.as_ref()) {
-            let output = serde_json::from_str(output).map_err(|e| {
-                Abort::Engine(self.bad_state(
-                    &path,
-                    format!("its journaled output is not valid JSON: {e}"),
-                ))
-            })?;
-            return Ok(Done {
-                state: output,
-                seq: *seq,
-                skipped: Vec::new(),
-            });
+            return self.replay(&path, *seq, output);
         }
         let literal = map
             .items
@@ -588,6 +567,20 @@ impl RunTask {
         Abort::Failed(RunFailure {
             steps: Vec::new(),
             message: format!("{block} ({}): {error}", block_names(nodes)),
+        })
+    }
+
+    /// A node's journaled output, as if it had just run.
+    fn replay(&self, path: &str, seq: u64, output: &str) -> Result<Done, Abort> {
+        let state = serde_json::from_str(output).map_err(|e| {
+            Abort::Engine(
+                self.bad_state(path, format!("its journaled output is not valid JSON: {e}")),
+            )
+        })?;
+        Ok(Done {
+            state,
+            seq,
+            skipped: Vec::new(),
         })
     }
 
