@@ -140,7 +140,8 @@ impl fmt::Debug for StepContext {
 /// Why a step attempt failed.
 ///
 /// Any `std::error::Error` converts into a `StepError` with `?`, as a retryable failure: the
-/// step is tried again while its retry policy allows. [`StepError::terminal`] fails the step
+/// step is tried again while its retry policy allows. Errors that are only `Display` (such as
+/// `anyhow::Error`) convert with `.map_err(StepError::retryable)`. [`StepError::terminal`] fails the step
 /// at once, whatever retries remain (a card declined, a request the far side rejects as
 /// malformed).
 ///
