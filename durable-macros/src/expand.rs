@@ -9,7 +9,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
 use crate::model::{
-    Backoff, Dag, Item, Map, MapOptions, Merge, OnError, Parallel, Retry, Seq, Step, Workflow,
+    Backoff, Dag, Item, Map, MapOptions, Merge, OnError, Over, Parallel, Retry, Seq, Step, Workflow,
 };
 
 /// The struct, its `Workflow` impl and, when `checked` failed, the errors.
@@ -270,8 +270,13 @@ fn map_node(map: &Map) -> TokenStream {
     };
     let nodes = items.iter().map(|item| node(item, state));
     let options = map_options(options);
+    // The runtime checks the items are a JSON array: `validate` only builds valid ones.
+    let (constructor, over) = match over {
+        Over::Field(field) => (quote!(map), field),
+        Over::Items(json) => (quote!(map_items), json),
+    };
     quote! {
-        ::durable::__private::Node::map(
+        ::durable::__private::Node::#constructor(
             #name,
             #over,
             #options,

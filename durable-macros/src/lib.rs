@@ -47,6 +47,9 @@ use syn::parse_macro_input;
 ///                 step notify_user;
 ///             }
 ///         }
+///         map ping_regions(over = ["eu", "us", "ap"], item = String, min_successful = 2) {
+///             step ping = regions::ping;
+///         }
 ///         map process_items(over = items, item = orders::LineItem, max_concurrency = 3,
 ///                           min_successful = 4, tolerated_failures = 1,
 ///                           tolerated_failure_percentage = 10) {
@@ -126,17 +129,25 @@ use syn::parse_macro_input;
 /// when all its nodes have.
 ///
 /// **A map** is `map name(options) { ... }`: its items, at least one, run one after another
-/// for every element of an array in the state, each element as their state; the elements run
+/// for every element of an array, each element as their state; the elements run
 /// concurrently, and the batch result (each element's outcome, with counts and the reason the
 /// map finished) goes into the state under the map's name. The inner steps' journal paths are
 /// `name[i]/step`. The name is unique in the workflow like a step's. The options are
-/// - `over = field`, required: the state's field holding the array;
+/// - `over`, required: what the map runs over, either
+///   - `over = field`: the state's field holding the array, or
+///   - `over = [item, ...]`: the elements themselves, written in the workflow, at least one.
+///     Each is a literal: an integer (`3`, `-1`; from `i64::MIN` to `u64::MAX`), a finite float (`2.5`, `-0.5`, `1e3`), a
+///     string (`"eu"`) or `true` / `false`, without type suffixes; kinds may be mixed. They
+///     become a JSON array such as `[3,-1,2.5,"eu",true]`, a float keeping its fraction
+///     (`1.0`) and a string its characters, JSON-escaped. Such a map needs `item`, since its
+///     elements are not the JSON objects of the default `Data`:
+///     `map ping_all(over = ["eu", "us"], item = String) { step ping; }`;
 /// - `item = Type`: the type each element is decoded into, the state of every step inside
 ///   the map (nested blocks included, nested maps excepted: they have their own `item`), a
 ///   serde type (`durable::Data` by default, so the elements are then JSON objects);
 /// - `max_concurrency = N`: at most `N` elements run at once, at least 1 (all by default);
 /// - `min_successful = K`: the map succeeds as soon as `K` elements have, at least 1 (by
-///   default every element must);
+///   default every element must); with `over = [...]`, at most the list's length;
 /// - `tolerated_failures = F`: the map fails as soon as more than `F` elements have failed;
 /// - `tolerated_failure_percentage = P`: the map fails as soon as more than `P` percent of
 ///   all the elements have failed, a number from 0 to 100;
@@ -150,8 +161,10 @@ use syn::parse_macro_input;
 /// Mistakes are reported at the offending token, all at once: duplicate step, seq or map
 /// names, unknown items, options and values (with a "did you mean"), empty blocks,
 /// `max_attempts = 0`, malformed durations, a zero `timeout`, a missing `;`, a map without
-/// `over`, `max_concurrency = 0`, `min_successful = 0`, a percentage outside 0 to 100, and in
-/// a dag:
+/// `over`, an empty `over = []` or one holding something other than the literals above (each
+/// such element reported), `over = [...]` without `item`, `max_concurrency = 0`,
+/// `min_successful = 0` or (with `over = [...]`) more than the list's length, a percentage
+/// outside 0 to 100, and in a dag:
 /// an `after` naming an unknown node (with a "did you mean"), a node outside this dag, the
 /// node itself, or the same node twice, `after` outside a dag, and cycles (the error names the
 /// whole cycle, as in "`b` -> `c` -> `d` -> `b`"). A step function that does not exist, or

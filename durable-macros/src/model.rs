@@ -139,18 +139,26 @@ pub struct Dag {
     pub nodes: Vec<(Item, Vec<String>)>,
 }
 
-/// A checked `map name(over = field, ...) { ... }`.
+/// A checked `map name(over = field, ...) { ... }` or `map name(over = [...], ...) { ... }`.
 pub struct Map {
     /// The block's name (unraw): its batch result's key in the state.
     pub name: String,
-    /// The state's field holding the array (unraw).
-    pub over: String,
+    /// What the map runs over.
+    pub over: Over,
     /// `item = T`: the state of the steps inside; `None` for the default `Data`.
     pub item: Option<Type>,
     /// Concurrency and completion policy.
     pub options: MapOptions,
     /// The nodes each element runs, never empty.
     pub items: Vec<Item>,
+}
+
+/// What a map runs over.
+pub enum Over {
+    /// `over = field`: the state's field holding the array (unraw).
+    Field(String),
+    /// `over = [1, "a", ...]`: the items, as the text of a JSON array.
+    Items(String),
 }
 
 /// Mirrors `durable::definition::MapOptions`, each option as given (valid).

@@ -267,6 +267,78 @@ workflow! {
     }
 }
 
+async fn number(n: i64) -> Result<i64, StepError> {
+    Ok(n)
+}
+
+async fn word(text: String) -> Result<String, StepError> {
+    Ok(text)
+}
+
+async fn anything(value: serde_json::Value) -> Result<serde_json::Value, StepError> {
+    Ok(value)
+}
+
+async fn flag(on: bool) -> Result<bool, StepError> {
+    Ok(on)
+}
+
+// Maps over lists written in the workflow: numbers, escaped strings, mixed literals, and one
+// in a dag.
+workflow! {
+    literal_maps {
+        map numbers(over = [1, 2, 3], item = i64, min_successful = 3, tolerated_failures = 5) {
+            step number;
+        }
+        map words(over = ["a\"b", "c"], item = String) {
+            step word;
+        }
+        map mixed(over = [-1, 2.5, 1.0, -0.5, true, "tab\there\\", r"C:\x", 0x1F, "é",],
+                  item = serde_json::Value) {
+            step anything;
+        }
+        dag {
+            step start = a;
+            map flags(over = [true], item = bool, after = [start]) {
+                step flag;
+            }
+        }
+    }
+}
+
+// The same list as `literal_maps`' first map, another list, and a field instead.
+workflow! {
+    literal_base {
+        map each(over = [1, 2, 3], item = i64) {
+            step number;
+        }
+    }
+}
+
+workflow! {
+    literal_retuned {
+        map each(over = [1, 2, 3], item = i64, max_concurrency = 1, min_successful = 2) {
+            step number;
+        }
+    }
+}
+
+workflow! {
+    literal_other {
+        map each(over = [1, 2, 4], item = i64) {
+            step number;
+        }
+    }
+}
+
+workflow! {
+    literal_field {
+        map each(over = items, item = i64) {
+            step number;
+        }
+    }
+}
+
 /// The node `name` refers to (a step, a seq or a map), searched depth first.
 fn find<'a>(nodes: &'a [Node], name: &str) -> Option<&'a Node> {
     nodes.iter().find_map(|node| match node {
@@ -672,4 +744,65 @@ fn fingerprint_follows_map_name_and_over_not_options() {
         map_reover.definition().fingerprint(),
         map_renamed.definition().fingerprint()
     );
+}
+
+#[test]
+fn literal_maps_carry_their_items_as_json() {
+    let definition = literal_maps.definition();
+    assert_eq!(
+        names(definition.nodes()),
+        ["numbers", "words", "mixed", "dag"]
+    );
+    let Node::Map(m) = &definition.nodes()[0] else {
+        panic!("the first node is not a map");
+    };
+    assert_eq!(m.name, "numbers");
+    assert_eq!(m.items, Some("[1,2,3]"));
+    assert_eq!(m.over, "");
+    assert_eq!(
+        m.options,
+        MapOptions {
+            min_successful: Some(3),
+            tolerated_failures: Some(5),
+            ..MapOptions::default()
+        }
+    );
+    assert_eq!(names(&m.nodes), ["number"]);
+    // Quotes and backslashes are escaped.
+    let words = map_named(&definition, "words");
+    assert_eq!(words.items, Some(r#"["a\"b","c"]"#));
+    assert_eq!(words.over, "");
+    // Negative numbers, floats keeping their fraction, bools, escaped control characters,
+    // raw strings, hex integers in decimal, a trailing comma, non-ASCII text as is.
+    let mixed = map_named(&definition, "mixed");
+    assert_eq!(
+        mixed.items,
+        Some(r#"[-1,2.5,1.0,-0.5,true,"tab\u0009here\\","C:\\x",31,"é"]"#)
+    );
+    let parsed: serde_json::Value = serde_json::from_str(mixed.items.unwrap()).unwrap();
+    assert_eq!(
+        parsed,
+        serde_json::json!([-1, 2.5, 1.0, -0.5, true, "tab\there\\", "C:\\x", 31, "é"])
+    );
+    // A literal map is a dag node like any other.
+    let flags = map_named(&definition, "flags");
+    assert_eq!(flags.items, Some("[true]"));
+    let Node::Dag(dag) = &definition.nodes()[3] else {
+        panic!("the last node is not a dag");
+    };
+    assert_eq!(dag.after[1], ["start"]);
+    // A map over a state field has no items.
+    assert_eq!(map_named(&batch_flow.definition(), "orders").items, None);
+}
+
+#[test]
+fn fingerprint_follows_literal_items_not_options() {
+    let base = literal_base.definition();
+    assert_eq!(base.fingerprint(), literal_base.definition().fingerprint());
+    assert_eq!(
+        base.fingerprint(),
+        literal_retuned.definition().fingerprint()
+    );
+    assert_ne!(base.fingerprint(), literal_other.definition().fingerprint());
+    assert_ne!(base.fingerprint(), literal_field.definition().fingerprint());
 }
