@@ -26,16 +26,13 @@ impl Parse for Workflow {
                 "expected the workflow's name, as in `workflow! { my_workflow { step first; } }`",
             )
         })?;
-        let options = if input.peek(token::Paren) {
-            Some(input.parse()?)
-        } else {
-            None
-        };
-        if !input.peek(token::Brace) {
-            return Err(input.error(format!(
+        let options = parse_options(input)?;
+        expect_body(
+            input,
+            format!(
                 "expected `{{` and the steps of workflow `{name}`, as in `{name} {{ step first; }}`"
-            )));
-        }
+            ),
+        )?;
         let body = input.parse()?;
         if !input.is_empty() {
             return Err(input.error(
@@ -125,11 +122,7 @@ impl Parse for Step {
         let name = input.parse().map_err(|_| {
             input.error("expected the step's name after `step`, as in `step charge_card;`")
         })?;
-        let options = if input.peek(token::Paren) {
-            Some(input.parse()?)
-        } else {
-            None
-        };
+        let options = parse_options(input)?;
         let func = if input.peek(Token![=]) {
             let eq = input.parse()?;
             let path = input.parse::<ExprPath>().map_err(|_| {
@@ -158,16 +151,8 @@ impl Parse for Step {
 impl Parse for Parallel {
     fn parse(input: ParseStream) -> Result<Self> {
         let keyword = input.parse()?;
-        let options = if input.peek(token::Paren) {
-            Some(input.parse()?)
-        } else {
-            None
-        };
-        if !input.peek(token::Brace) {
-            return Err(input.error(
-                "expected `{` and the branches of the parallel block, as in `parallel { step a; step b; }`",
-            ));
-        }
+        let options = parse_options(input)?;
+        expect_body(input, "expected `{` and the branches of the parallel block, as in `parallel { step a; step b; }`",)?;
         let body = input.parse()?;
         Ok(Parallel {
             keyword,
@@ -180,16 +165,11 @@ impl Parse for Parallel {
 impl Parse for Dag {
     fn parse(input: ParseStream) -> Result<Self> {
         let keyword = input.parse()?;
-        let options = if input.peek(token::Paren) {
-            Some(input.parse()?)
-        } else {
-            None
-        };
-        if !input.peek(token::Brace) {
-            return Err(input.error(
-                "expected `{` and the nodes of the dag, as in `dag { step a; step b(after = [a]); }`",
-            ));
-        }
+        let options = parse_options(input)?;
+        expect_body(
+            input,
+            "expected `{` and the nodes of the dag, as in `dag { step a; step b(after = [a]); }`",
+        )?;
         let body = input.parse()?;
         Ok(Dag {
             keyword,
@@ -207,16 +187,10 @@ impl Parse for Seq {
                 "expected the seq's name after `seq`, as in `seq shipping { step pack; step ship; }`",
             )
         })?;
-        let options = if input.peek(token::Paren) {
-            Some(input.parse()?)
-        } else {
-            None
-        };
-        if !input.peek(token::Brace) {
-            return Err(input.error(format!(
+        let options = parse_options(input)?;
+        expect_body(input, format!(
                 "expected `{{` and the nodes of seq `{name}`, as in `seq {name} {{ step a; step b; }}`"
-            )));
-        }
+            ))?;
         let body = input.parse()?;
         Ok(Seq {
             keyword,
@@ -236,17 +210,14 @@ impl Parse for Map {
                  `map process_items(over = items) { step process_item; }`",
             )
         })?;
-        let options = if input.peek(token::Paren) {
-            Some(input.parse()?)
-        } else {
-            None
-        };
-        if !input.peek(token::Brace) {
-            return Err(input.error(format!(
+        let options = parse_options(input)?;
+        expect_body(
+            input,
+            format!(
                 "expected `{{` and the nodes each item of map `{name}` runs, as in \
                  `map {name}(over = items) {{ step process_item; }}`"
-            )));
-        }
+            ),
+        )?;
         let body = input.parse()?;
         Ok(Map {
             keyword,
@@ -329,4 +300,22 @@ fn parse_value(input: ParseStream) -> Result<TokenStream> {
         return Err(input.error("expected a value after `=`"));
     }
     Ok(tokens)
+}
+
+/// The options in parentheses after a keyword or name, if any.
+fn parse_options<T: Parse>(input: ParseStream) -> Result<Option<T>> {
+    if input.peek(token::Paren) {
+        input.parse().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Fails with `hint` unless a `{ ... }` body comes next.
+fn expect_body(input: ParseStream, hint: impl std::fmt::Display) -> Result<()> {
+    if input.peek(token::Brace) {
+        Ok(())
+    } else {
+        Err(input.error(hint))
+    }
 }
