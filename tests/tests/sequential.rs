@@ -163,3 +163,36 @@ each_store! {
         });
     }
 }
+
+/// On a current-thread runtime the SQLite writer cannot commit on the runtime's only thread
+/// (every task would stall during the fsync), so it goes through the blocking pool: the same
+/// behaviour, by another path.
+#[test]
+fn sqlite_works_on_a_current_thread_runtime() {
+    let store = durable_tests::TestStore::new(durable_tests::Backend::Sqlite);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let engine = Engine::builder_shared(store.open())
+            .register(signup)
+            .build()
+            .await
+            .unwrap();
+        let runs: Vec<_> = (0..3)
+            .map(|i| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    engine
+                        .run(signup, Data::new().assign("name", format!("u{i}")))
+                        .await
+                })
+            })
+            .collect();
+        for (i, run) in runs.into_iter().enumerate() {
+            let out = run.await.unwrap().unwrap();
+            assert_eq!(out.get::<String>("greeting"), Some(format!("hello u{i}")));
+        }
+    });
+}
