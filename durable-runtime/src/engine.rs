@@ -71,6 +71,8 @@ struct Shared {
     stalled: Mutex<HashMap<RunId, Error>>,
     /// Runs this engine resumed (claimed unfinished from the store), in order.
     resumed: Mutex<Vec<RunId>>,
+    /// Set by [`Engine::shutdown`]: the heartbeat stops renewing and claiming.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 struct Active {
@@ -181,6 +183,7 @@ impl EngineBuilder {
             active: Mutex::default(),
             stalled: Mutex::default(),
             resumed: Mutex::default(),
+            stopped: Default::default(),
         });
         shared.recover().await?;
         tokio::spawn(heartbeat(Arc::downgrade(&shared)));
@@ -501,6 +504,10 @@ impl Engine {
     /// # Ok(()) }
     /// ```
     pub async fn shutdown(&self) -> Result<(), Error> {
+        // First stop the heartbeat, or it would claim the released runs straight back.
+        self.shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let active: Vec<(RunId, Active)> = lock(&self.shared.active).drain().collect();
         for (id, run) in active {
             run.task.abort();
@@ -617,6 +624,9 @@ async fn heartbeat(shared: std::sync::Weak<Shared>) {
         };
         tokio::time::sleep((lease / 3).max(Duration::from_millis(10))).await;
         let Some(s) = shared.upgrade() else { return };
+        if s.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         // A failed renewal or claim is retried on the next beat; the fencing token protects
         // the journal if a lease expires in between.
         let _ = s.store.renew_leases(&s.owner, s.lease).await;
