@@ -302,7 +302,7 @@ impl RunTask {
             branches.spawn(async move { (i, run.exec_node(child, state, scope).await) });
         }
         let mut results: Vec<Option<Done>> = (0..block.branches.len()).map(|_| None).collect();
-        let mut failures = Vec::new();
+        let mut failures: Vec<RunFailure> = Vec::new();
         while let Some(joined) = branches.join_next().await {
             let (i, result) = joined.map_err(|e| {
                 Abort::Engine(self.bad_state("parallel", format!("a branch task died: {e}")))
@@ -310,22 +310,29 @@ impl RunTask {
             match result {
                 Ok(done) => results[i] = Some(done),
                 Err(Abort::Failed(failure)) if block.on_error == OnError::CompleteAll => {
-                    failures.extend(failure.steps)
+                    failures.push(failure)
                 }
                 // fail_fast: returning drops the JoinSet, which aborts the other branches now.
                 Err(abort) => return Err(abort),
             }
         }
         if !failures.is_empty() {
+            // A branch's failure names its failed steps; one of a nested block (a merge that
+            // cannot be done) names none, so its message stands for it.
             let message = format!(
                 "parallel block ({}) failed: {}",
                 block_names(&block.branches),
-                failures.iter().map(describe).collect::<Vec<_>>().join("; ")
+                failures
+                    .iter()
+                    .flat_map(|f| match f.steps.is_empty() {
+                        true => vec![f.message.clone()],
+                        false => f.steps.iter().map(describe).collect(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
-            return Err(Abort::Failed(RunFailure {
-                steps: failures,
-                message,
-            }));
+            let steps = failures.into_iter().flat_map(|f| f.steps).collect();
+            return Err(Abort::Failed(RunFailure { steps, message }));
         }
         let mut done: Vec<(usize, Done)> = results
             .into_iter()

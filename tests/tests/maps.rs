@@ -103,6 +103,22 @@ workflow! {
     }
 }
 
+async fn fine(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "fine");
+    Ok(data.assign("fine", true))
+}
+
+workflow! {
+    guarded {
+        parallel(on_error = complete_all) {
+            map processed(over = missing) {
+                step process;
+            }
+            step fine;
+        }
+    }
+}
+
 fn items(spec: &[(u64, bool, u64)]) -> Data {
     let items: Vec<_> = spec
         .iter()
@@ -215,6 +231,16 @@ each_store! {
             let acme: BatchResult<Data> = tenants.items[0].result.as_ref().unwrap().get("users_done").unwrap();
             assert_eq!(acme.get_results().iter().map(|u| u.get::<String>("name").unwrap()).collect::<Vec<_>>(), ["ada", "bob"]);
             assert!(events(run.id()).contains(&"sync bob at tenants_done[0]/users_done[1]/sync_user".to_owned()), "{:?}", events(run.id()));
+        });
+    }
+
+    fn a_failing_map_inside_a_complete_all_block_is_reported_with_the_rest(store) {
+        in_runtime(async {
+            let engine = Engine::builder_shared(store.open()).register(guarded).build().await.unwrap();
+            let run = engine.start(guarded, Data::new()).await.unwrap();
+            let err = run.wait().await.unwrap_err().to_string();
+            assert!(err.contains("parallel block (processed, fine) failed: map `processed` runs over the state's array `missing`, but the state holds nothing there"), "{err}");
+            assert_eq!(count(run.id(), "fine"), 1, "the other branch ran to its end");
         });
     }
 
