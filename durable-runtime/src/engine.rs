@@ -302,6 +302,29 @@ impl Engine {
         self.start(workflow, input).await?.wait().await
     }
 
+    /// A typed handle on an existing run of `workflow`, e.g. one this engine resumed.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// # let id = engine.start(hello, Data::new()).await?.id().clone();
+    /// let run = engine.handle(hello, id);
+    /// assert_eq!(run.wait().await?.get::<bool>("hi"), Some(true));
+    /// # Ok(()) }
+    /// ```
+    pub fn handle<W: Workflow>(&self, workflow: W, id: impl Into<RunId>) -> RunHandle<W> {
+        let _ = workflow;
+        RunHandle {
+            engine: self.clone(),
+            id: id.into(),
+            workflow: PhantomData,
+        }
+    }
+
     /// Waits for a run to finish and decodes its output as `S`.
     ///
     /// ```
