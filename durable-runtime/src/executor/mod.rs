@@ -1,0 +1,333 @@
+//! Walks one run's definition tree: replays finished steps from the journal, executes the
+//! rest, and journals every result before anything that depends on it starts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use crate::batch::{BatchItem, BatchResult, ItemStatus, Policy};
+use crate::clock::now_millis;
+use crate::definition::{DagNode, Definition, MapNode, Node, ParallelNode, StepNode};
+use crate::error::{Error, RunFailure, StepFailure};
+use crate::journal::{CommitError, Journal};
+use crate::merge::{merge, BranchResult, Merge, OnError};
+use crate::panic::CatchUnwind;
+use crate::step::{BoxFuture, OpJournal, StepContext, StepError};
+use crate::store::{EntryKind, Finish, JournalEntry, Rejected, StoreError, Write};
+use crate::RunId;
+
+mod blocks;
+mod map;
+mod step;
+
+/// How a run ended, as its waiters see it.
+pub(crate) type Outcome = Result<Value, Error>;
+
+/// Why the walk stopped early.
+enum Abort {
+    /// The run failed for good; this is journaled as its failure.
+    Failed(RunFailure),
+    /// The engine cannot go on (store down, lease lost): nothing more is written and the run
+    /// stays unfinished in the store, to be resumed.
+    Engine(Error),
+}
+
+/// What the journal says about one step.
+#[derive(Default)]
+struct StepHistory {
+    /// Sequence number and output of its completion.
+    completed: Option<(u64, String)>,
+    /// How many attempts failed and were to be retried.
+    failed_attempts: u32,
+    /// When the next attempt was due.
+    retry_at: Option<u64>,
+    /// Its final failure: attempts and error.
+    failed: Option<(u32, String)>,
+}
+
+/// One run being driven by this process.
+pub(crate) struct RunTask {
+    def: Arc<Definition>,
+    run_id: RunId,
+    lease_token: u64,
+    journal: Journal,
+    /// The last sequence number used; the lock also orders submission to the journal, so a
+    /// run's entries commit in sequence order (the finishing order `last_wins` replays).
+    seq: Mutex<u64>,
+    history: HashMap<String, StepHistory>,
+    /// Outputs of the steps' sub-operations (`fan_out` and friends) journaled so far, this
+    /// process's included, so a retried attempt reuses them.
+    ops: Mutex<HashMap<String, String>>,
+    /// The run's last top-level node when it is a step: its completion is journaled in one
+    /// commit with the run's end, saving a commit per run.
+    final_step: Option<&'static str>,
+}
+
+/// The position of a node in the definition tree: an index per level.
+type Address = Vec<usize>;
+
+impl RunTask {
+    /// A run about to start or resume, with what its journal already holds.
+    pub(crate) fn new(
+        def: Arc<Definition>,
+        run_id: RunId,
+        lease_token: u64,
+        journal: Journal,
+        entries: Vec<JournalEntry>,
+    ) -> Self {
+        let mut history: HashMap<String, StepHistory> = HashMap::new();
+        let mut ops = HashMap::new();
+        let mut last_seq = 0;
+        for entry in entries {
+            if entry.kind == EntryKind::StepCompleted && entry.step.contains('#') {
+                ops.insert(entry.step.clone(), entry.payload.clone());
+            }
+            last_seq = last_seq.max(entry.seq);
+            let h = history.entry(entry.step).or_default();
+            match entry.kind {
+                EntryKind::StepCompleted => h.completed = Some((entry.seq, entry.payload)),
+                EntryKind::AttemptFailed => {
+                    h.failed_attempts = h.failed_attempts.max(entry.attempt);
+                    h.retry_at = serde_json::from_str::<Value>(&entry.payload)
+                        .ok()
+                        .and_then(|p| p.get("retry_at").and_then(Value::as_u64));
+                }
+                EntryKind::StepFailed => {
+                    let error = serde_json::from_str::<Value>(&entry.payload)
+                        .ok()
+                        .and_then(|p| p.get("error").and_then(Value::as_str).map(str::to_owned))
+                        .unwrap_or(entry.payload);
+                    h.failed = Some((entry.attempt, error));
+                }
+            }
+        }
+        // An optional step's failure does not finish the run, so only a required one qualifies.
+        let final_step = match def.nodes().last() {
+            Some(Node::Step(step)) if !step.options.optional => Some(step.name),
+            _ => None,
+        };
+        Self {
+            final_step,
+            def,
+            run_id,
+            lease_token,
+            journal,
+            seq: Mutex::new(last_seq),
+            history,
+            ops: Mutex::new(ops),
+        }
+    }
+
+    /// Drives the run to its end and journals how it ended.
+    pub(crate) async fn run(self: Arc<Self>, input: Value) -> Outcome {
+        let walked = self.exec_seq(Vec::new(), input, Arc::from("")).await;
+        let (finish, outcome) = match walked {
+            // The final step's commit finished the run already.
+            Ok(done) if self.final_step.is_some() => return Ok(done.state),
+            Ok(done) => (Finish::Completed(done.state.to_string()), Ok(done.state)),
+            Err(Abort::Failed(failure)) => {
+                let text = serde_json::to_string(&failure).expect("a RunFailure always encodes");
+                let error = Error::RunFailed {
+                    workflow: self.def.name().to_owned(),
+                    run_id: self.run_id.clone(),
+                    failure,
+                };
+                (Finish::Failed(text), Err(error))
+            }
+            Err(Abort::Engine(error)) => return Err(error),
+        };
+        match self.append(Vec::new(), Some(finish)).await {
+            Ok(_) => outcome,
+            Err(Abort::Engine(error)) => Err(error),
+            Err(Abort::Failed(_)) => unreachable!("appending never fails a run"),
+        }
+    }
+
+    /// The children of the node at `address` (the top level when empty).
+    fn nodes_at(&self, address: &[usize]) -> &[Node] {
+        let mut nodes = self.def.nodes();
+        for &i in address {
+            nodes = nodes[i].children();
+        }
+        nodes
+    }
+
+    fn node_at(&self, address: &[usize]) -> &Node {
+        let (last, parent) = address.split_last().expect("a node has an address");
+        &self.nodes_at(parent)[*last]
+    }
+
+    /// Runs the children of `address` (the top level when empty) one after another.
+    fn exec_seq(
+        self: &Arc<Self>,
+        address: Address,
+        state: Value,
+        scope: Scope,
+    ) -> BoxFuture<'_, Result<Done, Abort>> {
+        Box::pin(async move {
+            let mut done = Done {
+                state,
+                seq: 0,
+                skipped: Vec::new(),
+            };
+            for i in 0..self.nodes_at(&address).len() {
+                let next = self
+                    .exec_node(child(&address, i), done.state, Arc::clone(&scope))
+                    .await?;
+                done = Done {
+                    state: next.state,
+                    seq: done.seq.max(next.seq),
+                    skipped: [done.skipped, next.skipped].concat(),
+                };
+            }
+            Ok(done)
+        })
+    }
+
+    fn exec_node(
+        self: &Arc<Self>,
+        address: Address,
+        state: Value,
+        scope: Scope,
+    ) -> BoxFuture<'_, Result<Done, Abort>> {
+        Box::pin(async move {
+            match self.node_at(&address) {
+                Node::Step(step) => self.exec_step(step, state, &scope).await,
+                Node::Seq(_) => self.exec_seq(address, state, scope).await,
+                Node::Parallel(block) => self.exec_parallel(&address, block, state, scope).await,
+                Node::Dag(dag) => self.exec_dag(&address, dag, state, scope).await,
+                Node::Map(map) => self.exec_map(&address, map, state, scope).await,
+            }
+        })
+    }
+
+    fn merge_failure(&self, block: &str, nodes: &[Node], error: String) -> Abort {
+        Abort::Failed(RunFailure {
+            steps: Vec::new(),
+            message: format!("{block} ({}): {error}", block_names(nodes)),
+        })
+    }
+
+    /// A node's journaled output, as if it had just run.
+    fn replay(&self, path: &str, seq: u64, output: &str) -> Result<Done, Abort> {
+        let state = serde_json::from_str(output).map_err(|e| {
+            Abort::Engine(
+                self.bad_state(path, format!("its journaled output is not valid JSON: {e}")),
+            )
+        })?;
+        Ok(Done {
+            state,
+            seq,
+            skipped: Vec::new(),
+        })
+    }
+
+    fn entry(&self, step: &str, kind: EntryKind, attempt: u32, payload: String) -> JournalEntry {
+        JournalEntry {
+            seq: 0,
+            step: step.to_owned(),
+            kind,
+            attempt,
+            payload,
+            at: now_millis(),
+        }
+    }
+
+    /// Numbers `entries`, commits them (and the run's end, if given), and returns the last
+    /// sequence number once they are durable.
+    async fn append(
+        &self,
+        mut entries: Vec<JournalEntry>,
+        finish: Option<Finish>,
+    ) -> Result<u64, Abort> {
+        let (ack, last) = {
+            let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+            for entry in &mut entries {
+                *seq += 1;
+                entry.seq = *seq;
+            }
+            let write = Write::Append {
+                run: self.run_id.clone(),
+                lease_token: self.lease_token,
+                entries,
+                finish,
+            };
+            (self.journal.submit(write), *seq)
+        };
+        ack.await
+            .map(|()| last)
+            .map_err(|e| Abort::Engine(self.commit_error(e)))
+    }
+
+    fn commit_error(&self, error: CommitError) -> Error {
+        let workflow = self.def.name().to_owned();
+        let run_id = self.run_id.clone();
+        match error {
+            CommitError::Rejected(Rejected::Fenced { .. })
+            | CommitError::Rejected(Rejected::Finished) => Error::LeaseLost { workflow, run_id },
+            CommitError::Rejected(other) => Error::Store(StoreError(format!(
+                "workflow `{workflow}` run {run_id}: the journal refused a write: {other}"
+            ))),
+            CommitError::Store(e) => Error::Store(StoreError(format!(
+                "workflow `{workflow}` run {run_id}: {e}"
+            ))),
+        }
+    }
+
+    fn bad_state(&self, step: &str, message: String) -> Error {
+        Error::BadState {
+            workflow: self.def.name().to_owned(),
+            run_id: self.run_id.clone(),
+            step: Some(step.to_owned()),
+            message,
+        }
+    }
+}
+
+/// What a node's walk produced.
+struct Done {
+    /// The state after it.
+    state: Value,
+    /// The highest journal sequence number it depended on (its finishing point).
+    seq: u64,
+    /// The optional steps in it that failed for good.
+    skipped: Vec<StepFailure>,
+}
+
+/// The journal path prefix of the nodes being walked: empty at the top, `map[3]` inside
+/// item 3 of map `map`, and so on down nested maps.
+type Scope = Arc<str>;
+
+/// The journal path of `name` inside `scope`.
+fn path_in(scope: &str, name: &str) -> String {
+    if scope.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{scope}/{name}")
+    }
+}
+
+fn child(address: &[usize], i: usize) -> Address {
+    let mut child = address.to_vec();
+    child.push(i);
+    child
+}
+
+fn describe(failure: &StepFailure) -> String {
+    let attempts = if failure.attempts == 1 {
+        "1 attempt".to_owned()
+    } else {
+        format!("{} attempts", failure.attempts)
+    };
+    format!(
+        "step `{}` failed after {attempts}: {}",
+        failure.step, failure.error
+    )
+}
+
+fn block_names(nodes: &[Node]) -> String {
+    nodes.iter().map(Node::name).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,188 @@
+//! One step: replay it from the journal or run it attempt by attempt, with retries,
+//! timeouts and panics, and journal each outcome; and the journal its sub-operations use.
+
+use super::*;
+
+impl RunTask {
+    pub(super) async fn exec_step(
+        self: &Arc<Self>,
+        step: &StepNode,
+        input: Value,
+        scope: &str,
+    ) -> Result<Done, Abort> {
+        let path = path_in(scope, step.name);
+        let name = path.as_str();
+        let optional = step.options.optional;
+        let history = self.history.get(name);
+        if let Some(h) = history {
+            if let Some((seq, output)) = &h.completed {
+                return self.replay(name, *seq, output);
+            }
+            if let Some((attempts, error)) = &h.failed {
+                let failure = StepFailure {
+                    step: name.to_owned(),
+                    attempts: *attempts,
+                    error: error.clone(),
+                };
+                return skip_or_fail(optional, failure, input, 0);
+            }
+        }
+        let policy = &step.options.retry;
+        let mut attempt = history.map_or(0, |h| h.failed_attempts) + 1;
+        if let Some(due) = history.and_then(|h| h.retry_at) {
+            // The backoff survives a restart: wait only what is left of it.
+            sleep_until(due).await;
+        }
+        let path: Arc<str> = Arc::from(name);
+        let mut input = Some(input);
+        loop {
+            // Keep the input while another attempt may need it, or an optional step may hand it on.
+            let last = attempt >= policy.max_attempts;
+            let state = if last && !optional {
+                input.take()
+            } else {
+                input.clone()
+            }
+            .expect("input kept");
+            let ops: Arc<dyn OpJournal> = Arc::new(Ops(Arc::clone(self)));
+            let ctx = StepContext::with_journal(
+                self.def.name(),
+                self.run_id.clone(),
+                Arc::clone(&path),
+                attempt,
+                Some(ops),
+            );
+            let result = run_attempt(step, ctx, state).await;
+            match result {
+                Ok(output) => {
+                    let text = output.to_string();
+                    let finish =
+                        (self.final_step == Some(name)).then(|| Finish::Completed(text.clone()));
+                    let entry = self.entry(name, EntryKind::StepCompleted, attempt, text);
+                    let seq = self.append(vec![entry], finish).await?;
+                    return Ok(Done {
+                        state: output,
+                        seq,
+                        skipped: Vec::new(),
+                    });
+                }
+                Err(error) if error.is_terminal() || last => {
+                    let payload = json!({ "error": error.message() }).to_string();
+                    let entry = self.entry(name, EntryKind::StepFailed, attempt, payload);
+                    let seq = self.append(vec![entry], None).await?;
+                    let failure = StepFailure {
+                        step: name.to_owned(),
+                        attempts: attempt,
+                        error: error.message().to_owned(),
+                    };
+                    return skip_or_fail(optional, failure, input.unwrap_or(Value::Null), seq);
+                }
+                Err(error) => {
+                    let delay = policy.jittered_delay_after(attempt);
+                    let retry_at = now_millis() + delay.as_millis() as u64;
+                    let payload =
+                        json!({ "error": error.message(), "retry_at": retry_at }).to_string();
+                    let entry = self.entry(name, EntryKind::AttemptFailed, attempt, payload);
+                    self.append(vec![entry], None).await?;
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The journal of a run as its steps' sub-operations use it.
+struct Ops(Arc<RunTask>);
+
+impl OpJournal for Ops {
+    fn finished(&self, path: &str) -> Option<String> {
+        self.0
+            .ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned()
+    }
+
+    fn record(
+        &self,
+        path: String,
+        attempt: u32,
+        outcome: Result<String, String>,
+    ) -> BoxFuture<'static, Result<(), StepError>> {
+        let run = Arc::clone(&self.0);
+        Box::pin(async move {
+            let entry = match &outcome {
+                Ok(output) => run.entry(&path, EntryKind::StepCompleted, attempt, output.clone()),
+                // Journaled for the history only: a failed operation runs again on a retry.
+                Err(error) => run.entry(
+                    &path,
+                    EntryKind::AttemptFailed,
+                    attempt,
+                    json!({ "error": error, "retry_at": 0 }).to_string(),
+                ),
+            };
+            run.append(vec![entry], None)
+                .await
+                .map_err(|abort| match abort {
+                    Abort::Engine(error) => StepError::retryable(error),
+                    Abort::Failed(failure) => StepError::retryable(failure.message),
+                })?;
+            if let Ok(output) = outcome {
+                run.ops
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(path, output);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Runs one attempt of a step: panics and timeouts become failed attempts.
+async fn run_attempt(step: &StepNode, ctx: StepContext, state: Value) -> Result<Value, StepError> {
+    let attempt = CatchUnwind((step.func)(ctx, state));
+    let result = match step.options.timeout {
+        // Dropping the attempt's future on timeout cancels it.
+        Some(limit) => match tokio::time::timeout(limit, attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                return Err(StepError::retryable(format!(
+                    "the attempt timed out after {limit:?}"
+                )))
+            }
+        },
+        None => attempt.await,
+    };
+    result.unwrap_or_else(|panic| Err(StepError::retryable(panic)))
+}
+
+/// A step's final failure: the run fails, unless the step is optional, when the workflow goes
+/// on with the step's input.
+fn skip_or_fail(
+    optional: bool,
+    failure: StepFailure,
+    input: Value,
+    seq: u64,
+) -> Result<Done, Abort> {
+    if optional {
+        Ok(Done {
+            state: input,
+            seq,
+            skipped: vec![failure],
+        })
+    } else {
+        Err(Abort::Failed(RunFailure {
+            message: describe(&failure),
+            steps: vec![failure],
+        }))
+    }
+}
+
+async fn sleep_until(due_millis: u64) {
+    let now = now_millis();
+    if due_millis > now {
+        tokio::time::sleep(Duration::from_millis(due_millis - now)).await;
+    }
+}
