@@ -1,0 +1,144 @@
+//! What the engine tells about runs: typed handles, run summaries and journal records.
+
+use std::marker::PhantomData;
+
+use serde_json::Value;
+
+use super::{parse_failure, Engine};
+use crate::definition::Workflow;
+use crate::error::{Error, RunFailure};
+use crate::store::{EntryKind, JournalEntry, RunRecord, RunStatus};
+use crate::RunId;
+
+/// A started run: its id, and a way to wait for its typed output.
+pub struct RunHandle<W: Workflow> {
+    pub(super) engine: Engine,
+    pub(super) id: RunId,
+    pub(super) workflow: PhantomData<fn() -> W>,
+}
+
+impl<W: Workflow> RunHandle<W> {
+    /// The run's id: keep it to ask about the run later, from this process or another.
+    pub fn id(&self) -> &RunId {
+        &self.id
+    }
+
+    /// Waits for the run's output.
+    pub async fn wait(&self) -> Result<W::State, Error> {
+        self.engine.wait(&self.id).await
+    }
+}
+
+/// What the store knows of a run.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// Its id.
+    pub id: RunId,
+    /// Its workflow.
+    pub workflow: String,
+    /// Running, completed or failed.
+    pub status: RunStatus,
+    /// Its input.
+    pub input: Value,
+    /// Its output, once completed.
+    pub output: Option<Value>,
+    /// Why it failed, once failed.
+    pub failure: Option<RunFailure>,
+    /// Why this engine cannot drive it, if it is unfinished and stuck here.
+    pub stalled: Option<Error>,
+    /// The definition fingerprint it started under.
+    pub fingerprint: String,
+    /// Created, in milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// Last changed, in milliseconds since the Unix epoch.
+    pub updated_at: u64,
+}
+
+impl RunInfo {
+    pub(super) fn from_record(run: RunRecord, stalled: Option<Error>) -> Self {
+        let json =
+            |s: &str| serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()));
+        RunInfo {
+            input: json(&run.input),
+            output: run.output.as_deref().map(json),
+            failure: (run.status == RunStatus::Failed).then(|| parse_failure(run.error.as_deref())),
+            stalled,
+            id: run.id,
+            workflow: run.workflow,
+            status: run.status,
+            fingerprint: run.fingerprint,
+            created_at: run.created_at,
+            updated_at: run.updated_at,
+        }
+    }
+}
+
+/// One entry of a run's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// Position in the journal, from 1.
+    pub seq: u64,
+    /// The step's path.
+    pub step: String,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// What happened.
+    pub event: StepEvent,
+    /// When, in milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// What happened to a step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepEvent {
+    /// It finished with this output.
+    Completed {
+        /// The state it returned.
+        output: Value,
+    },
+    /// An attempt failed; another was due at `retry_at`.
+    AttemptFailed {
+        /// The attempt's error.
+        error: String,
+        /// When the next attempt was due, in milliseconds since the Unix epoch.
+        retry_at: u64,
+    },
+    /// It failed for good.
+    Failed {
+        /// The last error.
+        error: String,
+    },
+}
+
+impl StepRecord {
+    pub(super) fn from_entry(entry: JournalEntry) -> Self {
+        let payload: Value =
+            serde_json::from_str(&entry.payload).unwrap_or(Value::String(entry.payload));
+        let error = |p: &Value| {
+            p.get("error")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let event = match entry.kind {
+            EntryKind::StepCompleted => StepEvent::Completed { output: payload },
+            EntryKind::AttemptFailed => StepEvent::AttemptFailed {
+                error: error(&payload),
+                retry_at: payload
+                    .get("retry_at")
+                    .and_then(Value::as_u64)
+                    .unwrap_or_default(),
+            },
+            EntryKind::StepFailed => StepEvent::Failed {
+                error: error(&payload),
+            },
+        };
+        StepRecord {
+            seq: entry.seq,
+            step: entry.step,
+            attempt: entry.attempt,
+            event,
+            at: entry.at,
+        }
+    }
+}
