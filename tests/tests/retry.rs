@@ -75,6 +75,7 @@ workflow! {
 
 async fn slow_retry(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     note(&ctx, format!("slow_retry#{}", ctx.attempt()));
+    note(&ctx, format!("key {}", ctx.idempotency_key()));
     if ctx.attempt() == 1 {
         return Err(StepError::retryable("not yet"));
     }
@@ -204,6 +205,8 @@ each_store! {
             assert!(history[1].at >= failed_at, "retried at {} before {}", history[1].at, failed_at);
             assert_eq!(count(&id, "slow_retry#1"), 1);
             assert_eq!(count(&id, "slow_retry#2"), 1);
+            // The idempotency key is the same before and after the restart.
+            assert_eq!(count(&id, &format!("key {id}/slow_retry")), 2);
         });
     }
 }
