@@ -26,10 +26,10 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
 /// The text of a panic's payload.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("the step panicked: {s}")
+        (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("the step panicked: {s}")
+        s.clone()
     } else {
-        "the step panicked".to_owned()
+        "a panic without a message".to_owned()
     }
 }

@@ -16,6 +16,7 @@ use crate::definition::{Definition, Workflow};
 use crate::error::{Error, RunFailure};
 use crate::executor::{Outcome, RunTask};
 use crate::journal::{CommitError, Journal};
+use crate::panic::CatchUnwind;
 use crate::store::{
     JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
 };
@@ -619,7 +620,20 @@ impl Shared {
         let shared = Arc::downgrade(self);
         let run_id = id.clone();
         let handle = tokio::spawn(async move {
-            let outcome = task.run(input).await;
+            // A panic of the engine itself (never a step's: those are caught per attempt) must
+            // still reach the waiters, or they would wait for a run nobody drives.
+            let outcome = CatchUnwind(Box::pin(task.run(input)))
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(Error::BadState {
+                        workflow: workflow.to_owned(),
+                        run_id: run_id.clone(),
+                        step: None,
+                        message: format!(
+                            "the engine failed while driving it ({panic}); it resumes on the next start"
+                        ),
+                    })
+                });
             if let Some(shared) = shared.upgrade() {
                 if let Err(error) = &outcome {
                     if !matches!(error, Error::RunFailed { .. }) {

@@ -155,7 +155,7 @@ async fn run_attempt(step: &StepNode, ctx: StepContext, state: Value) -> Result<
         },
         None => attempt.await,
     };
-    result.unwrap_or_else(|panic| Err(StepError::retryable(panic)))
+    result.unwrap_or_else(|panic| Err(StepError::retryable(format!("the step panicked: {panic}"))))
 }
 
 /// A step's final failure: the run fails, unless the step is optional, when the workflow goes
