@@ -23,7 +23,10 @@ impl RunTask {
             .items
             .and_then(|text| serde_json::from_str::<Value>(text).ok());
         let items = match literal.as_ref().or_else(|| state.get(map.over)) {
-            Some(Value::Array(items)) => items.clone(),
+            // Borrowed: each item is cloned only when it starts, so at most `max_concurrency`
+            // copies are alive besides the state's own array, and a finished item leaves only
+            // its result behind.
+            Some(Value::Array(items)) => items,
             other => {
                 let found = other.map_or("nothing".to_owned(), |v| format!("{v}"));
                 let message = format!(
@@ -48,7 +51,7 @@ impl RunTask {
         let mut statuses = vec![ItemStatus::NotStarted; total];
         let mut outcomes: Vec<Option<Result<Value, String>>> = (0..total).map(|_| None).collect();
         let (mut next, mut succeeded, mut failed, mut seq) = (0, 0, 0, 0);
-        let mut items = items.into_iter();
+        let mut items = items.iter();
         let mut running = JoinSet::new();
         let decision = loop {
             if let Some(decision) = policy.decided(succeeded, failed) {
@@ -56,7 +59,7 @@ impl RunTask {
                 break decision;
             }
             while running.len() < limit && next < total {
-                let item = items.next().expect("one item per index");
+                let item = items.next().expect("one item per index").clone();
                 let item_scope: Scope = Arc::from(format!("{path}[{next}]"));
                 let (run, address, i) = (Arc::clone(self), address.to_vec(), next);
                 statuses[i] = ItemStatus::Cancelled;
