@@ -181,3 +181,26 @@ pub fn events(run: &durable::RunId) -> Vec<String> {
 pub fn count(run: &durable::RunId, what: &str) -> usize {
     events(run).iter().filter(|e| *e == what).count()
 }
+
+/// Waits until a second step of the same run calls this too, failing after 5 s: two steps
+/// that both call it finish only if they run at the same time. One barrier per run, so tests
+/// running side by side never meet each other's steps.
+pub async fn meet_another_step(ctx: &durable::StepContext) -> Result<(), durable::StepError> {
+    static BARRIERS: Mutex<Vec<(String, Arc<tokio::sync::Barrier>)>> = Mutex::new(Vec::new());
+    let barrier = {
+        let mut all = BARRIERS.lock().unwrap();
+        let run = ctx.run_id().to_string();
+        match all.iter().find(|(r, _)| *r == run) {
+            Some((_, b)) => Arc::clone(b),
+            None => {
+                let b = Arc::new(tokio::sync::Barrier::new(2));
+                all.push((run, Arc::clone(&b)));
+                b
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), barrier.wait())
+        .await
+        .map(drop)
+        .map_err(|_| durable::StepError::terminal("the other branch never ran at the same time"))
+}

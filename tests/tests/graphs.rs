@@ -1,13 +1,11 @@
 //! Step graphs: dags, optional steps, timeouts, workflow-level retries, nested blocks,
 //! multi-stage pipelines, versions and introspection.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use durable::{workflow, Data, Engine, Error, StepContext, StepError, StepEvent, Workflow};
-use durable_tests::{count, each_store, events, in_runtime, note};
+use durable_tests::{count, each_store, events, in_runtime, meet_another_step, note};
 use serde_json::json;
-use tokio::sync::Barrier;
 
 /// Records the step and what it saw, then adds `<step>: true`.
 async fn mark(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -16,24 +14,9 @@ async fn mark(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     Ok(data.assign(ctx.step(), true))
 }
 
-/// Waits until another step of the run waits too: proof that both run at once.
+/// Finishes only if another step of the run runs at the same time.
 async fn meet(ctx: StepContext, data: Data) -> Result<Data, StepError> {
-    static BARRIERS: Mutex<Vec<(String, Arc<Barrier>)>> = Mutex::new(Vec::new());
-    let barrier = {
-        let mut all = BARRIERS.lock().unwrap();
-        let run = ctx.run_id().to_string();
-        match all.iter().find(|(r, _)| *r == run) {
-            Some((_, b)) => Arc::clone(b),
-            None => {
-                let b = Arc::new(Barrier::new(2));
-                all.push((run, Arc::clone(&b)));
-                b
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), barrier.wait())
-        .await
-        .map_err(|_| StepError::terminal("the other branch never ran at the same time"))?;
+    meet_another_step(&ctx).await?;
     mark(ctx, data).await
 }
 

@@ -1,12 +1,9 @@
 //! Parallel blocks: snapshots, real concurrency, the three merges, both error strategies.
 
-use std::sync::{Arc, Mutex};
-
 use std::time::{Duration, Instant};
-use tokio::sync::Barrier;
 
 use durable::{workflow, Data, Engine, Error, StepContext, StepError, StepEvent};
-use durable_tests::{count, each_store, events, in_runtime, note};
+use durable_tests::{count, each_store, events, in_runtime, meet_another_step, note};
 use serde_json::json;
 
 async fn create_user(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -80,26 +77,9 @@ async fn count_users(data: Data) -> Result<Data, StepError> {
     Ok(data.assign("count", 5))
 }
 
-/// Two branches that each wait for the other: they finish only if they run at once.
-/// One barrier per run, so tests running side by side cannot meet each other's branches.
-static BARRIERS: Mutex<Vec<(String, Arc<Barrier>)>> = Mutex::new(Vec::new());
-
+/// Finishes only if another step of the run runs at the same time.
 async fn meet(ctx: StepContext, data: Data) -> Result<Data, StepError> {
-    let barrier = {
-        let mut all = BARRIERS.lock().unwrap();
-        let run = ctx.run_id().to_string();
-        match all.iter().find(|(r, _)| *r == run) {
-            Some((_, b)) => Arc::clone(b),
-            None => {
-                let b = Arc::new(Barrier::new(2));
-                all.push((run, Arc::clone(&b)));
-                b
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), barrier.wait())
-        .await
-        .map_err(|_| StepError::terminal("the other branch never ran at the same time"))?;
+    meet_another_step(&ctx).await?;
     Ok(data)
 }
 
