@@ -6,6 +6,9 @@
 //! the batches grow by themselves; a lone run pays one commit per step, as it must.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,10 +38,11 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// Starts the writer task on the current tokio runtime.
-    pub(crate) fn spawn(store: Arc<dyn Store>) -> Self {
+    /// Starts the writer task on the current tokio runtime. It retries a failing store for up
+    /// to `retry_for` before failing the writes.
+    pub(crate) fn spawn(store: Arc<dyn Store>, retry_for: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(store, rx));
+        tokio::spawn(write_loop(store, rx, retry_for));
         Self { tx }
     }
 
@@ -68,11 +72,16 @@ fn stopped() -> CommitError {
     CommitError::Store(StoreError("the journal writer has stopped".into()))
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn write_loop(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    retry_for: Duration,
+) {
     let mut pending = Vec::with_capacity(256);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
         let (writes, acks): (Vec<_>, Vec<_>) = pending.drain(..).map(|p| (p.write, p.ack)).unzip();
-        match store.commit(writes).await {
+        let outcome = commit_retrying(&*store, &writes, retry_for).await;
+        match outcome {
             Ok(outcomes) => {
                 for (ack, outcome) in acks.into_iter().zip(outcomes) {
                     let _ = ack.send(outcome.map_err(CommitError::Rejected));
@@ -82,6 +91,39 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Pendi
                 for ack in acks {
                     let _ = ack.send(Err(CommitError::Store(e.clone())));
                 }
+            }
+        }
+    }
+}
+
+/// Commits `writes`, retrying the same batch with growing pauses while the store fails
+/// (a disk hiccup, a locked file, a dropped connection), for up to `retry_for`. The writes
+/// waiting meanwhile form the next batch.
+async fn commit_retrying(
+    store: &dyn Store,
+    writes: &[Write],
+    retry_for: Duration,
+) -> Result<Vec<Result<(), Rejected>>, StoreError> {
+    let deadline = Instant::now() + retry_for;
+    let mut pause = Duration::from_millis(10);
+    let mut retried = false;
+    loop {
+        match store.commit(writes).await {
+            Ok(outcomes) if retried => {
+                // A failure the store reported may still have committed (an error after the
+                // commit itself): a write found already there then counts as committed.
+                let committed = |o: Result<(), Rejected>| match o {
+                    Err(Rejected::DuplicateEntry { .. } | Rejected::DuplicateRun) => Ok(()),
+                    other => other,
+                };
+                return Ok(outcomes.into_iter().map(committed).collect());
+            }
+            Ok(outcomes) => return Ok(outcomes),
+            Err(e) if Instant::now() + pause > deadline => return Err(e),
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                retried = true;
             }
         }
     }

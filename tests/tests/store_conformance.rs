@@ -42,7 +42,7 @@ fn append(run: &str, token: u64, entries: Vec<JournalEntry>, finish: Option<Fini
 }
 
 async fn commit(store: &Arc<dyn Store>, batch: Vec<Write>) -> Vec<Result<(), Rejected>> {
-    store.commit(batch).await.expect("the store works")
+    store.commit(&batch).await.expect("the store works")
 }
 
 each_store! {

@@ -28,6 +28,8 @@ pub use records::{RunHandle, RunInfo, StepEvent, StepRecord};
 
 /// How long a worker's claim on a run lasts without a heartbeat.
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// How long the journal retries a failing store before it fails the writes.
+const DEFAULT_COMMIT_RETRY: Duration = Duration::from_secs(30);
 /// How often a waiter polls the store for a run another worker drives.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -91,6 +93,7 @@ pub struct EngineBuilder {
     workflows: Vec<Definition>,
     older: Vec<Definition>,
     lease: Duration,
+    commit_retry: Duration,
 }
 
 impl EngineBuilder {
@@ -162,6 +165,24 @@ impl EngineBuilder {
         self
     }
 
+    /// How long the journal retries a failing store (a disk hiccup, a locked file) before it
+    /// gives up on the writes (default 30s). Runs whose writes failed stop with
+    /// [`Error::Store`] and resume, from their last committed step, on the next start.
+    ///
+    /// ```
+    /// # use durable::store::memory::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// let engine = durable::Engine::builder(MemoryStore::new())
+    ///     .commit_retry(std::time::Duration::from_secs(5))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn commit_retry(mut self, retry_for: Duration) -> Self {
+        self.commit_retry = retry_for;
+        self
+    }
+
     /// Starts the engine: claims every unfinished run in the store and resumes those whose
     /// workflow is registered. Must be called inside a tokio runtime.
     ///
@@ -178,7 +199,7 @@ impl EngineBuilder {
         }
         let owner = format!("{}-{}", std::process::id(), RunId::generate());
         let shared = Arc::new(Shared {
-            journal: Journal::spawn(Arc::clone(&self.store)),
+            journal: Journal::spawn(Arc::clone(&self.store), self.commit_retry),
             store: self.store,
             workflows,
             versions,
@@ -208,6 +229,7 @@ impl Engine {
             workflows: Vec::new(),
             older: Vec::new(),
             lease: DEFAULT_LEASE,
+            commit_retry: DEFAULT_COMMIT_RETRY,
         }
     }
 

@@ -126,15 +126,15 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
 }
 
 impl Store for MemoryStore {
-    fn commit(
-        &self,
-        batch: Vec<Write>,
-    ) -> BoxFuture<'_, Result<Vec<Result<(), Rejected>>, StoreError>> {
+    fn commit<'a>(
+        &'a self,
+        batch: &'a [Write],
+    ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>> {
         let now = now_millis();
         let mut inner = self.lock();
         let outcomes = batch
-            .into_iter()
-            .map(|w| apply(&mut inner, w, now))
+            .iter()
+            .map(|w| apply(&mut inner, w.clone(), now))
             .collect();
         Box::pin(std::future::ready(Ok(outcomes)))
     }

@@ -248,11 +248,12 @@ pub struct RunFilter {
 /// its whole batch in one transaction, durable when the future resolves.
 pub trait Store: Send + Sync + 'static {
     /// Writes a batch atomically and durably. Each write gets its own outcome: a refused write
-    /// (stale lease, duplicate id) does not stop the others. An `Err` means nothing was written.
-    fn commit(
-        &self,
-        batch: Vec<Write>,
-    ) -> BoxFuture<'_, Result<Vec<Result<(), Rejected>>, StoreError>>;
+    /// (stale lease, duplicate id) does not stop the others. An `Err` means nothing was written;
+    /// the journal then retries the same batch for a while (borrowed, so it needs no copy).
+    fn commit<'a>(
+        &'a self,
+        batch: &'a [Write],
+    ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>>;
 
     /// A run, if it exists.
     fn load_run<'a>(

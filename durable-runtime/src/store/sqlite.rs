@@ -126,7 +126,11 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `f` with one of the connections, off the async threads except as noted inside.
+    fn error(&self, e: rusqlite::Error) -> StoreError {
+        StoreError(format!("sqlite store `{}`: {e}", self.inner.path.display()))
+    }
+
+    /// Runs `f` with one of the connections on the blocking pool.
     fn blocking<T, F>(&self, writer: bool, f: F) -> BoxFuture<'static, Result<T, StoreError>>
     where
         T: Send + 'static,
@@ -135,16 +139,6 @@ impl SqliteStore {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             let shown = inner.path.display().to_string();
-            // The writer is called by the journal's single writer task only. On a multi-thread
-            // runtime it commits right there, holding its worker for the batch (one fsync,
-            // ~0.2 ms) while the other workers run steps: that saves two thread hand-offs per
-            // commit, a third of a lone run's latency (measured: median 3.2 -> 2.3 ms for ten
-            // steps). On a current-thread runtime that would stall every task, so it goes to
-            // the blocking pool like the reads.
-            if writer && Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-                return f(&mut lock(&inner.writer))
-                    .map_err(|e| StoreError(format!("sqlite store `{shown}`: {e}")));
-            }
             tokio::task::spawn_blocking(move || {
                 let conn = if writer { &inner.writer } else { &inner.reader };
                 f(&mut lock(conn))
@@ -401,21 +395,38 @@ fn apply(
     }
 }
 
+/// Writes a batch in one transaction.
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &[Write],
+) -> rusqlite::Result<Vec<Result<(), Rejected>>> {
+    let now = now_millis() as i64;
+    let tx = conn.transaction()?;
+    let outcomes = batch
+        .iter()
+        .map(|write| apply(&tx, write, now))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    tx.commit()?;
+    Ok(outcomes)
+}
+
 impl Store for SqliteStore {
-    fn commit(
-        &self,
-        batch: Vec<Write>,
-    ) -> BoxFuture<'_, Result<Vec<Result<(), Rejected>>, StoreError>> {
-        self.blocking(true, move |conn| {
-            let now = now_millis() as i64;
-            let tx = conn.transaction()?;
-            let outcomes = batch
-                .iter()
-                .map(|write| apply(&tx, write, now))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            tx.commit()?;
-            Ok(outcomes)
-        })
+    fn commit<'a>(
+        &'a self,
+        batch: &'a [Write],
+    ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>> {
+        // Only the journal's single writer task commits. On a multi-thread runtime it commits
+        // right here, holding its worker for the batch (one fsync, ~0.2 ms) while the other
+        // workers run steps: that saves two thread hand-offs per commit, a third of a lone
+        // run's latency (measured: median 3.2 -> 2.3 ms for ten steps). On a current-thread
+        // runtime that would stall every task, so the batch goes to the blocking pool.
+        if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+            let result =
+                commit_batch(&mut lock(&self.inner.writer), batch).map_err(|e| self.error(e));
+            return Box::pin(std::future::ready(result));
+        }
+        let batch = batch.to_vec();
+        self.blocking(true, move |conn| commit_batch(conn, &batch))
     }
 
     fn load_run<'a>(
