@@ -181,31 +181,62 @@ fn a_store_that_fails_for_a_while_is_retried_and_no_step_runs_twice() {
     });
 }
 
+/// Lets the held step finish; set by the test once the store is failing.
+static GO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+async fn held(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    while !GO.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    counted(ctx, data).await
+}
+
+workflow! {
+    held_steps { step one = held; step two = counted; step three = counted; }
+}
+
 #[test]
-fn a_store_that_stays_down_stops_the_run_with_a_clear_error_and_keeps_it() {
+fn a_store_that_stays_down_stops_the_run_and_the_engine_resumes_it_when_the_store_is_back() {
     let store = Arc::new(TestStore::default());
     in_runtime(async {
         let engine = Engine::builder_shared(store.clone())
-            .register(counted_steps)
+            .register(held_steps)
             .commit_retry(Duration::from_millis(100))
+            .lease_duration(Duration::from_millis(150))
             .build()
             .await
             .unwrap();
-        let run = engine.start(counted_steps, Data::new()).await.unwrap();
+        let run = engine.start(held_steps, Data::new()).await.unwrap();
+        // Step one finishes only once the store fails: its result cannot be committed.
         store.failures_left.store(usize::MAX, Ordering::SeqCst);
+        GO.store(true, Ordering::SeqCst);
         let err = run.wait().await.unwrap_err();
         assert!(matches!(err, Error::Store(_)), "{err}");
-        let text = err.to_string();
-        assert!(
-            text.contains(&format!(
-                "workflow `counted_steps` run {}: disk I/O error",
-                run.id()
-            )),
-            "{text}"
-        );
-        store.failures_left.store(0, Ordering::SeqCst);
-        // Nothing was lost: the run is still unfinished in the store, to resume on the next start.
+        let expected = format!("workflow `held_steps` run {}: disk I/O error", run.id());
+        assert!(err.to_string().contains(&expected), "{err}");
+        // Nothing was lost: the run is still unfinished in the store.
         let info = engine.status(run.id()).await.unwrap();
         assert_eq!(info.status, durable::RunStatus::Running);
+        // The store is back: a heartbeat drives the run again from its journal.
+        store.failures_left.store(0, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let out = loop {
+            match engine.wait::<Data>(run.id()).await {
+                Ok(out) => break out,
+                Err(Error::Store(_)) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(out.get::<bool>("three"), Some(true));
+        // Step one's result was never committed, so it ran again; the others ran once.
+        let runs = ["one", "two", "three"].map(|step| count(run.id(), step));
+        assert_eq!(runs, [2, 1, 1]);
+        assert_eq!(
+            engine.history(run.id()).await.unwrap().len(),
+            3,
+            "each step journaled once"
+        );
     });
 }

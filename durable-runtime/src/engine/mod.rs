@@ -167,7 +167,8 @@ impl EngineBuilder {
 
     /// How long the journal retries a failing store (a disk hiccup, a locked file) before it
     /// gives up on the writes (default 30s). Runs whose writes failed stop with
-    /// [`Error::Store`] and resume, from their last committed step, on the next start.
+    /// [`Error::Store`]; the engine drives them again from their last committed step on a
+    /// heartbeat (every third of the lease) once the store answers again.
     ///
     /// ```
     /// # use durable::store::memory::MemoryStore;
@@ -570,32 +571,59 @@ impl Engine {
 impl Shared {
     /// Claims the unfinished runs no live worker holds and resumes those it can.
     async fn recover(self: &Arc<Self>) -> Result<(), Error> {
-        let claimed = self.store.claim_runs(&self.owner, self.lease).await?;
-        for run in claimed {
-            let def = match self.check_resumable(&run) {
-                Ok(def) => def,
-                Err(error) => {
-                    lock(&self.stalled).insert(run.id.clone(), error);
-                    continue;
-                }
-            };
-            let input = match serde_json::from_str::<Value>(&run.input) {
-                Ok(input) => input,
-                Err(e) => {
-                    let error = Error::BadState {
-                        workflow: run.workflow,
-                        run_id: run.id.clone(),
-                        step: None,
-                        message: format!("its stored input is not valid JSON: {e}"),
-                    };
-                    lock(&self.stalled).insert(run.id, error);
-                    continue;
-                }
-            };
-            let journal = self.store.load_journal(&run.id).await?;
-            lock(&self.resumed).push(run.id.clone());
-            self.spawn_run(def, run.id, run.lease_token, journal, input);
+        for run in self.store.claim_runs(&self.owner, self.lease).await? {
+            self.resume(run).await?;
         }
+        // Runs this engine stopped driving because the store failed: drive them again now
+        // that it answers (the store calls above succeeded), from their journals.
+        let failed: Vec<RunId> = lock(&self.stalled)
+            .iter()
+            .filter(|(_, error)| matches!(error, Error::Store(_)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in failed {
+            match self.store.load_run(&id).await? {
+                Some(run)
+                    if run.status == RunStatus::Running
+                        && run.owner.as_deref() == Some(self.owner.as_str()) =>
+                {
+                    lock(&self.stalled).remove(&id);
+                    self.resume(run).await?;
+                }
+                // Finished meanwhile, or taken over by another worker: nothing to drive here.
+                _ => {
+                    lock(&self.stalled).remove(&id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drives a claimed run again from its journal, or records why it cannot be.
+    async fn resume(self: &Arc<Self>, run: RunRecord) -> Result<(), Error> {
+        let def = match self.check_resumable(&run) {
+            Ok(def) => def,
+            Err(error) => {
+                lock(&self.stalled).insert(run.id.clone(), error);
+                return Ok(());
+            }
+        };
+        let input = match serde_json::from_str::<Value>(&run.input) {
+            Ok(input) => input,
+            Err(e) => {
+                let error = Error::BadState {
+                    workflow: run.workflow,
+                    run_id: run.id.clone(),
+                    step: None,
+                    message: format!("its stored input is not valid JSON: {e}"),
+                };
+                lock(&self.stalled).insert(run.id, error);
+                return Ok(());
+            }
+        };
+        let journal = self.store.load_journal(&run.id).await?;
+        lock(&self.resumed).push(run.id.clone());
+        self.spawn_run(def, run.id, run.lease_token, journal, input);
         Ok(())
     }
 
