@@ -177,11 +177,9 @@ impl RunTask {
                 let next = self
                     .exec_node(child(&address, i), done.state, Arc::clone(&scope))
                     .await?;
-                done = Done {
-                    state: next.state,
-                    seq: done.seq.max(next.seq),
-                    skipped: [done.skipped, next.skipped].concat(),
-                };
+                done.state = next.state;
+                done.seq = done.seq.max(next.seq);
+                done.skipped.extend(next.skipped);
             }
             Ok(done)
         })

@@ -10,8 +10,8 @@ impl RunTask {
         input: Value,
         scope: &str,
     ) -> Result<Done, Abort> {
-        let path = path_in(scope, step.name);
-        let name = path.as_str();
+        let path: Arc<str> = path_in(scope, step.name).into();
+        let name = &*path;
         let optional = step.options.optional;
         let history = self.history.get(name);
         if let Some(h) = history {
@@ -33,8 +33,9 @@ impl RunTask {
             // The backoff survives a restart: wait only what is left of it.
             sleep_until(due).await;
         }
-        let path: Arc<str> = Arc::from(name);
         let mut input = Some(input);
+        // One journal handle for all the step's attempts.
+        let ops: Arc<dyn OpJournal> = Arc::new(Ops(Arc::clone(self)));
         loop {
             // Keep the input while another attempt may need it, or an optional step may hand it on.
             let last = attempt >= policy.max_attempts;
@@ -44,13 +45,12 @@ impl RunTask {
                 input.clone()
             }
             .expect("input kept");
-            let ops: Arc<dyn OpJournal> = Arc::new(Ops(Arc::clone(self)));
             let ctx = StepContext::with_journal(
                 self.def.name(),
                 self.run_id.clone(),
                 Arc::clone(&path),
                 attempt,
-                Some(ops),
+                Some(Arc::clone(&ops)),
             );
             let result = run_attempt(step, ctx, state).await;
             match result {
