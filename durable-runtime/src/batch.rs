@@ -152,9 +152,7 @@ impl<T> BatchResult<T> {
 
     /// The results of the items that succeeded, in input order.
     pub fn get_results(&self) -> Vec<&T> {
-        self.succeeded()
-            .filter_map(|i| i.result.as_ref())
-            .collect()
+        self.succeeded().filter_map(|i| i.result.as_ref()).collect()
     }
 
     /// `Err` listing every failed item when the batch failed or any item failed.
@@ -360,7 +358,8 @@ mod tests {
                     let over = failed * 100 > percentage * total;
                     let failed_now = matches!(p.decided(0, failed), Some((BatchStatus::Failed, _)));
                     assert_eq!(
-                        failed_now, over,
+                        failed_now,
+                        over,
                         "{failed} of {total} failed at {percentage}%: {:?}",
                         p.decided(0, failed)
                     );
@@ -371,10 +370,20 @@ mod tests {
         for (total, percentage) in [(100, 29), (50, 58), (90, 70), (100, 57), (100, 58)] {
             let p = Policy::new(total, None, None, Some(percentage as f64));
             let allowed = percentage * total / 100;
-            assert_eq!(p.allowed_failures, Some(allowed), "{percentage}% of {total}");
+            assert_eq!(
+                p.allowed_failures,
+                Some(allowed),
+                "{percentage}% of {total}"
+            );
         }
-        assert_eq!(Policy::new(8, None, None, Some(12.5)).allowed_failures, Some(1));
-        assert_eq!(Policy::new(7, None, None, Some(12.5)).allowed_failures, Some(0));
+        assert_eq!(
+            Policy::new(8, None, None, Some(12.5)).allowed_failures,
+            Some(1)
+        );
+        assert_eq!(
+            Policy::new(7, None, None, Some(12.5)).allowed_failures,
+            Some(0)
+        );
     }
 
     #[test]
@@ -389,7 +398,11 @@ mod tests {
             ]
         });
         let batch: BatchResult<serde_json::Value> = serde_json::from_value(text.clone()).unwrap();
-        let expected = [serde_json::json!(1), serde_json::Value::Null, serde_json::json!(3)];
+        let expected = [
+            serde_json::json!(1),
+            serde_json::Value::Null,
+            serde_json::json!(3),
+        ];
         assert_eq!(batch.get_results(), expected.iter().collect::<Vec<_>>());
         let batch: BatchResult<Option<u32>> = serde_json::from_value(text).unwrap();
         assert_eq!(batch.get_results(), vec![&Some(1), &None, &Some(3)]);

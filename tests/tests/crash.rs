@@ -359,7 +359,11 @@ fn assert_policy_decision(s: &Scenario, out: &serde_json::Value) {
     let batch = &out["picked"];
     assert_eq!(batch["status"], "completed", "{out}");
     assert_eq!(batch["completion_reason"], "all_completed", "{out}");
-    assert_eq!((&batch["succeeded"], &batch["failed"]), (&4.into(), &1.into()), "{out}");
+    assert_eq!(
+        (&batch["succeeded"], &batch["failed"]),
+        (&4.into(), &1.into()),
+        "{out}"
+    );
     assert_eq!(batch["items"][1]["error"], "b2 is broken", "{out}");
     let conn = rusqlite::Connection::open(&s.db).unwrap();
     let journaled: String = conn
@@ -370,7 +374,10 @@ fn assert_policy_decision(s: &Scenario, out: &serde_json::Value) {
         )
         .unwrap();
     let journaled: serde_json::Value = serde_json::from_str(&journaled).unwrap();
-    assert_eq!(journaled["picked"], *batch, "the output's decision is the journaled one");
+    assert_eq!(
+        journaled["picked"], *batch,
+        "the output's decision is the journaled one"
+    );
 }
 
 #[test]

@@ -228,6 +228,18 @@ workflow! {
     }
 }
 
+workflow! {
+    after_a_named_block {
+        dag {
+            parallel fetched(max_concurrency = 1) {
+                step a = branch;
+                step b = branch;
+            }
+            step c(after = [fetched]) = branch;
+        }
+    }
+}
+
 fn items(failing: impl Fn(u64) -> bool, total: u64) -> Data {
     let items: Vec<Value> = (0..total)
         .map(|n| json!({"n": n, "fail": failing(n)}))
@@ -332,6 +344,19 @@ each_store! {
             let out = engine.run(half, three).await.unwrap();
             let batch: BatchResult<Value> = out.get("fetched").unwrap();
             assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Failed, CompletionReason::FailureToleranceExceeded));
+        });
+    }
+
+    fn a_dag_node_can_come_after_a_named_parallel_block(store) {
+        in_runtime(async {
+            let engine = Engine::builder_shared(store.open()).register(after_a_named_block).build().await.unwrap();
+            let input = plan(&[("a", 20, false), ("b", 20, false), ("c", 1, false)]);
+            let run = engine.start(after_a_named_block, input).await.unwrap();
+            let out = run.wait().await.unwrap();
+            assert_eq!(started(run.id()).last().map(String::as_str), Some("c"), "c waits for the block");
+            let batch: BatchResult<Value> = out.get("fetched").unwrap();
+            assert_eq!(batch.success_count, 2);
+            assert_eq!(out.get::<bool>("did_c"), Some(true));
         });
     }
 
@@ -449,11 +474,22 @@ fn a_parallel_blocks_policy_shows_in_the_graph() {
     let mermaid = def.to_mermaid();
     assert!(mermaid.contains("subgraph block1 [\"parallel fetched: deep_merge, max_concurrency 1, min_successful 1\"]"), "{mermaid}");
     let dot = def.to_dot();
-    assert!(dot.contains("label=\"parallel fetched: deep_merge, max_concurrency 1, min_successful 1\";"), "{dot}");
+    assert!(
+        dot.contains(
+            "label=\"parallel fetched: deep_merge, max_concurrency 1, min_successful 1\";"
+        ),
+        "{dot}"
+    );
     let dot = half.definition().to_dot();
-    assert!(dot.contains("label=\"parallel fetched: deep_merge, tolerated_failure_percentage 50%\";"), "{dot}");
+    assert!(
+        dot.contains("label=\"parallel fetched: deep_merge, tolerated_failure_percentage 50%\";"),
+        "{dot}"
+    );
     let mermaid = serial_fail_fast.definition().to_mermaid();
-    assert!(mermaid.contains("[\"parallel: deep_merge, fail_fast, max_concurrency 1\"]"), "{mermaid}");
+    assert!(
+        mermaid.contains("[\"parallel: deep_merge, fail_fast, max_concurrency 1\"]"),
+        "{mermaid}"
+    );
     let steps = def.graph().steps;
     assert_eq!(steps[0].blocks, ["parallel fetched"]);
 }
@@ -474,5 +510,9 @@ fn a_parallel_blocks_name_is_part_of_the_fingerprint() {
     }
     let unnamed = unnamed::w.definition();
     assert_ne!(unnamed.fingerprint(), named::w.definition().fingerprint());
-    assert_eq!(unnamed.fingerprint(), limited_only::w.definition().fingerprint(), "options are not structure");
+    assert_eq!(
+        unnamed.fingerprint(),
+        limited_only::w.definition().fingerprint(),
+        "options are not structure"
+    );
 }

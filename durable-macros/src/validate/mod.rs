@@ -477,7 +477,10 @@ impl<'a> Walk<'a> {
         block: &'a ast::Parallel,
         parent: Parent,
     ) -> (model::Parallel, Option<After<'a>>) {
-        let name = block.name.as_ref().map(|ident| self.define(ident, "parallel"));
+        let name = block
+            .name
+            .as_ref()
+            .map(|ident| self.define(ident, "parallel"));
         let branches = block.body.items.len();
         let mut merge = Merge::default();
         let mut on_error = OnError::default();
@@ -566,7 +569,10 @@ impl<'a> Walk<'a> {
             };
             let fix = match reachable {
                 0 => "remove it".to_owned(),
-                n => format!("write at most `tolerated_failures = {}`, or remove it", n - 1),
+                n => format!(
+                    "write at most `tolerated_failures = {}`, or remove it",
+                    n - 1
+                ),
             };
             self.cx.error(
                 tokens,

@@ -17,8 +17,7 @@ impl RunTask {
     ) -> Result<Done, Abort> {
         let path = block.name.map(|name| path_in(&scope, name));
         if let Some(path) = &path {
-            if let Some((seq, output)) = self.history.get(path).and_then(|h| h.completed.as_ref())
-            {
+            if let Some((seq, output)) = self.history.get(path).and_then(|h| h.completed.as_ref()) {
                 return self.replay(path, *seq, output);
             }
         }

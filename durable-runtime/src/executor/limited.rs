@@ -6,7 +6,6 @@ use std::future::Future;
 
 use super::*;
 
-
 /// How a batch ended: its status and why.
 pub(super) type Decision = (BatchStatus, CompletionReason);
 
