@@ -77,11 +77,13 @@ pub struct Step {
     pub semi: Option<Token![;]>,
 }
 
-/// `parallel(options) { items }`
+/// `parallel name(options) { items }`, the name optional.
 pub struct Parallel {
     /// The `parallel` keyword.
     pub keyword: kw::parallel,
-    /// `(merge = ..., on_error = ..., after = [...])`, if given.
+    /// The block's name, if given: its batch result's key in the state.
+    pub name: Option<Ident>,
+    /// `(merge = ..., on_error = ..., max_concurrency = ..., after = [...])`, if given.
     pub options: Option<Options>,
     /// The branches.
     pub body: Block,

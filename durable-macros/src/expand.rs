@@ -225,10 +225,17 @@ fn parallel_node(block: &Parallel, state: StateType) -> TokenStream {
         OnError::CompleteAll => quote!(CompleteAll),
     };
     let branches = block.branches.iter().map(|item| node(item, state));
+    let name = match &block.name {
+        Some(name) => quote!(::core::option::Option::Some(#name)),
+        None => quote!(::core::option::Option::None),
+    };
+    let options = map_options(&block.options);
     quote! {
-        ::durable::__private::Node::parallel(
+        ::durable::__private::Node::parallel_with(
+            #name,
             ::durable::__private::Merge::#merge,
             ::durable::__private::OnError::#on_error,
+            #options,
             ::core::convert::From::from([#(#branches),*]),
         )
     }

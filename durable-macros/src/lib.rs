@@ -110,10 +110,18 @@ use syn::parse_macro_input;
 /// A duration is a number with a unit: `500ms`, `2s`, `1.5s`, `5m`, `1h`; it must come to a
 /// whole number of milliseconds.
 ///
-/// **A parallel block** is `parallel { ... }` or `parallel(options) { ... }` with the options
+/// **A parallel block** is `parallel { ... }`, `parallel(options) { ... }` or, named,
+/// `parallel name(options) { ... }`, with the options
 /// `merge = deep_merge | last_wins | collect` (default `deep_merge`),
-/// `on_error = fail_fast | complete_all` (default `fail_fast`) and, inside a dag, `after`.
-/// Its branches are the items in its braces, at least one, which all start together.
+/// `on_error = fail_fast | complete_all` (default `fail_fast`), a map's `max_concurrency`,
+/// `min_successful`, `tolerated_failures` and `tolerated_failure_percentage` (over its
+/// branches), and, inside a dag, `after`. Its branches are the items in its braces, at least
+/// one, which all start together, or at most `max_concurrency` at a time in declaration
+/// order. A completion policy (`min_successful` or a tolerance) needs a name, under which the
+/// block's batch result goes into the state, and replaces `on_error`: giving both is an
+/// error. `min_successful` is at most the number of branches, and a `tolerated_failures` that
+/// could never fail the block (at least the branches minus `min_successful`) is an error. A
+/// name is unique in the workflow like a step's, and a dag's `after` can name the block.
 ///
 /// **A sequence** is `seq name { ... }`: its items, at least one, run one after another. It
 /// makes several steps one branch of a `parallel` block or one node of a `dag`; it is allowed
@@ -122,9 +130,9 @@ use syn::parse_macro_input;
 ///
 /// **A dag** is `dag { ... }`: each of its items, at least one, starts as soon as all the
 /// nodes it comes after have finished; a node without `after` (or with `after = []`) starts
-/// at once. `after = [a, b]` names steps, seqs and maps directly inside the same dag, in any order
-/// of declaration; a `parallel` or `dag` block has no name, so to come after one, wrap it in a
-/// `seq`. A `parallel` or `dag` block inside a dag may itself have `after`:
+/// at once. `after = [a, b]` names steps, seqs, maps and named parallel blocks directly inside
+/// the same dag, in any order of declaration; a `dag` or unnamed `parallel` block has no
+/// name, so to come after one, wrap it in a `seq` (or name the parallel block). A `parallel` or `dag` block inside a dag may itself have `after`:
 /// `parallel(after = [a]) { ... }`, `dag(after = [a]) { ... }`. The dag as a whole finishes
 /// when all its nodes have.
 ///

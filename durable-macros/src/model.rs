@@ -117,6 +117,11 @@ pub enum OnError {
 
 /// A checked parallel block.
 pub struct Parallel {
+    /// `parallel name(...)` (unraw): its batch result's key in the state; required with a
+    /// completion policy.
+    pub name: Option<String>,
+    /// Concurrency and completion policy, with a map's meaning.
+    pub options: MapOptions,
     /// How the branches' results combine.
     pub merge: Merge,
     /// What a failed branch does to the others.
@@ -172,4 +177,13 @@ pub struct MapOptions {
     pub tolerated_failures: Option<usize>,
     /// From 0 to 100.
     pub tolerated_failure_percentage: Option<f64>,
+}
+
+impl MapOptions {
+    /// Whether a completion policy is given, not only a concurrency limit.
+    pub fn has_policy(&self) -> bool {
+        self.min_successful.is_some()
+            || self.tolerated_failures.is_some()
+            || self.tolerated_failure_percentage.is_some()
+    }
 }

@@ -151,11 +151,17 @@ impl Parse for Step {
 impl Parse for Parallel {
     fn parse(input: ParseStream) -> Result<Self> {
         let keyword = input.parse()?;
+        let name = if input.peek(Ident) {
+            Some(input.parse()?)
+        } else {
+            None
+        };
         let options = parse_options(input)?;
         expect_body(input, "expected `{` and the branches of the parallel block, as in `parallel { step a; step b; }`",)?;
         let body = input.parse()?;
         Ok(Parallel {
             keyword,
+            name,
             options,
             body,
         })

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 ///     "total": 3, "started": 2, "succeeded": 1, "failed": 1,
 ///     "items": [
 ///         {"index": 0, "status": "succeeded", "result": "ok-0"},
-///         {"index": 1, "status": "failed", "error": "bounced"},
+///         {"index": 1, "status": "failed", "error": "bounced",
+///          "step": "sends[1]/send", "attempts": 3},
 ///         {"index": 2, "status": "not_started"}
 ///     ]
 /// }));
@@ -24,7 +25,9 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(batch.status, BatchStatus::Failed);
 /// assert_eq!(batch.completion_reason, CompletionReason::FailureToleranceExceeded);
 /// assert_eq!(batch.get_results(), vec![&"ok-0".to_owned()]);
-/// assert_eq!(batch.failed().next().unwrap().error.as_deref(), Some("bounced"));
+/// let failed = batch.failed().next().unwrap();
+/// assert_eq!(failed.error.as_deref(), Some("bounced"));
+/// assert_eq!((failed.step.as_deref(), failed.attempts), (Some("sends[1]/send"), Some(3)));
 /// assert_eq!(batch.all().filter(|i| i.status == ItemStatus::NotStarted).count(), 1);
 /// assert!(batch.throw_if_error().unwrap_err().contains("item 1: bounced"));
 /// ```
@@ -52,21 +55,45 @@ pub struct BatchResult<T> {
 
 /// One item of a [`BatchResult`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
 pub struct BatchItem<T> {
-    /// Its position in the input.
+    /// Its position in the input (for a parallel block, in declaration order).
     pub index: usize,
+    /// For a parallel block, the branch's name (its step, seq or block name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// What became of it.
     pub status: ItemStatus,
-    /// Its result, if it succeeded.
-    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    /// Its result, if it succeeded: `Some` whatever the value, JSON `null` included.
+    #[serde(
+        default = "none",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub result: Option<T>,
-    /// Its error, if it failed.
+    /// Its error, if it failed: the failing step's own message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The path of the step whose failure failed it, if one step is to blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The attempts that step had, if one step is to blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
 }
 
 fn none<T>() -> Option<T> {
     None
+}
+
+/// A `result` field that is present holds a result, even `null`: `Option<T>`'s own
+/// `Deserialize` would read `null` as "no result" and lose a succeeded item's value.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// The outcome of a whole batch.
@@ -125,10 +152,7 @@ impl<T> BatchResult<T> {
 
     /// The results of the items that succeeded, in input order.
     pub fn get_results(&self) -> Vec<&T> {
-        self.items
-            .iter()
-            .filter_map(|i| i.result.as_ref())
-            .collect()
+        self.succeeded().filter_map(|i| i.result.as_ref()).collect()
     }
 
     /// `Err` listing every failed item when the batch failed or any item failed.
@@ -176,8 +200,7 @@ impl Policy {
         tolerated_failures: Option<usize>,
         tolerated_failure_percentage: Option<f64>,
     ) -> Self {
-        let by_percentage =
-            tolerated_failure_percentage.map(|p| ((p / 100.0) * total as f64).floor() as usize);
+        let by_percentage = tolerated_failure_percentage.map(|p| allowed_by_percentage(p, total));
         let by_count = match (tolerated_failures, by_percentage) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -196,27 +219,34 @@ impl Policy {
     }
 
     /// Whether the batch is decided with these counts, and how.
+    /// The reason is [`CompletionReason::AllCompleted`] whenever every item ran to its end,
+    /// even when the last one also reached `min_successful` or exceeded the tolerance.
     pub(crate) fn decided(
         &self,
         succeeded: usize,
         failed: usize,
     ) -> Option<(BatchStatus, CompletionReason)> {
+        let all = succeeded + failed == self.total;
+        let reason = |early| match all {
+            true => CompletionReason::AllCompleted,
+            false => early,
+        };
         if self
             .allowed_failures
             .is_some_and(|allowed| failed > allowed)
         {
             return Some((
                 BatchStatus::Failed,
-                CompletionReason::FailureToleranceExceeded,
+                reason(CompletionReason::FailureToleranceExceeded),
             ));
         }
         if self.min_successful.is_some_and(|m| succeeded >= m) {
             return Some((
                 BatchStatus::Completed,
-                CompletionReason::MinSuccessfulReached,
+                reason(CompletionReason::MinSuccessfulReached),
             ));
         }
-        if succeeded + failed == self.total {
+        if all {
             let too_many = self.allowed_failures.is_none() && failed > 0;
             let too_few = self.min_successful.is_some_and(|m| succeeded < m);
             let status = if too_many || too_few {
@@ -228,6 +258,16 @@ impl Policy {
         }
         None
     }
+}
+
+/// The most failures out of `total` that stay within `percentage` percent: the largest `f`
+/// with `f * 100 <= percentage * total`, computed in integers (millionths of a percent), so
+/// that `29%` of 100 is 29 and not `floor(0.29 * 100.0) = 28`.
+fn allowed_by_percentage(percentage: f64, total: usize) -> usize {
+    const SCALE: u128 = 1_000_000;
+    // The macro accepts 0 to 100 only; a hand-built definition is clamped to that range.
+    let millionths = (percentage.clamp(0.0, 100.0) * SCALE as f64).round() as u128;
+    (millionths * total as u128 / (100 * SCALE)) as usize
 }
 
 #[cfg(test)]
@@ -271,11 +311,105 @@ mod tests {
         assert_eq!(p.decided(0, 4), None, "one item can still succeed");
         assert_eq!(
             p.decided(0, 5),
+            Some((BatchStatus::Failed, CompletionReason::AllCompleted)),
+            "every item ran to its end"
+        );
+        let p = Policy::new(5, Some(2), None, None);
+        assert_eq!(
+            p.decided(0, 4),
             Some((
                 BatchStatus::Failed,
                 CompletionReason::FailureToleranceExceeded
             ))
         );
+    }
+
+    #[test]
+    fn the_reason_is_all_completed_when_the_last_item_decides() {
+        // min_successful = 1, item 0 failed, item 1 (the last) succeeded.
+        let p = Policy::new(2, Some(1), None, None);
+        assert_eq!(p.decided(0, 1), None);
+        assert_eq!(
+            p.decided(1, 1),
+            Some((BatchStatus::Completed, CompletionReason::AllCompleted))
+        );
+        // The last item exceeds the tolerance: failed, but every item ran.
+        let p = Policy::new(3, None, Some(0), None);
+        assert_eq!(
+            p.decided(2, 1),
+            Some((BatchStatus::Failed, CompletionReason::AllCompleted))
+        );
+        assert_eq!(
+            p.decided(1, 1),
+            Some((
+                BatchStatus::Failed,
+                CompletionReason::FailureToleranceExceeded
+            ))
+        );
+    }
+
+    #[test]
+    fn percentage_boundary_for_every_percentage_and_size() {
+        for total in [1usize, 3, 7, 50, 90, 100] {
+            for percentage in 0..=100usize {
+                let p = Policy::new(total, None, None, Some(percentage as f64));
+                for failed in 0..=total {
+                    // Fails only when more than `percentage`% of all items failed.
+                    let over = failed * 100 > percentage * total;
+                    let failed_now = matches!(p.decided(0, failed), Some((BatchStatus::Failed, _)));
+                    assert_eq!(
+                        failed_now,
+                        over,
+                        "{failed} of {total} failed at {percentage}%: {:?}",
+                        p.decided(0, failed)
+                    );
+                }
+            }
+        }
+        // The cases the float computation got wrong.
+        for (total, percentage) in [(100, 29), (50, 58), (90, 70), (100, 57), (100, 58)] {
+            let p = Policy::new(total, None, None, Some(percentage as f64));
+            let allowed = percentage * total / 100;
+            assert_eq!(
+                p.allowed_failures,
+                Some(allowed),
+                "{percentage}% of {total}"
+            );
+        }
+        assert_eq!(
+            Policy::new(8, None, None, Some(12.5)).allowed_failures,
+            Some(1)
+        );
+        assert_eq!(
+            Policy::new(7, None, None, Some(12.5)).allowed_failures,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_null_result_is_a_result() {
+        let text = serde_json::json!({
+            "status": "completed", "completion_reason": "all_completed",
+            "total": 3, "started": 3, "succeeded": 3, "failed": 0,
+            "items": [
+                {"index": 0, "status": "succeeded", "result": 1},
+                {"index": 1, "status": "succeeded", "result": null},
+                {"index": 2, "status": "succeeded", "result": 3}
+            ]
+        });
+        let batch: BatchResult<serde_json::Value> = serde_json::from_value(text.clone()).unwrap();
+        let expected = [
+            serde_json::json!(1),
+            serde_json::Value::Null,
+            serde_json::json!(3),
+        ];
+        assert_eq!(batch.get_results(), expected.iter().collect::<Vec<_>>());
+        let batch: BatchResult<Option<u32>> = serde_json::from_value(text).unwrap();
+        assert_eq!(batch.get_results(), vec![&Some(1), &None, &Some(3)]);
+        // And it survives a round trip.
+        let again: BatchResult<Option<u32>> =
+            serde_json::from_value(serde_json::to_value(&batch).unwrap()).unwrap();
+        assert_eq!(again, batch);
     }
 
     #[test]

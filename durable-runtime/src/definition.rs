@@ -75,7 +75,7 @@ pub struct MapNode {
     pub nodes: Vec<Node>,
 }
 
-/// How a map block runs its items and decides it is done.
+/// How a map block runs its items, or a parallel block its branches, and decides it is done.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct MapOptions {
     /// The most items running at once; all of them when `None`.
@@ -86,6 +86,16 @@ pub struct MapOptions {
     pub tolerated_failures: Option<usize>,
     /// Done (failed) as soon as more than this percentage of all items failed.
     pub tolerated_failure_percentage: Option<f64>,
+}
+
+impl MapOptions {
+    /// Whether a completion policy is given (`min_successful` or a tolerated failure count or
+    /// percentage), as opposed to a concurrency limit alone.
+    pub fn has_policy(&self) -> bool {
+        self.min_successful.is_some()
+            || self.tolerated_failures.is_some()
+            || self.tolerated_failure_percentage.is_some()
+    }
 }
 
 /// A named sequence: its nodes run one after another.
@@ -127,10 +137,16 @@ pub struct StepOptions {
 
 /// A parallel block.
 pub struct ParallelNode {
+    /// `parallel NAME(...)`: the state key of its batch result and the journal key of its
+    /// decision; `None` for an unnamed block, which stores neither.
+    pub name: Option<&'static str>,
     /// How the branches' results combine.
     pub merge: Merge,
-    /// What a failed branch does to the others.
+    /// What a failed branch does to the others, when no completion policy is given.
     pub on_error: OnError,
+    /// How many branches run at once (in declaration order) and the completion policy, with
+    /// a map's meaning; a policy needs a `name`.
+    pub options: MapOptions,
     /// The branches, in declaration order.
     pub branches: Vec<Node>,
 }
@@ -200,9 +216,31 @@ impl Node {
 
     /// A parallel block.
     pub fn parallel(merge: Merge, on_error: OnError, branches: Vec<Node>) -> Self {
+        Node::parallel_with(None, merge, on_error, MapOptions::default(), branches)
+    }
+
+    /// A parallel block with a name, a concurrency limit or a completion policy.
+    ///
+    /// # Panics
+    ///
+    /// When a completion policy is given without a name, which it needs to store its batch
+    /// result and journal its decision: the `workflow!` macro reports this at compile time.
+    pub fn parallel_with(
+        name: Option<&'static str>,
+        merge: Merge,
+        on_error: OnError,
+        options: MapOptions,
+        branches: Vec<Node>,
+    ) -> Self {
+        assert!(
+            name.is_some() || !options.has_policy(),
+            "a parallel block with a completion policy needs a name"
+        );
         Node::Parallel(ParallelNode {
+            name,
             merge,
             on_error,
+            options,
             branches,
         })
     }
@@ -286,7 +324,7 @@ impl Node {
             Node::Step(step) => step.name,
             Node::Seq(seq) => seq.name,
             Node::Map(map) => map.name,
-            Node::Parallel(_) => "parallel",
+            Node::Parallel(block) => block.name.unwrap_or("parallel"),
             Node::Dag(_) => "dag",
         }
     }
@@ -309,7 +347,11 @@ impl Node {
                 let _ = write!(out, "step {};", step.name);
             }
             Node::Parallel(block) => {
-                let _ = write!(out, "parallel {} {{", block.merge.as_str());
+                match block.name {
+                    Some(name) => write!(out, "parallel {name} {} {{", block.merge.as_str()),
+                    None => write!(out, "parallel {} {{", block.merge.as_str()),
+                }
+                .ok();
                 for branch in &block.branches {
                     branch.describe(out);
                 }

@@ -22,7 +22,8 @@ pub struct RunFailure {
 pub struct StepFailure {
     /// The step's path.
     pub step: String,
-    /// The attempts it had.
+    /// The attempts it had; 0 when the step succeeded but its output could not be merged into
+    /// its parallel block's state.
     pub attempts: u32,
     /// Its last error.
     pub error: String,

@@ -174,12 +174,18 @@ impl StepContext {
                     status: ItemStatus::Succeeded,
                     result: Some(value),
                     error: None,
+                    name: None,
+                    step: None,
+                    attempts: None,
                 },
                 Some(Err(error)) => BatchItem {
                     index,
                     status: ItemStatus::Failed,
                     result: None,
                     error: Some(error),
+                    name: None,
+                    step: None,
+                    attempts: None,
                 },
                 None => unreachable!("a best-effort batch runs every item"),
             })

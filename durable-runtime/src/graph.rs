@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::definition::{Definition, Node, StepOptions};
+use crate::definition::{Definition, MapOptions, Node, StepOptions};
 
 /// The steps of a workflow and the edges between them: an edge `a -> b` means `b` starts
 /// only after `a` finished (sequence order, the fork and join of blocks, dag dependencies).
@@ -41,7 +41,8 @@ pub struct GraphStep {
     pub name: &'static str,
     /// Its options.
     pub options: StepOptions,
-    /// The blocks it sits in, outermost first (`parallel`, `dag`, `seq NAME`).
+    /// The blocks it sits in, outermost first (`parallel`, `parallel NAME`, `dag`, `seq NAME`,
+    /// `map NAME over FIELD`).
     pub blocks: Vec<String>,
 }
 
@@ -150,7 +151,10 @@ fn add(node: &Node, graph: &mut Graph, blocks: &mut Vec<String>) -> Ends {
             ends
         }
         Node::Parallel(block) => {
-            blocks.push("parallel".into());
+            blocks.push(match block.name {
+                Some(name) => format!("parallel {name}"),
+                None => "parallel".into(),
+            });
             let mut ends = Ends {
                 entries: Vec::new(),
                 exits: Vec::new(),
@@ -215,10 +219,23 @@ fn render(nodes: &[Node], out: &mut String, depth: usize, counter: &mut usize, s
                 *counter += 1;
                 let title = match node {
                     Node::Parallel(p) => {
-                        format!("parallel: {}, {}", p.merge.as_str(), p.on_error.as_str())
+                        let mut title = match p.name {
+                            Some(name) => format!("parallel {name}: {}", p.merge.as_str()),
+                            None => format!("parallel: {}", p.merge.as_str()),
+                        };
+                        // With a completion policy, `on_error` does not apply.
+                        if !p.options.has_policy() {
+                            title = format!("{title}, {}", p.on_error.as_str());
+                        }
+                        title + &policy(&p.options)
                     }
                     Node::Seq(s) => format!("seq {}", s.name),
-                    Node::Map(m) => format!("map {} over {}", m.name, m.items.unwrap_or(m.over)),
+                    Node::Map(m) => format!(
+                        "map {} over {}{}",
+                        m.name,
+                        m.items.unwrap_or(m.over),
+                        policy(&m.options)
+                    ),
                     _ => "dag".to_owned(),
                 };
                 let _ = match style {
@@ -236,6 +253,25 @@ fn render(nodes: &[Node], out: &mut String, depth: usize, counter: &mut usize, s
             }
         }
     }
+}
+
+/// A block's concurrency limit and completion policy, as `, max_concurrency 2, ...`.
+fn policy(options: &MapOptions) -> String {
+    let mut out = String::new();
+    let counts = [
+        ("max_concurrency", options.max_concurrency),
+        ("min_successful", options.min_successful),
+        ("tolerated_failures", options.tolerated_failures),
+    ];
+    for (key, value) in counts {
+        if let Some(value) = value {
+            let _ = write!(out, ", {key} {value}");
+        }
+    }
+    if let Some(p) = options.tolerated_failure_percentage {
+        let _ = write!(out, ", tolerated_failure_percentage {p}%");
+    }
+    out
 }
 
 fn label(name: &str, options: &StepOptions) -> String {

@@ -122,6 +122,15 @@ pub fn merge(
     Ok(Value::Object(out))
 }
 
+/// A branch's changes against the snapshot it started from: the top-level keys it added or
+/// changed (what `collect` keeps); its whole output when either is not a JSON object.
+pub(crate) fn changes(snapshot: &Value, output: &Value) -> Value {
+    match (snapshot, output) {
+        (Value::Object(before), Value::Object(after)) => Value::Object(diff(before, after, false)),
+        _ => output.clone(),
+    }
+}
+
 /// The keys of `after` that are new or changed against `before`. With `deep`, objects are
 /// compared recursively so that only the changed leaves are kept.
 fn diff(before: &Map<String, Value>, after: &Map<String, Value>, deep: bool) -> Map<String, Value> {

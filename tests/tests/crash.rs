@@ -250,13 +250,23 @@ fn random_kills(name: &'static str) {
         "seq" => 5,
         // seed, 20 items, the map's decision, finish
         "batch" => 23,
+        // prepare, four branches (b2 fails), the block's decision, finish
+        "policy" => 7,
         _ => 8,
     };
     assert_eq!(completions.len(), expected, "{completions:?}");
     if name == "batch" {
         assert_eq!(out["items_done"]["succeeded"], 20, "{out}");
     }
-    for step in completions.keys().filter(|s| !s.starts_with("items_done")) {
+    if name == "policy" {
+        assert_policy_decision(&s, &out);
+    }
+    // Block entries (a map's or a named parallel block's decision) are not steps.
+    let blocks = ["items_done", "picked"];
+    for step in completions
+        .keys()
+        .filter(|s| !blocks.iter().any(|b| s.starts_with(b)))
+    {
         assert_eq!(out[format!("did_{step}")], true, "{out}");
         assert!(s.count(&format!("end {step}")) >= 1);
     }
@@ -340,5 +350,70 @@ fn random_kills_never_rerun_a_committed_step_seq() {
 fn random_kills_never_rerun_a_committed_step_parallel() {
     for _ in 0..5 {
         random_kills("parallel");
+    }
+}
+
+/// The parallel block `picked` of the `policy` scenario decided as its branches warrant, and
+/// the decision in the output is the one journaled.
+fn assert_policy_decision(s: &Scenario, out: &serde_json::Value) {
+    let batch = &out["picked"];
+    assert_eq!(batch["status"], "completed", "{out}");
+    assert_eq!(batch["completion_reason"], "all_completed", "{out}");
+    assert_eq!(
+        (&batch["succeeded"], &batch["failed"]),
+        (&4.into(), &1.into()),
+        "{out}"
+    );
+    assert_eq!(batch["items"][1]["error"], "b2 is broken", "{out}");
+    let conn = rusqlite::Connection::open(&s.db).unwrap();
+    let journaled: String = conn
+        .query_row(
+            "SELECT payload FROM durable_journal WHERE step = 'picked' AND kind = 'step_completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let journaled: serde_json::Value = serde_json::from_str(&journaled).unwrap();
+    assert_eq!(
+        journaled["picked"], *batch,
+        "the output's decision is the journaled one"
+    );
+}
+
+#[test]
+fn a_parallel_block_with_a_policy_killed_midway_reruns_only_its_branch_in_flight() {
+    let s = Scenario::new("policy");
+    let child = s.spawn(&[("SLOW_STEP", "b3")]);
+    // Two at a time: b1 and b2 first, then b3 (slow) beside b4, then b5 beside b3.
+    wait_until("b1, b4 and b5 to commit while b3 runs", || {
+        let c = s.committed();
+        ["b1", "b4", "b5"].iter().all(|b| c.contains(*b))
+    });
+    assert_eq!(s.count("start b3"), 1);
+    kill(child);
+    assert_eq!(
+        s.committed(),
+        ["prepare", "b1", "b4", "b5"].map(String::from).into(),
+        "nothing decided yet: b3 can still change the outcome"
+    );
+
+    let out = s.finish();
+    let effects = s.effects();
+    for step in ["prepare", "b1", "b2", "b4", "b5", "finish"] {
+        assert_eq!(effects[&format!("start {step}")], 1, "{step}: {effects:?}");
+    }
+    assert_eq!(effects["start b3"], 2, "the branch in flight runs again");
+    // b2's failure was journaled before the kill: it is replayed, not run again (above).
+    assert_policy_decision(&s, &out);
+    for step in ["b1", "b3", "b4", "b5", "finish"] {
+        assert_eq!(out[format!("did_{step}")], true, "{out}");
+    }
+    assert!(s.completions_per_step().values().all(|&n| n == 1));
+}
+
+#[test]
+fn random_kills_never_rerun_a_committed_step_policy() {
+    for _ in 0..3 {
+        random_kills("policy");
     }
 }

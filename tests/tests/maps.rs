@@ -160,7 +160,10 @@ each_store! {
             assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Completed, CompletionReason::AllCompleted));
             assert_eq!((batch.success_count, batch.failure_count), (3, 2));
             assert_eq!(batch.failed().map(|i| i.index).collect::<Vec<_>>(), [0, 2]);
-            assert_eq!(batch.items[2].error.as_deref(), Some("step `processed[2]/process` failed after 1 attempt: item 2 is bad"));
+            // The user's own message, with the step and its attempts beside it.
+            assert_eq!(batch.items[2].error.as_deref(), Some("item 2 is bad"));
+            assert_eq!(batch.items[2].step.as_deref(), Some("processed[2]/process"));
+            assert_eq!(batch.items[2].attempts, Some(1));
             assert!(batch.throw_if_error().is_err(), "failed items are still errors to throw");
         });
     }

@@ -3,6 +3,11 @@
 use super::*;
 
 impl RunTask {
+    /// Runs the branches from one snapshot of the state, at most `max_concurrency` at once in
+    /// declaration order. Without a completion policy, `on_error` decides what a failed branch
+    /// does; with one, the policy decides when the block is done, and the successful branches
+    /// are merged. A named block stores its batch result under its name and journals its
+    /// output as its own entry, so a replay decides identically.
     pub(super) async fn exec_parallel(
         self: &Arc<Self>,
         address: &[usize],
@@ -10,31 +15,52 @@ impl RunTask {
         snapshot: Value,
         scope: Scope,
     ) -> Result<Done, Abort> {
-        let mut branches = JoinSet::new();
-        for i in 0..block.branches.len() {
-            let run = Arc::clone(self);
-            let (child, state, scope) = (child(address, i), snapshot.clone(), Arc::clone(&scope));
-            // Every branch starts from the same snapshot of the whole state.
-            branches.spawn(async move { (i, run.exec_node(child, state, scope).await) });
-        }
-        let mut results: Vec<Option<Done>> = (0..block.branches.len()).map(|_| None).collect();
-        let mut failures: Vec<RunFailure> = Vec::new();
-        while let Some(joined) = branches.join_next().await {
-            let (i, result) = joined.map_err(|e| {
-                Abort::Engine(self.bad_state("parallel", format!("a branch task died: {e}")))
-            })?;
-            match result {
-                Ok(done) => results[i] = Some(done),
-                Err(Abort::Failed(failure)) if block.on_error == OnError::CompleteAll => {
-                    failures.push(failure)
-                }
-                // fail_fast: returning drops the JoinSet, which aborts the other branches now.
-                Err(abort) => return Err(abort),
+        let path = block.name.map(|name| path_in(&scope, name));
+        if let Some(path) = &path {
+            if let Some((seq, output)) = self.history.get(path).and_then(|h| h.completed.as_ref()) {
+                return self.replay(path, *seq, output);
             }
         }
-        if !failures.is_empty() {
+        let total = block.branches.len();
+        let options = &block.options;
+        let policy = options.has_policy().then(|| {
+            Policy::new(
+                total,
+                options.min_successful,
+                options.tolerated_failures,
+                options.tolerated_failure_percentage,
+            )
+        });
+        let keep_failures = policy.is_some() || block.on_error == OnError::CompleteAll;
+        let (tally, decision) = self
+            .run_limited(
+                path.as_deref().unwrap_or("parallel"),
+                total,
+                options.max_concurrency.unwrap_or(total),
+                keep_failures,
+                |i| {
+                    let run = Arc::clone(self);
+                    let (child, state, scope) =
+                        (child(address, i), snapshot.clone(), Arc::clone(&scope));
+                    // Every branch starts from the same snapshot of the whole state.
+                    async move { run.exec_node(child, state, scope).await }
+                },
+                |tally| {
+                    policy
+                        .as_ref()
+                        .and_then(|p| p.decided(tally.succeeded, tally.failed))
+                },
+            )
+            .await?;
+        if policy.is_none() && tally.failed > 0 {
+            // complete_all: every failure, in declaration order whatever order they came in.
+            let failures: Vec<&RunFailure> = tally
+                .outcomes
+                .iter()
+                .filter_map(|o| o.as_ref().and_then(|o| o.as_ref().err()))
+                .collect();
             // A branch's failure names its failed steps; one of a nested block (a merge that
-            // cannot be done) names none, so its message stands for it.
+            // cannot be done) may name none, so its message stands for it.
             let message = format!(
                 "parallel block ({}) failed: {}",
                 block_names(&block.branches),
@@ -47,13 +73,15 @@ impl RunTask {
                     .collect::<Vec<_>>()
                     .join("; ")
             );
-            let steps = failures.into_iter().flat_map(|f| f.steps).collect();
+            let steps = failures.iter().flat_map(|f| f.steps.clone()).collect();
             return Err(Abort::Failed(RunFailure { steps, message }));
         }
-        let mut done: Vec<(usize, Done)> = results
-            .into_iter()
+        // The successful branches, in declaration order.
+        let mut done: Vec<(usize, &Done)> = tally
+            .outcomes
+            .iter()
             .enumerate()
-            .map(|(i, r)| (i, r.expect("every branch finished")))
+            .filter_map(|(i, o)| Some((i, o.as_ref()?.as_ref().ok()?)))
             .collect();
         if block.merge == Merge::LastWins {
             // The journal's order of completion is the finishing order, on replay too.
@@ -67,9 +95,9 @@ impl RunTask {
             })
             .collect();
         let mut merged = merge(block.merge, &snapshot, &named)
-            .map_err(|e| self.merge_failure("parallel block", &block.branches, e))?;
-        let seq = done.iter().map(|(_, d)| d.seq).max().unwrap_or(0);
-        let skipped: Vec<StepFailure> = done.into_iter().flat_map(|(_, d)| d.skipped).collect();
+            .map_err(|e| self.branch_merge_failure(&block.branches, &scope, &named, e))?;
+        let mut seq = done.iter().map(|(_, d)| d.seq).max().unwrap_or(0);
+        let skipped: Vec<StepFailure> = done.iter().flat_map(|(_, d)| d.skipped.clone()).collect();
         // Optional steps that failed are recorded where the workflow can see them.
         if let (false, Value::Object(state)) = (skipped.is_empty(), &mut merged) {
             let errors = state.entry("parallel_errors").or_insert_with(|| json!({}));
@@ -80,11 +108,55 @@ impl RunTask {
                 errors[failure.step.as_str()] = Value::String(failure.error.clone());
             }
         }
+        if let (Some(path), Some(name)) = (&path, block.name) {
+            // Without a policy, every branch succeeded (a failure returned above).
+            let decision =
+                decision.unwrap_or((BatchStatus::Completed, CompletionReason::AllCompleted));
+            let batch = tally.into_batch(
+                decision,
+                |_, done| changes(&snapshot, &done.state),
+                |i| Some(block.branches[i].name().to_owned()),
+            );
+            let Value::Object(fields) = &mut merged else {
+                unreachable!("a merged state is a JSON object")
+            };
+            fields.insert(
+                name.to_owned(),
+                serde_json::to_value(&batch).expect("a batch result encodes"),
+            );
+            let entry = self.entry(path, EntryKind::StepCompleted, 1, merged.to_string());
+            seq = seq.max(self.append(vec![entry], None).await?);
+        }
         Ok(Done {
             state: merged,
             seq,
             skipped,
         })
+    }
+
+    /// A merge that cannot be done, blaming the branch whose output cannot be merged, if any
+    /// (`attempts` is 0 there: the step itself succeeded).
+    fn branch_merge_failure(
+        &self,
+        nodes: &[Node],
+        scope: &str,
+        branches: &[BranchResult<'_>],
+        error: String,
+    ) -> Abort {
+        let Abort::Failed(mut failure) = self.merge_failure("parallel block", nodes, error) else {
+            unreachable!("a merge failure fails the run")
+        };
+        failure.steps = branches
+            .iter()
+            .filter(|b| !b.output.is_object())
+            .take(1)
+            .map(|b| StepFailure {
+                step: path_in(scope, b.name),
+                attempts: 0,
+                error: failure.message.clone(),
+            })
+            .collect();
+        Abort::Failed(failure)
     }
 
     /// Starts each node as soon as every node it comes after has finished; its input is the

@@ -47,78 +47,33 @@ impl RunTask {
             options.tolerated_failures,
             options.tolerated_failure_percentage,
         );
-        let limit = options.max_concurrency.unwrap_or(total).max(1);
-        let mut statuses = vec![ItemStatus::NotStarted; total];
-        let mut outcomes: Vec<Option<Result<Value, String>>> = (0..total).map(|_| None).collect();
-        let (mut next, mut succeeded, mut failed, mut seq) = (0, 0, 0, 0);
+        let limit = options.max_concurrency.unwrap_or(total);
         let mut items = items.iter();
-        let mut running = JoinSet::new();
-        let decision = loop {
-            if let Some(decision) = policy.decided(succeeded, failed) {
-                // Returning the decision drops nothing yet: cancel what still runs below.
-                break decision;
-            }
-            while running.len() < limit && next < total {
-                let item = items.next().expect("one item per index").clone();
-                let item_scope: Scope = Arc::from(format!("{path}[{next}]"));
-                let (run, address, i) = (Arc::clone(self), address.to_vec(), next);
-                statuses[i] = ItemStatus::Cancelled;
-                running.spawn(async move { (i, run.exec_seq(address, item, item_scope).await) });
-                next += 1;
-            }
-            let Some(joined) = running.join_next().await else {
-                unreachable!("an undecided batch has items left to run")
-            };
-            let (i, result) = joined.map_err(|e| {
-                Abort::Engine(self.bad_state(&path, format!("an item task died: {e}")))
-            })?;
-            match result {
-                Ok(done) => {
-                    seq = seq.max(done.seq);
-                    statuses[i] = ItemStatus::Succeeded;
-                    outcomes[i] = Some(Ok(done.state));
-                    succeeded += 1;
-                }
-                Err(Abort::Failed(failure)) => {
-                    statuses[i] = ItemStatus::Failed;
-                    outcomes[i] = Some(Err(failure.message));
-                    failed += 1;
-                }
-                Err(abort) => return Err(abort),
-            }
-        };
-        // Items still running are cancelled now; those never started stay `not_started`.
-        running.abort_all();
-        let started = statuses
+        let (tally, decision) = self
+            .run_limited(
+                &path,
+                total,
+                limit,
+                true,
+                |i| {
+                    let item = items.next().expect("one item per index").clone();
+                    let item_scope: Scope = Arc::from(format!("{path}[{i}]"));
+                    let (run, address) = (Arc::clone(self), address.to_vec());
+                    async move { run.exec_seq(address, item, item_scope).await }
+                },
+                |tally| policy.decided(tally.succeeded, tally.failed),
+            )
+            .await?;
+        let decision = decision.expect("a batch whose items all finished is decided");
+        let seq = tally
+            .outcomes
             .iter()
-            .filter(|s| **s != ItemStatus::NotStarted)
-            .count();
-        let batch = BatchResult {
-            status: decision.0,
-            completion_reason: decision.1,
-            total_count: total,
-            started_count: started,
-            success_count: succeeded,
-            failure_count: failed,
-            items: statuses
-                .into_iter()
-                .zip(outcomes)
-                .enumerate()
-                .map(|(index, (status, outcome))| {
-                    let (result, error) = match outcome {
-                        Some(Ok(value)) => (Some(value), None),
-                        Some(Err(error)) => (None, Some(error)),
-                        None => (None, None),
-                    };
-                    BatchItem {
-                        index,
-                        status,
-                        result,
-                        error,
-                    }
-                })
-                .collect(),
-        };
+            .filter_map(|o| o.as_ref().and_then(|o| o.as_ref().ok()))
+            .map(|done| done.seq)
+            .max()
+            .unwrap_or(0);
+        // Items still running were cancelled; those never started stay `not_started`.
+        let batch = tally.into_batch(decision, |_, done| done.state, |_| None);
         let mut output = state;
         let Value::Object(fields) = &mut output else {
             let message = format!(

@@ -8,18 +8,19 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use crate::batch::{BatchItem, BatchResult, ItemStatus, Policy};
+use crate::batch::{BatchItem, BatchResult, BatchStatus, CompletionReason, ItemStatus, Policy};
 use crate::clock::now_millis;
 use crate::definition::{DagNode, Definition, MapNode, Node, ParallelNode, StepNode};
 use crate::error::{Error, RunFailure, StepFailure};
 use crate::journal::{CommitError, Journal};
-use crate::merge::{merge, BranchResult, Merge, OnError};
+use crate::merge::{changes, merge, BranchResult, Merge, OnError};
 use crate::panic::CatchUnwind;
 use crate::step::{BoxFuture, OpJournal, StepContext, StepError};
 use crate::store::{EntryKind, Finish, JournalEntry, Rejected, StoreError, Write};
 use crate::RunId;
 
 mod blocks;
+mod limited;
 mod map;
 mod step;
 

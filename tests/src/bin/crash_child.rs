@@ -1,7 +1,7 @@
 //! A worker process for the crash tests: it drives one run named `crash-run` on an SQLite
 //! store, recording every step's start and end in a side-effect log, and gets killed.
 //!
-//! Usage: `crash_child <db> <seq|parallel|graph|batch>` with the log path in `CRASH_LOG`. Environment:
+//! Usage: `crash_child <db> <seq|parallel|graph|batch|policy>` with the log path in `CRASH_LOG`. Environment:
 //! - `SLOW_STEP=name`: that step sleeps for a minute (the test kills the process then);
 //! - `STEP_DELAY_MS=n`: every step sleeps `n` ms.
 //!
@@ -114,6 +114,28 @@ workflow! {
     }
 }
 
+/// A branch that always fails, after recording its start and end like the others.
+async fn broken(ctx: StepContext, _: Data) -> Result<Data, StepError> {
+    let step = ctx.step().to_owned();
+    record(format!("start {step}\n"));
+    record(format!("end {step}\n"));
+    Err(StepError::terminal(format!("{step} is broken")))
+}
+
+workflow! {
+    policy {
+        step prepare = work;
+        parallel picked(max_concurrency = 2, tolerated_failures = 1) {
+            step b1 = work;
+            step b2 = broken;
+            step b3 = work;
+            step b4 = work;
+            step b5 = work;
+        }
+        step finish = work;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -127,6 +149,7 @@ async fn main() {
         .register(parallel)
         .register(graph)
         .register(batch)
+        .register(policy)
         .build()
         .await
         .unwrap();
@@ -145,6 +168,10 @@ async fn main() {
             .map(drop),
         "batch" => engine
             .start_with_id(batch, "crash-run", Data::new())
+            .await
+            .map(drop),
+        "policy" => engine
+            .start_with_id(policy, "crash-run", Data::new())
             .await
             .map(drop),
         other => panic!("unknown scenario {other}"),

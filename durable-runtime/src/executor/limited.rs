@@ -1,0 +1,149 @@
+//! The loop map blocks and parallel blocks share: children started in index order under a
+//! concurrency limit until they all finished or a completion policy decided, and the batch
+//! result built from what became of each.
+
+use std::future::Future;
+
+use super::*;
+
+/// How a batch ended: its status and why.
+pub(super) type Decision = (BatchStatus, CompletionReason);
+
+/// What became of each child of a batch so far.
+pub(super) struct Tally {
+    /// Per child, in index order: its walk's result, or its failure; `None` while it has not
+    /// finished (or never will: cancelled or never started).
+    pub(super) outcomes: Vec<Option<Result<Done, RunFailure>>>,
+    /// Children that succeeded.
+    pub(super) succeeded: usize,
+    /// Children that failed for good.
+    pub(super) failed: usize,
+    /// Children started: always the first ones, in index order.
+    pub(super) started: usize,
+}
+
+impl RunTask {
+    /// Starts `start(i)` for each `i` in `0..total` in order, at most `limit` at once. Before
+    /// each start and after each finish, `decide` may end the batch: the children still
+    /// running are cancelled then and the others never start. A child that fails for good is
+    /// recorded when `keep_failures`; otherwise its failure is returned at once, which cancels
+    /// the children still running (`fail_fast`).
+    pub(super) async fn run_limited<Fut>(
+        &self,
+        path: &str,
+        total: usize,
+        limit: usize,
+        keep_failures: bool,
+        mut start: impl FnMut(usize) -> Fut,
+        mut decide: impl FnMut(&Tally) -> Option<Decision>,
+    ) -> Result<(Tally, Option<Decision>), Abort>
+    where
+        Fut: Future<Output = Result<Done, Abort>> + Send + 'static,
+    {
+        let limit = limit.max(1);
+        let mut tally = Tally {
+            outcomes: (0..total).map(|_| None).collect(),
+            succeeded: 0,
+            failed: 0,
+            started: 0,
+        };
+        let mut running = JoinSet::new();
+        let decision = loop {
+            if let Some(decision) = decide(&tally) {
+                break Some(decision);
+            }
+            while running.len() < limit && tally.started < total {
+                let i = tally.started;
+                let child = start(i);
+                running.spawn(async move { (i, child.await) });
+                tally.started += 1;
+            }
+            let Some(joined) = running.join_next().await else {
+                break None;
+            };
+            let (i, result) = joined.map_err(|e| {
+                Abort::Engine(self.bad_state(path, format!("a child task died: {e}")))
+            })?;
+            match result {
+                Ok(done) => {
+                    tally.outcomes[i] = Some(Ok(done));
+                    tally.succeeded += 1;
+                }
+                Err(Abort::Failed(failure)) if keep_failures => {
+                    tally.outcomes[i] = Some(Err(failure));
+                    tally.failed += 1;
+                }
+                // Returning drops the JoinSet, which cancels the children still running.
+                Err(abort) => return Err(abort),
+            }
+        };
+        running.abort_all();
+        Ok((tally, decision))
+    }
+}
+
+impl Tally {
+    /// The batch result: per child its status and, with `result`, its value, or its error;
+    /// `name` names a child (a parallel block's branches).
+    pub(super) fn into_batch(
+        self,
+        decision: Decision,
+        mut result: impl FnMut(usize, Done) -> Value,
+        name: impl Fn(usize) -> Option<String>,
+    ) -> BatchResult<Value> {
+        let Tally {
+            outcomes,
+            succeeded,
+            failed,
+            started,
+        } = self;
+        let total = outcomes.len();
+        let items = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(index, outcome)| {
+                let mut item = BatchItem {
+                    index,
+                    name: name(index),
+                    status: ItemStatus::NotStarted,
+                    result: None,
+                    error: None,
+                    step: None,
+                    attempts: None,
+                };
+                match outcome {
+                    Some(Ok(done)) => {
+                        item.status = ItemStatus::Succeeded;
+                        item.result = Some(result(index, done));
+                    }
+                    Some(Err(mut failure)) => {
+                        item.status = ItemStatus::Failed;
+                        // One step to blame: its own message, with its path and attempts
+                        // beside it. Otherwise (several, or none) the whole message.
+                        match failure.steps.len() {
+                            1 => {
+                                let step = failure.steps.pop().expect("one step");
+                                item.error = Some(step.error);
+                                item.step = Some(step.step);
+                                item.attempts = Some(step.attempts);
+                            }
+                            _ => item.error = Some(failure.message),
+                        }
+                    }
+                    None if index < started => item.status = ItemStatus::Cancelled,
+                    None => {}
+                }
+                item
+            })
+            .collect();
+        BatchResult {
+            status: decision.0,
+            completion_reason: decision.1,
+            total_count: total,
+            started_count: started,
+            success_count: succeeded,
+            failure_count: failed,
+            items,
+        }
+    }
+}
