@@ -52,10 +52,19 @@ impl RunTask {
                 attempt,
                 Some(Arc::clone(&ops)),
             );
-            let result = run_attempt(step, ctx, state).await;
+            // Never journal what cannot be read back: an output JSON or the reader cannot carry
+            // fails the step, like any output that does not encode (terminal: the same input
+            // gives the same output again).
+            let result = run_attempt(step, ctx, state).await.and_then(|output| {
+                match crate::encode::to_text(&output) {
+                    Ok(text) => Ok((output, text)),
+                    Err(e) => Err(StepError::terminal(format!(
+                        "the step's output cannot be journaled: {e}"
+                    ))),
+                }
+            });
             match result {
-                Ok(output) => {
-                    let text = output.to_string();
+                Ok((output, text)) => {
                     let finish =
                         (self.final_step == Some(name)).then(|| Finish::Completed(text.clone()));
                     let entry = self.entry(name, EntryKind::StepCompleted, attempt, text);
