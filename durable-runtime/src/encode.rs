@@ -411,7 +411,10 @@ mod tests {
         let text = to_text(&v).unwrap();
         assert_eq!(decode(&text).unwrap(), v);
         let err = to_text(&nested(MAX_DEPTH + 1)).unwrap_err();
-        assert!(err.starts_with("it nests arrays and objects more than 100 levels deep"), "{err}");
+        assert!(
+            err.starts_with("it nests arrays and objects more than 100 levels deep"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -435,11 +438,31 @@ mod tests {
             y: f32,
         }
         for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            let err = to_text(&S { x: vec![1.0, bad], y: 0.0 }).unwrap_err();
-            assert!(err.starts_with(&format!("it holds the number {bad}, which JSON cannot represent")), "{err}");
-            assert!(to_value(&S { x: vec![], y: bad as f32 }).is_err());
+            let err = to_text(&S {
+                x: vec![1.0, bad],
+                y: 0.0,
+            })
+            .unwrap_err();
+            assert!(
+                err.starts_with(&format!(
+                    "it holds the number {bad}, which JSON cannot represent"
+                )),
+                "{err}"
+            );
+            assert!(to_value(&S {
+                x: vec![],
+                y: bad as f32
+            })
+            .is_err());
         }
-        assert_eq!(to_text(&S { x: vec![1.5], y: -0.5 }).unwrap(), r#"{"x":[1.5],"y":-0.5}"#);
+        assert_eq!(
+            to_text(&S {
+                x: vec![1.5],
+                y: -0.5
+            })
+            .unwrap(),
+            r#"{"x":[1.5],"y":-0.5}"#
+        );
     }
 
     #[test]
@@ -449,7 +472,9 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let err = decode(&deep).unwrap_err();
         assert_eq!(err, "nests arrays and objects at least 128 levels deep, more than the 127 that can be read back");
-        assert!(decode("[1,").unwrap_err().starts_with("is not valid JSON: EOF"));
+        assert!(decode("[1,")
+            .unwrap_err()
+            .starts_with("is not valid JSON: EOF"));
         assert!(decode(&format!("{}{}", "[".repeat(120), "]".repeat(120))).is_ok());
     }
 }

@@ -226,10 +226,10 @@ impl StepContext {
                     let value = crate::encode::readable(&text)
                         .and_then(|()| serde_json::from_str(&text).map_err(|e| e.to_string()))
                         .map_err(|e| {
-                        StepError::terminal(format!(
-                            "operation {path}: its journaled output does not decode: {e}"
-                        ))
-                    })?;
+                            StepError::terminal(format!(
+                                "operation {path}: its journaled output does not decode: {e}"
+                            ))
+                        })?;
                     outcomes[i] = Some(Ok(value));
                 }
                 None => pending.push((i, path, op)),

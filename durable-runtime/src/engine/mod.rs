@@ -630,7 +630,19 @@ impl Shared {
                 return Ok(());
             }
         };
-        let journal = self.store.load_journal(&run.id).await?;
+        let journal = match self.store.load_journal(&run.id).await {
+            Ok(journal) => journal,
+            Err(e) => {
+                // A damaged journal (or a store failing now) stops this run only: it stays
+                // unfinished in the store, is retried on the heartbeat, and the others go on.
+                let error = Error::Store(StoreError(format!(
+                    "workflow `{}` run {}: cannot load its journal: {e}",
+                    run.workflow, run.id
+                )));
+                lock(&self.stalled).insert(run.id, error);
+                return Ok(());
+            }
+        };
         lock(&self.resumed).push(run.id.clone());
         self.spawn_run(def, run.id, run.lease_token, journal, input);
         Ok(())

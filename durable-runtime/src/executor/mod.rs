@@ -221,8 +221,9 @@ impl RunTask {
 
     /// A node's journaled output, as if it had just run.
     fn replay(&self, path: &str, seq: u64, output: &str) -> Result<Done, Abort> {
-        let state = crate::encode::decode(output)
-            .map_err(|e| Abort::Engine(self.bad_state(path, format!("its journaled output {e}"))))?;
+        let state = crate::encode::decode(output).map_err(|e| {
+            Abort::Engine(self.bad_state(path, format!("its journaled output {e}")))
+        })?;
         Ok(Done {
             state,
             seq,

@@ -5,6 +5,16 @@
 //! takes every unfinished run at once (no waiting for leases to expire after a crash). Writes
 //! go through one connection on a blocking thread, a whole batch per transaction; reads use a
 //! second connection, which WAL lets run beside the writer.
+//!
+//! Each journal entry is stored with a checksum (64-bit FNV-1a of its sequence number, step,
+//! kind, attempt, payload and time) that [`load_journal`](Store::load_journal) verifies: an
+//! entry damaged on disk or edited by hand is refused with an error naming its run and step,
+//! instead of coming back as a valid, wrong output. Entries written before checksums existed
+//! (schema version 1, migrated in place on open) have none and are read as they are.
+//!
+//! Beside the file the store keeps a marker, `<file>.durable-marker`, written when the store
+//! is created. A store file found empty while its marker exists was truncated or replaced:
+//! opening it is refused rather than silently starting a new, empty store.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Read;
@@ -22,8 +32,9 @@ use crate::clock::now_millis;
 use crate::step::BoxFuture;
 use crate::RunId;
 
-/// The schema version this code writes and reads.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version this code writes and reads. Version 1 (no journal checksums) is
+/// migrated in place on open.
+const SCHEMA_VERSION: i64 = 2;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,8 +91,9 @@ impl SqliteStore {
     /// Opens (or creates) the store at `path`.
     ///
     /// Fails with a clear error when the file is not an SQLite database, is the database of
-    /// another application, was written by a newer version of this crate, or is open in
-    /// another engine.
+    /// another application, was written by a newer version of this crate, is open in
+    /// another engine, or is empty although its marker says a store was created there
+    /// (see the [module documentation](self)).
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
@@ -104,11 +116,42 @@ impl SqliteStore {
             }
             Err(TryLockError::Error(e)) => return Err(err(format!("cannot lock the file: {e}"))),
         }
+        let marker = marker_path(&path);
+        let empty = lock
+            .metadata()
+            .map_err(|e| err(format!("cannot read the file's size: {e}")))?
+            .len()
+            == 0;
+        if empty && marker.exists() {
+            return Err(err(format!(
+                "the file is empty, but `{}` says a durable store was created here: the file \
+                 was truncated or replaced, and its runs are gone from it. Restore it from a \
+                 backup, or delete the marker to start a new, empty store at this path",
+                marker.display()
+            )));
+        }
         check_header(&lock).map_err(err)?;
         // Check what the file is before any pragma (WAL mode rewrites the header).
         let probe = Connection::open(&path).map_err(|e| err(e.to_string()))?;
         prepare_schema(&probe).map_err(err)?;
         drop(probe);
+        if !marker.exists() {
+            std::fs::write(
+                &marker,
+                format!(
+                    "`{}` beside this file is a durable store. If that file is ever found empty, \
+                     durable refuses to open it instead of starting a new store; delete this \
+                     marker to start anew.\n",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ),
+            )
+            .map_err(|e| {
+                err(format!(
+                    "cannot write the marker `{}`: {e}",
+                    marker.display()
+                ))
+            })?;
+        }
         let writer = connect(&path, options.synchronous).map_err(|e| err(e.to_string()))?;
         let reader = connect(&path, options.synchronous).map_err(|e| err(e.to_string()))?;
         Ok(Self {
@@ -152,6 +195,35 @@ impl SqliteStore {
             .map_err(|e| StoreError(format!("sqlite store `{shown}`: {e}")))
         })
     }
+}
+
+/// The marker kept beside a store file: `<file>.durable-marker`.
+fn marker_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".durable-marker");
+    PathBuf::from(name)
+}
+
+/// A journal entry's checksum: 64-bit FNV-1a over every stored field.
+fn checksum(seq: u64, step: &str, kind: &str, attempt: u32, payload: &str, at: u64) -> i64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let fields: [&[u8]; 6] = [
+        &seq.to_le_bytes(),
+        step.as_bytes(),
+        kind.as_bytes(),
+        &attempt.to_le_bytes(),
+        payload.as_bytes(),
+        &at.to_le_bytes(),
+    ];
+    for field in fields {
+        for &b in field {
+            hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+        // A separator, so that bytes cannot move from one field to the next unnoticed.
+        hash = (hash ^ 0xff).wrapping_mul(PRIME);
+    }
+    hash as i64
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -217,6 +289,15 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
             .map_err(db)?;
         return match version.as_deref().map(str::parse::<i64>) {
             Some(Ok(SCHEMA_VERSION)) => Ok(()),
+            // Version 1 had no checksums: its entries keep none and are read as they are.
+            Some(Ok(1)) => conn
+                .execute_batch(&format!(
+                    "BEGIN;
+                     ALTER TABLE durable_journal ADD COLUMN checksum INTEGER;
+                     UPDATE durable_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema';
+                     COMMIT;"
+                ))
+                .map_err(|e| format!("cannot migrate the file from schema version 1: {e}")),
             Some(Ok(v)) if v > SCHEMA_VERSION => Err(format!(
                 "the file has schema version {v}, written by a newer version of durable; this \
                  one reads version {SCHEMA_VERSION}: upgrade durable"
@@ -267,6 +348,7 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
              attempt INTEGER NOT NULL,
              payload TEXT NOT NULL,
              at INTEGER NOT NULL,
+             checksum INTEGER,
              PRIMARY KEY (run_id, seq)
          ) WITHOUT ROWID;
          COMMIT;"
@@ -356,18 +438,28 @@ fn apply(
                 tx.execute_batch("SAVEPOINT entries")?;
             }
             let mut insert = tx.prepare_cached(
-                "INSERT INTO durable_journal (run_id, seq, step, kind, attempt, payload, at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                "INSERT INTO durable_journal (run_id, seq, step, kind, attempt, payload, at, \
+                 checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
             )?;
             for entry in entries {
+                let kind = entry.kind.as_str();
+                let sum = checksum(
+                    entry.seq,
+                    &entry.step,
+                    kind,
+                    entry.attempt,
+                    &entry.payload,
+                    entry.at,
+                );
                 let inserted = insert.execute(params![
                     run.as_str(),
                     entry.seq as i64,
                     entry.step,
-                    entry.kind.as_str(),
+                    kind,
                     entry.attempt,
                     entry.payload,
-                    entry.at as i64
+                    entry.at as i64,
+                    sum
                 ])?;
                 if inserted == 0 {
                     if grouped {
@@ -448,14 +540,15 @@ impl Store for SqliteStore {
         id: &'a RunId,
     ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
         let id = id.clone();
-        self.blocking(false, move |conn| {
+        let path = self.inner.path.display().to_string();
+        let loaded = self.blocking(false, move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, step, kind, attempt, payload, at FROM durable_journal \
+                "SELECT seq, step, kind, attempt, payload, at, checksum FROM durable_journal \
                  WHERE run_id = ?1 ORDER BY seq",
             )?;
             let rows = stmt.query_map([id.as_str()], |r| {
                 let kind: String = r.get(2)?;
-                Ok(JournalEntry {
+                let entry = JournalEntry {
                     seq: r.get::<_, i64>(0)? as u64,
                     step: r.get(1)?,
                     kind: super::EntryKind::parse(&kind).ok_or_else(|| {
@@ -468,9 +561,40 @@ impl Store for SqliteStore {
                     attempt: r.get(3)?,
                     payload: r.get(4)?,
                     at: r.get::<_, i64>(5)? as u64,
-                })
+                };
+                let stored: Option<i64> = r.get(6)?;
+                // The kind as stored, so a changed kind is caught as a mismatch too.
+                let intact = stored.is_none_or(|sum| {
+                    sum == checksum(
+                        entry.seq,
+                        &entry.step,
+                        &kind,
+                        entry.attempt,
+                        &entry.payload,
+                        entry.at,
+                    )
+                });
+                Ok((entry, intact))
             })?;
-            rows.collect()
+            let mut entries = Vec::new();
+            for row in rows {
+                let (entry, intact) = row?;
+                if !intact {
+                    return Ok(Err(format!(
+                        "run {id} step `{}` (journal entry {}): the entry does not match its \
+                         checksum, so the file was damaged or changed outside durable; the run \
+                         is left as it is: restore the file from a backup",
+                        entry.step, entry.seq
+                    )));
+                }
+                entries.push(entry);
+            }
+            Ok(Ok(entries))
+        });
+        Box::pin(async move {
+            loaded
+                .await?
+                .map_err(|e| StoreError(format!("sqlite store `{path}`: {e}")))
         })
     }
 
