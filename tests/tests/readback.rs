@@ -81,6 +81,29 @@ async fn report(ctx: StepContext, r: Reading) -> Result<Reading, StepError> {
 
 durable::workflow! { pub typed_nan(state = Reading) { step overheat; step report; } }
 
+/// Each item nests `depth` levels: fine for the step, too deep inside the map's batch result.
+async fn deep_item(ctx: StepContext, item: Data) -> Result<Data, StepError> {
+    note(&ctx, "deep_item");
+    let depth = item.get::<usize>("depth").unwrap();
+    Ok(item.assign("deep", nested(depth)))
+}
+
+durable::workflow! {
+    pub deep_map {
+        map batch(over = items) { step deep_item; }
+        step a;
+    }
+}
+
+/// A `fan_out` whose operation returns a NaN.
+async fn measure(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "measure");
+    let out = ctx.fan_out(vec![|| async { Ok(f64::NAN) }]).await?;
+    Ok(data.assign("measured", out.results))
+}
+
+durable::workflow! { pub fan_nan { step measure; step a; } }
+
 /// Hangs on its first call in a run, so the test can stop the "process" with the run unfinished.
 async fn gate(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     note(&ctx, "gate");
@@ -241,6 +264,49 @@ each_store! {
                 "{err}"
             );
             assert!(matches!(engine.status(&RunId::from("cold")).await, Err(Error::RunNotFound { .. })));
+        });
+    }
+
+    fn a_map_whose_batch_result_nests_too_deep_fails_with_the_maps_name(store) {
+        in_runtime(async {
+            let engine = engine_for(&store, deep_map).await;
+            // The item state is 1 + 1 + 97 = 99 levels deep; the batch result puts it 4 deeper.
+            let input = Data::new().assign("items", json!([{ "depth": 97 }, { "depth": 1 }]));
+            let run = engine.start(deep_map, input).await.unwrap();
+            let id = run.id().clone();
+            let err = run.wait().await.unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "workflow `deep_map` run {id} failed: map `batch`: its batch result cannot be \
+                     journaled: it nests arrays and objects more than 100 levels deep, which could \
+                     not be read back from the journal (the limit is durable::data::MAX_DEPTH)"
+                )
+            );
+            assert_eq!((count(&id, "deep_item"), count(&id, "a")), (2, 0));
+            let history = engine.history(&id).await.unwrap();
+            assert!(history.iter().all(|r| r.step != "batch"), "{history:?}");
+        });
+    }
+
+    fn a_fan_out_operation_returning_nan_fails_its_step_unjournaled(store) {
+        in_runtime(async {
+            let engine = engine_for(&store, fan_nan).await;
+            let run = engine.start(fan_nan, Data::new()).await.unwrap();
+            let id = run.id().clone();
+            let err = run.wait().await.unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!(
+                    "workflow `fan_nan` run {id} failed: step `measure` failed after 1 attempt: \
+                     operation measure/fan_out#1[0]: its output does not encode: it holds the \
+                     number NaN, which JSON cannot represent"
+                )),
+                "{err}"
+            );
+            assert_eq!(count(&id, "a"), 0);
+            let history = engine.history(&id).await.unwrap();
+            assert_eq!(history.len(), 1, "{history:?}");
+            assert_eq!(history[0].step, "measure");
         });
     }
 
