@@ -14,15 +14,17 @@ use serde_json::{Map, Value};
 /// represent them.
 ///
 /// ```
-/// use durable::Data;
+/// use durable::{Data, State};
 ///
 /// let mut deep = serde_json::json!(0);
 /// for _ in 0..durable::data::MAX_DEPTH {
 ///     deep = serde_json::json!([deep]);
 /// }
-/// // The state object itself is one more level.
-/// assert!(Data::new().try_assign("deep", &deep).is_err());
-/// assert!(Data::new().try_assign("deep", &deep[0]).is_ok());
+/// // 100 levels: a value of its own may be that deep, but the state object is one more level.
+/// assert!(Data::new().assign("deep", &deep).into_json().is_err());
+/// assert!(Data::new().assign("deep", &deep[0]).into_json().is_ok());
+/// // 101 levels: refused as soon as it is assigned.
+/// assert!(Data::new().try_assign("deeper", serde_json::json!([deep])).is_err());
 /// ```
 pub const MAX_DEPTH: usize = 100;
 
@@ -60,8 +62,19 @@ pub const MAX_DEPTH: usize = 100;
 ///     does not encode as JSON: key `average`: it holds the number inf"), "{err}");
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Data(pub Map<String, Value>, Option<Refused>);
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut t = f.debug_tuple("Data");
+        t.field(&self.0);
+        if let Some(refused) = &self.1 {
+            t.field(refused);
+        }
+        t.finish()
+    }
+}
 
 /// The first value [`Data::assign`] or [`Data::set`] could not store, with why.
 #[derive(Debug, Clone, PartialEq)]

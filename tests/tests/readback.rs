@@ -536,6 +536,13 @@ fn a_store_file_truncated_to_zero_bytes_is_refused_not_reinitialised() {
     std::fs::remove_file(&marker).unwrap();
     drop(SqliteStore::open(&path).unwrap());
     assert!(marker.exists());
+    // So is deleting the store's files: a file that is gone was not truncated.
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.clone().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+    drop(SqliteStore::open(&path).unwrap());
 }
 
 #[test]

@@ -14,7 +14,8 @@
 //!
 //! Beside the file the store keeps a marker, `<file>.durable-marker`, written when the store
 //! is created. A store file found empty while its marker exists was truncated or replaced:
-//! opening it is refused rather than silently starting a new, empty store.
+//! opening it is refused rather than silently starting a new, empty store. A file that is gone
+//! (deleted on purpose, with its `-wal` and `-shm`) starts a new store.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Read;
@@ -98,6 +99,8 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
         let err = |what: String| StoreError(format!("sqlite store `{shown}`: {what}"));
+        // A file deleted on purpose starts a new store; one found empty was truncated.
+        let existed = path.exists();
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -122,7 +125,7 @@ impl SqliteStore {
             .map_err(|e| err(format!("cannot read the file's size: {e}")))?
             .len()
             == 0;
-        if empty && marker.exists() {
+        if existed && empty && marker.exists() {
             return Err(err(format!(
                 "the file is empty, but `{}` says a durable store was created here: the file \
                  was truncated or replaced, and its runs are gone from it. Restore it from a \
