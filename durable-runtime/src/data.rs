@@ -243,7 +243,13 @@ pub trait State: Serialize + DeserializeOwned + Send + 'static {
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> State for T {
     fn into_json(self) -> Result<Value, serde_json::Error> {
-        crate::encode::to_value(&self)
+        let json = crate::encode::to_value(&self);
+        if json.is_err() {
+            // Perhaps refused for nesting thousands of levels deep: dropping that recursively
+            // could overflow the stack.
+            crate::encode::drop_flat(self);
+        }
+        json
     }
     fn from_json(value: Value) -> Result<Self, serde_json::Error> {
         serde_json::from_value(value)

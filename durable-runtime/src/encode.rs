@@ -14,10 +14,12 @@
 //! serde_json sees it, so a stored value written by anything else (an older version, a hand
 //! edit) gives a clear error on its run instead of a crash.
 
+use std::any::Any;
+
 use serde::ser::{self, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::data::MAX_DEPTH;
+use crate::data::{Data, MAX_DEPTH};
 
 /// The deepest nesting [`decode`] hands to serde_json: serde_json itself refuses deeper text.
 /// Values this version writes stay within [`MAX_DEPTH`]; the margin keeps older journals
@@ -32,6 +34,28 @@ pub(crate) fn to_text<T: Serialize + ?Sized>(value: &T) -> Result<String, String
 /// Converts `value` to JSON, refusing non-finite floats and nesting past [`MAX_DEPTH`].
 pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, serde_json::Error> {
     serde_json::to_value(Guarded { value, depth: 0 })
+}
+
+/// Drops `value` without recursion when it is JSON ([`Value`] or [`Data`]): a refused state may
+/// nest far deeper than a recursive drop can go on a thread's stack. Other types drop as usual.
+pub(crate) fn drop_flat<T: 'static>(value: T) {
+    let mut slot = Some(value);
+    let any: &mut dyn Any = &mut slot;
+    let root = if let Some(value) = any.downcast_mut::<Option<Value>>() {
+        value.take()
+    } else if let Some(data) = any.downcast_mut::<Option<Data>>() {
+        data.take().map(|d| Value::Object(d.0))
+    } else {
+        None
+    };
+    let mut stack: Vec<Value> = root.into_iter().collect();
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(fields) => stack.extend(fields.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
 }
 
 /// Parses journal text, refusing (without recursion) text nested deeper than serde_json reads.
