@@ -355,7 +355,7 @@ fn a_stored_value_too_deep_to_read_stalls_only_its_run_and_never_crashes_the_eng
         // Written straight into the file, as another program or an old version could have.
         let conn = rusqlite::Connection::open(store.db_path()).unwrap();
         conn.execute(
-            "UPDATE durable_runs SET input = ?1 WHERE id = ?2",
+            "UPDATE durable_runs SET input = ?1, input_checksum = NULL WHERE id = ?2",
             [&deep, ids[0].as_str()],
         )
         .unwrap();
@@ -456,6 +456,63 @@ fn a_flipped_byte_in_a_journal_entry_is_refused_naming_run_and_step() {
 }
 
 #[test]
+fn a_changed_run_input_or_output_is_refused_naming_the_run() {
+    let (store, ids) = journal_checksum_test_store();
+    let tamper = |sql: &str, id: &RunId| {
+        drop(open_sqlite_retrying(&store.db_path()));
+        let conn = rusqlite::Connection::open(store.db_path()).unwrap();
+        assert_eq!(conn.execute(sql, [id.as_str()]).unwrap(), 1);
+    };
+    let damaged = |id: &RunId, what: &str| {
+        format!(
+            "sqlite store `{}`: run {id}: its stored {what} does not match its checksum, so the \
+             file was damaged or changed outside durable; the run is left as it is: restore the \
+             file from a backup",
+            store.db_path().display()
+        )
+    };
+    // Still valid JSON: without a checksum the run would resume from another input.
+    tamper(
+        r#"UPDATE durable_runs SET input = '{"n":1}' WHERE id = ?1"#,
+        &ids[0],
+    );
+    in_runtime(async {
+        let engine = engine_for(&store, gated).await;
+        let err = engine.wait::<Data>(&ids[0]).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "store error: workflow `gated` run {}: cannot load its journal: {}",
+                ids[0],
+                damaged(&ids[0], "input")
+            )
+        );
+        assert_eq!(count(&ids[0], "gate"), 1, "the run did not go on");
+        let out: Data = engine.wait(&ids[1]).await.unwrap();
+        assert_eq!(out.get::<i64>("n"), Some(7));
+        let err = engine.status(&ids[0]).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("store error: {}", damaged(&ids[0], "input"))
+        );
+    });
+    tamper(
+        r#"UPDATE durable_runs SET output = replace(output, '"n":7', '"n":8') WHERE id = ?1"#,
+        &ids[1],
+    );
+    in_runtime(async {
+        let engine = engine_for(&store, gated).await;
+        let err = engine.wait::<Data>(&ids[1]).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("store error: {}", damaged(&ids[1], "output"))
+        );
+        // Listing still shows every run.
+        assert_eq!(engine.list(RunFilter::default()).await.unwrap().len(), 2);
+    });
+}
+
+#[test]
 fn a_schema_1_file_is_migrated_and_its_entries_without_checksums_are_read() {
     let (store, ids) = journal_checksum_test_store();
     {
@@ -463,6 +520,8 @@ fn a_schema_1_file_is_migrated_and_its_entries_without_checksums_are_read() {
         let conn = rusqlite::Connection::open(store.db_path()).unwrap();
         conn.execute_batch(
             "ALTER TABLE durable_journal DROP COLUMN checksum;
+             ALTER TABLE durable_runs DROP COLUMN input_checksum;
+             ALTER TABLE durable_runs DROP COLUMN end_checksum;
              UPDATE durable_meta SET value = '1' WHERE key = 'schema';",
         )
         .unwrap();

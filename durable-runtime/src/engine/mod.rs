@@ -591,8 +591,8 @@ impl Shared {
             .map(|(id, _)| id.clone())
             .collect();
         for id in failed {
-            match self.store.load_run(&id).await? {
-                Some(run)
+            match self.store.load_run(&id).await {
+                Ok(Some(run))
                     if run.status == RunStatus::Running
                         && run.owner.as_deref() == Some(self.owner.as_str()) =>
                 {
@@ -600,9 +600,12 @@ impl Shared {
                     self.resume(run).await?;
                 }
                 // Finished meanwhile, or taken over by another worker: nothing to drive here.
-                _ => {
+                Ok(_) => {
                     lock(&self.stalled).remove(&id);
                 }
+                // Its record cannot be read (damaged, or the store failing again): it stays
+                // stalled with the error it has, and the others go on.
+                Err(_) => {}
             }
         }
         Ok(())

@@ -9,8 +9,11 @@
 //! Each journal entry is stored with a checksum (64-bit FNV-1a of its sequence number, step,
 //! kind, attempt, payload and time) that [`load_journal`](Store::load_journal) verifies: an
 //! entry damaged on disk or edited by hand is refused with an error naming its run and step,
-//! instead of coming back as a valid, wrong output. Entries written before checksums existed
-//! (schema version 1, migrated in place on open) have none and are read as they are.
+//! instead of coming back as a valid, wrong output. A run's input and its output (or error)
+//! carry a checksum too, verified by [`load_run`](Store::load_run) (so by `wait` and `status`)
+//! and, for the input, when the run's journal is loaded to resume it; listing runs does not
+//! verify. Rows written before checksums existed (schema version 1, migrated in place on open)
+//! have none and are read as they are.
 //!
 //! Beside the file the store keeps a marker, `<file>.durable-marker`, written when the store
 //! is created. A store file found empty while its marker exists was truncated or replaced:
@@ -209,24 +212,45 @@ fn marker_path(path: &Path) -> PathBuf {
 
 /// A journal entry's checksum: 64-bit FNV-1a over every stored field.
 fn checksum(seq: u64, step: &str, kind: &str, attempt: u32, payload: &str, at: u64) -> i64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let fields: [&[u8]; 6] = [
+    fnv1a(&[
         &seq.to_le_bytes(),
         step.as_bytes(),
         kind.as_bytes(),
         &attempt.to_le_bytes(),
         payload.as_bytes(),
         &at.to_le_bytes(),
-    ];
+    ])
+}
+
+/// The checksum of a run's input, output or error.
+fn text_checksum(text: &str) -> i64 {
+    fnv1a(&[text.as_bytes()])
+}
+
+/// 64-bit FNV-1a over `fields`, each followed by a separator.
+fn fnv1a(fields: &[&[u8]]) -> i64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for field in fields {
-        for &b in field {
+        for &b in *field {
             hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
         }
         // A separator, so that bytes cannot move from one field to the next unnoticed.
         hash = (hash ^ 0xff).wrapping_mul(PRIME);
     }
     hash as i64
+}
+
+/// Whether `text` matches its stored checksum (rows written before checksums have none).
+fn intact(text: &str, stored: Option<i64>) -> bool {
+    stored.is_none_or(|sum| sum == text_checksum(text))
+}
+
+fn damaged_run(id: &RunId, what: &str) -> String {
+    format!(
+        "run {id}: {what} does not match its checksum, so the file was damaged or changed \
+         outside durable; the run is left as it is: restore the file from a backup"
+    )
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -297,6 +321,8 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
                 .execute_batch(&format!(
                     "BEGIN;
                      ALTER TABLE durable_journal ADD COLUMN checksum INTEGER;
+                     ALTER TABLE durable_runs ADD COLUMN input_checksum INTEGER;
+                     ALTER TABLE durable_runs ADD COLUMN end_checksum INTEGER;
                      UPDATE durable_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema';
                      COMMIT;"
                 ))
@@ -340,7 +366,9 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
              lease_token INTEGER NOT NULL,
              lease_expires_at INTEGER NOT NULL,
              created_at INTEGER NOT NULL,
-             updated_at INTEGER NOT NULL
+             updated_at INTEGER NOT NULL,
+             input_checksum INTEGER,
+             end_checksum INTEGER
          );
          CREATE INDEX durable_runs_by_status ON durable_runs (status, workflow);
          CREATE TABLE durable_journal (
@@ -396,8 +424,9 @@ fn apply(
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO durable_runs (id, workflow, fingerprint, status, input, owner, \
-                     lease_token, lease_expires_at, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, 'running', ?4, ?5, 1, ?6, ?7, ?7) ON CONFLICT (id) DO NOTHING",
+                     lease_token, lease_expires_at, created_at, updated_at, input_checksum) \
+                     VALUES (?1, ?2, ?3, 'running', ?4, ?5, 1, ?6, ?7, ?7, ?8) \
+                     ON CONFLICT (id) DO NOTHING",
                 )?
                 .execute(params![
                     new.id.as_str(),
@@ -406,7 +435,8 @@ fn apply(
                     new.input,
                     new.owner,
                     new.lease_expires_at as i64,
-                    now
+                    now,
+                    text_checksum(&new.input)
                 ])?;
             Ok(if inserted == 1 {
                 Ok(())
@@ -475,16 +505,25 @@ fn apply(
                 tx.execute_batch("RELEASE entries")?;
             }
             // Only a run's end touches its row: a step's commit writes one journal page.
-            let (status, output, error) = match finish {
-                Some(Finish::Completed(output)) => (RunStatus::Completed, Some(output), None),
-                Some(Finish::Failed(error)) => (RunStatus::Failed, None, Some(error)),
+            let (status, output, error, end) = match finish {
+                Some(Finish::Completed(output)) => {
+                    (RunStatus::Completed, Some(output), None, output)
+                }
+                Some(Finish::Failed(error)) => (RunStatus::Failed, None, Some(error), error),
                 None => return Ok(Ok(())),
             };
             tx.prepare_cached(
-                "UPDATE durable_runs SET status = ?2, output = ?3, error = ?4, updated_at = ?5 \
-                 WHERE id = ?1",
+                "UPDATE durable_runs SET status = ?2, output = ?3, error = ?4, updated_at = ?5, \
+                 end_checksum = ?6 WHERE id = ?1",
             )?
-            .execute(params![run.as_str(), status.as_str(), output, error, now])?;
+            .execute(params![
+                run.as_str(),
+                status.as_str(),
+                output,
+                error,
+                now,
+                text_checksum(end)
+            ])?;
             Ok(Ok(()))
         }
     }
@@ -529,12 +568,36 @@ impl Store for SqliteStore {
         id: &'a RunId,
     ) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
         let id = id.clone();
-        self.blocking(false, move |conn| {
+        let path = self.inner.path.display().to_string();
+        let loaded = self.blocking(false, move |conn| {
             conn.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM durable_runs WHERE id = ?1"
+                "SELECT {RUN_COLUMNS}, input_checksum, end_checksum FROM durable_runs WHERE id = ?1"
             ))?
-            .query_row([id.as_str()], run_from_row)
+            .query_row([id.as_str()], |r| {
+                let run = run_from_row(r)?;
+                let (input_sum, end_sum) = (r.get(11)?, r.get(12)?);
+                let damaged = if !intact(&run.input, input_sum) {
+                    Some("its stored input")
+                } else if !run.output.as_deref().is_none_or(|o| intact(o, end_sum)) {
+                    Some("its stored output")
+                } else if !run.error.as_deref().is_none_or(|e| intact(e, end_sum)) {
+                    Some("its stored error")
+                } else {
+                    None
+                };
+                Ok(match damaged {
+                    Some(what) => Err(damaged_run(&run.id, what)),
+                    None => Ok(run),
+                })
+            })
             .optional()
+        });
+        Box::pin(async move {
+            match loaded.await? {
+                Some(Err(e)) => Err(StoreError(format!("sqlite store `{path}`: {e}"))),
+                Some(Ok(run)) => Ok(Some(run)),
+                None => Ok(None),
+            }
         })
     }
 
@@ -545,6 +608,16 @@ impl Store for SqliteStore {
         let id = id.clone();
         let path = self.inner.path.display().to_string();
         let loaded = self.blocking(false, move |conn| {
+            // The journal is loaded to resume the run: its input must be intact too.
+            let input: Option<(String, Option<i64>)> = conn
+                .prepare_cached("SELECT input, input_checksum FROM durable_runs WHERE id = ?1")?
+                .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((input, sum)) = input {
+                if !intact(&input, sum) {
+                    return Ok(Err(damaged_run(&id, "its stored input")));
+                }
+            }
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, step, kind, attempt, payload, at, checksum FROM durable_journal \
                  WHERE run_id = ?1 ORDER BY seq",
