@@ -97,6 +97,13 @@ pub enum Error {
         /// The run.
         run_id: RunId,
     },
+    /// A run id outside the limits (see [`RunId::check`]): nothing was started or looked up.
+    InvalidRunId {
+        /// The id, quoted and escaped, cut after 64 characters.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -146,6 +153,12 @@ impl fmt::Display for Error {
             Error::ShutDown { run_id } => write!(
                 f,
                 "the engine shut down while run {run_id} was in flight; it resumes on the next start"
+            ),
+            Error::InvalidRunId { id, reason } => write!(
+                f,
+                "invalid run id {id}: {reason}; a run id is 1 to {} bytes of text without \
+                 control characters",
+                RunId::MAX_LEN
             ),
         }
     }

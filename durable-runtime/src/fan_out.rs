@@ -229,11 +229,13 @@ impl StepContext {
             let path = format!("{call}[{i}]");
             match self.ops().and_then(|journal| journal.finished(&path)) {
                 Some(text) => {
-                    let value = serde_json::from_str(&text).map_err(|e| {
-                        StepError::terminal(format!(
-                            "operation {path}: its journaled output does not decode: {e}"
-                        ))
-                    })?;
+                    let value = crate::encode::readable(&text)
+                        .and_then(|()| serde_json::from_str(&text).map_err(|e| e.to_string()))
+                        .map_err(|e| {
+                            StepError::terminal(format!(
+                                "operation {path}: its journaled output does not decode: {e}"
+                            ))
+                        })?;
                     outcomes[i] = Some(Ok(value));
                 }
                 None => pending.push((i, path, op)),
@@ -255,7 +257,7 @@ impl StepContext {
                 .map_err(|e| StepError::retryable(format!("an operation of {call} died: {e}")))?;
             let outcome = match result {
                 Ok(value) => {
-                    let text = serde_json::to_string(&value).map_err(|e| {
+                    let text = crate::encode::to_text(&value).map_err(|e| {
                         StepError::terminal(format!(
                             "operation {path}: its output does not encode: {e}"
                         ))

@@ -8,6 +8,7 @@ pub mod batch;
 mod clock;
 pub mod data;
 pub mod definition;
+mod encode;
 pub mod engine;
 pub mod error;
 mod executor;

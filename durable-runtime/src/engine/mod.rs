@@ -269,6 +269,7 @@ impl Engine {
     ) -> Result<RunHandle<W>, Error> {
         let _ = workflow;
         let id = id.into();
+        id.check()?;
         let def =
             self.shared
                 .workflows
@@ -284,11 +285,17 @@ impl Engine {
             step: None,
             message: format!("the input does not encode as JSON: {e}"),
         })?;
+        let text = crate::encode::to_text(&input).map_err(|e| Error::BadState {
+            workflow: W::NAME.to_owned(),
+            run_id: id.clone(),
+            step: None,
+            message: format!("the input cannot be journaled: {e}"),
+        })?;
         let write = Write::CreateRun(NewRun {
             id: id.clone(),
             workflow: W::NAME.to_owned(),
             fingerprint: def.fingerprint().to_owned(),
-            input: input.to_string(),
+            input: text,
             owner: self.shared.owner.clone(),
             lease_expires_at: now_millis() + self.shared.lease.as_millis() as u64,
         });
@@ -382,6 +389,7 @@ impl Engine {
 
     /// Waits for a run to finish; returns its workflow's name and its output as JSON.
     async fn wait_json(&self, id: &RunId) -> Result<(String, Value), Error> {
+        id.check()?;
         loop {
             let local = lock(&self.shared.active)
                 .get(id)
@@ -400,11 +408,11 @@ impl Engine {
             match run.status {
                 RunStatus::Completed => {
                     let output = run.output.as_deref().unwrap_or("null");
-                    let value = serde_json::from_str(output).map_err(|e| Error::BadState {
+                    let value = crate::encode::decode(output).map_err(|e| Error::BadState {
                         workflow: run.workflow.clone(),
                         run_id: id.clone(),
                         step: None,
-                        message: format!("its stored output is not valid JSON: {e}"),
+                        message: format!("its stored output {e}"),
                     })?;
                     return Ok((run.workflow, value));
                 }
@@ -430,6 +438,7 @@ impl Engine {
     }
 
     async fn load(&self, id: &RunId) -> Result<RunRecord, Error> {
+        id.check()?;
         self.shared
             .store
             .load_run(id)
@@ -582,8 +591,8 @@ impl Shared {
             .map(|(id, _)| id.clone())
             .collect();
         for id in failed {
-            match self.store.load_run(&id).await? {
-                Some(run)
+            match self.store.load_run(&id).await {
+                Ok(Some(run))
                     if run.status == RunStatus::Running
                         && run.owner.as_deref() == Some(self.owner.as_str()) =>
                 {
@@ -591,9 +600,12 @@ impl Shared {
                     self.resume(run).await?;
                 }
                 // Finished meanwhile, or taken over by another worker: nothing to drive here.
-                _ => {
+                Ok(_) => {
                     lock(&self.stalled).remove(&id);
                 }
+                // Its record cannot be read (damaged, or the store failing again): it stays
+                // stalled with the error it has, and the others go on.
+                Err(_) => {}
             }
         }
         Ok(())
@@ -608,20 +620,32 @@ impl Shared {
                 return Ok(());
             }
         };
-        let input = match serde_json::from_str::<Value>(&run.input) {
+        let input = match crate::encode::decode(&run.input) {
             Ok(input) => input,
             Err(e) => {
                 let error = Error::BadState {
                     workflow: run.workflow,
                     run_id: run.id.clone(),
                     step: None,
-                    message: format!("its stored input is not valid JSON: {e}"),
+                    message: format!("its stored input {e}"),
                 };
                 lock(&self.stalled).insert(run.id, error);
                 return Ok(());
             }
         };
-        let journal = self.store.load_journal(&run.id).await?;
+        let journal = match self.store.load_journal(&run.id).await {
+            Ok(journal) => journal,
+            Err(e) => {
+                // A damaged journal (or a store failing now) stops this run only: it stays
+                // unfinished in the store, is retried on the heartbeat, and the others go on.
+                let error = Error::Store(StoreError(format!(
+                    "workflow `{}` run {}: cannot load its journal: {e}",
+                    run.workflow, run.id
+                )));
+                lock(&self.stalled).insert(run.id, error);
+                return Ok(());
+            }
+        };
         lock(&self.resumed).push(run.id.clone());
         self.spawn_run(def, run.id, run.lease_token, journal, input);
         Ok(())

@@ -57,7 +57,7 @@ pub struct RunInfo {
 impl RunInfo {
     pub(super) fn from_record(run: RunRecord, stalled: Option<Error>) -> Self {
         let json =
-            |s: &str| serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()));
+            |s: &str| crate::encode::decode(s).unwrap_or_else(|_| Value::String(s.to_owned()));
         RunInfo {
             input: json(&run.input),
             output: run.output.as_deref().map(json),
@@ -113,7 +113,7 @@ pub enum StepEvent {
 impl StepRecord {
     pub(super) fn from_entry(entry: JournalEntry) -> Self {
         let payload: Value =
-            serde_json::from_str(&entry.payload).unwrap_or(Value::String(entry.payload));
+            crate::encode::decode(&entry.payload).unwrap_or(Value::String(entry.payload));
         let error = |p: &Value| {
             p.get("error")
                 .and_then(Value::as_str)

@@ -89,7 +89,16 @@ impl RunTask {
             map.name.to_owned(),
             serde_json::to_value(&batch).expect("a batch result encodes"),
         );
-        let entry = self.entry(&path, EntryKind::StepCompleted, 1, output.to_string());
+        let text = crate::encode::to_text(&output).map_err(|e| {
+            Abort::Failed(RunFailure {
+                steps: Vec::new(),
+                message: format!(
+                    "map `{}`: its batch result cannot be journaled: {e}",
+                    map.name
+                ),
+            })
+        })?;
+        let entry = self.entry(&path, EntryKind::StepCompleted, 1, text);
         let seq = seq.max(self.append(vec![entry], None).await?);
         Ok(Done {
             state: output,

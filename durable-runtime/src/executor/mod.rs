@@ -92,12 +92,12 @@ impl RunTask {
                 EntryKind::StepCompleted => h.completed = Some((entry.seq, entry.payload)),
                 EntryKind::AttemptFailed => {
                     h.failed_attempts = h.failed_attempts.max(entry.attempt);
-                    h.retry_at = serde_json::from_str::<Value>(&entry.payload)
+                    h.retry_at = crate::encode::decode(&entry.payload)
                         .ok()
                         .and_then(|p| p.get("retry_at").and_then(Value::as_u64));
                 }
                 EntryKind::StepFailed => {
-                    let error = serde_json::from_str::<Value>(&entry.payload)
+                    let error = crate::encode::decode(&entry.payload)
                         .ok()
                         .and_then(|p| p.get("error").and_then(Value::as_str).map(str::to_owned))
                         .unwrap_or(entry.payload);
@@ -128,16 +128,15 @@ impl RunTask {
         let (finish, outcome) = match walked {
             // The final step's commit finished the run already.
             Ok(done) if self.final_step.is_some() => return Ok(done.state),
-            Ok(done) => (Finish::Completed(done.state.to_string()), Ok(done.state)),
-            Err(Abort::Failed(failure)) => {
-                let text = serde_json::to_string(&failure).expect("a RunFailure always encodes");
-                let error = Error::RunFailed {
-                    workflow: self.def.name().to_owned(),
-                    run_id: self.run_id.clone(),
-                    failure,
-                };
-                (Finish::Failed(text), Err(error))
-            }
+            Ok(done) => match crate::encode::to_text(&done.state) {
+                Ok(text) => (Finish::Completed(text), Ok(done.state)),
+                // A merge can nest deeper than each step it merged (`collect`).
+                Err(e) => self.failed(RunFailure {
+                    steps: Vec::new(),
+                    message: format!("its output cannot be journaled: {e}"),
+                }),
+            },
+            Err(Abort::Failed(failure)) => self.failed(failure),
             Err(Abort::Engine(error)) => return Err(error),
         };
         match self.append(Vec::new(), Some(finish)).await {
@@ -145,6 +144,17 @@ impl RunTask {
             Err(Abort::Engine(error)) => Err(error),
             Err(Abort::Failed(_)) => unreachable!("appending never fails a run"),
         }
+    }
+
+    /// The run's end and its waiters' outcome when it failed for good.
+    fn failed(&self, failure: RunFailure) -> (Finish, Outcome) {
+        let text = serde_json::to_string(&failure).expect("a RunFailure always encodes");
+        let error = Error::RunFailed {
+            workflow: self.def.name().to_owned(),
+            run_id: self.run_id.clone(),
+            failure,
+        };
+        (Finish::Failed(text), Err(error))
     }
 
     /// The children of the node at `address` (the top level when empty).
@@ -212,10 +222,8 @@ impl RunTask {
 
     /// A node's journaled output, as if it had just run.
     fn replay(&self, path: &str, seq: u64, output: &str) -> Result<Done, Abort> {
-        let state = serde_json::from_str(output).map_err(|e| {
-            Abort::Engine(
-                self.bad_state(path, format!("its journaled output is not valid JSON: {e}")),
-            )
+        let state = crate::encode::decode(output).map_err(|e| {
+            Abort::Engine(self.bad_state(path, format!("its journaled output {e}")))
         })?;
         Ok(Done {
             state,

@@ -52,10 +52,9 @@ impl RunTask {
                 attempt,
                 Some(Arc::clone(&ops)),
             );
-            let result = run_attempt(step, ctx, state).await;
+            let result = run_attempt(step, ctx, state).await.and_then(encode_output);
             match result {
-                Ok(output) => {
-                    let text = output.to_string();
+                Ok((output, text)) => {
                     let finish =
                         (self.final_step == Some(name)).then(|| Finish::Completed(text.clone()));
                     let entry = self.entry(name, EntryKind::StepCompleted, attempt, text);
@@ -156,6 +155,18 @@ async fn run_attempt(step: &StepNode, ctx: StepContext, state: Value) -> Result<
         None => attempt.await,
     };
     result.unwrap_or_else(|panic| Err(StepError::retryable(format!("the step panicked: {panic}"))))
+}
+
+/// A step's output and its journal text. Never journal what cannot be read back: an output
+/// JSON or the reader cannot carry fails the step, like any output that does not encode
+/// (terminal: the same input gives the same output again).
+fn encode_output(output: Value) -> Result<(Value, String), StepError> {
+    match crate::encode::to_text(&output) {
+        Ok(text) => Ok((output, text)),
+        Err(e) => Err(StepError::terminal(format!(
+            "the step's output cannot be journaled: {e}"
+        ))),
+    }
 }
 
 /// A step's final failure: the run fails, unless the step is optional, when the workflow goes

@@ -5,6 +5,20 @@
 //! takes every unfinished run at once (no waiting for leases to expire after a crash). Writes
 //! go through one connection on a blocking thread, a whole batch per transaction; reads use a
 //! second connection, which WAL lets run beside the writer.
+//!
+//! Each journal entry is stored with a checksum (64-bit FNV-1a of its sequence number, step,
+//! kind, attempt, payload and time) that [`load_journal`](Store::load_journal) verifies: an
+//! entry damaged on disk or edited by hand is refused with an error naming its run and step,
+//! instead of coming back as a valid, wrong output. A run's input and its output (or error)
+//! carry a checksum too, verified by [`load_run`](Store::load_run) (so by `wait` and `status`)
+//! and, for the input, when the run's journal is loaded to resume it; listing runs does not
+//! verify. Rows written before checksums existed (schema version 1, migrated in place on open)
+//! have none and are read as they are.
+//!
+//! Beside the file the store keeps a marker, `<file>.durable-marker`, written when the store
+//! is created. A store file found empty while its marker exists was truncated or replaced:
+//! opening it is refused rather than silently starting a new, empty store. A file that is gone
+//! (deleted on purpose, with its `-wal` and `-shm`) starts a new store.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Read;
@@ -22,8 +36,9 @@ use crate::clock::now_millis;
 use crate::step::BoxFuture;
 use crate::RunId;
 
-/// The schema version this code writes and reads.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version this code writes and reads. Version 1 (no journal checksums) is
+/// migrated in place on open.
+const SCHEMA_VERSION: i64 = 2;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,12 +95,15 @@ impl SqliteStore {
     /// Opens (or creates) the store at `path`.
     ///
     /// Fails with a clear error when the file is not an SQLite database, is the database of
-    /// another application, was written by a newer version of this crate, or is open in
-    /// another engine.
+    /// another application, was written by a newer version of this crate, is open in
+    /// another engine, or is empty although its marker says a store was created there
+    /// (see the [module documentation](self)).
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
         let err = |what: String| StoreError(format!("sqlite store `{shown}`: {what}"));
+        // A file deleted on purpose starts a new store; one found empty was truncated.
+        let existed = path.exists();
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -104,11 +122,42 @@ impl SqliteStore {
             }
             Err(TryLockError::Error(e)) => return Err(err(format!("cannot lock the file: {e}"))),
         }
+        let marker = marker_path(&path);
+        let empty = lock
+            .metadata()
+            .map_err(|e| err(format!("cannot read the file's size: {e}")))?
+            .len()
+            == 0;
+        if existed && empty && marker.exists() {
+            return Err(err(format!(
+                "the file is empty, but `{}` says a durable store was created here: the file \
+                 was truncated or replaced, and its runs are gone from it. Restore it from a \
+                 backup, or delete the marker to start a new, empty store at this path",
+                marker.display()
+            )));
+        }
         check_header(&lock).map_err(err)?;
         // Check what the file is before any pragma (WAL mode rewrites the header).
         let probe = Connection::open(&path).map_err(|e| err(e.to_string()))?;
         prepare_schema(&probe).map_err(err)?;
         drop(probe);
+        if !marker.exists() {
+            std::fs::write(
+                &marker,
+                format!(
+                    "`{}` beside this file is a durable store. If that file is ever found empty, \
+                     durable refuses to open it instead of starting a new store; delete this \
+                     marker to start anew.\n",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ),
+            )
+            .map_err(|e| {
+                err(format!(
+                    "cannot write the marker `{}`: {e}",
+                    marker.display()
+                ))
+            })?;
+        }
         let writer = connect(&path, options.synchronous).map_err(|e| err(e.to_string()))?;
         let reader = connect(&path, options.synchronous).map_err(|e| err(e.to_string()))?;
         Ok(Self {
@@ -152,6 +201,56 @@ impl SqliteStore {
             .map_err(|e| StoreError(format!("sqlite store `{shown}`: {e}")))
         })
     }
+}
+
+/// The marker kept beside a store file: `<file>.durable-marker`.
+fn marker_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".durable-marker");
+    PathBuf::from(name)
+}
+
+/// A journal entry's checksum: 64-bit FNV-1a over every stored field.
+fn checksum(seq: u64, step: &str, kind: &str, attempt: u32, payload: &str, at: u64) -> i64 {
+    fnv1a(&[
+        &seq.to_le_bytes(),
+        step.as_bytes(),
+        kind.as_bytes(),
+        &attempt.to_le_bytes(),
+        payload.as_bytes(),
+        &at.to_le_bytes(),
+    ])
+}
+
+/// The checksum of a run's input, output or error.
+fn text_checksum(text: &str) -> i64 {
+    fnv1a(&[text.as_bytes()])
+}
+
+/// 64-bit FNV-1a over `fields`, each followed by a separator.
+fn fnv1a(fields: &[&[u8]]) -> i64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for field in fields {
+        for &b in *field {
+            hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+        // A separator, so that bytes cannot move from one field to the next unnoticed.
+        hash = (hash ^ 0xff).wrapping_mul(PRIME);
+    }
+    hash as i64
+}
+
+/// Whether `text` matches its stored checksum (rows written before checksums have none).
+fn intact(text: &str, stored: Option<i64>) -> bool {
+    stored.is_none_or(|sum| sum == text_checksum(text))
+}
+
+fn damaged_run(id: &RunId, what: &str) -> String {
+    format!(
+        "run {id}: {what} does not match its checksum, so the file was damaged or changed \
+         outside durable; the run is left as it is: restore the file from a backup"
+    )
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -217,6 +316,17 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
             .map_err(db)?;
         return match version.as_deref().map(str::parse::<i64>) {
             Some(Ok(SCHEMA_VERSION)) => Ok(()),
+            // Version 1 had no checksums: its entries keep none and are read as they are.
+            Some(Ok(1)) => conn
+                .execute_batch(&format!(
+                    "BEGIN;
+                     ALTER TABLE durable_journal ADD COLUMN checksum INTEGER;
+                     ALTER TABLE durable_runs ADD COLUMN input_checksum INTEGER;
+                     ALTER TABLE durable_runs ADD COLUMN end_checksum INTEGER;
+                     UPDATE durable_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema';
+                     COMMIT;"
+                ))
+                .map_err(|e| format!("cannot migrate the file from schema version 1: {e}")),
             Some(Ok(v)) if v > SCHEMA_VERSION => Err(format!(
                 "the file has schema version {v}, written by a newer version of durable; this \
                  one reads version {SCHEMA_VERSION}: upgrade durable"
@@ -256,7 +366,9 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
              lease_token INTEGER NOT NULL,
              lease_expires_at INTEGER NOT NULL,
              created_at INTEGER NOT NULL,
-             updated_at INTEGER NOT NULL
+             updated_at INTEGER NOT NULL,
+             input_checksum INTEGER,
+             end_checksum INTEGER
          );
          CREATE INDEX durable_runs_by_status ON durable_runs (status, workflow);
          CREATE TABLE durable_journal (
@@ -267,6 +379,7 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
              attempt INTEGER NOT NULL,
              payload TEXT NOT NULL,
              at INTEGER NOT NULL,
+             checksum INTEGER,
              PRIMARY KEY (run_id, seq)
          ) WITHOUT ROWID;
          COMMIT;"
@@ -311,8 +424,9 @@ fn apply(
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO durable_runs (id, workflow, fingerprint, status, input, owner, \
-                     lease_token, lease_expires_at, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, 'running', ?4, ?5, 1, ?6, ?7, ?7) ON CONFLICT (id) DO NOTHING",
+                     lease_token, lease_expires_at, created_at, updated_at, input_checksum) \
+                     VALUES (?1, ?2, ?3, 'running', ?4, ?5, 1, ?6, ?7, ?7, ?8) \
+                     ON CONFLICT (id) DO NOTHING",
                 )?
                 .execute(params![
                     new.id.as_str(),
@@ -321,7 +435,8 @@ fn apply(
                     new.input,
                     new.owner,
                     new.lease_expires_at as i64,
-                    now
+                    now,
+                    text_checksum(&new.input)
                 ])?;
             Ok(if inserted == 1 {
                 Ok(())
@@ -356,18 +471,28 @@ fn apply(
                 tx.execute_batch("SAVEPOINT entries")?;
             }
             let mut insert = tx.prepare_cached(
-                "INSERT INTO durable_journal (run_id, seq, step, kind, attempt, payload, at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                "INSERT INTO durable_journal (run_id, seq, step, kind, attempt, payload, at, \
+                 checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
             )?;
             for entry in entries {
+                let kind = entry.kind.as_str();
+                let sum = checksum(
+                    entry.seq,
+                    &entry.step,
+                    kind,
+                    entry.attempt,
+                    &entry.payload,
+                    entry.at,
+                );
                 let inserted = insert.execute(params![
                     run.as_str(),
                     entry.seq as i64,
                     entry.step,
-                    entry.kind.as_str(),
+                    kind,
                     entry.attempt,
                     entry.payload,
-                    entry.at as i64
+                    entry.at as i64,
+                    sum
                 ])?;
                 if inserted == 0 {
                     if grouped {
@@ -380,16 +505,25 @@ fn apply(
                 tx.execute_batch("RELEASE entries")?;
             }
             // Only a run's end touches its row: a step's commit writes one journal page.
-            let (status, output, error) = match finish {
-                Some(Finish::Completed(output)) => (RunStatus::Completed, Some(output), None),
-                Some(Finish::Failed(error)) => (RunStatus::Failed, None, Some(error)),
+            let (status, output, error, end) = match finish {
+                Some(Finish::Completed(output)) => {
+                    (RunStatus::Completed, Some(output), None, output)
+                }
+                Some(Finish::Failed(error)) => (RunStatus::Failed, None, Some(error), error),
                 None => return Ok(Ok(())),
             };
             tx.prepare_cached(
-                "UPDATE durable_runs SET status = ?2, output = ?3, error = ?4, updated_at = ?5 \
-                 WHERE id = ?1",
+                "UPDATE durable_runs SET status = ?2, output = ?3, error = ?4, updated_at = ?5, \
+                 end_checksum = ?6 WHERE id = ?1",
             )?
-            .execute(params![run.as_str(), status.as_str(), output, error, now])?;
+            .execute(params![
+                run.as_str(),
+                status.as_str(),
+                output,
+                error,
+                now,
+                text_checksum(end)
+            ])?;
             Ok(Ok(()))
         }
     }
@@ -434,12 +568,36 @@ impl Store for SqliteStore {
         id: &'a RunId,
     ) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
         let id = id.clone();
-        self.blocking(false, move |conn| {
+        let path = self.inner.path.display().to_string();
+        let loaded = self.blocking(false, move |conn| {
             conn.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM durable_runs WHERE id = ?1"
+                "SELECT {RUN_COLUMNS}, input_checksum, end_checksum FROM durable_runs WHERE id = ?1"
             ))?
-            .query_row([id.as_str()], run_from_row)
+            .query_row([id.as_str()], |r| {
+                let run = run_from_row(r)?;
+                let (input_sum, end_sum) = (r.get(11)?, r.get(12)?);
+                let damaged = if !intact(&run.input, input_sum) {
+                    Some("its stored input")
+                } else if !run.output.as_deref().is_none_or(|o| intact(o, end_sum)) {
+                    Some("its stored output")
+                } else if !run.error.as_deref().is_none_or(|e| intact(e, end_sum)) {
+                    Some("its stored error")
+                } else {
+                    None
+                };
+                Ok(match damaged {
+                    Some(what) => Err(damaged_run(&run.id, what)),
+                    None => Ok(run),
+                })
+            })
             .optional()
+        });
+        Box::pin(async move {
+            match loaded.await? {
+                Some(Err(e)) => Err(StoreError(format!("sqlite store `{path}`: {e}"))),
+                Some(Ok(run)) => Ok(Some(run)),
+                None => Ok(None),
+            }
         })
     }
 
@@ -448,14 +606,25 @@ impl Store for SqliteStore {
         id: &'a RunId,
     ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
         let id = id.clone();
-        self.blocking(false, move |conn| {
+        let path = self.inner.path.display().to_string();
+        let loaded = self.blocking(false, move |conn| {
+            // The journal is loaded to resume the run: its input must be intact too.
+            let input: Option<(String, Option<i64>)> = conn
+                .prepare_cached("SELECT input, input_checksum FROM durable_runs WHERE id = ?1")?
+                .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((input, sum)) = input {
+                if !intact(&input, sum) {
+                    return Ok(Err(damaged_run(&id, "its stored input")));
+                }
+            }
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, step, kind, attempt, payload, at FROM durable_journal \
+                "SELECT seq, step, kind, attempt, payload, at, checksum FROM durable_journal \
                  WHERE run_id = ?1 ORDER BY seq",
             )?;
             let rows = stmt.query_map([id.as_str()], |r| {
                 let kind: String = r.get(2)?;
-                Ok(JournalEntry {
+                let entry = JournalEntry {
                     seq: r.get::<_, i64>(0)? as u64,
                     step: r.get(1)?,
                     kind: super::EntryKind::parse(&kind).ok_or_else(|| {
@@ -468,9 +637,40 @@ impl Store for SqliteStore {
                     attempt: r.get(3)?,
                     payload: r.get(4)?,
                     at: r.get::<_, i64>(5)? as u64,
-                })
+                };
+                let stored: Option<i64> = r.get(6)?;
+                // The kind as stored, so a changed kind is caught as a mismatch too.
+                let intact = stored.is_none_or(|sum| {
+                    sum == checksum(
+                        entry.seq,
+                        &entry.step,
+                        &kind,
+                        entry.attempt,
+                        &entry.payload,
+                        entry.at,
+                    )
+                });
+                Ok((entry, intact))
             })?;
-            rows.collect()
+            let mut entries = Vec::new();
+            for row in rows {
+                let (entry, intact) = row?;
+                if !intact {
+                    return Ok(Err(format!(
+                        "run {id} step `{}` (journal entry {}): the entry does not match its \
+                         checksum, so the file was damaged or changed outside durable; the run \
+                         is left as it is: restore the file from a backup",
+                        entry.step, entry.seq
+                    )));
+                }
+                entries.push(entry);
+            }
+            Ok(Ok(entries))
+        });
+        Box::pin(async move {
+            loaded
+                .await?
+                .map_err(|e| StoreError(format!("sqlite store `{path}`: {e}")))
         })
     }
 
