@@ -6,6 +6,7 @@
 
 mod ast;
 mod expand;
+mod fields;
 mod model;
 mod parse;
 mod suggest;

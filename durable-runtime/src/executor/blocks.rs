@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// The field types suggested when a typed state lacks what a block writes.
+const RESULTS_HINT: &str = "Option<serde_json::Value>";
+const ERRORS_HINT: &str = "Option<std::collections::HashMap<String, String>>";
+
 impl RunTask {
     pub(super) async fn exec_parallel(
         self: &Arc<Self>,
@@ -71,14 +75,29 @@ impl RunTask {
         let seq = done.iter().map(|(_, d)| d.seq).max().unwrap_or(0);
         let skipped: Vec<StepFailure> = done.into_iter().flat_map(|(_, d)| d.skipped).collect();
         // Optional steps that failed are recorded where the workflow can see them.
-        if let (false, Value::Object(state)) = (skipped.is_empty(), &mut merged) {
-            let errors = state.entry("parallel_errors").or_insert_with(|| json!({}));
-            if !errors.is_object() {
-                *errors = json!({});
-            }
-            for failure in &skipped {
-                errors[failure.step.as_str()] = Value::String(failure.error.clone());
-            }
+        written::record_skipped(&mut merged, &skipped);
+        let names = || format!("parallel block ({})", block_names(&block.branches));
+        if block.merge == Merge::Collect {
+            let block = format!("the `parallel(merge = collect)` {}", names());
+            self.check_written(
+                address,
+                &scope,
+                &block,
+                &merged,
+                "parallel_results",
+                RESULTS_HINT,
+            )?;
+        }
+        if !skipped.is_empty() {
+            let block = format!("the {}", names());
+            self.check_written(
+                address,
+                &scope,
+                &block,
+                &merged,
+                "parallel_errors",
+                ERRORS_HINT,
+            )?;
         }
         Ok(Done {
             state: merged,
@@ -140,13 +159,27 @@ impl RunTask {
                 output: &d.state,
             })
             .collect();
-        let merged = merge(Merge::DeepMerge, &snapshot, &named)
+        let mut merged = merge(Merge::DeepMerge, &snapshot, &named)
             .map_err(|e| self.merge_failure("dag", &dag.nodes, e))?;
         let seq = done.iter().map(|d| d.seq).max().unwrap_or(0);
+        let skipped: Vec<StepFailure> = done.into_iter().flat_map(|d| d.skipped).collect();
+        // Like a parallel block's: the workflow sees which optional nodes failed.
+        written::record_skipped(&mut merged, &skipped);
+        if !skipped.is_empty() {
+            let block = format!("the dag ({})", block_names(&dag.nodes));
+            self.check_written(
+                address,
+                &scope,
+                &block,
+                &merged,
+                "parallel_errors",
+                ERRORS_HINT,
+            )?;
+        }
         Ok(Done {
             state: merged,
             seq,
-            skipped: done.into_iter().flat_map(|d| d.skipped).collect(),
+            skipped,
         })
     }
 }

@@ -22,6 +22,7 @@ use crate::RunId;
 mod blocks;
 mod map;
 mod step;
+mod written;
 
 /// How a run ended, as its waiters see it.
 pub(crate) type Outcome = Result<Value, Error>;
