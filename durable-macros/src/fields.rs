@@ -61,18 +61,13 @@ fn walk<'a>(
                     let span = step
                         .optional_at
                         .unwrap_or_else(|| step.func.path.segments[0].ident.span());
-                    out.push(field(ty, "parallel_errors", span, quote!(parallel_errors)));
+                    out.push(field(ty, "parallel_errors", span));
                 }
             }
             Item::Parallel(block) => {
                 if let (Some(ty), Merge::Collect) = (typed(state), block.merge) {
                     let span = block.merge_at.unwrap_or_else(Span::call_site);
-                    out.push(field(
-                        ty,
-                        "parallel_results",
-                        span,
-                        quote!(parallel_results),
-                    ));
+                    out.push(field(ty, "parallel_results", span));
                 }
                 walk(&block.branches, state, true, out);
             }
@@ -102,14 +97,14 @@ fn walk<'a>(
     }
 }
 
-/// The check that `ty` has `field` of a type that `fields::#check` accepts.
-fn field<'a>(ty: &'a Type, field: &str, span: Span, check: TokenStream) -> Check<'a> {
+/// The check that `ty` has `field` of a type that `fields::<field>` accepts; every token is
+/// spanned at `span`, so that the compiler's errors point there and nowhere else.
+fn field<'a>(ty: &'a Type, field: &str, span: Span) -> Check<'a> {
     let ident = syn::Ident::new(field, span);
-    let check = quote_spanned!(span=> ::durable::__private::fields::#check);
     Check {
         ty,
         body: quote_spanned! {span=>
-            let _ = #check(&state.#ident);
+            let _ = ::durable::__private::fields::#ident(&state.#ident);
         },
     }
 }

@@ -87,7 +87,9 @@ async fn read_back(ctx: StepContext, mut order: Order) -> Result<Order, StepErro
     note(&ctx, ctx.step());
     if let Some(results) = &order.parallel_results {
         for (step, changes) in results.as_object().into_iter().flatten() {
-            order.seen.push(format!("{step} total {}", changes["total"]));
+            order
+                .seen
+                .push(format!("{step} total {}", changes["total"]));
         }
     }
     let mut errors: Vec<_> = order.parallel_errors.iter().flatten().collect();
@@ -234,14 +236,22 @@ impl Workflow for handmade {
     const NAME: &'static str = "handmade";
 
     fn definition(&self) -> Definition {
-        let item = Node::step("charge_line", erase::<Line, _, _>(charge_line), Default::default());
+        let item = Node::step(
+            "charge_line",
+            erase::<Line, _, _>(charge_line),
+            Default::default(),
+        );
         Definition::new(
             "handmade",
             "",
             vec![
                 Node::map("charge", "lines", MapOptions::default(), vec![item])
                     .with_item_state::<Line>(),
-                Node::step("bare_done", erase::<Bare, _, _>(bare_done), StepOptions::default()),
+                Node::step(
+                    "bare_done",
+                    erase::<Bare, _, _>(bare_done),
+                    StepOptions::default(),
+                ),
             ],
         )
     }
@@ -268,13 +278,22 @@ impl Workflow for handmade_items {
         let collect = Node::parallel(
             Merge::Collect,
             OnError::FailFast,
-            vec![Node::step("bump", erase::<Item, _, _>(item_step), StepOptions::default())],
+            vec![Node::step(
+                "bump",
+                erase::<Item, _, _>(item_step),
+                StepOptions::default(),
+            )],
         );
         Definition::new(
             "handmade_items",
             "",
-            vec![Node::map_items("each", r#"[{"n": 1}]"#, MapOptions::default(), vec![collect])
-                .with_item_state::<Item>()],
+            vec![Node::map_items(
+                "each",
+                r#"[{"n": 1}]"#,
+                MapOptions::default(),
+                vec![collect],
+            )
+            .with_item_state::<Item>()],
         )
     }
 }
