@@ -298,6 +298,73 @@ impl Workflow for handmade_items {
     }
 }
 
+/// A `parallel_results` field narrower than what collect writes (past the macro's check).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Narrow {
+    total: u32,
+    note: String,
+    parallel_results: Option<HashMap<String, Slim>>,
+}
+
+/// Keeps a branch's `total` and drops its `note`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Slim {
+    total: u32,
+}
+
+async fn narrow_branch(narrow: Narrow) -> Result<Narrow, StepError> {
+    Ok(Narrow {
+        total: 5,
+        note: "kept?".into(),
+        ..narrow
+    })
+}
+
+#[allow(non_camel_case_types)]
+struct handmade_narrow;
+
+impl Workflow for handmade_narrow {
+    type State = Narrow;
+    const NAME: &'static str = "handmade_narrow";
+
+    fn definition(&self) -> Definition {
+        let branch = Node::step(
+            "branch",
+            erase::<Narrow, _, _>(narrow_branch),
+            StepOptions::default(),
+        );
+        Definition::new(
+            "handmade_narrow",
+            "",
+            vec![Node::parallel(
+                Merge::Collect,
+                OnError::FailFast,
+                vec![branch],
+            )],
+        )
+    }
+}
+
+async fn collect_data(data: Data) -> Result<Data, StepError> {
+    Ok(data.assign("n", 1))
+}
+
+// `Data` written out is still `Data`: no field is required.
+workflow! {
+    explicit_data(state = durable::Data) {
+        parallel(merge = collect) {
+            step collect_data;
+        }
+        map each(over = [1], item = i64) {
+            step same_number;
+        }
+    }
+}
+
+async fn same_number(n: i64) -> Result<i64, StepError> {
+    Ok(n)
+}
+
 each_store! {
     fn collect_results_reach_the_next_step_and_the_output(store) {
         in_runtime(async {
@@ -407,7 +474,7 @@ each_store! {
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "workflow `keep_results` run {}: the `parallel(merge = collect)` parallel block (price, tax) \
+                    "workflow `keep_results` run {}: the `parallel(merge = collect)` block (price, tax) \
                      wrote `parallel_results` into the state, but the state type `typed_state::broken::Order` has \
                      no such field, so the next step would lose it; add the field `parallel_results: \
                      Option<serde_json::Value>` to it. The run stays unfinished: it resumes from its journal \
@@ -455,11 +522,32 @@ each_store! {
             let text = err.to_string();
             assert!(matches!(err, Error::BadState { .. }), "{err:?}");
             assert!(
-                text.contains("the `parallel(merge = collect)` parallel block (bump) in `each[0]` wrote `parallel_results` into the state, but the state type `typed_state::Item` has no such field"),
+                text.contains("the `parallel(merge = collect)` block (bump) in `each[0]` wrote `parallel_results` into the state, but the state type `typed_state::Item` has no such field"),
                 "{text}"
             );
         });
     }
+    fn a_narrower_field_type_stops_the_run_too(store) {
+        in_runtime(async {
+            let engine = Engine::builder_shared(store.open()).register(handmade_narrow).build().await.unwrap();
+            let err = engine.run(handmade_narrow, Narrow::default()).await.unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("the `parallel(merge = collect)` block (branch) wrote `parallel_results` into the state, but the state type `typed_state::Narrow` does not hold it as written, so the next step would lose part of it"),
+                "{text}"
+            );
+        });
+    }
+
+    fn an_explicit_data_state_takes_any_field(store) {
+        in_runtime(async {
+            let engine = Engine::builder_shared(store.open()).register(explicit_data).build().await.unwrap();
+            let out = engine.run(explicit_data, Data::new()).await.unwrap();
+            assert_eq!(out.value("parallel_results"), Some(&json!({"collect_data": {"n": 1}})));
+            assert_eq!(out.value("each").and_then(|b| b.get("succeeded")), Some(&json!(1)));
+        });
+    }
+
 }
 
 async fn required(ctx: StepContext, _data: Data) -> Result<Data, StepError> {

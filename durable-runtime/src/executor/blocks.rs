@@ -76,28 +76,16 @@ impl RunTask {
         let skipped: Vec<StepFailure> = done.into_iter().flat_map(|(_, d)| d.skipped).collect();
         // Optional steps that failed are recorded where the workflow can see them.
         written::record_skipped(&mut merged, &skipped);
-        let names = || format!("parallel block ({})", block_names(&block.branches));
+        let names = || block_names(&block.branches);
         if block.merge == Merge::Collect {
-            let block = format!("the `parallel(merge = collect)` {}", names());
-            self.check_written(
-                address,
-                &scope,
-                &block,
-                &merged,
-                "parallel_results",
-                RESULTS_HINT,
-            )?;
+            let name = || format!("the `parallel(merge = collect)` block ({})", names());
+            let hint = || RESULTS_HINT.to_owned();
+            self.check_written(address, &scope, &merged, "parallel_results", name, hint)?;
         }
         if !skipped.is_empty() {
-            let block = format!("the {}", names());
-            self.check_written(
-                address,
-                &scope,
-                &block,
-                &merged,
-                "parallel_errors",
-                ERRORS_HINT,
-            )?;
+            let name = || format!("the parallel block ({})", names());
+            let hint = || ERRORS_HINT.to_owned();
+            self.check_written(address, &scope, &merged, "parallel_errors", name, hint)?;
         }
         Ok(Done {
             state: merged,
@@ -166,15 +154,9 @@ impl RunTask {
         // Like a parallel block's: the workflow sees which optional nodes failed.
         written::record_skipped(&mut merged, &skipped);
         if !skipped.is_empty() {
-            let block = format!("the dag ({})", block_names(&dag.nodes));
-            self.check_written(
-                address,
-                &scope,
-                &block,
-                &merged,
-                "parallel_errors",
-                ERRORS_HINT,
-            )?;
+            let name = || format!("the dag ({})", block_names(&dag.nodes));
+            let hint = || ERRORS_HINT.to_owned();
+            self.check_written(address, &scope, &merged, "parallel_errors", name, hint)?;
         }
         Ok(Done {
             state: merged,

@@ -134,10 +134,12 @@ impl RunTask {
             map.name.to_owned(),
             serde_json::to_value(&batch).expect("a batch result encodes"),
         );
-        let block = format!("map `{}`", map.name);
-        let item = map.item_state.map_or("durable::Data", |t| t.name());
-        let hint = format!("Option<durable::batch::BatchResult<{item}>>");
-        self.check_written(address, &scope, &block, &output, map.name, &hint)?;
+        let name = || format!("map `{}`", map.name);
+        let hint = || {
+            let item = map.item_state.map_or("durable::Data", |t| t.name());
+            format!("Option<durable::batch::BatchResult<{item}>>")
+        };
+        self.check_written(address, &scope, &output, map.name, name, hint)?;
         let entry = self.entry(&path, EntryKind::StepCompleted, 1, output.to_string());
         let seq = seq.max(self.append(vec![entry], None).await?);
         Ok(Done {

@@ -22,16 +22,17 @@ impl RunTask {
     }
 
     /// Stops the run when the block at `address` wrote `key` into `state` and the typed state
-    /// around it would drop or change it; `hint` is the field's type to suggest. The run stays unfinished, its journal intact: once
+    /// around it would drop or change it. `block` names the block and `hint` the field's type
+    /// to suggest, both built only for an error, so a `Data` state pays for neither. The run stays unfinished, its journal intact: once
     /// the type holds the field, it resumes without re-running a finished step.
     pub(super) fn check_written(
         &self,
         address: &[usize],
         scope: &str,
-        block: &str,
         state: &Value,
         key: &str,
-        hint: &str,
+        block: impl FnOnce() -> String,
+        hint: impl FnOnce() -> String,
     ) -> Result<(), Abort> {
         let Some(ty) = self.state_type_at(address) else {
             return Ok(());
@@ -39,16 +40,16 @@ impl RunTask {
         let written = state.get(key);
         let problem = match ty.round_trip(state) {
             Ok(kept) if kept.get(key) == written => return Ok(()),
-            Ok(kept) => match kept.get(key) {
-                None => "has no such field, so the next step would lose it".to_owned(),
-                Some(kept) => format!(
-                    "does not hold it as written (it would keep {kept} of {}), so the next step \
-                     would lose part of it",
-                    written.unwrap_or(&Value::Null)
-                ),
-            },
+            Ok(kept) if kept.get(key).is_none() => {
+                "has no such field, so the next step would lose it".to_owned()
+            }
+            // Kept, but not as written: a narrower type lost part of it.
+            Ok(_) => {
+                "does not hold it as written, so the next step would lose part of it".to_owned()
+            }
             Err(e) => format!("cannot decode it: {e}"),
         };
+        let (block, hint) = (block(), hint());
         let place = if scope.is_empty() {
             String::new()
         } else {
