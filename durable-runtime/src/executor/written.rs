@@ -22,9 +22,10 @@ impl RunTask {
     }
 
     /// Stops the run when the block at `address` wrote `key` into `state` and the typed state
-    /// around it would drop or change it. `block` names the block and `hint` the field's type
-    /// to suggest, both built only for an error, so a `Data` state pays for neither. The run stays unfinished, its journal intact: once
-    /// the type holds the field, it resumes without re-running a finished step.
+    /// around it would drop or change it. The run stays unfinished, its journal intact: once
+    /// the type holds the field, it resumes without re-running a finished step. `block` names
+    /// the block and `hint` the field's type to suggest, both built only for an error, so a
+    /// `Data` state pays for neither.
     pub(super) fn check_written(
         &self,
         address: &[usize],
@@ -60,9 +61,9 @@ impl RunTask {
             run_id: self.run_id.clone(),
             step: None,
             message: format!(
-                "{block}{place} wrote `{key}` into the state, but the state type `{}` {problem}; \
-                 add the field `{key}: {hint}` to it. The run stays unfinished: it resumes from its journal once the \
-                 type holds the field",
+                "{block}{place} wrote `{key}` into the state, but the state type `{}` \
+                 {problem}; add the field `{key}: {hint}` to it. The run stays unfinished: it \
+                 resumes from its journal once the type holds the field",
                 ty.name()
             ),
         }))
