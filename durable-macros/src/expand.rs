@@ -25,9 +25,17 @@ pub fn expand(workflow: &Workflow, checked: syn::Result<()>) -> TokenStream {
         Some(ty) => ty.to_token_stream(),
         None => quote!(::durable::__private::Data),
     };
-    let (errors, body) = match checked {
-        Ok(()) => (TokenStream::new(), definition(workflow, &name_str)),
-        Err(errors) => (errors.to_compile_error(), stub(workflow)),
+    let (errors, body, fields) = match checked {
+        Ok(()) => (
+            TokenStream::new(),
+            definition(workflow, &name_str),
+            crate::fields::checks(workflow),
+        ),
+        Err(errors) => (
+            errors.to_compile_error(),
+            stub(workflow),
+            TokenStream::new(),
+        ),
     };
     quote! {
         #errors
@@ -50,6 +58,8 @@ pub fn expand(workflow: &Workflow, checked: syn::Result<()>) -> TokenStream {
                 #body
             }
         }
+
+        #fields
     }
 }
 
@@ -139,6 +149,7 @@ fn step_node(step: &Step, state: StateType) -> TokenStream {
         retry,
         timeout_ms,
         optional,
+        ..
     } = step;
     // Spanned at the user's path: a function that is missing or has the wrong signature is
     // reported at the step in the `workflow!`, not at the macro call as a whole.
@@ -270,6 +281,7 @@ fn map_node(map: &Map) -> TokenStream {
         item,
         options,
         items,
+        ..
     } = map;
     let state = match item {
         Some(ty) => StateType::Item(ty),
@@ -282,13 +294,15 @@ fn map_node(map: &Map) -> TokenStream {
         Over::Field(field) => (quote!(map), field),
         Over::Items(json) => (quote!(map_items), json),
     };
+    // A typed item state: what blocks write into an item's state is checked against it.
+    let item_state = item.as_ref().map(|ty| quote!(.with_item_state::<#ty>()));
     quote! {
         ::durable::__private::Node::#constructor(
             #name,
             #over,
             #options,
             ::core::convert::From::from([#(#nodes),*]),
-        )
+        )#item_state
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod ast;
 mod expand;
+mod fields;
 mod model;
 mod parse;
 mod suggest;
@@ -164,6 +165,17 @@ use syn::parse_macro_input;
 /// Blocks nest freely: a `parallel` inside a `dag` inside a `parallel`, a `dag` inside a
 /// `seq`, a `map` inside a `map`, and so on.
 ///
+/// **What blocks write into the state.** A `parallel(merge = collect)` block writes
+/// `parallel_results`; a `parallel` block or `dag` holding an `optional` step (directly or in
+/// a `seq`, not inside a nested `map`) writes `parallel_errors` when that step fails; a `map`
+/// writes its batch result under its name into the state around it. With a typed state (the
+/// workflow's `state = T`, or a map's `item = T` for the blocks inside that map) `T` must
+/// have these fields, in a type that holds what is written:
+/// `parallel_results: Option<serde_json::Value>`,
+/// `parallel_errors: Option<HashMap<String, String>>` and, for `map name(item = I)`,
+/// `name: Option<durable::batch::BatchResult<I>>` (`BatchResult<Data>` without `item`).
+/// `Data` holds any key and is not checked.
+///
 /// # Errors
 ///
 /// Mistakes are reported at the offending token, all at once: duplicate step, seq or map
@@ -177,7 +189,10 @@ use syn::parse_macro_input;
 /// node itself, or the same node twice, `after` outside a dag, and cycles (the error names the
 /// whole cycle, as in "`b` -> `c` -> `d` -> `b`"). A step function that does not exist, or
 /// whose signature is wrong (for a step inside a map: does not take the map's item type), is
-/// reported by the compiler at the step's function in the `workflow!`.
+/// reported by the compiler at the step's function in the `workflow!`. A typed state without
+/// a field a block writes is reported at the block (at `collect`, at `optional`, at the map's
+/// name) as a missing field, and one whose type cannot hold what is written with the type to
+/// write instead.
 #[proc_macro]
 pub fn workflow(input: TokenStream) -> TokenStream {
     let workflow = parse_macro_input!(input as ast::Workflow);

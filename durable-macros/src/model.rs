@@ -3,6 +3,7 @@
 //! Keeping this apart from [`crate::ast`] means `expand` never re-interprets user tokens and
 //! cannot meet an invalid value.
 
+use proc_macro2::Span;
 use syn::{Attribute, ExprPath, Ident, Type, Visibility};
 
 /// A checked workflow.
@@ -48,6 +49,8 @@ pub struct Step {
     pub timeout_ms: Option<u64>,
     /// `optional`.
     pub optional: bool,
+    /// Where `optional` was written, when it was (`optional = false` included).
+    pub optional_at: Option<Span>,
 }
 
 /// `retry(...)`: the options given; the others keep `RetryPolicy::default()`'s values.
@@ -120,12 +123,16 @@ pub struct Parallel {
     /// `parallel name(...)` (unraw): its batch result's key in the state; required with a
     /// completion policy.
     pub name: Option<String>,
+    /// Where the name was written, when it was.
+    pub name_at: Option<Span>,
     /// Concurrency and completion policy, with a map's meaning.
     pub options: MapOptions,
     /// How the branches' results combine.
     pub merge: Merge,
     /// What a failed branch does to the others.
     pub on_error: OnError,
+    /// Where the merge strategy was written, when it was.
+    pub merge_at: Option<Span>,
     /// The branches, never empty.
     pub branches: Vec<Item>,
 }
@@ -148,6 +155,8 @@ pub struct Dag {
 pub struct Map {
     /// The block's name (unraw): its batch result's key in the state.
     pub name: String,
+    /// The name as written, with its span.
+    pub ident: Ident,
     /// What the map runs over.
     pub over: Over,
     /// `item = T`: the state of the steps inside; `None` for the default `Data`.

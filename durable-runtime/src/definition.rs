@@ -44,6 +44,70 @@ pub struct Definition {
     description: &'static str,
     nodes: Vec<Node>,
     fingerprint: String,
+    /// The workflow's state type, when it is not `Data`: what the engine writes into the
+    /// state is checked against it.
+    state: Option<StateType>,
+}
+
+/// A typed state (any [`State`] but [`Data`](crate::Data)), as the engine checks what it
+/// writes into the state: a parallel block's `parallel_results` and `parallel_errors`, a
+/// map's batch result.
+///
+/// A field the type lacks (or holds in a narrower type) would be dropped by serde when the
+/// next step decodes the state, so the block that wrote it stops the run with
+/// [`Error::BadState`](crate::Error::BadState) instead.
+///
+/// ```
+/// use durable::definition::StateType;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Order {
+///     id: u64,
+/// }
+///
+/// let order = StateType::of::<Order>().expect("a typed state");
+/// assert!(order.name().ends_with("Order"));
+/// let state = serde_json::json!({ "id": 7, "parallel_results": {} });
+/// assert_eq!(order.round_trip(&state).unwrap(), serde_json::json!({ "id": 7 }));
+/// // `Data` keeps every key: nothing to check.
+/// assert!(StateType::of::<durable::Data>().is_none());
+/// ```
+#[derive(Clone, Copy)]
+pub struct StateType {
+    name: &'static str,
+    round_trip: fn(&serde_json::Value) -> Result<serde_json::Value, serde_json::Error>,
+}
+
+impl StateType {
+    /// The check for `S`, or `None` for [`Data`](crate::Data), which holds any JSON object.
+    pub fn of<S: State>() -> Option<Self> {
+        if std::any::TypeId::of::<S>() == std::any::TypeId::of::<crate::Data>() {
+            return None;
+        }
+        Some(Self {
+            name: std::any::type_name::<S>(),
+            round_trip: |value| S::from_json(value.clone())?.into_json(),
+        })
+    }
+
+    /// The type's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// `state` decoded into the type and encoded again: what the next step would see.
+    pub fn round_trip(
+        &self,
+        state: &serde_json::Value,
+    ) -> Result<serde_json::Value, serde_json::Error> {
+        (self.round_trip)(state)
+    }
+}
+
+impl std::fmt::Debug for StateType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StateType").field(&self.name).finish()
+    }
 }
 
 /// One element of a workflow's body.
@@ -73,6 +137,9 @@ pub struct MapNode {
     pub options: MapOptions,
     /// The nodes each item runs, in order.
     pub nodes: Vec<Node>,
+    /// The items' type (`item = T`) when it is not `Data`: what the engine writes into an
+    /// item's state is checked against it. See [`Node::with_item_state`].
+    pub item_state: Option<StateType>,
 }
 
 /// How a map block runs its items, or a parallel block its branches, and decides it is done.
@@ -163,7 +230,37 @@ impl Definition {
             description,
             fingerprint: format!("{:016x}", fnv1a(canonical.as_bytes())),
             nodes,
+            state: None,
         }
+    }
+
+    /// The definition with its state type `S`: unless `S` is [`Data`](crate::Data), what
+    /// the engine writes into the state (`parallel_results`, `parallel_errors`, a map's
+    /// result) is checked to survive a round trip through `S`. [`EngineBuilder::register`]
+    /// does this with the workflow's `State`; a hand-built definition whose steps take a
+    /// typed state calls it itself.
+    ///
+    /// [`EngineBuilder::register`]: crate::EngineBuilder::register
+    ///
+    /// ```
+    /// use durable::{Definition, Node};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Order {
+    ///     id: u64,
+    /// }
+    ///
+    /// let definition = Definition::new("checkout", "", Vec::<Node>::new()).with_state::<Order>();
+    /// assert!(definition.state_type().is_some());
+    /// ```
+    pub fn with_state<S: State>(mut self) -> Self {
+        self.state = StateType::of::<S>();
+        self
+    }
+
+    /// The state type the engine checks its writes against; `None` for `Data`.
+    pub fn state_type(&self) -> Option<StateType> {
+        self.state
     }
 
     /// The workflow's name.
@@ -258,6 +355,7 @@ impl Node {
             items: None,
             options,
             nodes,
+            item_state: None,
         })
     }
 
@@ -283,7 +381,27 @@ impl Node {
             items: Some(items),
             options,
             nodes,
+            item_state: None,
         })
+    }
+
+    /// A map block whose items' state is `T` (`item = T`): unless `T` is
+    /// [`Data`](crate::Data), what the engine writes into an item's state is checked to
+    /// survive a round trip through `T`. Other nodes are returned unchanged.
+    ///
+    /// ```
+    /// use durable::definition::{MapOptions, Node};
+    ///
+    /// let map = Node::map_items("ping", r#"["eu", "us"]"#, MapOptions::default(), Vec::new())
+    ///     .with_item_state::<String>();
+    /// let Node::Map(map) = map else { unreachable!() };
+    /// assert_eq!(map.item_state.map(|t| t.name()), Some("alloc::string::String"));
+    /// ```
+    pub fn with_item_state<T: State>(mut self) -> Self {
+        if let Node::Map(map) = &mut self {
+            map.item_state = StateType::of::<T>();
+        }
+        self
     }
 
     /// A named sequence.

@@ -72,7 +72,9 @@ pub enum Error {
         /// The id.
         run_id: RunId,
     },
-    /// The input or a journaled value does not fit the workflow's state type.
+    /// The input or a journaled value does not fit the workflow's state type, or a block
+    /// wrote a field into a typed state that the type would drop (the run then stays
+    /// unfinished, to resume once the type holds the field).
     BadState {
         /// The workflow.
         workflow: String,

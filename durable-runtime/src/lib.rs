@@ -13,6 +13,8 @@ pub mod engine;
 pub mod error;
 mod executor;
 pub mod fan_out;
+#[doc(hidden)]
+pub mod fields;
 pub mod graph;
 mod journal;
 pub mod merge;

@@ -58,6 +58,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use durable_runtime::definition::{Definition, MapOptions, Node, StepOptions, Workflow};
+    pub use durable_runtime::fields;
     pub use durable_runtime::merge::{Merge, OnError};
     pub use durable_runtime::retry::{Backoff, RetryPolicy};
     pub use durable_runtime::step::erase;

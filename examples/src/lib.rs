@@ -82,7 +82,14 @@ pub fn print_history(history: &[StepRecord]) {
         let event = match &record.event {
             StepEvent::Completed { .. } => "completed".to_owned(),
             StepEvent::AttemptFailed { error, .. } => format!("attempt failed: {error}"),
-            StepEvent::Failed { error } => format!("failed: {error}"),
+            StepEvent::Failed {
+                error,
+                optional: false,
+            } => format!("failed: {error}"),
+            StepEvent::Failed {
+                error,
+                optional: true,
+            } => format!("failed (optional, went on): {error}"),
         };
         println!(
             "  {:<4} {:<22} {:<8} {event}",

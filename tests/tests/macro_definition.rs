@@ -88,6 +88,9 @@ workflow! {
 struct Order {
     id: u64,
     paid: bool,
+    /// The result of `batch_flow`'s map `lines`, which runs inside orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lines: Option<durable::batch::BatchResult<durable::Data>>,
 }
 
 async fn pay(order: Order) -> Result<Order, StepError> {

@@ -236,7 +236,7 @@ each_store! {
             assert_eq!((count(&id, "ratio"), count(&id, "use_ratio")), (1, 0));
             let history = engine.history(&id).await.unwrap();
             assert_eq!(history.len(), 1);
-            assert!(matches!(&history[0].event, StepEvent::Failed { error } if error.contains("key `ratio`")));
+            assert!(matches!(&history[0].event, StepEvent::Failed { error, .. } if error.contains("key `ratio`")));
         });
     }
 

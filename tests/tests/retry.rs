@@ -151,7 +151,7 @@ each_store! {
             let Error::RunFailed { failure, .. } = err else { unreachable!() };
             assert_eq!(failure.steps[0].attempts, 3);
             let last = engine.history(run.id()).await.unwrap().pop().unwrap();
-            assert_eq!(last.event, StepEvent::Failed { error: "error 3".into() });
+            assert_eq!(last.event, StepEvent::Failed { error: "error 3".into(), optional: false });
         });
     }
 

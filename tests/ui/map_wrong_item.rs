@@ -8,7 +8,7 @@ struct LineItem {
 
 #[derive(Serialize, Deserialize)]
 struct Order {
-    items: Vec<LineItem>,
+    items: Vec<LineItem>, reserve_items: Option<durable::batch::BatchResult<LineItem>>, untyped: Option<durable::batch::BatchResult<Data>>, // the maps' results
 }
 
 async fn load(order: Order) -> Result<Order, StepError> {

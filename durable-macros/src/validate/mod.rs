@@ -411,6 +411,7 @@ impl<'a> Walk<'a> {
         let mut own_retry = None;
         let mut timeout_ms = None;
         let mut optional = false;
+        let mut optional_at = None;
         let mut after = None;
         for opt in unique(self.cx, step.options.as_ref()) {
             let key = opt.key.to_string();
@@ -430,7 +431,10 @@ impl<'a> Walk<'a> {
                     own_retry = retry(self.cx, opt, missing.as_deref());
                 }
                 "timeout" => timeout_ms = timeout(self.cx, opt),
-                "optional" => optional = flag(self.cx, opt, "optional = true").unwrap_or(false),
+                "optional" => {
+                    optional = flag(self.cx, opt, "optional = true").unwrap_or(false);
+                    optional_at = Some(opt.key.span());
+                }
                 "after" => after = after_list(self.cx, opt),
                 key if RETRY_OPTIONS.contains(&key) => {
                     let written = match &opt.value {
@@ -468,6 +472,7 @@ impl<'a> Walk<'a> {
             retry,
             timeout_ms,
             optional,
+            optional_at,
         };
         (step, after)
     }
@@ -488,11 +493,17 @@ impl<'a> Walk<'a> {
         let mut options = model::MapOptions::default();
         let mut min_successful = None;
         let mut tolerated = None;
+        let mut merge_at = None;
         let mut after = None;
         for opt in unique(self.cx, block.options.as_ref()) {
             match opt.key.to_string().as_str() {
                 "merge" => {
-                    merge = choice(self.cx, opt, "merge strategy", MERGES).unwrap_or_default()
+                    merge = choice(self.cx, opt, "merge strategy", MERGES).unwrap_or_default();
+                    merge_at = match &opt.value {
+                        OptValue::Value(_, tokens) => tokens.clone().into_iter().next(),
+                        _ => None,
+                    }
+                    .map(|token| token.span());
                 }
                 "on_error" => {
                     on_error_key = Some(&opt.key);
@@ -612,9 +623,11 @@ impl<'a> Walk<'a> {
         }
         let block = model::Parallel {
             name,
+            name_at: block.name.as_ref().map(|ident| ident.span()),
             options,
             merge,
             on_error,
+            merge_at,
             branches: self.items(&block.body.items, Parent::Parallel),
         };
         (block, after)
@@ -831,6 +844,7 @@ impl<'a> Walk<'a> {
         };
         let map = model::Map {
             name,
+            ident: map.name.clone(),
             over,
             item,
             options,

@@ -99,7 +99,9 @@ pub struct EngineBuilder {
 impl EngineBuilder {
     /// Registers a workflow, so runs of it can start and unfinished ones resume.
     pub fn register<W: Workflow>(mut self, workflow: W) -> Self {
-        self.workflows.push(workflow.definition());
+        // A typed state: what blocks write into it is checked against the type.
+        self.workflows
+            .push(workflow.definition().with_state::<W::State>());
         self
     }
 
@@ -135,7 +137,8 @@ impl EngineBuilder {
     /// # Ok(()) }
     /// ```
     pub fn register_version<W: Workflow>(mut self, workflow: W) -> Self {
-        self.older.push(workflow.definition());
+        self.older
+            .push(workflow.definition().with_state::<W::State>());
         self
     }
 
@@ -484,9 +487,13 @@ impl Engine {
     /// # Ok(()) }
     /// ```
     pub async fn history(&self, id: &RunId) -> Result<Vec<StepRecord>, Error> {
-        self.load(id).await?;
+        let run = self.load(id).await?;
         let entries = self.shared.store.load_journal(id).await?;
-        Ok(entries.into_iter().map(StepRecord::from_entry).collect())
+        let optional = records::optional_steps(&self.shared.versions, &run);
+        Ok(entries
+            .into_iter()
+            .map(|entry| StepRecord::from_entry(entry, &optional))
+            .collect())
     }
 
     /// Runs in the store, newest first.

@@ -1,11 +1,13 @@
 //! What the engine tells about runs: typed handles, run summaries and journal records.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::{parse_failure, Engine};
-use crate::definition::Workflow;
+use crate::definition::{Definition, Node, Workflow};
 use crate::error::{Error, RunFailure};
 use crate::store::{EntryKind, JournalEntry, RunRecord, RunStatus};
 use crate::RunId;
@@ -107,11 +109,17 @@ pub enum StepEvent {
     Failed {
         /// The last error.
         error: String,
+        /// Whether the step is `optional`, so the workflow went on without its output; when
+        /// `false` the failure failed the run (or, inside a map, the item). Taken from the
+        /// definition the run started under, or when that is not registered here, from the
+        /// run's record: a failure the run's own failure does not list did not fail it.
+        optional: bool,
     },
 }
 
 impl StepRecord {
-    pub(super) fn from_entry(entry: JournalEntry) -> Self {
+    /// The record of `entry`; `optional` tells whether a step path names an optional step.
+    pub(super) fn from_entry(entry: JournalEntry, optional: &dyn Fn(&str) -> bool) -> Self {
         let payload: Value =
             crate::encode::decode(&entry.payload).unwrap_or(Value::String(entry.payload));
         let error = |p: &Value| {
@@ -131,6 +139,7 @@ impl StepRecord {
             },
             EntryKind::StepFailed => StepEvent::Failed {
                 error: error(&payload),
+                optional: optional(&entry.step),
             },
         };
         StepRecord {
@@ -141,4 +150,33 @@ impl StepRecord {
             at: entry.at,
         }
     }
+}
+
+/// Whether a journal path names an optional step of `run`'s workflow: from the definition the
+/// run started under when registered, else from the run's record (a failed run lists the
+/// steps that failed it; a completed run went on past every failure).
+pub(super) fn optional_steps<'a>(
+    versions: &'a HashMap<(&'static str, String), Arc<Definition>>,
+    run: &'a RunRecord,
+) -> impl Fn(&str) -> bool + 'a {
+    let definition = versions
+        .iter()
+        .find(|((name, fingerprint), _)| *name == run.workflow && *fingerprint == run.fingerprint)
+        .map(|(_, def)| def);
+    let failure = (run.status == RunStatus::Failed).then(|| parse_failure(run.error.as_deref()));
+    move |path: &str| match definition {
+        // Step names are unique in a workflow; inside maps the path is `map[i]/step`.
+        Some(def) => is_optional(def.nodes(), path.rsplit('/').next().unwrap_or(path)),
+        None => match &failure {
+            Some(failure) => !failure.steps.iter().any(|s| s.step == path),
+            None => run.status == RunStatus::Completed,
+        },
+    }
+}
+
+fn is_optional(nodes: &[Node], name: &str) -> bool {
+    nodes.iter().any(|node| match node {
+        Node::Step(step) => step.name == name && step.options.optional,
+        other => is_optional(other.children(), name),
+    })
 }

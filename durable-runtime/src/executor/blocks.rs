@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// The field types suggested when a typed state lacks what a block writes.
+const RESULTS_HINT: &str = "Option<serde_json::Value>";
+const ERRORS_HINT: &str = "Option<std::collections::HashMap<String, String>>";
+
 impl RunTask {
     /// Runs the branches from one snapshot of the state, at most `max_concurrency` at once in
     /// declaration order. Without a completion policy, `on_error` decides what a failed branch
@@ -99,14 +103,17 @@ impl RunTask {
         let mut seq = done.iter().map(|(_, d)| d.seq).max().unwrap_or(0);
         let skipped: Vec<StepFailure> = done.iter().flat_map(|(_, d)| d.skipped.clone()).collect();
         // Optional steps that failed are recorded where the workflow can see them.
-        if let (false, Value::Object(state)) = (skipped.is_empty(), &mut merged) {
-            let errors = state.entry("parallel_errors").or_insert_with(|| json!({}));
-            if !errors.is_object() {
-                *errors = json!({});
-            }
-            for failure in &skipped {
-                errors[failure.step.as_str()] = Value::String(failure.error.clone());
-            }
+        written::record_skipped(&mut merged, &skipped);
+        let names = || block_names(&block.branches);
+        if block.merge == Merge::Collect {
+            let name = || format!("the `parallel(merge = collect)` block ({})", names());
+            let hint = || RESULTS_HINT.to_owned();
+            self.check_written(address, &scope, &merged, "parallel_results", name, hint)?;
+        }
+        if !skipped.is_empty() {
+            let name = || format!("the parallel block ({})", names());
+            let hint = || ERRORS_HINT.to_owned();
+            self.check_written(address, &scope, &merged, "parallel_errors", name, hint)?;
         }
         if let (Some(path), Some(name)) = (&path, block.name) {
             // Without a policy, every branch succeeded (a failure returned above).
@@ -124,7 +131,18 @@ impl RunTask {
                 name.to_owned(),
                 serde_json::to_value(&batch).expect("a batch result encodes"),
             );
-            let entry = self.entry(path, EntryKind::StepCompleted, 1, merged.to_string());
+            let block_name = || format!("parallel block `{name}`");
+            let hint = || "Option<durable::batch::BatchResult<serde_json::Value>>".to_owned();
+            self.check_written(address, &scope, &merged, name, block_name, hint)?;
+            let text = crate::encode::to_text(&merged).map_err(|e| {
+                Abort::Failed(RunFailure {
+                    steps: Vec::new(),
+                    message: format!(
+                        "parallel block `{name}`: its batch result cannot be journaled: {e}"
+                    ),
+                })
+            })?;
+            let entry = self.entry(path, EntryKind::StepCompleted, 1, text);
             seq = seq.max(self.append(vec![entry], None).await?);
         }
         Ok(Done {
@@ -212,13 +230,21 @@ impl RunTask {
                 output: &d.state,
             })
             .collect();
-        let merged = merge(Merge::DeepMerge, &snapshot, &named)
+        let mut merged = merge(Merge::DeepMerge, &snapshot, &named)
             .map_err(|e| self.merge_failure("dag", &dag.nodes, e))?;
         let seq = done.iter().map(|d| d.seq).max().unwrap_or(0);
+        let skipped: Vec<StepFailure> = done.into_iter().flat_map(|d| d.skipped).collect();
+        // Like a parallel block's: the workflow sees which optional nodes failed.
+        written::record_skipped(&mut merged, &skipped);
+        if !skipped.is_empty() {
+            let name = || format!("the dag ({})", block_names(&dag.nodes));
+            let hint = || ERRORS_HINT.to_owned();
+            self.check_written(address, &scope, &merged, "parallel_errors", name, hint)?;
+        }
         Ok(Done {
             state: merged,
             seq,
-            skipped: done.into_iter().flat_map(|d| d.skipped).collect(),
+            skipped,
         })
     }
 }

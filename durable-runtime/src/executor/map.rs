@@ -89,6 +89,12 @@ impl RunTask {
             map.name.to_owned(),
             serde_json::to_value(&batch).expect("a batch result encodes"),
         );
+        let name = || format!("map `{}`", map.name);
+        let hint = || {
+            let item = map.item_state.map_or("durable::Data", |t| t.name());
+            format!("Option<durable::batch::BatchResult<{item}>>")
+        };
+        self.check_written(address, &scope, &output, map.name, name, hint)?;
         let text = crate::encode::to_text(&output).map_err(|e| {
             Abort::Failed(RunFailure {
                 steps: Vec::new(),

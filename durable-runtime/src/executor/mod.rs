@@ -23,6 +23,7 @@ mod blocks;
 mod limited;
 mod map;
 mod step;
+mod written;
 
 /// How a run ended, as its waiters see it.
 pub(crate) type Outcome = Result<Value, Error>;
