@@ -96,6 +96,14 @@ pub enum Error {
         /// The run.
         run_id: RunId,
     },
+    /// [`EngineBuilder::build`](crate::EngineBuilder::build) on a store that another engine
+    /// of this process drives already (an SQLite store is driven by one engine at a time).
+    StoreInUse(StoreError),
+    /// A run was started on an engine that was shut down: build a new engine.
+    EngineShutDown {
+        /// The workflow the run was to be of.
+        workflow: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -145,6 +153,12 @@ impl fmt::Display for Error {
             Error::ShutDown { run_id } => write!(
                 f,
                 "the engine shut down while run {run_id} was in flight; it resumes on the next start"
+            ),
+            Error::StoreInUse(e) => write!(f, "cannot build the engine: {e}"),
+            Error::EngineShutDown { workflow } => write!(
+                f,
+                "cannot start a run of workflow `{workflow}`: this engine was shut down; build a \
+                 new engine (Engine::builder(store)...build()) to start runs"
             ),
         }
     }

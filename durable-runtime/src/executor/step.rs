@@ -45,6 +45,12 @@ impl RunTask {
                 input.clone()
             }
             .expect("input kept");
+            if self.journal.closing() {
+                // The engine shuts down: no new attempt; the run resumes on the next start.
+                return Err(Abort::Engine(Error::ShutDown {
+                    run_id: self.run_id.clone(),
+                }));
+            }
             let ctx = StepContext::with_journal(
                 self.def.name(),
                 self.run_id.clone(),

@@ -290,4 +290,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs matching `filter`, newest first.
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>>;
+
+    /// Called by [`EngineBuilder::build`](crate::EngineBuilder::build) before the engine
+    /// touches anything. A store whose claims take every unfinished run (one driver at a
+    /// time, like [`SqliteStore`](sqlite::SqliteStore)) refuses a second engine while one
+    /// drives it, with an error naming the store; the default accepts any number of engines,
+    /// whose leases decide who drives which run.
+    fn attach(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The engine that [`attach`](Store::attach)ed stopped driving the store (it shut down or
+    /// was dropped); another may attach now.
+    fn detach(&self) {}
+
+    /// Gives back what the store holds in the operating system (files, their locks), so the
+    /// same database can be opened again at once; every later call fails. Called by
+    /// [`Engine::shutdown_gracefully`](crate::Engine::shutdown_gracefully). The default does
+    /// nothing.
+    fn close(&self) {}
 }
