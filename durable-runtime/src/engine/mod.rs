@@ -71,10 +71,11 @@ struct Shared {
     versions: HashMap<(&'static str, String), Arc<Definition>>,
     owner: String,
     lease: Duration,
-    /// Runs this engine drives now, with the channel their outcome arrives on.
-    active: Mutex<HashMap<RunId, Active>>,
+    /// Runs this engine drives now, with the channel their outcome arrives on. Shared with
+    /// the run tasks, which never hold the engine itself (so dropping it lets go of the store).
+    active: Arc<Mutex<HashMap<RunId, Active>>>,
     /// Runs this engine claimed but cannot drive, and runs it stopped driving, with why.
-    stalled: Mutex<HashMap<RunId, Error>>,
+    stalled: Arc<Mutex<HashMap<RunId, Error>>>,
     /// Runs this engine resumed (claimed unfinished from the store), in order.
     resumed: Mutex<Vec<RunId>>,
     /// Set by [`Engine::shutdown`]: the heartbeat stops renewing and claiming, and no run
@@ -89,8 +90,7 @@ impl Drop for Shared {
     /// start) and let go of the store, so another engine can drive it at once.
     fn drop(&mut self) {
         self.journal.close();
-        let active = self.active.get_mut().unwrap_or_else(|p| p.into_inner());
-        for (_, run) in active.drain() {
+        for (_, run) in lock(&self.active).drain() {
             run.task.abort();
         }
         if self.attached.swap(false, std::sync::atomic::Ordering::SeqCst) {
@@ -250,8 +250,8 @@ impl EngineBuilder {
             versions,
             owner,
             lease: self.lease,
-            active: Mutex::default(),
-            stalled: Mutex::default(),
+            active: Arc::default(),
+            stalled: Arc::default(),
             resumed: Mutex::default(),
             stopped: Default::default(),
             attached: std::sync::atomic::AtomicBool::new(true),
@@ -818,7 +818,7 @@ impl Shared {
         // Hold the lock across the spawn so the task cannot finish (and remove itself)
         // before it is listed.
         let mut active = lock(&self.active);
-        let shared = Arc::downgrade(self);
+        let (all_active, stalled) = (Arc::clone(&self.active), Arc::clone(&self.stalled));
         let run_id = id.clone();
         let handle = tokio::spawn(async move {
             // A panic of the engine itself (never a step's: those are caught per attempt) must
@@ -835,15 +835,13 @@ impl Shared {
                         ),
                     })
                 });
-            if let Some(shared) = shared.upgrade() {
-                if let Err(error) = &outcome {
-                    if !matches!(error, Error::RunFailed { .. }) {
-                        // Not journaled as finished: remember why, for later waiters.
-                        lock(&shared.stalled).insert(run_id.clone(), error.clone());
-                    }
+            if let Err(error) = &outcome {
+                if !matches!(error, Error::RunFailed { .. }) {
+                    // Not journaled as finished: remember why, for later waiters.
+                    lock(&stalled).insert(run_id.clone(), error.clone());
                 }
-                lock(&shared.active).remove(&run_id);
             }
+            lock(&all_active).remove(&run_id);
             let _ = tx.send(Some(outcome));
         });
         active.insert(
