@@ -457,3 +457,17 @@ fn a_full_disk_leaves_every_run_readable_and_they_go_on_once_there_is_space() {
         assert_eq!(engine.list(running).await.unwrap().len(), 0);
     });
 }
+
+#[test]
+fn a_second_open_of_a_file_says_what_to_do_and_advertises_no_missing_store() {
+    let path = scratch_dir().join("locked.db");
+    let _first = SqliteStore::open(&path).unwrap();
+    let err = SqliteStore::open(&path).err().expect("refused").to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains("the file is open in another durable engine"),
+        "{err}"
+    );
+    assert!(err.contains("stop the other one, or share one engine"), "{err}");
+    assert!(!err.contains("PostgreSQL"), "{err}");
+}
