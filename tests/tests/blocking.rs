@@ -87,3 +87,44 @@ each_store! {
         });
     }
 }
+
+async fn blocks_its_thread(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "blocks started");
+    // What a step must not do (see the README): block the thread it runs on.
+    std::thread::sleep(Duration::from_secs(2));
+    Ok(data.assign("blocked", true))
+}
+
+workflow! { blocks_thread { step blocks_its_thread(timeout = 300ms); } }
+
+each_store! {
+    fn a_step_that_blocks_its_thread_fails_its_timeout_and_other_runs_go_on(store) {
+        in_runtime(async {
+            let engine = Engine::builder_shared(store.open())
+                .register(blocks_thread)
+                .register(five_ticks)
+                .build()
+                .await
+                .unwrap();
+            let slow = engine.start(blocks_thread, Data::new()).await.unwrap();
+            while count(slow.id(), "blocks started") == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // On a multi-thread runtime the other worker drives another run and commits its
+            // steps meanwhile (the 2 s sleep would show).
+            let other = engine.clone();
+            let ticks = tokio::spawn(async move {
+                let started = Instant::now();
+                other.run(five_ticks, Data::new()).await.map(|out| (out, started.elapsed()))
+            });
+            let (out, took) = ticks.await.unwrap().unwrap();
+            assert_eq!(out.get::<u32>("ticks"), Some(5));
+            assert!(took < Duration::from_secs(1), "{took:?}");
+            // The blocked attempt could not be cancelled, but it overran its timeout: it fails.
+            let err = slow.wait().await.unwrap_err().to_string();
+            assert!(err.contains("blocks_its_thread"), "{err}");
+            assert!(err.contains("timed out after 300ms"), "{err}");
+            assert!(err.contains("durable::step::blocking"), "{err}");
+        });
+    }
+}
