@@ -36,7 +36,11 @@ fn help_prints_the_usage_and_creates_no_file() {
         assert!(out.status.success(), "{flag}: {stdout}");
         assert!(stdout.contains("usage: onboarding [DATABASE]"), "{stdout}");
         assert!(stdout.contains("onboarding.db"), "{stdout}");
-        assert_eq!(files_in(&dir), Vec::<String>::new(), "{flag} created a file");
+        assert_eq!(
+            files_in(&dir),
+            Vec::<String>::new(),
+            "{flag} created a file"
+        );
     }
 }
 

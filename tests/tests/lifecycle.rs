@@ -10,8 +10,8 @@ use durable::store::memory::MemoryStore;
 use durable::store::sqlite::SqliteStore;
 use durable::store::{JournalEntry, Rejected, RunRecord, StoreError, Write};
 use durable::{
-    workflow, BoxFuture, Data, Engine, Error, RunFilter, RunId, RunStatus, StepContext,
-    StepError, StepEvent, Store,
+    workflow, BoxFuture, Data, Engine, Error, RunFilter, RunId, RunStatus, StepContext, StepError,
+    StepEvent, Store,
 };
 use durable_tests::{count, each_store, in_runtime, note, scratch_dir, Backend};
 
@@ -398,7 +398,14 @@ fn a_full_disk_leaves_every_run_readable_and_they_go_on_once_there_is_space() {
         done.wait().await.unwrap();
         let mut waiting = Vec::new();
         for _ in 0..WAITING {
-            waiting.push(engine.start(full_disk, Data::new()).await.unwrap().id().clone());
+            waiting.push(
+                engine
+                    .start(full_disk, Data::new())
+                    .await
+                    .unwrap()
+                    .id()
+                    .clone(),
+            );
         }
         engine.shutdown().await.unwrap();
         (done.id().clone(), waiting)
@@ -427,7 +434,10 @@ fn a_full_disk_leaves_every_run_readable_and_they_go_on_once_there_is_space() {
             ..Default::default()
         };
         assert_eq!(engine.list(running.clone()).await.unwrap().len(), WAITING);
-        assert_eq!(engine.status(&done).await.unwrap().status, RunStatus::Completed);
+        assert_eq!(
+            engine.status(&done).await.unwrap().status,
+            RunStatus::Completed
+        );
         assert_eq!(engine.history(&done).await.unwrap().len(), 1);
         let out: Data = engine.wait(&done).await.unwrap();
         assert_eq!(out.get::<bool>("instant"), Some(true));
@@ -468,6 +478,9 @@ fn a_second_open_of_a_file_says_what_to_do_and_advertises_no_missing_store() {
         err.contains("the file is open in another durable engine"),
         "{err}"
     );
-    assert!(err.contains("stop the other one, or share one engine"), "{err}");
+    assert!(
+        err.contains("stop the other one, or share one engine"),
+        "{err}"
+    );
     assert!(!err.contains("PostgreSQL"), "{err}");
 }

@@ -93,7 +93,10 @@ impl Drop for Shared {
         for (_, run) in lock(&self.active).drain() {
             run.task.abort();
         }
-        if self.attached.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        if self
+            .attached
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
             self.store.detach();
         }
     }
@@ -316,7 +319,11 @@ impl Engine {
     ) -> Result<RunHandle<W>, Error> {
         let _ = workflow;
         let id = id.into();
-        if self.shared.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        if self
+            .shared
+            .stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             return Err(Error::EngineShutDown {
                 workflow: W::NAME.to_owned(),
             });
