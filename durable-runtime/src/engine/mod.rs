@@ -36,7 +36,9 @@ const POLL: Duration = Duration::from_millis(50);
 /// Runs workflows durably over a [`Store`].
 ///
 /// Build one with [`Engine::builder`], registering every workflow whose runs it should drive;
-/// [`build`](EngineBuilder::build) resumes every unfinished run of those workflows.
+/// [`build`](EngineBuilder::build) resumes every unfinished run of those workflows. Stop it
+/// with [`shutdown_gracefully`](Engine::shutdown_gracefully); dropping its last handle stops
+/// its runs too (they resume on the next start) and lets go of the store.
 ///
 /// ```
 /// use durable::{workflow, Data, Engine, StepError};
@@ -83,6 +85,9 @@ struct Shared {
     stopped: std::sync::atomic::AtomicBool,
     /// This engine is attached to its store (see [`Store::attach`]) and must detach once.
     attached: std::sync::atomic::AtomicBool,
+    /// Held by the heartbeat while it renews and claims, so a shutdown can wait for a beat in
+    /// flight (which could claim runs again) before it gives up the leases.
+    beat: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Shared {
@@ -258,6 +263,7 @@ impl EngineBuilder {
             resumed: Mutex::default(),
             stopped: Default::default(),
             attached: std::sync::atomic::AtomicBool::new(true),
+            beat: tokio::sync::Mutex::new(()),
         });
         // A store that cannot claim now (a full disk) still lets the engine read runs; the
         // heartbeat claims them once the store takes writes again.
@@ -674,6 +680,8 @@ impl Engine {
         if !first {
             return Ok(());
         }
+        // A beat in flight may be claiming runs: let it finish; later beats see `stopped`.
+        drop(self.shared.beat.lock().await);
         let waiting: Vec<_> = lock(&self.shared.active)
             .values()
             .map(|run| run.outcome.clone())
@@ -870,6 +878,7 @@ async fn heartbeat(shared: std::sync::Weak<Shared>) {
         };
         tokio::time::sleep((lease / 3).max(Duration::from_millis(10))).await;
         let Some(s) = shared.upgrade() else { return };
+        let _beat = s.beat.lock().await;
         if s.stopped.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
