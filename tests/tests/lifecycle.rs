@@ -484,3 +484,62 @@ fn a_second_open_of_a_file_says_what_to_do_and_advertises_no_missing_store() {
     );
     assert!(!err.contains("PostgreSQL"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Workers with different workflows on one memory store.
+
+workflow! { only_some_know { step hangs_once; step next; } }
+
+#[test]
+fn a_worker_never_takes_a_run_it_cannot_drive_from_one_that_can() {
+    let memory = MemoryStore::new();
+    let lease = Duration::from_millis(100);
+    let id = in_runtime(async {
+        let first = Engine::builder(memory.clone())
+            .register(only_some_know)
+            .lease_duration(lease)
+            .build()
+            .await
+            .unwrap();
+        let run = first.start(only_some_know, Data::new()).await.unwrap();
+        let id = run.id().clone();
+        until("hangs_once", || count(&id, "hangs_once") == 1).await;
+        id
+        // The runtime stops: this worker dies holding the run's lease.
+    });
+    in_runtime(async {
+        tokio::time::sleep(lease * 2).await;
+        // A worker that knows other workflows only: the dead worker's run is not for it.
+        let other = Engine::builder(memory.clone())
+            .register(other_run)
+            .lease_duration(lease)
+            .build()
+            .await
+            .unwrap();
+        assert!(other.resumed().is_empty());
+        let err = other.wait::<Data>(&id).await.unwrap_err();
+        assert!(matches!(err, Error::UnknownWorkflow { .. }), "{err:?}");
+        let info = other.status(&id).await.unwrap();
+        assert!(
+            matches!(info.stalled, Some(Error::UnknownWorkflow { .. })),
+            "{:?}",
+            info.stalled
+        );
+        // Several of its heartbeats later, a worker that knows the workflow takes the run.
+        tokio::time::sleep(lease * 2).await;
+        let knows = Engine::builder(memory.clone())
+            .register(only_some_know)
+            .lease_duration(lease)
+            .build()
+            .await
+            .unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(5), knows.wait::<Data>(&id))
+            .await
+            .expect("the run was not held by a worker that cannot drive it")
+            .unwrap();
+        assert_eq!(out.get::<bool>("next"), Some(true));
+        assert_eq!(knows.resumed(), std::slice::from_ref(&id));
+        assert_eq!(count(&id, "hangs_once"), 2);
+        drop(other);
+    });
+}

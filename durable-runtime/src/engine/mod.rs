@@ -492,16 +492,12 @@ impl Engine {
                 RunStatus::Running if matches!(stalled, Some(Error::Store(_))) => {
                     return Err(stalled.expect("matched"))
                 }
-                RunStatus::Running
-                    if !self.shared.workflows.contains_key(run.workflow.as_str()) =>
-                {
-                    return Err(Error::UnknownWorkflow {
-                        workflow: run.workflow,
-                        run_id: id.clone(),
-                    })
-                }
-                // Driven by another worker (or about to be registered as active here).
-                RunStatus::Running => tokio::time::sleep(POLL).await,
+                RunStatus::Running => match self.shared.check_resumable(&run) {
+                    // Not driven here, and this engine could not drive it: say why.
+                    Err(error) => return Err(error),
+                    // Driven by another worker (or about to be registered as active here).
+                    Ok(_) => tokio::time::sleep(POLL).await,
+                },
             }
         }
     }
@@ -715,7 +711,11 @@ impl Shared {
     fn stalled_for(&self, run: &RunRecord) -> Option<Error> {
         let mut stalled = lock(&self.stalled);
         if run.status == RunStatus::Running {
-            return stalled.get(&run.id).cloned();
+            // Not claimed here because this engine cannot drive it: say why all the same.
+            return stalled
+                .get(&run.id)
+                .cloned()
+                .or_else(|| self.check_resumable(run).err());
         }
         match stalled.get(&run.id) {
             Some(Error::ShutDown { .. }) | None => None,
@@ -728,7 +728,17 @@ impl Shared {
 
     /// Claims the unfinished runs no live worker holds and resumes those it can.
     async fn recover(self: &Arc<Self>) -> Result<(), Error> {
-        for run in self.store.claim_runs(&self.owner, self.lease).await? {
+        // Only runs this engine can drive: another worker may know the others.
+        let can_drive = |workflow: &str, fingerprint: &str| {
+            self.versions
+                .keys()
+                .any(|(name, fp)| *name == workflow && fp == fingerprint)
+        };
+        for run in self
+            .store
+            .claim_runs_for(&self.owner, self.lease, &can_drive)
+            .await?
+        {
             self.resume(run).await?;
         }
         // Runs this engine stopped driving because the store failed: drive them again now

@@ -277,6 +277,20 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>>;
 
+    /// [`claim_runs`](Store::claim_runs), but only the runs whose workflow and fingerprint
+    /// `can_drive` accepts, so that a worker never takes a run it cannot drive away from a
+    /// worker that could (on a store shared by workers with different workflows registered).
+    /// The default claims every run, which suits a store one engine drives at a time.
+    fn claim_runs_for<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+        can_drive: &'a (dyn Fn(&str, &str) -> bool + Send + Sync),
+    ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
+        let _ = can_drive;
+        self.claim_runs(owner, lease)
+    }
+
     /// Extends the leases `owner` holds; returns how many it still holds.
     fn renew_leases<'a>(
         &'a self,
