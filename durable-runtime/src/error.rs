@@ -97,7 +97,8 @@ pub enum Error {
         run_id: RunId,
     },
     /// [`EngineBuilder::build`](crate::EngineBuilder::build) on a store that another engine
-    /// of this process drives already (an SQLite store is driven by one engine at a time).
+    /// of this process drives already (an SQLite store is driven by one engine at a time), or
+    /// that a shut-down engine closed. The message names the store.
     StoreInUse(StoreError),
     /// A run was started on an engine that was shut down: build a new engine.
     EngineShutDown {

@@ -311,12 +311,20 @@ each_store! {
 
     fn start_after_shutdown_is_a_clear_error(store) {
         in_runtime(async {
-            let engine = Engine::builder_shared(store.open())
+            let opened = store.open();
+            let engine = Engine::builder_shared(opened.clone())
                 .register(other_run)
                 .build()
                 .await
                 .unwrap();
             engine.shutdown().await.unwrap();
+            if store.backend() == Backend::Sqlite {
+                // The shutdown closed the store: using it says so, and how to go on.
+                let err = engine.list(RunFilter::default()).await.unwrap_err().to_string();
+                assert!(err.contains("the store was closed (its engine shut down); open the file again"), "{err}");
+                let err = Engine::builder_shared(opened).build().await.err().expect("closed").to_string();
+                assert!(err.contains("the store was closed"), "{err}");
+            }
             let err = engine.run(other_run, Data::new()).await.unwrap_err();
             assert_eq!(
                 err.to_string(),
