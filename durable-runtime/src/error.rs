@@ -106,6 +106,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// [`EngineBuilder::build`](crate::EngineBuilder::build) on a store that another engine
+    /// of this process drives already (an SQLite store is driven by one engine at a time), or
+    /// that a shut-down engine closed. The message names the store.
+    StoreInUse(StoreError),
+    /// A run was started on an engine that was shut down: build a new engine.
+    EngineShutDown {
+        /// The workflow the run was to be of.
+        workflow: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -161,6 +170,12 @@ impl fmt::Display for Error {
                 "invalid run id {id}: {reason}; a run id is 1 to {} bytes of text without \
                  control characters",
                 RunId::MAX_LEN
+            ),
+            Error::StoreInUse(e) => write!(f, "cannot build the engine: {e}"),
+            Error::EngineShutDown { workflow } => write!(
+                f,
+                "cannot start a run of workflow `{workflow}`: this engine was shut down; build a \
+                 new engine (Engine::builder(store)...build()) to start runs"
             ),
         }
     }

@@ -5,7 +5,8 @@
 //! the store as one batch: one transaction, one fsync, many steps from many runs. Under load
 //! the batches grow by themselves; a lone run pays one commit per step, as it must.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -35,15 +36,31 @@ struct Pending {
 #[derive(Clone)]
 pub(crate) struct Journal {
     tx: mpsc::UnboundedSender<Pending>,
+    /// Set when the engine shuts down: runs start no new attempt.
+    closing: Arc<AtomicBool>,
 }
 
 impl Journal {
     /// Starts the writer task on the current tokio runtime. It retries a failing store for up
-    /// to `retry_for` before failing the writes.
-    pub(crate) fn spawn(store: Arc<dyn Store>, retry_for: Duration) -> Self {
+    /// to `retry_for` before failing the writes. It holds the store only while it commits a
+    /// batch, so dropping the engine drops the store (and an SQLite file's lock) at once.
+    pub(crate) fn spawn(store: Weak<dyn Store>, retry_for: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(store, rx, retry_for));
-        Self { tx }
+        Self {
+            tx,
+            closing: Arc::default(),
+        }
+    }
+
+    /// From now on runs start no new attempt (the engine is shutting down).
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the engine is shutting down, so a run must not start another attempt.
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// Commits `write` durably, batched with whatever else is waiting.
@@ -73,14 +90,19 @@ fn stopped() -> CommitError {
 }
 
 async fn write_loop(
-    store: Arc<dyn Store>,
+    store: Weak<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     retry_for: Duration,
 ) {
     let mut pending = Vec::with_capacity(256);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
         let (writes, acks): (Vec<_>, Vec<_>) = pending.drain(..).map(|p| (p.write, p.ack)).unzip();
-        let outcome = commit_retrying(&*store, &writes, retry_for).await;
+        let outcome = match store.upgrade() {
+            Some(store) => commit_retrying(&*store, &writes, retry_for).await,
+            None => Err(StoreError(
+                "the store is gone: its engine was dropped or shut down".into(),
+            )),
+        };
         match outcome {
             Ok(outcomes) => {
                 for (ack, outcome) in acks.into_iter().zip(outcomes) {

@@ -293,3 +293,44 @@ where
         }) as BoxFuture<'static, _>
     })
 }
+
+/// Runs blocking code from a step on tokio's blocking thread pool: a synchronous client,
+/// CPU-heavy work, `std::thread::sleep`, a `std::sync::Mutex` held for long. Await it inside
+/// the step; a panic in `f` is a failed (retryable) attempt.
+///
+/// A step must not block the thread it runs on (see the README's "What a step may not do"):
+/// blocked, that thread runs none of the engine's other tasks, so other runs' steps and
+/// commits may wait for it, and the step's `timeout` cannot fire until it returns. Through
+/// `blocking` the step only awaits, so `timeout` fails the attempt on time. The blocking
+/// thread itself cannot be stopped: it finishes `f` in the background and its result is
+/// dropped, so make `f` safe to run again (the next attempt runs it anew).
+///
+/// ```
+/// use durable::step::blocking;
+/// use durable::{Data, StepError};
+///
+/// async fn checksum(data: Data) -> Result<Data, StepError> {
+///     let text: String = data.get("text").unwrap_or_default();
+///     // Pretend this is a slow synchronous library call.
+///     let sum = blocking(move || text.bytes().map(u64::from).sum::<u64>()).await?;
+///     Ok(data.assign("sum", sum))
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # let out = checksum(Data::new().assign("text", "ab")).await.unwrap();
+/// # assert_eq!(out.get::<u64>("sum"), Some(97 + 98));
+/// # }
+/// ```
+pub async fn blocking<T, F>(f: F) -> Result<T, StepError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        if e.is_panic() {
+            let message = crate::panic::panic_message(e.into_panic().as_ref());
+            StepError::retryable(format!("the blocking code panicked: {message}"))
+        } else {
+            StepError::retryable(format!("the blocking code was cancelled: {e}"))
+        }
+    })
+}

@@ -5,7 +5,7 @@
 //! - `DURABLE_EXAMPLE_DB`: the SQLite file (a first command-line argument wins over it);
 //! - `DURABLE_EXAMPLE_FAST=1`: every simulated wait is ten times shorter (the tests set it).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -14,9 +14,45 @@ use durable::{StepContext, StepEvent, StepRecord};
 
 /// The SQLite file to use: the first command-line argument, else `$DURABLE_EXAMPLE_DB`, else
 /// `default` (relative to the current directory).
+///
+/// `-h` / `--help` prints the usage and exits; any other argument starting with `-`, or a
+/// second argument, is an error (exit code 2), so a typo never becomes a database file.
 pub fn db_path(default: &str) -> PathBuf {
-    std::env::args_os()
-        .nth(1)
+    let mut args = std::env::args_os();
+    let program = args
+        .next()
+        .map(|p| {
+            Path::new(&p)
+                .file_name()
+                .map_or_else(|| p.clone(), |n| n.to_owned())
+        })
+        .unwrap_or_default();
+    let program = program.to_string_lossy();
+    let usage = format!(
+        "usage: {program} [DATABASE]\n\n  DATABASE  the SQLite file to keep the runs in \
+         (default: ./{default}, or $DURABLE_EXAMPLE_DB)\n  -h, --help  print this help"
+    );
+    let rest: Vec<_> = args.collect();
+    if let Some(first) = rest.first() {
+        let text = first.to_string_lossy();
+        if text == "-h" || text == "--help" {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        if text.starts_with('-') {
+            eprintln!("error: unknown option `{text}`\n{usage}");
+            std::process::exit(2);
+        }
+    }
+    if rest.len() > 1 {
+        eprintln!(
+            "error: unexpected argument `{}`\n{usage}",
+            rest[1].to_string_lossy()
+        );
+        std::process::exit(2);
+    }
+    rest.into_iter()
+        .next()
         .or_else(|| std::env::var_os("DURABLE_EXAMPLE_DB"))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(default))

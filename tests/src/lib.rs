@@ -46,11 +46,15 @@ impl TestStore {
         self.dir.join("durable.db")
     }
 
-    /// Opens the store: the same contents every time.
+    /// Opens the store: the same contents every time. An SQLite file is opened once, with
+    /// no retry: the previous engine on it must have let go of it.
     pub fn open(&self) -> Arc<dyn Store> {
         match self.backend {
             Backend::Memory => Arc::new(self.memory.clone()),
-            Backend::Sqlite => Arc::new(open_sqlite_retrying(&self.db_path())),
+            Backend::Sqlite => Arc::new(
+                SqliteStore::open(self.db_path())
+                    .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.db_path().display())),
+            ),
         }
     }
 }

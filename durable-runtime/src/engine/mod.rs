@@ -36,7 +36,9 @@ const POLL: Duration = Duration::from_millis(50);
 /// Runs workflows durably over a [`Store`].
 ///
 /// Build one with [`Engine::builder`], registering every workflow whose runs it should drive;
-/// [`build`](EngineBuilder::build) resumes every unfinished run of those workflows.
+/// [`build`](EngineBuilder::build) resumes every unfinished run of those workflows. Stop it
+/// with [`shutdown_gracefully`](Engine::shutdown_gracefully); dropping its last handle stops
+/// its runs too (they resume on the next start) and lets go of the store.
 ///
 /// ```
 /// use durable::{workflow, Data, Engine, StepError};
@@ -71,14 +73,38 @@ struct Shared {
     versions: HashMap<(&'static str, String), Arc<Definition>>,
     owner: String,
     lease: Duration,
-    /// Runs this engine drives now, with the channel their outcome arrives on.
-    active: Mutex<HashMap<RunId, Active>>,
+    /// Runs this engine drives now, with the channel their outcome arrives on. Shared with
+    /// the run tasks, which never hold the engine itself (so dropping it lets go of the store).
+    active: Arc<Mutex<HashMap<RunId, Active>>>,
     /// Runs this engine claimed but cannot drive, and runs it stopped driving, with why.
-    stalled: Mutex<HashMap<RunId, Error>>,
+    stalled: Arc<Mutex<HashMap<RunId, Error>>>,
     /// Runs this engine resumed (claimed unfinished from the store), in order.
     resumed: Mutex<Vec<RunId>>,
-    /// Set by [`Engine::shutdown`]: the heartbeat stops renewing and claiming.
+    /// Set by [`Engine::shutdown`]: the heartbeat stops renewing and claiming, and no run
+    /// starts.
     stopped: std::sync::atomic::AtomicBool,
+    /// This engine is attached to its store (see [`Store::attach`]) and must detach once.
+    attached: std::sync::atomic::AtomicBool,
+    /// Held by the heartbeat while it renews and claims, so a shutdown can wait for a beat in
+    /// flight (which could claim runs again) before it gives up the leases.
+    beat: tokio::sync::Mutex<()>,
+}
+
+impl Drop for Shared {
+    /// The last handle on the engine is gone: stop driving its runs (they resume on the next
+    /// start) and let go of the store, so another engine can drive it at once.
+    fn drop(&mut self) {
+        self.journal.close();
+        for (_, run) in lock(&self.active).drain() {
+            run.task.abort();
+        }
+        if self
+            .attached
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.store.detach();
+        }
+    }
 }
 
 struct Active {
@@ -192,7 +218,33 @@ impl EngineBuilder {
     ///
     /// Runs it cannot resume (workflow not registered, definition changed) stay untouched in
     /// the store; [`Engine::wait`] and [`Engine::status`] report why.
+    ///
+    /// A store that cannot be written (a full disk) does not stop the build: runs can be
+    /// listed and read, writes fail with [`Error::Store`], and the heartbeat claims and drives
+    /// the unfinished runs once the store takes writes again.
+    ///
+    /// Fails with [`Error::StoreInUse`] when another engine of this process drives the store
+    /// and the store allows only one (an SQLite store and its clones): share that engine, or
+    /// shut it down first.
+    ///
+    /// ```
+    /// # use durable::{Engine, Error};
+    /// # use durable::store::sqlite::SqliteStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("durable-doc-build-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let store = SqliteStore::open(dir.join("runs.db"))?;
+    /// let engine = Engine::builder(store.clone()).build().await?;
+    /// let second = Engine::builder(store.clone()).build().await;
+    /// assert!(matches!(second, Err(Error::StoreInUse(_))));
+    /// drop(engine);
+    /// // Once the first engine is gone, another may drive the store.
+    /// let _again = Engine::builder(store).build().await?;
+    /// # drop(_again); std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
     pub async fn build(self) -> Result<Engine, Error> {
+        self.store.attach().map_err(Error::StoreInUse)?;
         let mut workflows = HashMap::new();
         let mut versions = HashMap::new();
         // Older versions first, so a current definition is never shadowed by one of them.
@@ -203,18 +255,22 @@ impl EngineBuilder {
         }
         let owner = format!("{}-{}", std::process::id(), RunId::generate());
         let shared = Arc::new(Shared {
-            journal: Journal::spawn(Arc::clone(&self.store), self.commit_retry),
+            journal: Journal::spawn(Arc::downgrade(&self.store), self.commit_retry),
             store: self.store,
             workflows,
             versions,
             owner,
             lease: self.lease,
-            active: Mutex::default(),
-            stalled: Mutex::default(),
+            active: Arc::default(),
+            stalled: Arc::default(),
             resumed: Mutex::default(),
             stopped: Default::default(),
+            attached: std::sync::atomic::AtomicBool::new(true),
+            beat: tokio::sync::Mutex::new(()),
         });
-        shared.recover().await?;
+        // A store that cannot claim now (a full disk) still lets the engine read runs; the
+        // heartbeat claims them once the store takes writes again.
+        let _ = shared.recover().await;
         tokio::spawn(heartbeat(Arc::downgrade(&shared)));
         Ok(Engine { shared })
     }
@@ -272,6 +328,15 @@ impl Engine {
     ) -> Result<RunHandle<W>, Error> {
         let _ = workflow;
         let id = id.into();
+        if self
+            .shared
+            .stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::EngineShutDown {
+                workflow: W::NAME.to_owned(),
+            });
+        }
         id.check()?;
         let def =
             self.shared
@@ -401,11 +466,19 @@ impl Engine {
                 // A closed channel means the task was aborted (shutdown): fall through to the store.
                 if let Ok(outcome) = rx.wait_for(Option::is_some).await {
                     let outcome = outcome.clone().expect("waited for Some");
-                    return outcome.map(|v| (workflow.to_owned(), v));
+                    match outcome {
+                        // Another worker took the run over: learn its outcome from the store.
+                        Err(Error::LeaseLost { .. }) => {}
+                        outcome => return outcome.map(|v| (workflow.to_owned(), v)),
+                    }
                 }
             }
-            if let Some(error) = lock(&self.shared.stalled).get(id) {
-                return Err(error.clone());
+            let stalled = lock(&self.shared.stalled).get(id).cloned();
+            match stalled {
+                // The store knows better: another worker may have finished the run, or may
+                // drive it now.
+                Some(Error::LeaseLost { .. } | Error::Store(_)) | None => {}
+                Some(error) => return Err(error),
             }
             let run = self.load(id).await?;
             match run.status {
@@ -426,16 +499,16 @@ impl Engine {
                         run_id: id.clone(),
                     })
                 }
-                RunStatus::Running
-                    if !self.shared.workflows.contains_key(run.workflow.as_str()) =>
-                {
-                    return Err(Error::UnknownWorkflow {
-                        workflow: run.workflow,
-                        run_id: id.clone(),
-                    })
+                // Stopped here by a store outage: the heartbeat drives it again later.
+                RunStatus::Running if matches!(stalled, Some(Error::Store(_))) => {
+                    return Err(stalled.expect("matched"))
                 }
-                // Driven by another worker (or about to be registered as active here).
-                RunStatus::Running => tokio::time::sleep(POLL).await,
+                RunStatus::Running => match self.shared.check_resumable(&run) {
+                    // Not driven here, and this engine could not drive it: say why.
+                    Err(error) => return Err(error),
+                    // Driven by another worker (or about to be registered as active here).
+                    Ok(_) => tokio::time::sleep(POLL).await,
+                },
             }
         }
     }
@@ -466,7 +539,7 @@ impl Engine {
     /// ```
     pub async fn status(&self, id: &RunId) -> Result<RunInfo, Error> {
         let run = self.load(id).await?;
-        let stalled = lock(&self.shared.stalled).get(id).cloned();
+        let stalled = self.shared.stalled_for(&run);
         Ok(RunInfo::from_record(run, stalled))
     }
 
@@ -512,11 +585,10 @@ impl Engine {
     /// ```
     pub async fn list(&self, filter: RunFilter) -> Result<Vec<RunInfo>, Error> {
         let runs = self.shared.store.list_runs(filter).await?;
-        let stalled = lock(&self.shared.stalled);
         Ok(runs
             .into_iter()
             .map(|r| {
-                let s = stalled.get(&r.id).cloned();
+                let s = self.shared.stalled_for(&r);
                 RunInfo::from_record(r, s)
             })
             .collect())
@@ -556,38 +628,133 @@ impl Engine {
         self.shared.workflows.get(workflow).map(|d| &**d)
     }
 
-    /// Stops driving every run (they stay unfinished in the store and resume on the next
-    /// start) and gives up this engine's leases so another worker can take them at once.
+    /// Stops at once: [`shutdown_gracefully`](Self::shutdown_gracefully) with no time for the
+    /// attempts in flight, which are cancelled. Their runs stay unfinished in the store and
+    /// resume on the next start (another worker on a shared store takes them at once).
     ///
     /// ```
     /// # use durable::{workflow, Data, Engine, StepError};
     /// # use durable::store::memory::MemoryStore;
-    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d) }
     /// # workflow! { hello { step greet; } }
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
     /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
     /// engine.shutdown().await?;
+    /// assert!(matches!(
+    ///     engine.start(hello, Data::new()).await,
+    ///     Err(durable::Error::EngineShutDown { .. })
+    /// ));
     /// # Ok(()) }
     /// ```
     pub async fn shutdown(&self) -> Result<(), Error> {
+        self.shutdown_gracefully(Duration::ZERO).await
+    }
+
+    /// Shuts the engine down, giving the attempts in flight up to `grace` to finish:
+    ///
+    /// - at once, it stops claiming and resuming runs, and [`start`](Self::start) fails with
+    ///   [`Error::EngineShutDown`];
+    /// - each step attempt already running may finish and is journaled; no run starts another
+    ///   attempt or step;
+    /// - after `grace`, the attempts still running are cancelled (they run again, from their
+    ///   journals, on the next start);
+    /// - it gives up the engine's leases, so another worker on a shared store takes the
+    ///   unfinished runs at once, and closes the store ([`Store::close`]): an SQLite file can
+    ///   be opened again as soon as this returns. Waiting on an unfinished run of this engine
+    ///   then reports [`Error::ShutDown`].
+    ///
+    /// Calling it again does nothing more.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::sqlite::SqliteStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("durable-doc-graceful-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("runs.db");
+    /// let engine = Engine::builder(SqliteStore::open(&path)?).register(hello).build().await?;
+    /// engine.start(hello, Data::new()).await?;
+    /// engine.shutdown_gracefully(Duration::from_secs(10)).await?;
+    /// // The file is free again.
+    /// let store = SqliteStore::open(&path)?;
+    /// # drop(store); std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn shutdown_gracefully(&self, grace: Duration) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        let deadline = tokio::time::Instant::now() + grace;
         // First stop the heartbeat, or it would claim the released runs straight back.
-        self.shared
-            .stopped
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let first = !self.shared.stopped.swap(true, Ordering::SeqCst);
+        self.shared.journal.close();
+        if !first {
+            return Ok(());
+        }
+        // A beat in flight may be claiming runs: let it finish; later beats see `stopped`.
+        drop(self.shared.beat.lock().await);
+        let waiting: Vec<_> = lock(&self.shared.active)
+            .values()
+            .map(|run| run.outcome.clone())
+            .collect();
+        for mut outcome in waiting {
+            // A closed channel means the task is gone already.
+            if tokio::time::timeout_at(deadline, outcome.wait_for(Option::is_some))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
         let active: Vec<(RunId, Active)> = lock(&self.shared.active).drain().collect();
         for (id, run) in active {
             run.task.abort();
             lock(&self.shared.stalled).insert(id.clone(), Error::ShutDown { run_id: id });
         }
-        self.shared.store.release_leases(&self.shared.owner).await?;
-        Ok(())
+        let released = self.shared.store.release_leases(&self.shared.owner).await;
+        if self.shared.attached.swap(false, Ordering::SeqCst) {
+            self.shared.store.detach();
+        }
+        self.shared.store.close();
+        released.map_err(Error::from)
     }
 }
 
 impl Shared {
+    /// Why this engine does not drive `run`, unless the run has finished (then whatever
+    /// stopped this engine is stale, and forgotten).
+    fn stalled_for(&self, run: &RunRecord) -> Option<Error> {
+        let mut stalled = lock(&self.stalled);
+        if run.status == RunStatus::Running {
+            // Not claimed here because this engine cannot drive it: say why all the same.
+            return stalled
+                .get(&run.id)
+                .cloned()
+                .or_else(|| self.check_resumable(run).err());
+        }
+        match stalled.get(&run.id) {
+            Some(Error::ShutDown { .. }) | None => None,
+            Some(_) => {
+                stalled.remove(&run.id);
+                None
+            }
+        }
+    }
+
     /// Claims the unfinished runs no live worker holds and resumes those it can.
     async fn recover(self: &Arc<Self>) -> Result<(), Error> {
-        for run in self.store.claim_runs(&self.owner, self.lease).await? {
+        // Only runs this engine can drive: another worker may know the others.
+        let can_drive = |workflow: &str, fingerprint: &str| {
+            self.versions
+                .keys()
+                .any(|(name, fp)| *name == workflow && fp == fingerprint)
+        };
+        for run in self
+            .store
+            .claim_runs_for(&self.owner, self.lease, &can_drive)
+            .await?
+        {
             self.resume(run).await?;
         }
         // Runs this engine stopped driving because the store failed: drive them again now
@@ -695,10 +862,12 @@ impl Shared {
             self.journal.clone(),
             journal,
         ));
+        // Driven again: whatever stopped it before no longer holds.
+        lock(&self.stalled).remove(&id);
         // Hold the lock across the spawn so the task cannot finish (and remove itself)
         // before it is listed.
         let mut active = lock(&self.active);
-        let shared = Arc::downgrade(self);
+        let (all_active, stalled) = (Arc::clone(&self.active), Arc::clone(&self.stalled));
         let run_id = id.clone();
         let handle = tokio::spawn(async move {
             // A panic of the engine itself (never a step's: those are caught per attempt) must
@@ -715,15 +884,13 @@ impl Shared {
                         ),
                     })
                 });
-            if let Some(shared) = shared.upgrade() {
-                if let Err(error) = &outcome {
-                    if !matches!(error, Error::RunFailed { .. }) {
-                        // Not journaled as finished: remember why, for later waiters.
-                        lock(&shared.stalled).insert(run_id.clone(), error.clone());
-                    }
+            if let Err(error) = &outcome {
+                if !matches!(error, Error::RunFailed { .. }) {
+                    // Not journaled as finished: remember why, for later waiters.
+                    lock(&stalled).insert(run_id.clone(), error.clone());
                 }
-                lock(&shared.active).remove(&run_id);
             }
+            lock(&all_active).remove(&run_id);
             let _ = tx.send(Some(outcome));
         });
         active.insert(
@@ -745,6 +912,7 @@ async fn heartbeat(shared: std::sync::Weak<Shared>) {
         };
         tokio::time::sleep((lease / 3).max(Duration::from_millis(10))).await;
         let Some(s) = shared.upgrade() else { return };
+        let _beat = s.beat.lock().await;
         if s.stopped.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }

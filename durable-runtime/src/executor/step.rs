@@ -45,6 +45,12 @@ impl RunTask {
                 input.clone()
             }
             .expect("input kept");
+            if self.journal.closing() {
+                // The engine shuts down: no new attempt; the run resumes on the next start.
+                return Err(Abort::Engine(Error::ShutDown {
+                    run_id: self.run_id.clone(),
+                }));
+            }
             let ctx = StepContext::with_journal(
                 self.def.name(),
                 self.run_id.clone(),
@@ -144,14 +150,27 @@ async fn run_attempt(step: &StepNode, ctx: StepContext, state: Value) -> Result<
     let attempt = CatchUnwind((step.func)(ctx, state));
     let result = match step.options.timeout {
         // Dropping the attempt's future on timeout cancels it.
-        Some(limit) => match tokio::time::timeout(limit, attempt).await {
-            Ok(result) => result,
-            Err(_) => {
-                return Err(StepError::retryable(format!(
-                    "the attempt timed out after {limit:?}"
-                )))
+        Some(limit) => {
+            let started = tokio::time::Instant::now();
+            match tokio::time::timeout(limit, attempt).await {
+                // An attempt that blocked its thread could not be cancelled while it ran: it
+                // still took too long, so it fails like one that was cancelled.
+                Ok(_) if started.elapsed() > limit => {
+                    let took = started.elapsed();
+                    return Err(StepError::retryable(format!(
+                        "the attempt timed out after {limit:?}: it took {took:?}, blocking its \
+                         thread so that it could not be cancelled on time (run blocking code \
+                         with durable::step::blocking)"
+                    )));
+                }
+                Ok(result) => result,
+                Err(_) => {
+                    return Err(StepError::retryable(format!(
+                        "the attempt timed out after {limit:?}"
+                    )))
+                }
             }
-        },
+        }
         None => attempt.await,
     };
     result.unwrap_or_else(|panic| Err(StepError::retryable(format!("the step panicked: {panic}"))))

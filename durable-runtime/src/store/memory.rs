@@ -165,6 +165,15 @@ impl Store for MemoryStore {
         owner: &'a str,
         lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
+        self.claim_runs_for(owner, lease, &|_, _| true)
+    }
+
+    fn claim_runs_for<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+        can_drive: &'a (dyn Fn(&str, &str) -> bool + Send + Sync),
+    ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
         let now = now_millis();
         let mut inner = self.lock();
         let inner = &mut *inner;
@@ -175,7 +184,10 @@ impl Store for MemoryStore {
                 None => true,
                 Some(holder) => holder != owner && stored.lease_expires_at <= now,
             };
-            if stored.record.status == RunStatus::Running && free {
+            if stored.record.status == RunStatus::Running
+                && free
+                && can_drive(&stored.record.workflow, &stored.record.fingerprint)
+            {
                 stored.record.owner = Some(owner.to_owned());
                 stored.record.lease_token += 1;
                 stored.lease_expires_at = now + lease.as_millis() as u64;

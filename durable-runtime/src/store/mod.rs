@@ -277,6 +277,20 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>>;
 
+    /// [`claim_runs`](Store::claim_runs), but only the runs whose workflow and fingerprint
+    /// `can_drive` accepts, so that a worker never takes a run it cannot drive away from a
+    /// worker that could (on a store shared by workers with different workflows registered).
+    /// The default claims every run, which suits a store one engine drives at a time.
+    fn claim_runs_for<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+        can_drive: &'a (dyn Fn(&str, &str) -> bool + Send + Sync),
+    ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
+        let _ = can_drive;
+        self.claim_runs(owner, lease)
+    }
+
     /// Extends the leases `owner` holds; returns how many it still holds.
     fn renew_leases<'a>(
         &'a self,
@@ -290,4 +304,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs matching `filter`, newest first.
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>>;
+
+    /// Called by [`EngineBuilder::build`](crate::EngineBuilder::build) before the engine
+    /// touches anything. A store whose claims take every unfinished run (one driver at a
+    /// time, like [`SqliteStore`](sqlite::SqliteStore)) refuses a second engine while one
+    /// drives it, with an error naming the store; the default accepts any number of engines,
+    /// whose leases decide who drives which run.
+    fn attach(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The engine that [`attach`](Store::attach)ed stopped driving the store (it shut down or
+    /// was dropped); another may attach now.
+    fn detach(&self) {}
+
+    /// Gives back what the store holds in the operating system (files, their locks), so the
+    /// same database can be opened again at once; every later call fails. Called by
+    /// [`Engine::shutdown_gracefully`](crate::Engine::shutdown_gracefully). The default does
+    /// nothing.
+    fn close(&self) {}
 }

@@ -2,7 +2,10 @@
 //!
 //! One process drives a file at a time: opening takes an exclusive lock on it, so every lease
 //! found in the file belongs to a process that is gone, and [`claim_runs`](Store::claim_runs)
-//! takes every unfinished run at once (no waiting for leases to expire after a crash). Writes
+//! takes every unfinished run at once (no waiting for leases to expire after a crash). For the
+//! same reason one engine at a time drives a store and its clones: building a second engine
+//! on it fails with [`Error::StoreInUse`](crate::Error::StoreInUse) until the first one shuts
+//! down or is dropped. Writes
 //! go through one connection on a blocking thread, a whole batch per transaction; reads use a
 //! second connection, which WAL lets run beside the writer.
 //!
@@ -23,6 +26,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -80,10 +84,13 @@ pub struct SqliteStore {
 
 struct Inner {
     // Field order is drop order: the connections close before the lock is released.
-    writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    // `None` once the store is closed.
+    writer: Mutex<Option<Connection>>,
+    reader: Mutex<Option<Connection>>,
     path: PathBuf,
-    _lock: File,
+    lock: Mutex<Option<File>>,
+    /// An engine drives this store (see [`Store::attach`]).
+    attached: AtomicBool,
 }
 
 impl SqliteStore {
@@ -115,8 +122,9 @@ impl SqliteStore {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 return Err(err(
-                    "the file is open in another durable engine; one process drives an SQLite \
-                     store at a time (use the PostgreSQL store for many workers)"
+                    "the file is open in another durable engine (another process, or another \
+                     SqliteStore::open in this one); one engine drives an SQLite store at a \
+                     time: stop the other one, or share one engine"
                         .into(),
                 ))
             }
@@ -162,10 +170,11 @@ impl SqliteStore {
         let reader = connect(&path, options.synchronous).map_err(|e| err(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
-                reader: Mutex::new(reader),
+                writer: Mutex::new(Some(writer)),
+                reader: Mutex::new(Some(reader)),
                 path,
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
+                attached: AtomicBool::new(false),
             }),
         })
     }
@@ -175,8 +184,39 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// Caps the file at about `bytes` (rounded down to whole pages): a write that would grow
+    /// it past that fails as on a full disk, while reading goes on. Keeps a runaway journal
+    /// from filling the disk, and lets a test see what a full disk does. Applies to this
+    /// store and its clones until they are closed.
+    ///
+    /// ```
+    /// use durable::store::sqlite::SqliteStore;
+    ///
+    /// let dir = std::env::temp_dir().join(format!("durable-doc-cap-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = SqliteStore::open(dir.join("runs.db"))?;
+    /// store.set_max_size(64 * 1024 * 1024)?;
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), durable::store::StoreError>(())
+    /// ```
+    pub fn set_max_size(&self, bytes: u64) -> Result<(), StoreError> {
+        let mut writer = lock(&self.inner.writer);
+        let conn = writer.as_mut().ok_or_else(|| self.closed())?;
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| self.error(e))?;
+        let pages = (bytes / page.max(1) as u64).max(1);
+        // SQLite never lowers the cap below the file's current size; that is fine here.
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| self.error(e))
+    }
+
     fn error(&self, e: rusqlite::Error) -> StoreError {
         StoreError(format!("sqlite store `{}`: {e}", self.inner.path.display()))
+    }
+
+    fn closed(&self) -> StoreError {
+        closed_error(&self.inner.path)
     }
 
     /// Runs `f` with one of the connections on the blocking pool.
@@ -190,14 +230,17 @@ impl SqliteStore {
             let shown = inner.path.display().to_string();
             tokio::task::spawn_blocking(move || {
                 let conn = if writer { &inner.writer } else { &inner.reader };
-                f(&mut lock(conn))
+                match lock(conn).as_mut() {
+                    Some(conn) => Ok(f(conn)),
+                    None => Err(closed_error(&inner.path)),
+                }
             })
             .await
             .map_err(|e| {
                 StoreError(format!(
                     "sqlite store `{shown}`: the database thread died: {e}"
                 ))
-            })?
+            })??
             .map_err(|e| StoreError(format!("sqlite store `{shown}`: {e}")))
         })
     }
@@ -253,10 +296,17 @@ fn damaged_run(id: &RunId, what: &str) -> String {
     )
 }
 
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+fn lock<T>(conn: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic inside a transaction rolls it back when the connection is next used, so a
     // poisoned connection is still consistent.
     conn.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn closed_error(path: &Path) -> StoreError {
+    StoreError(format!(
+        "sqlite store `{}`: the store was closed (its engine shut down); open the file again",
+        path.display()
+    ))
 }
 
 /// Refuses a file that is neither empty nor an SQLite database, before SQLite touches it.
@@ -555,8 +605,10 @@ impl Store for SqliteStore {
         // run's latency (measured: median 3.2 -> 2.3 ms for ten steps). On a current-thread
         // runtime that would stall every task, so the batch goes to the blocking pool.
         if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-            let result =
-                commit_batch(&mut lock(&self.inner.writer), batch).map_err(|e| self.error(e));
+            let result = match lock(&self.inner.writer).as_mut() {
+                Some(conn) => commit_batch(conn, batch).map_err(|e| self.error(e)),
+                None => Err(self.closed()),
+            };
             return Box::pin(std::future::ready(result));
         }
         let batch = batch.to_vec();
@@ -735,5 +787,35 @@ impl Store for SqliteStore {
             )?;
             rows.collect()
         })
+    }
+
+    fn attach(&self) -> Result<(), StoreError> {
+        if lock(&self.inner.lock).is_none() {
+            return Err(self.closed());
+        }
+        self.inner
+            .attached
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .map(drop)
+            .map_err(|_| {
+                StoreError(format!(
+                    "sqlite store `{}`: another engine of this process drives this store (or a \
+                     clone of it); one engine drives an SQLite store at a time, because its \
+                     claims take every unfinished run: share that engine (Engine is Clone and \
+                     can register several workflows), or shut it down first",
+                    self.inner.path.display()
+                ))
+            })
+    }
+
+    fn detach(&self) {
+        self.inner.attached.store(false, Ordering::SeqCst);
+    }
+
+    fn close(&self) {
+        // Connections first (the last one checkpoints the WAL), then the file lock.
+        drop(lock(&self.inner.writer).take());
+        drop(lock(&self.inner.reader).take());
+        drop(lock(&self.inner.lock).take());
     }
 }
