@@ -5,6 +5,7 @@
 //! [`Definition`] and the engine runs it.
 
 pub mod batch;
+mod changes;
 mod clock;
 pub mod data;
 pub mod definition;

@@ -7,8 +7,25 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::sync::Mutex;
+
 use durable::{workflow, Data, StepContext, StepError};
-use durable_tests::note;
+
+/// The steps that ran. The fixture's run ids are fixed, so the tests of this file take
+/// [`SERIAL`] and run one at a time.
+static RAN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn note(_ctx: &StepContext, step: &str) {
+    RAN.lock().unwrap().push(step.to_owned());
+}
+
+/// Takes [`SERIAL`] and forgets which steps ran.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    RAN.lock().unwrap().clear();
+    guard
+}
 
 /// Whether `gate` returns; closed, it never does (the run stays unfinished).
 static GATE_OPEN: AtomicBool = AtomicBool::new(true);
@@ -119,4 +136,96 @@ fn write_legacy_fixture() {
     drop(conn);
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/legacy_v1.db");
     std::fs::copy(&path, &target).unwrap();
+}
+
+/// Puts the fixture's runs into `store`: the file itself for SQLite; for memory, the same rows
+/// written through the `Store` trait (the runs created, their journals appended as they are).
+fn load_fixture(store: &durable_tests::TestStore) {
+    use durable::store::{Finish, NewRun, Store, Write};
+    use durable::RunId;
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/legacy_v1.db");
+    match store.backend() {
+        durable_tests::Backend::Sqlite => {
+            std::fs::copy(&fixture, store.db_path()).unwrap();
+        }
+        durable_tests::Backend::Memory => {
+            let copy = durable_tests::scratch_dir().join("legacy_v1.db");
+            std::fs::copy(&fixture, &copy).unwrap();
+            let source = durable::store::sqlite::SqliteStore::open(&copy).unwrap();
+            let target = store.open();
+            durable_tests::in_runtime(async {
+                for id in ["legacy-done", "legacy-open"] {
+                    let id = RunId::from(id);
+                    let run = source.load_run(&id).await.unwrap().unwrap();
+                    let entries = source.load_journal(&id).await.unwrap();
+                    let finish = run.output.clone().map(Finish::Completed);
+                    let batch = [
+                        Write::CreateRun(NewRun {
+                            id: id.clone(),
+                            workflow: run.workflow,
+                            fingerprint: run.fingerprint,
+                            input: run.input,
+                            owner: "a-process-long-gone".into(),
+                            lease_expires_at: 0,
+                        }),
+                        Write::Append {
+                            run: id,
+                            lease_token: 1,
+                            entries,
+                            finish,
+                        },
+                    ];
+                    let outcomes = target.commit(&batch).await.unwrap();
+                    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+                }
+            });
+        }
+    }
+}
+
+durable_tests::each_store! {
+    fn an_old_journal_resumes_without_rerunning_its_finished_steps(store) {
+        let _serial = serial();
+        load_fixture(&store);
+        durable_tests::in_runtime(async {
+            let engine = durable::Engine::builder_shared(store.open()).register(legacy).build().await.unwrap();
+            let open = durable::RunId::from("legacy-open");
+            let done = durable::RunId::from("legacy-done");
+            assert_eq!(engine.resumed(), [open.clone()]);
+            let out: Data = engine.wait(&open).await.unwrap();
+            // Every step before `gate` replayed from its whole-state entry: none ran again,
+            // and the result is the one the old code computed for the same input.
+            assert_eq!(*RAN.lock().unwrap(), ["gate"]);
+            let expected = engine.status(&done).await.unwrap().output.unwrap();
+            assert_eq!(serde_json::Value::from(out.clone()), expected);
+            assert_eq!(out.value("temp"), None, "prune's removal replays");
+            assert_eq!(out.value("profile"), Some(&serde_json::json!({"name": "ada", "age": 2})));
+            assert_eq!(out.get::<String>("side").as_deref(), Some("right"), "last_wins order replays");
+            assert_eq!(out.get::<bool>("gated"), Some(true));
+            // The new code journals only `gate`'s change after the old entries.
+            let history = engine.history(&open).await.unwrap();
+            assert_eq!(history.len(), 8);
+            assert_eq!(history[7].step, "gate");
+            assert_eq!(history[7].event, durable::StepEvent::Completed { output: serde_json::json!({"gated": true}) });
+        });
+    }
+
+    fn an_old_journal_reads_as_history(store) {
+        let _serial = serial();
+        load_fixture(&store);
+        durable_tests::in_runtime(async {
+            let engine = durable::Engine::builder_shared(store.open()).register(legacy).build().await.unwrap();
+            let history = engine.history(&durable::RunId::from("legacy-done")).await.unwrap();
+            let steps: Vec<_> = history.iter().map(|r| r.step.as_str()).collect();
+            assert_eq!(steps, ["grow", "prune", "left", "right", "doubled[0]/double", "doubled[1]/double", "doubled", "gate"]);
+            // Old entries hold whole states.
+            match &history[1].event {
+                durable::StepEvent::Completed { output } => {
+                    assert_eq!(output["blob"], "x".repeat(200));
+                    assert!(output.get("temp").is_none());
+                }
+                other => panic!("expected a completion, got {other:?}"),
+            }
+        });
+    }
 }

@@ -93,7 +93,10 @@ pub struct StepRecord {
 pub enum StepEvent {
     /// It finished with this output.
     Completed {
-        /// The state it returned.
+        /// What the journal holds: the state it returned, or, for a step journaled as its
+        /// changes (a step whose input and output are objects), only those: an object of the
+        /// keys it set or changed (nested objects narrowed to their changed keys), or
+        /// `[changes, removed key paths]` when it also removed keys.
         output: Value,
     },
     /// An attempt failed; another was due at `retry_at`.
@@ -121,7 +124,9 @@ impl StepRecord {
                 .to_owned()
         };
         let event = match entry.kind {
-            EntryKind::StepCompleted => StepEvent::Completed { output: payload },
+            EntryKind::StepCompleted | EntryKind::StepChanged => {
+                StepEvent::Completed { output: payload }
+            }
             EntryKind::AttemptFailed => StepEvent::AttemptFailed {
                 error: error(&payload),
                 retry_at: payload

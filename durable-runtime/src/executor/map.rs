@@ -16,8 +16,8 @@ impl RunTask {
         scope: Scope,
     ) -> Result<Done, Abort> {
         let path = path_in(&scope, map.name);
-        if let Some((seq, output)) = self.history.get(&path).and_then(|h| h.completed.as_ref()) {
-            return self.replay(&path, *seq, output);
+        if let Some(done) = self.history.get(&path).and_then(|h| h.completed.as_ref()) {
+            return self.replay(&path, done, state);
         }
         let literal = map
             .items
@@ -130,11 +130,23 @@ impl RunTask {
                 message,
             }));
         };
-        fields.insert(
-            map.name.to_owned(),
-            serde_json::to_value(&batch).expect("a batch result encodes"),
-        );
-        let entry = self.entry(&path, EntryKind::StepCompleted, 1, output.to_string());
+        let batch = serde_json::to_value(&batch).expect("a batch result encodes");
+        // Only the batch's key changed: journal just that, unless the state held an object
+        // there already (the journaled change would merge into it instead of replacing it).
+        let (kind, payload) = match fields.get(map.name) {
+            Some(Value::Object(_)) => (EntryKind::StepCompleted, None),
+            _ => {
+                let mut changes = serde_json::to_string(map.name).expect("a key encodes");
+                changes.insert(0, '{');
+                changes.push(':');
+                changes.push_str(&batch.to_string());
+                changes.push('}');
+                (EntryKind::StepChanged, Some(changes))
+            }
+        };
+        fields.insert(map.name.to_owned(), batch);
+        let payload = payload.unwrap_or_else(|| output.to_string());
+        let entry = self.entry(&path, kind, 1, payload);
         let seq = seq.max(self.append(vec![entry], None).await?);
         Ok(Done {
             state: output,

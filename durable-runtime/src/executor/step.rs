@@ -15,8 +15,8 @@ impl RunTask {
         let optional = step.options.optional;
         let history = self.history.get(name);
         if let Some(h) = history {
-            if let Some((seq, output)) = &h.completed {
-                return self.replay(name, *seq, output);
+            if let Some(done) = &h.completed {
+                return self.replay(name, done, input);
             }
             if let Some((attempts, error)) = &h.failed {
                 let failure = StepFailure {
@@ -33,18 +33,14 @@ impl RunTask {
             // The backoff survives a restart: wait only what is left of it.
             sleep_until(due).await;
         }
-        let mut input = Some(input);
         // One journal handle for all the step's attempts.
         let ops: Arc<dyn OpJournal> = Arc::new(Ops(Arc::clone(self)));
         loop {
-            // Keep the input while another attempt may need it, or an optional step may hand it on.
             let last = attempt >= policy.max_attempts;
-            let state = if last && !optional {
-                input.take()
-            } else {
-                input.clone()
-            }
-            .expect("input kept");
+            // The input is kept: the step's changes are journaled against it (instead of its
+            // whole output: cheaper to write than serializing the output, and a few bytes when
+            // it set one field), another attempt may need it, an optional step may hand it on.
+            let state = input.clone();
             let ctx = StepContext::with_journal(
                 self.def.name(),
                 self.run_id.clone(),
@@ -55,10 +51,15 @@ impl RunTask {
             let result = run_attempt(step, ctx, state).await;
             match result {
                 Ok(output) => {
-                    let text = output.to_string();
-                    let finish =
-                        (self.final_step == Some(name)).then(|| Finish::Completed(text.clone()));
-                    let entry = self.entry(name, EntryKind::StepCompleted, attempt, text);
+                    let (kind, payload) = match changes::encode(&input, &output) {
+                        Some(changes) => (EntryKind::StepChanged, changes),
+                        None => (EntryKind::StepCompleted, output.to_string()),
+                    };
+                    drop(input);
+                    // The run's output is its whole final state.
+                    let finish = (self.final_step == Some(name))
+                        .then(|| Finish::Completed(output.to_string()));
+                    let entry = self.entry(name, kind, attempt, payload);
                     let seq = self.append(vec![entry], finish).await?;
                     return Ok(Done {
                         state: output,
@@ -75,7 +76,7 @@ impl RunTask {
                         attempts: attempt,
                         error: error.message().to_owned(),
                     };
-                    return skip_or_fail(optional, failure, input.unwrap_or(Value::Null), seq);
+                    return skip_or_fail(optional, failure, input, seq);
                 }
                 Err(error) => {
                     let delay = policy.jittered_delay_after(attempt);

@@ -78,8 +78,14 @@ pub struct RunRecord {
 /// What a journal entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
-    /// A step finished; the payload is its output state.
+    /// A step finished; the payload is its whole output state. (Also a finished sub-operation
+    /// of a step, `step/fan_out#1[3]`, with the operation's output.)
     StepCompleted,
+    /// A step finished; the payload is what it changed against its input (keys set or
+    /// changed, nested objects recursively, and removed keys), which replay applies to the
+    /// same input. Written for steps whose input and output are JSON objects, so a step that
+    /// sets one field of a large state journals a few bytes.
+    StepChanged,
     /// An attempt failed and another will follow; the payload is
     /// `{"error": "...", "retry_at": <unix ms>}`.
     AttemptFailed,
@@ -93,6 +99,7 @@ impl EntryKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EntryKind::StepCompleted => "step_completed",
+            EntryKind::StepChanged => "step_changed",
             EntryKind::AttemptFailed => "attempt_failed",
             EntryKind::StepFailed => "step_failed",
         }
@@ -102,6 +109,7 @@ impl EntryKind {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "step_completed" => EntryKind::StepCompleted,
+            "step_changed" => EntryKind::StepChanged,
             "attempt_failed" => EntryKind::AttemptFailed,
             "step_failed" => EntryKind::StepFailed,
             _ => return None,

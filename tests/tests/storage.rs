@@ -1,0 +1,243 @@
+//! Storage that only grows by what changed: a step is journaled as its changes against its
+//! input, replay rebuilds the state from them; runs are listed page by page.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use durable::store::{EntryKind, JournalEntry, Store};
+use durable::{workflow, Data, Engine, RunId, StepContext, StepError};
+use durable_tests::{count, each_store, in_runtime, note};
+use serde_json::{json, Value};
+
+/// Runs whose `gate` step may return; for any other run it never does.
+static RELEASED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+fn release(run: &RunId) {
+    RELEASED
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashSet::new)
+        .insert(run.to_string());
+}
+
+async fn wait_for_release(ctx: &StepContext) {
+    let released = |run: &RunId| {
+        RELEASED
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|r| r.contains(run.as_str()))
+    };
+    if !released(ctx.run_id()) {
+        std::future::pending::<()>().await;
+    }
+}
+
+const BLOB: usize = 10_000;
+
+async fn grow(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "grow");
+    Ok(data
+        .assign("blob", "x".repeat(BLOB))
+        .assign("temp", "scratch")
+        .assign("profile", json!({"name": "ada", "age": 1, "old": true})))
+}
+
+async fn prune(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "prune");
+    let mut value = Value::from(data);
+    let state = value.as_object_mut().unwrap();
+    state.remove("temp");
+    let profile = state["profile"].as_object_mut().unwrap();
+    profile.remove("old");
+    profile.insert("age".into(), 2.into());
+    let Value::Object(map) = value else {
+        unreachable!()
+    };
+    Ok(Data::from(map))
+}
+
+async fn left(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "left");
+    Ok(data.assign("side", "left").assign("l", true))
+}
+
+async fn right(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "right");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    Ok(data.assign("side", "right").assign("r", true))
+}
+
+async fn first(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "first");
+    Ok(data.assign(
+        "profile",
+        json!({"name": "ada", "age": 2, "city": "london"}),
+    ))
+}
+
+async fn second(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "second");
+    let city = data.value("profile").and_then(|p| p.get("city")).cloned();
+    Ok(data.assign("seen_city", city))
+}
+
+async fn double(ctx: StepContext, item: Data) -> Result<Data, StepError> {
+    note(&ctx, "double");
+    let n = item.get::<u64>("n").unwrap_or(0);
+    Ok(item.assign("n", n * 2))
+}
+
+async fn gate(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "gate");
+    wait_for_release(&ctx).await;
+    Ok(data.assign("gated", true))
+}
+
+workflow! {
+    every_block {
+        step grow;
+        step prune;
+        parallel(merge = last_wins) { step left; step right; }
+        dag { step first; step second(after = [first]); }
+        map doubled(over = items) { step double; }
+        step gate;
+    }
+}
+
+async fn push(ctx: StepContext, mut list: Vec<u32>) -> Result<Vec<u32>, StepError> {
+    note(&ctx, ctx.step().to_owned());
+    list.push(list.len() as u32);
+    Ok(list)
+}
+
+async fn typed_gate(ctx: StepContext, list: Vec<u32>) -> Result<Vec<u32>, StepError> {
+    note(&ctx, "typed_gate");
+    wait_for_release(&ctx).await;
+    Ok(list)
+}
+
+workflow! {
+    array_state(state = Vec<u32>) {
+        step one = push;
+        step two = push;
+        step typed_gate;
+    }
+}
+
+fn items_input() -> Data {
+    Data::new().assign("items", json!([{"n": 1}, {"n": 2}]))
+}
+
+/// Starts a run that stops in its gate, waits until `before_gate` is journaled, then stops
+/// the process (drops the runtime) with the run unfinished, and lets its lease expire.
+fn start_and_stop_at_gate<W: durable::Workflow + Copy>(
+    store: &durable_tests::TestStore,
+    workflow: W,
+    input: W::State,
+    before_gate: &str,
+) -> RunId {
+    let id = in_runtime(async {
+        let engine = Engine::builder_shared(store.open())
+            .register(workflow)
+            .lease_duration(Duration::from_millis(100))
+            .build()
+            .await
+            .unwrap();
+        let run = engine.start(workflow, input).await.unwrap();
+        let id = run.id().clone();
+        for _ in 0..500 {
+            let history = engine.history(&id).await.unwrap();
+            if history.iter().any(|r| r.step == before_gate) {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("`{before_gate}` never finished");
+    });
+    // The memory store's lease must expire before a new engine may take the run over.
+    std::thread::sleep(Duration::from_millis(150));
+    id
+}
+
+async fn journal(store: &dyn Store, run: &RunId) -> Vec<JournalEntry> {
+    store.load_journal(run).await.unwrap()
+}
+
+each_store! {
+    fn a_step_that_sets_one_field_of_a_large_state_journals_a_few_bytes(store) {
+        in_runtime(async {
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone()).register(every_block).build().await.unwrap();
+            let id = RunId::generate();
+            release(&id);
+            let input = items_input().assign("big", "y".repeat(100_000));
+            let run = engine.start_with_id(every_block, id.clone(), input).await.unwrap();
+            run.wait().await.unwrap();
+            let entries = journal(&*shared, &id).await;
+            let sizes: Vec<_> = entries.iter().map(|e| (e.step.as_str(), e.kind, e.payload.len())).collect();
+            // The 100 KB field is never journaled: `grow` writes its blob, the rest their change.
+            for (step, kind, len) in &sizes {
+                assert_eq!(*kind, EntryKind::StepChanged, "{sizes:?}");
+                let bound = if *step == "grow" { BLOB + 200 } else { 1_000 };
+                assert!(len < &bound, "{step} journaled {len} bytes: {sizes:?}");
+            }
+            let gate = entries.iter().find(|e| e.step == "gate").unwrap();
+            assert_eq!(gate.payload, r#"{"gated":true}"#);
+            // The map's own entry holds only its batch result.
+            let map = entries.iter().find(|e| e.step == "doubled").unwrap();
+            let payload: Value = serde_json::from_str(&map.payload).unwrap();
+            assert_eq!(payload.as_object().unwrap().keys().collect::<Vec<_>>(), ["doubled"]);
+            // A removal is journaled with its path.
+            let prune = entries.iter().find(|e| e.step == "prune").unwrap();
+            assert_eq!(prune.payload, r#"[{"profile":{"age":2}},[["profile","old"],["temp"]]]"#);
+        });
+    }
+
+    fn a_resumed_run_rebuilds_its_state_from_the_journaled_changes(store) {
+        let id = start_and_stop_at_gate(&store, every_block, items_input(), "doubled");
+        in_runtime(async {
+            release(&id);
+            let engine = Engine::builder_shared(store.open()).register(every_block).build().await.unwrap();
+            assert_eq!(engine.resumed(), [id.clone()]);
+            let resumed: Data = engine.wait(&id).await.unwrap();
+            for step in ["grow", "prune", "left", "right", "first", "second", "double"] {
+                let expected = if step == "double" { 2 } else { 1 };
+                assert_eq!(count(&id, step), expected, "{step} ran again");
+            }
+            assert_eq!(count(&id, "gate"), 2);
+            // The same input run straight through gives the same state.
+            let reference = RunId::generate();
+            release(&reference);
+            let straight = engine.start_with_id(every_block, reference, items_input()).await.unwrap();
+            let straight = straight.wait().await.unwrap();
+            assert_eq!(Value::from(resumed.clone()), Value::from(straight));
+            assert_eq!(resumed.value("temp"), None);
+            assert_eq!(resumed.value("profile"), Some(&json!({"name": "ada", "age": 2, "city": "london"})));
+            assert_eq!(resumed.get::<String>("side").as_deref(), Some("right"));
+            assert_eq!(resumed.get::<String>("seen_city").as_deref(), Some("london"));
+            assert_eq!(resumed.value("doubled").and_then(|d| d.get("succeeded")), Some(&json!(2)));
+            assert_eq!(resumed.get::<String>("blob").map(|b| b.len()), Some(BLOB));
+        });
+    }
+
+    fn a_state_that_is_not_an_object_is_journaled_whole_and_resumes(store) {
+        let id = start_and_stop_at_gate(&store, array_state, vec![7], "two");
+        in_runtime(async {
+            release(&id);
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone()).register(array_state).build().await.unwrap();
+            let out: Vec<u32> = engine.wait(&id).await.unwrap();
+            assert_eq!(out, [7, 1, 2]);
+            assert_eq!((count(&id, "one"), count(&id, "two")), (1, 1));
+            let entries = journal(&*shared, &id).await;
+            let kinds: Vec<_> = entries.iter().map(|e| (e.step.as_str(), e.kind, e.payload.as_str())).collect();
+            assert_eq!(kinds, [
+                ("one", EntryKind::StepCompleted, "[7,1]"),
+                ("two", EntryKind::StepCompleted, "[7,1,2]"),
+                ("typed_gate", EntryKind::StepCompleted, "[7,1,2]"),
+            ]);
+        });
+    }
+}
