@@ -229,3 +229,66 @@ durable_tests::each_store! {
         });
     }
 }
+
+/// A file of schema version 1 is migrated in place on open: it gains the listing indexes
+/// (the old `(status, workflow)` index is replaced), and lists page by page.
+#[test]
+fn opening_a_version_1_file_migrates_it_in_place() {
+    let _serial = serial();
+    let path = durable_tests::scratch_dir().join("legacy_v1.db");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/legacy_v1.db");
+    std::fs::copy(&fixture, &path).unwrap();
+    let indexes = |path: &std::path::Path| -> (String, Vec<String>) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let version = conn
+            .query_row(
+                "SELECT value FROM durable_meta WHERE key = 'schema'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'durable_runs' AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        let names = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (version, names)
+    };
+    assert_eq!(
+        indexes(&path),
+        ("1".to_owned(), vec!["durable_runs_by_status".to_owned()])
+    );
+    durable_tests::in_runtime(async {
+        let store = durable::store::sqlite::SqliteStore::open(&path).unwrap();
+        let engine = durable::Engine::builder(store).build().await.unwrap();
+        let filter = durable::RunFilter {
+            limit: Some(1),
+            ..Default::default()
+        };
+        let first = engine.list_page(filter.clone()).await.unwrap();
+        assert_eq!(first.runs[0].id.as_str(), "legacy-open");
+        let second = engine
+            .list_page(durable::RunFilter {
+                after: first.next,
+                ..filter
+            })
+            .await
+            .unwrap();
+        assert_eq!(second.runs[0].id.as_str(), "legacy-done");
+        assert!(second.next.is_none());
+        engine.shutdown().await.unwrap();
+    });
+    let expected = [
+        "durable_runs_by_created",
+        "durable_runs_by_status_created",
+        "durable_runs_by_workflow_created",
+        "durable_runs_by_workflow_status_created",
+    ];
+    assert_eq!(
+        indexes(&path),
+        ("2".to_owned(), expected.map(String::from).to_vec())
+    );
+}

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{parse_failure, Engine};
 use crate::definition::Workflow;
 use crate::error::{Error, RunFailure};
-use crate::store::{EntryKind, JournalEntry, RunRecord, RunStatus};
+use crate::store::{Cursor, EntryKind, JournalEntry, RunRecord, RunStatus};
 use crate::RunId;
 
 /// A started run: its id, and a way to wait for its typed output.
@@ -71,6 +71,15 @@ impl RunInfo {
             updated_at: run.updated_at,
         }
     }
+}
+
+/// A page of [`Engine::list_page`](crate::Engine::list_page).
+#[derive(Debug, Clone)]
+pub struct RunPage {
+    /// The runs, newest first.
+    pub runs: Vec<RunInfo>,
+    /// Where the next page starts (set it as the filter's `after`), if there are more runs.
+    pub next: Option<Cursor>,
 }
 
 /// One entry of a run's history.
