@@ -334,3 +334,113 @@ each_store! {
         drop(engine);
     }
 }
+
+/// A store whose commits each take `delay` longer.
+struct SlowCommits {
+    inner: std::sync::Arc<dyn Store>,
+    delay: Duration,
+}
+
+impl Store for SlowCommits {
+    fn commit<'a>(
+        &'a self,
+        batch: &'a [durable::store::Write],
+    ) -> durable::BoxFuture<
+        'a,
+        Result<Vec<Result<(), durable::store::Rejected>>, durable::store::StoreError>,
+    > {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.commit(batch).await
+        })
+    }
+    fn load_run<'a>(
+        &'a self,
+        id: &'a RunId,
+    ) -> durable::BoxFuture<'a, Result<Option<durable::store::RunRecord>, durable::store::StoreError>>
+    {
+        self.inner.load_run(id)
+    }
+    fn load_journal<'a>(
+        &'a self,
+        id: &'a RunId,
+    ) -> durable::BoxFuture<'a, Result<Vec<JournalEntry>, durable::store::StoreError>> {
+        self.inner.load_journal(id)
+    }
+    fn claim_runs<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+    ) -> durable::BoxFuture<'a, Result<Vec<durable::store::RunRecord>, durable::store::StoreError>>
+    {
+        self.inner.claim_runs(owner, lease)
+    }
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+    ) -> durable::BoxFuture<'a, Result<usize, durable::store::StoreError>> {
+        self.inner.renew_leases(owner, lease)
+    }
+    fn release_leases<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> durable::BoxFuture<'a, Result<(), durable::store::StoreError>> {
+        self.inner.release_leases(owner)
+    }
+    fn list_runs(
+        &self,
+        filter: durable::RunFilter,
+    ) -> durable::BoxFuture<'_, Result<Vec<durable::store::RunRecord>, durable::store::StoreError>>
+    {
+        self.inner.list_runs(filter)
+    }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// When each run's second attempt of `flaky_once` started, in Unix milliseconds.
+static SECOND_ATTEMPT: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+
+async fn flaky_once(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    if ctx.attempt() == 1 {
+        return Err(StepError::retryable("not yet"));
+    }
+    SECOND_ATTEMPT
+        .lock()
+        .unwrap()
+        .push((ctx.run_id().to_string(), now_millis()));
+    Ok(data.assign("done", true))
+}
+
+workflow! {
+    retried_once {
+        step flaky_once(retry(max_attempts = 2, backoff = constant, initial = 100ms));
+    }
+}
+
+each_store! {
+    fn a_retry_starts_at_its_journaled_retry_at_however_slow_the_commit(store) {
+        in_runtime(async {
+            // Each commit takes 80 ms: waiting the whole backoff after the failed attempt's
+            // commit would start the retry 80 ms after its journaled `retry_at`.
+            let slow = SlowCommits { inner: store.open(), delay: Duration::from_millis(80) };
+            let engine = Engine::builder(slow).register(retried_once).build().await.unwrap();
+            let run = engine.start(retried_once, Data::new()).await.unwrap();
+            run.wait().await.unwrap();
+            let history = engine.history(run.id()).await.unwrap();
+            let retry_at = match &history[0].event {
+                durable::StepEvent::AttemptFailed { retry_at, .. } => *retry_at,
+                other => panic!("expected a failed attempt, got {other:?}"),
+            };
+            let started = SECOND_ATTEMPT.lock().unwrap().iter().find(|(r, _)| r == run.id().as_str()).unwrap().1;
+            assert!(started >= retry_at, "the retry started {} ms before its retry_at", retry_at - started);
+            assert!(started < retry_at + 40, "the retry started {} ms after its retry_at", started - retry_at);
+        });
+    }
+}

@@ -79,13 +79,17 @@ impl RunTask {
                     return skip_or_fail(optional, failure, input, seq);
                 }
                 Err(error) => {
+                    // The next attempt is due `delay` from now, not from the commit below
+                    // (which may take milliseconds): the same instant the journal records,
+                    // and the same the resume path waits for.
                     let delay = policy.jittered_delay_after(attempt);
+                    let due = tokio::time::Instant::now() + delay;
                     let retry_at = now_millis() + delay.as_millis() as u64;
                     let payload =
                         json!({ "error": error.message(), "retry_at": retry_at }).to_string();
                     let entry = self.entry(name, EntryKind::AttemptFailed, attempt, payload);
                     self.append(vec![entry], None).await?;
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep_until(due).await;
                     attempt += 1;
                 }
             }
