@@ -200,7 +200,7 @@ each_store! {
         in_runtime(async {
             release(&id);
             let engine = Engine::builder_shared(store.open()).register(every_block).build().await.unwrap();
-            assert_eq!(engine.resumed(), [id.clone()]);
+            assert_eq!(engine.resumed(), std::slice::from_ref(&id));
             let resumed: Data = engine.wait(&id).await.unwrap();
             for step in ["grow", "prune", "left", "right", "first", "second", "double"] {
                 let expected = if step == "double" { 2 } else { 1 };

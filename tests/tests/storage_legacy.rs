@@ -191,7 +191,7 @@ durable_tests::each_store! {
             let engine = durable::Engine::builder_shared(store.open()).register(legacy).build().await.unwrap();
             let open = durable::RunId::from("legacy-open");
             let done = durable::RunId::from("legacy-done");
-            assert_eq!(engine.resumed(), [open.clone()]);
+            assert_eq!(engine.resumed(), std::slice::from_ref(&open));
             let out: Data = engine.wait(&open).await.unwrap();
             // Every step before `gate` replayed from its whole-state entry: none ran again,
             // and the result is the one the old code computed for the same input.
