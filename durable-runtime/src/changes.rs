@@ -34,7 +34,7 @@ pub(crate) fn encode(before: &Value, after: &Value) -> Option<String> {
 /// Applies a payload written by [`encode`] to `input`, the state the step started from.
 pub(crate) fn apply(input: Value, payload: &str) -> Result<Value, String> {
     let parsed: Value = serde_json::from_str(payload)
-        .map_err(|e| format!("its journaled changes are not valid JSON: {e}"))?;
+        .map_err(|e| format!("its journaled output is not valid JSON: {e}"))?;
     let (changes, removed) = match parsed {
         Value::Object(changes) => (changes, Vec::new()),
         Value::Array(mut pair) if pair.len() == 2 => match (pair.pop(), pair.pop()) {
