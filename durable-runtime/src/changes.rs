@@ -74,7 +74,7 @@ fn diff<'a>(
     let mut changes = Map::new();
     for (key, new) in after {
         match (before.get(key), new) {
-            (Some(old), _) if old == new => {}
+            // Objects are walked once: comparing them first would walk a changed one twice.
             (Some(Value::Object(old)), Value::Object(new)) => {
                 prefix.push(key);
                 let inner = diff(old, new, prefix, removed);
@@ -83,6 +83,7 @@ fn diff<'a>(
                     changes.insert(key.clone(), Value::Object(inner));
                 }
             }
+            (Some(old), _) if old == new => {}
             _ => {
                 changes.insert(key.clone(), new.clone());
             }
