@@ -5,6 +5,7 @@
 //! [`Definition`] and the engine runs it.
 
 pub mod batch;
+mod changes;
 mod clock;
 pub mod data;
 pub mod definition;
@@ -29,7 +30,7 @@ pub use definition::{
     DagNode, Definition, MapNode, MapOptions, Node, ParallelNode, SeqNode, StepNode, StepOptions,
     Workflow,
 };
-pub use engine::{Engine, EngineBuilder, RunHandle, RunInfo, StepEvent, StepRecord};
+pub use engine::{Engine, EngineBuilder, RunHandle, RunInfo, RunPage, StepEvent, StepRecord};
 pub use error::{Error, RunFailure, StepFailure};
 pub use fan_out::FanOutResult;
 pub use graph::{Graph, GraphStep};
@@ -37,4 +38,4 @@ pub use merge::{Merge, OnError};
 pub use retry::{Backoff, RetryPolicy};
 pub use run_id::RunId;
 pub use step::{BoxFuture, StepContext, StepError, StepFn, StepResult};
-pub use store::{RunFilter, RunStatus, Store};
+pub use store::{Cursor, RunFilter, RunStatus, Store};

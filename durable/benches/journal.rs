@@ -5,6 +5,10 @@
 //! - `fan100`: one parallel block of 100 no-op steps: ms per workflow;
 //! - `latency`: one seq10 workflow at a time: median and p99 ms;
 //! - `map10k`: a map block over 10,000 items, 100 at a time: items/s;
+//! - `big_state`: 50 concurrent seq10 workflows whose state is 100 KB and whose steps each
+//!   set one small field: journal bytes per step (the payloads' length, and the SQLite file's
+//!   growth) and steps/s (`cargo bench -p durable
+//!   --bench journal -- big_state` runs only this case);
 //!
 //! each for both stores with the SQLite/memory ratio, and the cost of one fsync on the same
 //! disk, so the latency can be read as a multiple of ten fsyncs.
@@ -18,6 +22,100 @@ use durable::{workflow, Data, Definition, Engine, Node, StepError, StepOptions, 
 
 async fn noop(data: Data) -> Result<Data, StepError> {
     Ok(data)
+}
+
+/// Sets one small field: the step's change is a few bytes whatever the state's size.
+async fn touch(ctx: durable::StepContext, data: Data) -> Result<Data, StepError> {
+    Ok(data.assign(format!("touched_{}", ctx.step()), true))
+}
+
+workflow! {
+    big_seq10 {
+        step t0 = touch; step t1 = touch; step t2 = touch; step t3 = touch; step t4 = touch;
+        step t5 = touch; step t6 = touch; step t7 = touch; step t8 = touch; step t9 = touch;
+    }
+}
+
+/// A 100 KB state: 100 fields of 1 KB.
+fn big_state() -> Data {
+    (0..100).fold(Data::new(), |d, i| {
+        d.assign(
+            format!("field_{i:03}"),
+            format!("{i:03}").repeat(1000 / 3 + 1),
+        )
+    })
+}
+
+struct BigFigures {
+    journal_bytes_per_step: f64,
+    file_bytes_per_step: Option<f64>,
+    steps_per_s: f64,
+}
+
+/// `big_state` on one store; `files` are the store's files, whose growth is measured.
+async fn measure_big(store: std::sync::Arc<dyn Store>, files: &[std::path::PathBuf]) -> BigFigures {
+    let engine = Engine::builder_shared(std::sync::Arc::clone(&store))
+        .register(big_seq10)
+        .build()
+        .await
+        .unwrap();
+    let input = big_state();
+    assert!(serde_json::to_string(&input).unwrap().len() >= 100_000);
+    engine.run(big_seq10, input.clone()).await.unwrap();
+    let size = || -> u64 {
+        files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    let before = size();
+    let workflows = 50;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workflows)
+        .map(|_| {
+            let (engine, input) = (engine.clone(), input.clone());
+            tokio::spawn(async move { engine.start(big_seq10, input).await.unwrap() })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        let run = task.await.unwrap();
+        let out = run.wait().await.unwrap();
+        assert_eq!(out.get::<bool>("touched_t9"), Some(true));
+        ids.push(run.id().clone());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let steps = (workflows * 10) as f64;
+    let mut journal = 0;
+    for id in &ids {
+        let entries = store.load_journal(id).await.unwrap();
+        assert_eq!(entries.len(), 10);
+        journal += entries.iter().map(|e| e.payload.len()).sum::<usize>();
+    }
+    BigFigures {
+        journal_bytes_per_step: journal as f64 / steps,
+        file_bytes_per_step: (!files.is_empty()).then(|| (size() - before) as f64 / steps),
+        steps_per_s: steps / secs,
+    }
+}
+
+async fn big_state_case(dir: &std::path::Path) {
+    let db = dir.join("big.db");
+    let files = [db.clone(), dir.join("big.db-wal")];
+    let sqlite = measure_big(std::sync::Arc::new(SqliteStore::open(&db).unwrap()), &files).await;
+    let memory = measure_big(std::sync::Arc::new(MemoryStore::new()), &[]).await;
+    println!("big_state (100 KB state, each step sets one field; 50 x seq10)");
+    println!("store          journal B/step   file growth B/step   steps/s");
+    for (name, f) in [("sqlite (FULL)", &sqlite), ("memory", &memory)] {
+        let file = f
+            .file_bytes_per_step
+            .map_or("-".to_owned(), |b| format!("{b:.0}"));
+        println!(
+            "{name:<14} {:>14.0}   {file:>18}   {:>7.0}",
+            f.journal_bytes_per_step, f.steps_per_s
+        );
+    }
 }
 
 workflow! {
@@ -168,6 +266,12 @@ fn fsync_ms(dir: &std::path::Path) -> f64 {
 async fn main() {
     let dir = std::env::temp_dir().join(format!("durable-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let only_big = std::env::args().any(|a| a == "big_state");
+    big_state_case(&dir).await;
+    if only_big {
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let fsync = fsync_ms(&dir);
     let sqlite = measure(SqliteStore::open(dir.join("bench.db")).unwrap()).await;
     let memory = measure(MemoryStore::new()).await;

@@ -84,7 +84,9 @@ impl Scenario {
             return BTreeSet::new();
         }
         let mut stmt = conn
-            .prepare("SELECT step FROM durable_journal WHERE kind = 'step_completed'")
+            .prepare(
+                "SELECT step FROM durable_journal WHERE kind IN ('step_completed', 'step_changed')",
+            )
             .unwrap();
         let steps = stmt
             .query_map([], |r| r.get::<_, String>(0))
@@ -97,7 +99,7 @@ impl Scenario {
     fn completions_per_step(&self) -> BTreeMap<String, i64> {
         let conn = rusqlite::Connection::open(&self.db).unwrap();
         let mut stmt = conn
-            .prepare("SELECT step, count(*) FROM durable_journal WHERE kind = 'step_completed' GROUP BY step")
+            .prepare("SELECT step, count(*) FROM durable_journal WHERE kind IN ('step_completed', 'step_changed') GROUP BY step")
             .unwrap();
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))

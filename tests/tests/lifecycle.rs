@@ -82,10 +82,11 @@ fn a_second_engine_on_a_clone_of_an_sqlite_store_is_refused_and_the_first_keeps_
         let out = run.wait().await.unwrap();
         assert_eq!(out.get::<bool>("held"), Some(true));
         assert_eq!((count(&id, "hold"), count(&id, "quick")), (1, 1));
-        // Once the first engine is gone, another engine may drive the store.
+        // Once the first engine is shut down (which closes the store), another engine may
+        // drive the file, opened again at once.
         drop(run);
-        drop(first);
-        let second = Engine::builder(store.clone())
+        first.shutdown().await.unwrap();
+        let second = Engine::builder(SqliteStore::open(&path).unwrap())
             .register(held_run)
             .build()
             .await

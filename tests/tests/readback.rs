@@ -510,16 +510,17 @@ fn a_changed_run_input_or_output_is_refused_naming_the_run() {
 }
 
 #[test]
-fn a_schema_1_file_is_migrated_and_its_entries_without_checksums_are_read() {
+fn a_file_from_before_checksums_is_migrated_and_its_entries_without_checksums_are_read() {
     let (store, ids) = journal_checksum_test_store();
     {
-        // Make the file what version 1 wrote: no checksum column, schema 1.
+        // Make the file what version 2 wrote: no checksum column, schema 2 (a real version 1
+        // file is migrated through every version in storage_legacy.rs).
         let conn = rusqlite::Connection::open(store.db_path()).unwrap();
         conn.execute_batch(
             "ALTER TABLE durable_journal DROP COLUMN checksum;
              ALTER TABLE durable_runs DROP COLUMN input_checksum;
              ALTER TABLE durable_runs DROP COLUMN end_checksum;
-             UPDATE durable_meta SET value = '1' WHERE key = 'schema';",
+             UPDATE durable_meta SET value = '2' WHERE key = 'schema';",
         )
         .unwrap();
     }
@@ -540,7 +541,7 @@ fn a_schema_1_file_is_migrated_and_its_entries_without_checksums_are_read() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(schema, "2");
+    assert_eq!(schema, "3");
     // Old entries keep no checksum; new ones have one.
     let sums: Vec<(String, Option<i64>)> = conn
         .prepare("SELECT step, checksum FROM durable_journal WHERE run_id = ?1 ORDER BY seq")

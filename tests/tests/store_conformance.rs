@@ -142,7 +142,7 @@ each_store! {
             assert_eq!(ids(store.list_runs(RunFilter::default()).await.unwrap()), ["3", "2", "1"]);
             let x = RunFilter { workflow: Some("x".into()), ..Default::default() };
             assert_eq!(ids(store.list_runs(x).await.unwrap()), ["3", "1"]);
-            let running_x = RunFilter { workflow: Some("x".into()), status: Some(RunStatus::Running), limit: None };
+            let running_x = RunFilter { workflow: Some("x".into()), status: Some(RunStatus::Running), limit: None, after: None };
             assert_eq!(ids(store.list_runs(running_x).await.unwrap()), ["1"]);
             let one = RunFilter { limit: Some(1), ..Default::default() };
             assert_eq!(ids(store.list_runs(one).await.unwrap()), ["3"]);

@@ -18,13 +18,14 @@ use crate::executor::{Outcome, RunTask};
 use crate::journal::{CommitError, Journal};
 use crate::panic::CatchUnwind;
 use crate::store::{
-    JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
+    Cursor, JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError,
+    Write,
 };
 use crate::RunId;
 
 mod records;
 
-pub use records::{RunHandle, RunInfo, StepEvent, StepRecord};
+pub use records::{RunHandle, RunInfo, RunPage, StepEvent, StepRecord};
 
 /// How long a worker's claim on a run lasts without a heartbeat.
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -585,13 +586,60 @@ impl Engine {
     /// ```
     pub async fn list(&self, filter: RunFilter) -> Result<Vec<RunInfo>, Error> {
         let runs = self.shared.store.list_runs(filter).await?;
-        Ok(runs
-            .into_iter()
+        Ok(self.run_infos(runs))
+    }
+
+    /// One page of runs, newest first: at most `filter.limit` of them (all when `None`),
+    /// after `filter.after`, with the cursor of the next page if there are more. The store
+    /// reads only the page (and one run more, to know whether another page follows).
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, RunFilter, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// for _ in 0..5 {
+    ///     engine.run(hello, Data::new()).await?;
+    /// }
+    /// let mut filter = RunFilter { limit: Some(2), ..Default::default() };
+    /// let mut seen = Vec::new();
+    /// loop {
+    ///     let page = engine.list_page(filter.clone()).await?;
+    ///     seen.extend(page.runs.into_iter().map(|run| run.id));
+    ///     match page.next {
+    ///         Some(next) => filter.after = Some(next),
+    ///         None => break,
+    ///     }
+    /// }
+    /// assert_eq!(seen.len(), 5);
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_page(&self, mut filter: RunFilter) -> Result<RunPage, Error> {
+        let limit = filter.limit;
+        filter.limit = limit.map(|l| l.saturating_add(1));
+        let mut runs = self.shared.store.list_runs(filter).await?;
+        let next = match limit {
+            Some(limit) if runs.len() > limit => {
+                runs.truncate(limit);
+                runs.last().map(Cursor::after)
+            }
+            _ => None,
+        };
+        Ok(RunPage {
+            runs: self.run_infos(runs),
+            next,
+        })
+    }
+
+    fn run_infos(&self, runs: Vec<RunRecord>) -> Vec<RunInfo> {
+        runs.into_iter()
             .map(|r| {
                 let s = self.shared.stalled_for(&r);
                 RunInfo::from_record(r, s)
             })
-            .collect())
+            .collect()
     }
 
     /// The runs this engine resumed: those unfinished when it was built, and those it took

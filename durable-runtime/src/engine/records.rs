@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{parse_failure, Engine};
 use crate::definition::{Definition, Node, Workflow};
 use crate::error::{Error, RunFailure};
-use crate::store::{EntryKind, JournalEntry, RunRecord, RunStatus};
+use crate::store::{Cursor, EntryKind, JournalEntry, RunRecord, RunStatus};
 use crate::RunId;
 
 /// A started run: its id, and a way to wait for its typed output.
@@ -75,6 +75,15 @@ impl RunInfo {
     }
 }
 
+/// A page of [`Engine::list_page`](crate::Engine::list_page).
+#[derive(Debug, Clone)]
+pub struct RunPage {
+    /// The runs, newest first.
+    pub runs: Vec<RunInfo>,
+    /// Where the next page starts (set it as the filter's `after`), if there are more runs.
+    pub next: Option<Cursor>,
+}
+
 /// One entry of a run's history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRecord {
@@ -95,7 +104,10 @@ pub struct StepRecord {
 pub enum StepEvent {
     /// It finished with this output.
     Completed {
-        /// The state it returned.
+        /// What the journal holds: the state it returned, or, for a step journaled as its
+        /// changes (a step whose input and output are objects), only those: an object of the
+        /// keys it set or changed (nested objects narrowed to their changed keys), or
+        /// `[changes, removed key paths]` when it also removed keys.
         output: Value,
     },
     /// An attempt failed; another was due at `retry_at`.
@@ -129,7 +141,9 @@ impl StepRecord {
                 .to_owned()
         };
         let event = match entry.kind {
-            EntryKind::StepCompleted => StepEvent::Completed { output: payload },
+            EntryKind::StepCompleted | EntryKind::StepChanged => {
+                StepEvent::Completed { output: payload }
+            }
             EntryKind::AttemptFailed => StepEvent::AttemptFailed {
                 error: error(&payload),
                 retry_at: payload

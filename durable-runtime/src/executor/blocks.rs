@@ -21,8 +21,8 @@ impl RunTask {
     ) -> Result<Done, Abort> {
         let path = block.name.map(|name| path_in(&scope, name));
         if let Some(path) = &path {
-            if let Some((seq, output)) = self.history.get(path).and_then(|h| h.completed.as_ref()) {
-                return self.replay(path, *seq, output);
+            if let Some(done) = self.history.get(path).and_then(|h| h.completed.as_ref()) {
+                return self.replay(path, done, snapshot);
             }
         }
         let total = block.branches.len();

@@ -16,8 +16,8 @@ impl RunTask {
         scope: Scope,
     ) -> Result<Done, Abort> {
         let path = path_in(&scope, map.name);
-        if let Some((seq, output)) = self.history.get(&path).and_then(|h| h.completed.as_ref()) {
-            return self.replay(&path, *seq, output);
+        if let Some(done) = self.history.get(&path).and_then(|h| h.completed.as_ref()) {
+            return self.replay(&path, done, state);
         }
         let literal = map
             .items
@@ -85,17 +85,25 @@ impl RunTask {
                 message,
             }));
         };
-        fields.insert(
-            map.name.to_owned(),
-            serde_json::to_value(&batch).expect("a batch result encodes"),
-        );
+        let batch = serde_json::to_value(&batch).expect("a batch result encodes");
+        // Only the batch's key changed: journal just that, unless the state held an object
+        // there already (the journaled change would merge into it instead of replacing it).
+        let replaces_object = matches!(fields.get(map.name), Some(Value::Object(_)));
+        fields.insert(map.name.to_owned(), batch);
         let name = || format!("map `{}`", map.name);
         let hint = || {
             let item = map.item_state.map_or("durable::Data", |t| t.name());
             format!("Option<durable::batch::BatchResult<{item}>>")
         };
         self.check_written(address, &scope, &output, map.name, name, hint)?;
-        let text = crate::encode::to_text(&output).map_err(|e| {
+        let (kind, payload) = if replaces_object {
+            (EntryKind::StepCompleted, crate::encode::to_text(&output))
+        } else {
+            let changes: std::collections::BTreeMap<&str, &Value> =
+                [(map.name, &output[map.name])].into();
+            (EntryKind::StepChanged, crate::encode::to_text(&changes))
+        };
+        let payload = payload.map_err(|e| {
             Abort::Failed(RunFailure {
                 steps: Vec::new(),
                 message: format!(
@@ -104,7 +112,7 @@ impl RunTask {
                 ),
             })
         })?;
-        let entry = self.entry(&path, EntryKind::StepCompleted, 1, text);
+        let entry = self.entry(&path, kind, 1, payload);
         let seq = seq.max(self.append(vec![entry], None).await?);
         Ok(Done {
             state: output,

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::batch::{BatchItem, BatchResult, BatchStatus, CompletionReason, ItemStatus, Policy};
+use crate::changes;
 use crate::clock::now_millis;
 use crate::definition::{DagNode, Definition, MapNode, Node, ParallelNode, StepNode};
 use crate::error::{Error, RunFailure, StepFailure};
@@ -40,14 +41,22 @@ enum Abort {
 /// What the journal says about one step.
 #[derive(Default)]
 struct StepHistory {
-    /// Sequence number and output of its completion.
-    completed: Option<(u64, String)>,
+    /// Its completion.
+    completed: Option<Completion>,
     /// How many attempts failed and were to be retried.
     failed_attempts: u32,
     /// When the next attempt was due.
     retry_at: Option<u64>,
     /// Its final failure: attempts and error.
     failed: Option<(u32, String)>,
+}
+
+/// A step's (or a map block's) journaled completion.
+struct Completion {
+    seq: u64,
+    /// The payload holds the changes against the input, not the whole output.
+    changes: bool,
+    payload: String,
 }
 
 /// One run being driven by this process.
@@ -90,7 +99,13 @@ impl RunTask {
             last_seq = last_seq.max(entry.seq);
             let h = history.entry(entry.step).or_default();
             match entry.kind {
-                EntryKind::StepCompleted => h.completed = Some((entry.seq, entry.payload)),
+                EntryKind::StepCompleted | EntryKind::StepChanged => {
+                    h.completed = Some(Completion {
+                        seq: entry.seq,
+                        changes: entry.kind == EntryKind::StepChanged,
+                        payload: entry.payload,
+                    })
+                }
                 EntryKind::AttemptFailed => {
                     h.failed_attempts = h.failed_attempts.max(entry.attempt);
                     h.retry_at = crate::encode::decode(&entry.payload)
@@ -221,14 +236,17 @@ impl RunTask {
         })
     }
 
-    /// A node's journaled output, as if it had just run.
-    fn replay(&self, path: &str, seq: u64, output: &str) -> Result<Done, Abort> {
-        let state = crate::encode::decode(output).map_err(|e| {
-            Abort::Engine(self.bad_state(path, format!("its journaled output {e}")))
-        })?;
+    /// A node's journaled output, as if it had just run from `input`.
+    fn replay(&self, path: &str, done: &Completion, input: Value) -> Result<Done, Abort> {
+        let state = if done.changes {
+            changes::apply(input, &done.payload)
+        } else {
+            crate::encode::decode(&done.payload).map_err(|e| format!("its journaled output {e}"))
+        }
+        .map_err(|message| Abort::Engine(self.bad_state(path, message)))?;
         Ok(Done {
             state,
-            seq,
+            seq: done.seq,
             skipped: Vec::new(),
         })
     }

@@ -15,8 +15,8 @@ impl RunTask {
         let optional = step.options.optional;
         let history = self.history.get(name);
         if let Some(h) = history {
-            if let Some((seq, output)) = &h.completed {
-                return self.replay(name, *seq, output);
+            if let Some(done) = &h.completed {
+                return self.replay(name, done, input);
             }
             if let Some((attempts, error)) = &h.failed {
                 let failure = StepFailure {
@@ -33,18 +33,14 @@ impl RunTask {
             // The backoff survives a restart: wait only what is left of it.
             sleep_until(due).await;
         }
-        let mut input = Some(input);
         // One journal handle for all the step's attempts.
         let ops: Arc<dyn OpJournal> = Arc::new(Ops(Arc::clone(self)));
         loop {
-            // Keep the input while another attempt may need it, or an optional step may hand it on.
             let last = attempt >= policy.max_attempts;
-            let state = if last && !optional {
-                input.take()
-            } else {
-                input.clone()
-            }
-            .expect("input kept");
+            // The input is kept: the step's changes are journaled against it (instead of its
+            // whole output: cheaper to write than serializing the output, and a few bytes when
+            // it set one field), another attempt may need it, an optional step may hand it on.
+            let state = input.clone();
             if self.journal.closing() {
                 // The engine shuts down: no new attempt; the run resumes on the next start.
                 return Err(Abort::Engine(Error::ShutDown {
@@ -58,12 +54,25 @@ impl RunTask {
                 attempt,
                 Some(Arc::clone(&ops)),
             );
-            let result = run_attempt(step, ctx, state).await.and_then(encode_output);
+            let result = run_attempt(step, ctx, state).await.and_then(|output| {
+                let (kind, payload) = match changes::encode(&input, &output) {
+                    Some(changes) => (EntryKind::StepChanged, changes),
+                    None => (EntryKind::StepCompleted, crate::encode::to_text(&output)),
+                };
+                // Never journal what cannot be read back: the step fails instead (for good:
+                // the same input gives the same output again).
+                let payload = payload.map_err(|e| {
+                    StepError::terminal(format!("the step's output cannot be journaled: {e}"))
+                })?;
+                Ok((output, kind, payload))
+            });
             match result {
-                Ok((output, text)) => {
-                    let finish =
-                        (self.final_step == Some(name)).then(|| Finish::Completed(text.clone()));
-                    let entry = self.entry(name, EntryKind::StepCompleted, attempt, text);
+                Ok((output, kind, payload)) => {
+                    drop(input);
+                    // The run's output is its whole final state.
+                    let finish = (self.final_step == Some(name))
+                        .then(|| Finish::Completed(output.to_string()));
+                    let entry = self.entry(name, kind, attempt, payload);
                     let seq = self.append(vec![entry], finish).await?;
                     return Ok(Done {
                         state: output,
@@ -80,16 +89,20 @@ impl RunTask {
                         attempts: attempt,
                         error: error.message().to_owned(),
                     };
-                    return skip_or_fail(optional, failure, input.unwrap_or(Value::Null), seq);
+                    return skip_or_fail(optional, failure, input, seq);
                 }
                 Err(error) => {
+                    // The next attempt is due `delay` from now, not from the commit below
+                    // (which may take milliseconds): the same instant the journal records,
+                    // and the same the resume path waits for.
                     let delay = policy.jittered_delay_after(attempt);
+                    let due = tokio::time::Instant::now() + delay;
                     let retry_at = now_millis() + delay.as_millis() as u64;
                     let payload =
                         json!({ "error": error.message(), "retry_at": retry_at }).to_string();
                     let entry = self.entry(name, EntryKind::AttemptFailed, attempt, payload);
                     self.append(vec![entry], None).await?;
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep_until(due).await;
                     attempt += 1;
                 }
             }
@@ -174,18 +187,6 @@ async fn run_attempt(step: &StepNode, ctx: StepContext, state: Value) -> Result<
         None => attempt.await,
     };
     result.unwrap_or_else(|panic| Err(StepError::retryable(format!("the step panicked: {panic}"))))
-}
-
-/// A step's output and its journal text. Never journal what cannot be read back: an output
-/// JSON or the reader cannot carry fails the step, like any output that does not encode
-/// (terminal: the same input gives the same output again).
-fn encode_output(output: Value) -> Result<(Value, String), StepError> {
-    match crate::encode::to_text(&output) {
-        Ok(text) => Ok((output, text)),
-        Err(e) => Err(StepError::terminal(format!(
-            "the step's output cannot be journaled: {e}"
-        ))),
-    }
 }
 
 /// A step's final failure: the run fails, unless the step is optional, when the workflow goes

@@ -1,7 +1,7 @@
 //! A store in memory, for tests: fast, shared by every engine built on the same value, and
 //! gone with the process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,7 +32,9 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     runs: HashMap<RunId, Stored>,
-    order: Vec<RunId>,
+    /// Every run by (creation time, id): listing walks it from a cursor and stops at the
+    /// page's end.
+    order: BTreeSet<(u64, RunId)>,
 }
 
 struct Stored {
@@ -60,7 +62,7 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
             if inner.runs.contains_key(&new.id) {
                 return Err(Rejected::DuplicateRun);
             }
-            inner.order.push(new.id.clone());
+            inner.order.insert((now, new.id.clone()));
             inner.runs.insert(
                 new.id.clone(),
                 Stored {
@@ -178,7 +180,7 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let mut claimed = Vec::new();
-        for id in &inner.order {
+        for (_, id) in &inner.order {
             let stored = inner.runs.get_mut(id).expect("order lists stored runs");
             let free = match stored.record.owner.as_deref() {
                 None => true,
@@ -227,11 +229,17 @@ impl Store for MemoryStore {
 
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
         let inner = self.lock();
-        let runs = inner
-            .order
-            .iter()
-            .rev()
-            .map(|id| &inner.runs[id].record)
+        let newest_first: Box<dyn Iterator<Item = &(u64, RunId)>> = match &filter.after {
+            Some(cursor) => Box::new(
+                inner
+                    .order
+                    .range(..(cursor.created_at, cursor.id.clone()))
+                    .rev(),
+            ),
+            None => Box::new(inner.order.iter().rev()),
+        };
+        let runs = newest_first
+            .map(|(_, id)| &inner.runs[id].record)
             .filter(|r| filter.workflow.as_deref().is_none_or(|w| r.workflow == w))
             .filter(|r| filter.status.is_none_or(|s| r.status == s))
             .take(filter.limit.unwrap_or(usize::MAX))

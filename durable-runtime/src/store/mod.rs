@@ -78,8 +78,14 @@ pub struct RunRecord {
 /// What a journal entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
-    /// A step finished; the payload is its output state.
+    /// A step finished; the payload is its whole output state. (Also a finished sub-operation
+    /// of a step, `step/fan_out#1[3]`, with the operation's output.)
     StepCompleted,
+    /// A step finished; the payload is what it changed against its input (keys set or
+    /// changed, nested objects recursively, and removed keys), which replay applies to the
+    /// same input. Written for steps whose input and output are JSON objects, so a step that
+    /// sets one field of a large state journals a few bytes.
+    StepChanged,
     /// An attempt failed and another will follow; the payload is
     /// `{"error": "...", "retry_at": <unix ms>}`.
     AttemptFailed,
@@ -93,6 +99,7 @@ impl EntryKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EntryKind::StepCompleted => "step_completed",
+            EntryKind::StepChanged => "step_changed",
             EntryKind::AttemptFailed => "attempt_failed",
             EntryKind::StepFailed => "step_failed",
         }
@@ -102,6 +109,7 @@ impl EntryKind {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "step_completed" => EntryKind::StepCompleted,
+            "step_changed" => EntryKind::StepChanged,
             "attempt_failed" => EntryKind::AttemptFailed,
             "step_failed" => EntryKind::StepFailed,
             _ => return None,
@@ -231,7 +239,8 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// Which runs [`Store::list_runs`] returns.
+/// Which runs [`Store::list_runs`] returns: newest first (by creation time, then by id,
+/// highest first), filtered, from a cursor on, at most `limit` of them.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     /// Only runs of this workflow.
@@ -240,6 +249,64 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     /// At most this many (newest first); all when `None`.
     pub limit: Option<usize>,
+    /// Only runs after this one in the listing order (older, or as old with a lower id): the
+    /// next page after a page that ended with this run.
+    pub after: Option<Cursor>,
+}
+
+/// A run's place in the listing order of [`Store::list_runs`]: its creation time and id.
+/// [`Engine::list_page`](crate::Engine::list_page) returns one to fetch the next page with;
+/// it prints as text (`<created_at>:<id>`) and parses back, for an API to hand out.
+///
+/// ```
+/// use durable::store::Cursor;
+///
+/// let cursor = Cursor { created_at: 1_700_000_000_000, id: "order-7".into() };
+/// assert_eq!(cursor.to_string(), "1700000000000:order-7");
+/// assert_eq!("1700000000000:order-7".parse::<Cursor>(), Ok(cursor));
+/// assert!("order-7".parse::<Cursor>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cursor {
+    /// The run's creation time, in milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// The run's id.
+    pub id: RunId,
+}
+
+impl Cursor {
+    /// The cursor just after `run`.
+    pub fn after(run: &RunRecord) -> Self {
+        Cursor {
+            created_at: run.created_at,
+            id: run.id.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.created_at, self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parsed = s
+            .split_once(':')
+            .and_then(|(at, id)| Some((at.parse().ok()?, id)));
+        match parsed {
+            Some((created_at, id)) => Ok(Cursor {
+                created_at,
+                id: RunId::from(id),
+            }),
+            None => Err(format!(
+                "`{s}` is not a run cursor (`<created_at>:<run id>`, as a page's `next` prints)"
+            )),
+        }
+    }
 }
 
 /// Where runs and their journals live. One implementation per backend.
@@ -302,7 +369,8 @@ pub trait Store: Send + Sync + 'static {
     /// those runs at once instead of waiting for the leases to expire.
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Runs matching `filter`, newest first.
+    /// Runs matching `filter`, newest first (by creation time, then by id, highest first).
+    /// Costs what it returns: a store must not scan every run to return a page.
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>>;
 
     /// Called by [`EngineBuilder::build`](crate::EngineBuilder::build) before the engine

@@ -40,9 +40,9 @@ use crate::clock::now_millis;
 use crate::step::BoxFuture;
 use crate::RunId;
 
-/// The schema version this code writes and reads. Version 1 (no journal checksums) is
-/// migrated in place on open.
-const SCHEMA_VERSION: i64 = 2;
+/// The schema version this code writes and reads. A file of an older version is migrated in
+/// place when opened (see [`migrate`]).
+const SCHEMA_VERSION: i64 = 3;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -366,17 +366,7 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
             .map_err(db)?;
         return match version.as_deref().map(str::parse::<i64>) {
             Some(Ok(SCHEMA_VERSION)) => Ok(()),
-            // Version 1 had no checksums: its entries keep none and are read as they are.
-            Some(Ok(1)) => conn
-                .execute_batch(&format!(
-                    "BEGIN;
-                     ALTER TABLE durable_journal ADD COLUMN checksum INTEGER;
-                     ALTER TABLE durable_runs ADD COLUMN input_checksum INTEGER;
-                     ALTER TABLE durable_runs ADD COLUMN end_checksum INTEGER;
-                     UPDATE durable_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema';
-                     COMMIT;"
-                ))
-                .map_err(|e| format!("cannot migrate the file from schema version 1: {e}")),
+            Some(Ok(v)) if (1..SCHEMA_VERSION).contains(&v) => migrate(conn, v),
             Some(Ok(v)) if v > SCHEMA_VERSION => Err(format!(
                 "the file has schema version {v}, written by a newer version of durable; this \
                  one reads version {SCHEMA_VERSION}: upgrade durable"
@@ -400,10 +390,11 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
              them durable's); point the store at a new path"
         ));
     }
-    conn.execute_batch(&format!(
+    // A new file gets the first schema, then every migration, like an old file would.
+    conn.execute_batch(
         "BEGIN;
          CREATE TABLE durable_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-         INSERT INTO durable_meta VALUES ('schema', '{SCHEMA_VERSION}');
+         INSERT INTO durable_meta VALUES ('schema', '1');
          CREATE TABLE durable_runs (
              id TEXT NOT NULL UNIQUE,
              workflow TEXT NOT NULL,
@@ -416,9 +407,7 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
              lease_token INTEGER NOT NULL,
              lease_expires_at INTEGER NOT NULL,
              created_at INTEGER NOT NULL,
-             updated_at INTEGER NOT NULL,
-             input_checksum INTEGER,
-             end_checksum INTEGER
+             updated_at INTEGER NOT NULL
          );
          CREATE INDEX durable_runs_by_status ON durable_runs (status, workflow);
          CREATE TABLE durable_journal (
@@ -429,12 +418,86 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
              attempt INTEGER NOT NULL,
              payload TEXT NOT NULL,
              at INTEGER NOT NULL,
-             checksum INTEGER,
              PRIMARY KEY (run_id, seq)
          ) WITHOUT ROWID;
-         COMMIT;"
-    ))
-    .map_err(db)
+         COMMIT;",
+    )
+    .map_err(db)?;
+    migrate(conn, 1)
+}
+
+/// Brings a file of schema version `from` to [`SCHEMA_VERSION`], one version per transaction.
+fn migrate(conn: &Connection, from: i64) -> Result<(), String> {
+    if from < 2 {
+        migrate_to_2_list_indexes(conn)?;
+    }
+    if from < 3 {
+        migrate_to_3_checksums(conn)?;
+    }
+    Ok(())
+}
+
+// ---- Migration 1 -> 2: indexes for paged listing -------------------------------------------
+/// Version 2 indexes the runs in listing order (creation time, then id), alone and after each
+/// filter `list_runs` takes, so a page costs what it returns instead of a scan and a sort of
+/// every run. The index by status leads with the status as the old `(status, workflow)` index
+/// did, so it serves the claims and lease renewals that index served, and replaces it.
+fn migrate_to_2_list_indexes(conn: &Connection) -> Result<(), String> {
+    conn.execute_batch(
+        "BEGIN;
+         DROP INDEX IF EXISTS durable_runs_by_status;
+         CREATE INDEX durable_runs_by_created ON durable_runs (created_at, id);
+         CREATE INDEX durable_runs_by_status_created ON durable_runs (status, created_at, id);
+         CREATE INDEX durable_runs_by_workflow_created ON durable_runs (workflow, created_at, id);
+         CREATE INDEX durable_runs_by_workflow_status_created
+             ON durable_runs (workflow, status, created_at, id);
+         UPDATE durable_meta SET value = '2' WHERE key = 'schema';
+         COMMIT;",
+    )
+    .map_err(|e| format!("cannot migrate the file to schema version 2: {e}"))
+}
+// ---- end of migration 1 -> 2 ----------------------------------------------------------------
+
+// ---- Migration 2 -> 3: checksums ----------------------------------------------------------
+/// Version 3 stores a checksum with each journal entry and with a run's input and its output
+/// (or error). Rows written before have none and are read as they are.
+fn migrate_to_3_checksums(conn: &Connection) -> Result<(), String> {
+    conn.execute_batch(
+        "BEGIN;
+         ALTER TABLE durable_journal ADD COLUMN checksum INTEGER;
+         ALTER TABLE durable_runs ADD COLUMN input_checksum INTEGER;
+         ALTER TABLE durable_runs ADD COLUMN end_checksum INTEGER;
+         UPDATE durable_meta SET value = '3' WHERE key = 'schema';
+         COMMIT;",
+    )
+    .map_err(|e| format!("cannot migrate the file to schema version 3: {e}"))
+}
+// ---- end of migration 2 -> 3 ----------------------------------------------------------------
+
+/// The query of `list_runs` for a filter: one per combination of the filters set, each
+/// served by an index in listing order (no scan of every run, no sort). Parameters: the
+/// workflow `?1`, the status `?2`, the cursor `?3, ?4`, the limit `?5` (those not used are
+/// not mentioned).
+fn list_sql(filter: &RunFilter) -> String {
+    let mut conditions = Vec::new();
+    if filter.workflow.is_some() {
+        conditions.push("workflow = ?1");
+    }
+    if filter.status.is_some() {
+        conditions.push("status = ?2");
+    }
+    if filter.after.is_some() {
+        conditions.push("(created_at, id) < (?3, ?4)");
+    }
+    let conditions = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {} ", conditions.join(" AND "))
+    };
+    format!(
+        "SELECT {RUN_COLUMNS} FROM durable_runs {conditions}\
+         ORDER BY created_at DESC, id DESC LIMIT ?5"
+    )
 }
 
 const RUN_COLUMNS: &str = "id, workflow, fingerprint, status, input, output, error, owner, \
@@ -775,17 +838,28 @@ impl Store for SqliteStore {
 
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
         self.blocking(false, move |conn| {
-            let limit = filter.limit.map_or(-1, |l| l as i64);
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM durable_runs \
-                 WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) \
-                 ORDER BY created_at DESC, rowid DESC LIMIT ?3"
-            ))?;
-            let rows = stmt.query_map(
-                params![filter.workflow, filter.status.map(RunStatus::as_str), limit],
-                run_from_row,
-            )?;
-            rows.collect()
+            let limit = filter.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
+            let mut stmt = conn.prepare_cached(&list_sql(&filter))?;
+            let mut bind = |index: usize, value: &dyn rusqlite::ToSql| -> rusqlite::Result<()> {
+                stmt.raw_bind_parameter(index, value)
+            };
+            if let Some(workflow) = &filter.workflow {
+                bind(1, workflow)?;
+            }
+            if let Some(status) = filter.status {
+                bind(2, &status.as_str())?;
+            }
+            if let Some(cursor) = &filter.after {
+                bind(3, &(cursor.created_at.min(i64::MAX as u64) as i64))?;
+                bind(4, &cursor.id.as_str())?;
+            }
+            bind(5, &limit)?;
+            let mut rows = stmt.raw_query();
+            let mut runs = Vec::new();
+            while let Some(row) = rows.next()? {
+                runs.push(run_from_row(row)?);
+            }
+            Ok(runs)
         })
     }
 
@@ -817,5 +891,67 @@ impl Store for SqliteStore {
         drop(lock(&self.inner.writer).take());
         drop(lock(&self.inner.reader).take());
         drop(lock(&self.inner.lock).take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Cursor;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("durable-sqlite-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("runs.db")
+    }
+
+    /// SQLite's plan for `sql`, one detail line per step.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let mut rows = stmt.raw_query();
+        let mut details = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            details.push(row.get::<_, String>(3).unwrap());
+        }
+        details
+    }
+
+    #[test]
+    fn every_listing_walks_an_index_in_order_without_a_scan_or_a_sort() {
+        let path = scratch("plan");
+        let store = SqliteStore::open(&path).unwrap();
+        let conn = lock(&store.inner.reader);
+        for workflow in [None, Some("w".to_owned())] {
+            for status in [None, Some(RunStatus::Completed)] {
+                for after in [
+                    None,
+                    Some(Cursor {
+                        created_at: 5,
+                        id: "r".into(),
+                    }),
+                ] {
+                    let filter = RunFilter {
+                        workflow: workflow.clone(),
+                        status,
+                        limit: Some(10),
+                        after: after.clone(),
+                    };
+                    let plan = plan(conn.as_ref().expect("open"), &list_sql(&filter));
+                    let shown = format!("{filter:?}: {plan:?}");
+                    assert_eq!(plan.len(), 1, "{shown}");
+                    assert!(plan[0].contains("USING INDEX durable_runs_by_"), "{shown}");
+                    assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{shown}");
+                    if after.is_some() || workflow.is_some() || status.is_some() {
+                        // A range of the index, not a walk of all of it.
+                        assert!(plan[0].starts_with("SEARCH"), "{shown}");
+                    }
+                }
+            }
+        }
+        drop(conn);
+        drop(store);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
