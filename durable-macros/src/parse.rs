@@ -325,3 +325,24 @@ fn expect_body(input: ParseStream, hint: impl std::fmt::Display) -> Result<()> {
         Err(input.error(hint))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ast::{Item, ITEM_KEYWORDS};
+
+    /// Every keyword of `ITEM_KEYWORDS`, the list behind "did you mean" and behind the
+    /// recovery after an item that did not parse, starts an item: adding a keyword to the
+    /// list without its arm in `Item::parse` fails here.
+    #[test]
+    fn every_item_keyword_starts_an_item() {
+        for keyword in ITEM_KEYWORDS {
+            let parsed = syn::parse_str::<Item>(&format!("{keyword} x;"));
+            if let Err(error) = parsed {
+                assert!(
+                    !error.to_string().starts_with("unknown item"),
+                    "`{keyword}` is in ITEM_KEYWORDS but `Item::parse` does not know it: {error}"
+                );
+            }
+        }
+    }
+}

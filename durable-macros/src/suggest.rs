@@ -88,7 +88,7 @@ fn distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{all_of, closest, unknown};
 
     #[test]
     fn suggests_close_names_only() {

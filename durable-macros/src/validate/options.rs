@@ -1,7 +1,33 @@
 //! The values of options: retry policies, durations, counts, percentages, flags, choices
-//! and `after` lists, each checked with an error that says what to write instead.
+//! and `after` lists, each checked with an error that says what to write instead. Shared by
+//! every item; what an option means to an item is in that item's file.
 
-use super::*;
+use proc_macro2::{Delimiter, TokenStream, TokenTree};
+use syn::ext::IdentExt;
+use syn::parse::{ParseStream, Parser};
+use syn::{Error, Ident, Lit, Token};
+
+use super::ctxt::Ctxt;
+use super::After;
+use crate::ast::{Opt, OptValue, Options};
+use crate::model::{Backoff, Retry};
+use crate::suggest;
+
+/// The options inside `retry(...)`, for "did you mean".
+pub(super) const RETRY_OPTIONS: &[&str] = &[
+    "max_attempts",
+    "backoff",
+    "initial",
+    "multiplier",
+    "max_interval",
+    "jitter",
+];
+const BACKOFFS: &[(&str, Backoff)] = &[
+    ("constant", Backoff::Constant),
+    ("linear", Backoff::Linear),
+    ("exponential", Backoff::Exponential),
+];
+const DURATION_UNITS: &[(&str, u128)] = &[("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)];
 
 /// `retry(...)`: its options as far as they are valid. `missing` is the error to report when
 /// `max_attempts` is not given, if it is required.
@@ -190,16 +216,6 @@ pub(super) fn after_list<'a>(cx: &mut Ctxt, opt: &'a Opt) -> Option<After<'a>> {
         key: &opt.key,
         names,
     })
-}
-
-/// "on line 12" where the compiler tells lines, else "in this workflow".
-pub(super) fn where_is(span: Span) -> String {
-    // `unwrap` panics outside a procedural macro, as in this crate's unit tests.
-    if proc_macro::is_available() {
-        format!("on line {}", span.unwrap().line())
-    } else {
-        "in this workflow".to_owned()
-    }
 }
 
 /// The options of a list, each key once: a repeated key is reported and skipped.
@@ -425,4 +441,20 @@ pub(super) fn exact_millis(digits: &str, unit_ms: u128) -> Result<u64, &'static 
         ms / divisor
     };
     u64::try_from(ms).map_err(|_| TOO_LONG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exact_millis;
+
+    #[test]
+    fn durations_are_exact() {
+        assert_eq!(exact_millis("500", 1), Ok(500));
+        assert_eq!(exact_millis("1.5", 1_000), Ok(1_500));
+        assert_eq!(exact_millis("1.1", 1_000), Ok(1_100));
+        assert_eq!(exact_millis("2e3", 1), Ok(2_000));
+        assert_eq!(exact_millis("0.25", 60_000), Ok(15_000));
+        assert!(exact_millis("0.0001", 1_000).is_err());
+        assert!(exact_millis("1e40", 1).is_err());
+    }
 }

@@ -1,6 +1,105 @@
-//! The checks of `after` lists: every dependency names a node of its dag, and no cycle.
+//! The workflow-wide checks, which no single item can make on its own: every name of a step,
+//! seq, map or named parallel block is unique in the whole workflow, `after` is written only
+//! on a node directly inside a dag, and every dag's `after`s name nodes of that dag and form
+//! no cycle. The items call `define` and `placed` as the walk meets them; the dags are checked
+//! by `check_dags` once the walk is over, when every name of the workflow is known.
 
-use super::*;
+use proc_macro2::Span;
+use syn::ext::IdentExt;
+use syn::Ident;
+
+use super::{After, Parent, Walk};
+use crate::suggest;
+
+/// A node of a dag, as the check of the dag's `after`s needs it.
+pub(super) struct DagEntry {
+    /// The node's name; `None` for a `parallel` or `dag` block, which has none.
+    pub(super) name: Option<String>,
+    /// `step`, `seq`, `map`, `parallel` or `dag`.
+    pub(super) kind: &'static str,
+    /// The names in its `after`, with their spans.
+    pub(super) after: Vec<Ident>,
+    /// The names of the steps, seqs and maps nested inside it.
+    pub(super) inner: Vec<String>,
+}
+
+impl<'a> Walk<'a> {
+    /// `after`, if given and allowed: reported when the node is not directly in a dag.
+    pub(super) fn placed(&mut self, after: Option<After<'a>>, parent: Parent) -> Option<After<'a>> {
+        let key = after.as_ref()?.key;
+        let why = match parent {
+            Parent::Dag => return after,
+            Parent::Workflow => "the workflow's items run in order, each after the one before \
+                                 it: remove `after`, or put this node and the ones it comes \
+                                 after in a `dag { ... }`"
+                .to_owned(),
+            Parent::Parallel => "the branches of a `parallel` block all start together: remove \
+                                 `after`, or make the block a `dag { ... }`"
+                .to_owned(),
+            Parent::Seq { name, in_dag: true } => format!(
+                "the nodes of seq `{name}` run in order, each after the one before it; to make \
+                 the whole seq wait, give it the `after`, as in `seq {name}(after = [...]) {{ ... }}`"
+            ),
+            Parent::Seq { name, in_dag: false } => format!(
+                "the nodes of seq `{name}` run in order, each after the one before it: remove \
+                 `after`, or make the seq a `dag {{ ... }}`"
+            ),
+            Parent::Map { name, in_dag: true } => format!(
+                "the nodes of map `{name}` run in order for each item, each after the one \
+                 before it; to make the whole map wait, give it the `after`, as in \
+                 `map {name}(over = ..., after = [...]) {{ ... }}`"
+            ),
+            Parent::Map { name, in_dag: false } => format!(
+                "the nodes of map `{name}` run in order for each item, each after the one \
+                 before it: remove `after`, or put them in a `dag {{ ... }}` inside the map"
+            ),
+        };
+        self.cx.error(
+            key,
+            format_args!("`after` only works on a node directly inside a `dag {{ … }}`; {why}"),
+        );
+        None
+    }
+
+    /// Records the name of a step, seq or map, reporting it if it is taken.
+    pub(super) fn define(&mut self, ident: &Ident, kind: &'static str) -> String {
+        let name = ident.unraw().to_string();
+        self.order.push(name.clone());
+        match self.names.get(&name) {
+            Some(&(first, "step")) if kind == "step" => self.cx.error(
+                ident,
+                format_args!(
+                    "step `{name}` is already defined {}; step names must be unique because \
+                     the journal is keyed by them: rename one",
+                    where_is(first)
+                ),
+            ),
+            Some(&(first, first_kind)) => self.cx.error(
+                ident,
+                format_args!(
+                    "`{name}` is already the name of the {first_kind} {}; steps, seqs and maps \
+                     share one namespace, unique in the whole workflow, because the journal \
+                     and `after` refer to them by name: rename one",
+                    where_is(first)
+                ),
+            ),
+            None => {
+                self.names.insert(name.clone(), (ident.span(), kind));
+            }
+        }
+        name
+    }
+}
+
+/// "on line 12" where the compiler tells lines, else "in this workflow".
+fn where_is(span: Span) -> String {
+    // `unwrap` panics outside a procedural macro, as in this crate's unit tests.
+    if proc_macro::is_available() {
+        format!("on line {}", span.unwrap().line())
+    } else {
+        "in this workflow".to_owned()
+    }
+}
 
 impl Walk<'_> {
     /// Checks every dag's `after`s against the dag's nodes: each names another node of the

@@ -1,6 +1,15 @@
 //! What a map runs over: a state field, or a list of literals turned into JSON.
 
-use super::*;
+use std::fmt::Write as _;
+
+use proc_macro2::{Delimiter, Group, Literal, TokenStream, TokenTree};
+use syn::ext::IdentExt;
+use syn::parse::Parser;
+use syn::{Ident, Lit};
+
+use crate::ast::Opt;
+use crate::validate::ctxt::Ctxt;
+use crate::validate::options::{literal, value};
 
 /// What `over` runs over, as written.
 pub(super) enum Over<'a> {
@@ -256,4 +265,76 @@ pub(super) fn json_string(text: &str) -> String {
     }
     json.push('"');
     json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{json_string, over, Over};
+    use crate::ast::Opt;
+    use crate::validate::ctxt::Ctxt;
+
+    /// The JSON text of `over = <list>`, or the error messages.
+    fn list(tokens: &str) -> Result<String, Vec<String>> {
+        let opt: Opt = syn::parse_str(&format!("over = {tokens}")).unwrap();
+        let mut cx = Ctxt::default();
+        let json = match over(&mut cx, &opt) {
+            Some(Over::List(list)) => Some(list.json),
+            _ => None,
+        };
+        match (json, cx.finish()) {
+            (Some(json), Ok(())) => Ok(json),
+            (_, Err(errors)) => Err(errors.into_iter().map(|e| e.to_string()).collect()),
+            (None, Ok(())) => panic!("`{tokens}` is no list"),
+        }
+    }
+
+    #[test]
+    fn lists_become_json_arrays() {
+        assert_eq!(list("[1, 2, 3]").unwrap(), "[1,2,3]");
+        assert_eq!(list("[1, 2, 3,]").unwrap(), "[1,2,3]");
+        assert_eq!(list("[-1, - 2, 0x10, 1_000]").unwrap(), "[-1,-2,16,1000]");
+        assert_eq!(
+            list("[1.0, -2.5, 1e3, 0.1, 1e300]").unwrap(),
+            "[1.0,-2.5,1000.0,0.1,1e300]"
+        );
+        assert_eq!(
+            list(r#"[true, false, "eu", r"a\b"]"#).unwrap(),
+            r#"[true,false,"eu","a\\b"]"#
+        );
+        assert_eq!(
+            list("[18446744073709551615, -9223372036854775808]").unwrap(),
+            "[18446744073709551615,-9223372036854775808]"
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        assert_eq!(json_string("plain é ☃"), r#""plain é ☃""#);
+        assert_eq!(json_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(
+            json_string("\n\t\u{0}\u{1f}\u{7f}"),
+            r#""\u000a\u0009\u0000\u001f\u007f""#
+        );
+        assert_eq!(list(r#"["a\"b", "c"]"#).unwrap(), r#"["a\"b","c"]"#);
+    }
+
+    #[test]
+    fn bad_items_are_each_reported() {
+        let errors = list("[a, [1], {}, 1u8, 'x', -true, 2.5f32, b\"x\", 1 2]").unwrap_err();
+        assert_eq!(errors.len(), 9, "{errors:#?}");
+        assert!(errors[0].starts_with("`a` is a name, not a literal"));
+        assert!(errors[1].starts_with("lists cannot be nested"));
+        assert!(errors[2].starts_with("objects cannot be written here"));
+        assert!(errors[3].starts_with("write `1` without the suffix `u8`"));
+        assert!(errors[4].starts_with("`'x'` is a character; write it as a string, `\"x\"`"));
+        assert!(errors[5].starts_with("only a number can be negative"));
+        assert!(errors[6].starts_with("write `2.5` without the suffix `f32`"));
+        assert!(errors[7].starts_with("`b\"x\"` cannot be an item"));
+        assert!(errors[8].starts_with("expected `,` between the items"));
+        assert!(list("[]").unwrap_err()[0].starts_with("a map over an empty list does nothing"));
+        assert!(list("[1e400]").unwrap_err()[0].contains("must be finite"));
+        assert!(list("[18446744073709551616]").unwrap_err()[0].contains("too large"));
+        assert!(list("[-9223372036854775809]").unwrap_err()[0].contains("too large"));
+        assert!(list("[1, , 2]").unwrap_err()[0].starts_with("expected an item before"));
+    }
 }
