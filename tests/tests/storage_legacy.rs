@@ -479,12 +479,12 @@ fn opening_a_version_1_file_migrates_it_in_place() {
     );
 }
 
-/// The fixture `file`'s runs `legacy-open` and `v2-open` (when present) resumed to their end by
+/// A resumed run: its output, the steps that ran, and its history's steps and attempts.
+type Resumed = (serde_json::Value, Vec<String>, Vec<(String, u32)>);
+
+/// The fixture runs `runs` resumed to their end (or read, when finished) by
 /// an engine on `store`: their outputs, what ran, and their histories' steps and attempts.
-fn resume_fixture(
-    store: &durable_tests::TestStore,
-    runs: &[&str],
-) -> Vec<(serde_json::Value, Vec<String>, Vec<(String, u32)>)> {
+fn resume_fixture(store: &durable_tests::TestStore, runs: &[&str]) -> Vec<Resumed> {
     durable_tests::in_runtime(async {
         let engine = durable::Engine::builder_shared(store.open())
             .register(legacy)
