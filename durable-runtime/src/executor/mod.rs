@@ -1,5 +1,6 @@
 //! Walks one run's definition tree: replays finished steps from the journal, executes the
-//! rest, and journals every result before anything that depends on it starts.
+//! rest, and journals every result before anything that depends on it starts. The journal is
+//! read and written as [`Event`]s (`store/event.rs`), whose encoding lives there alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
