@@ -4,6 +4,12 @@
 //! `tests/fixtures/legacy_v1.db` was written by [`write_legacy_fixture`] run at that commit:
 //! run `legacy-done` finished, run `legacy-open` stopped inside its last step `gate` with
 //! every earlier step (a removal, a `last_wins` parallel block, a map) journaled.
+//!
+//! `tests/fixtures/journal_v2.db` was written by [`write_journal_v2_fixture`] at commit
+//! 32dd9c5, the last before the journal's events were typed: steps journaled as their changes,
+//! a fan-out operation's result a `step_completed` entry at a path holding `#`, its failure an
+//! `attempt_failed` entry there. It holds the runs above again, and runs of [`journal_v2`],
+//! whose journal has every kind of entry, one stopped inside a fan-out.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
