@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{parse_failure, Engine};
 use crate::definition::{Definition, Node, Workflow};
 use crate::error::{Error, RunFailure};
-use crate::store::{Cursor, EntryKind, JournalEntry, RunRecord, RunStatus};
+use crate::store::{Cursor, EntryKind, Event, JournalEntry, RunRecord, RunStatus};
 use crate::RunId;
 
 /// A started run: its id, and a way to wait for its typed output.
@@ -132,36 +132,48 @@ pub enum StepEvent {
 impl StepRecord {
     /// The record of `entry`; `optional` tells whether a step path names an optional step.
     pub(super) fn from_entry(entry: JournalEntry, optional: &dyn Fn(&str) -> bool) -> Self {
-        let payload: Value =
-            crate::encode::decode(&entry.payload).unwrap_or(Value::String(entry.payload));
-        let error = |p: &Value| {
-            p.get("error")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let event = match entry.kind {
-            EntryKind::StepCompleted | EntryKind::StepChanged => {
-                StepEvent::Completed { output: payload }
+        let JournalEntry {
+            seq,
+            step,
+            kind,
+            attempt,
+            payload,
+            at,
+        } = entry;
+        let output = |text: String| crate::encode::decode(&text).unwrap_or(Value::String(text));
+        let event = match Event::decode(kind, &step, payload) {
+            Ok(Event::StepCompleted { output: text })
+            | Ok(Event::StepChanged { changes: text })
+            | Ok(Event::OpCompleted { output: text }) => StepEvent::Completed {
+                output: output(text),
+            },
+            Ok(Event::AttemptFailed { error, retry_at }) => {
+                StepEvent::AttemptFailed { error, retry_at }
             }
-            EntryKind::AttemptFailed => StepEvent::AttemptFailed {
-                error: error(&payload),
-                retry_at: payload
-                    .get("retry_at")
-                    .and_then(Value::as_u64)
-                    .unwrap_or_default(),
+            // An operation's failure reads as a failed attempt of it.
+            Ok(Event::OpFailed { error }) => StepEvent::AttemptFailed { error, retry_at: 0 },
+            Ok(Event::StepFailed { error }) => StepEvent::Failed {
+                error,
+                optional: optional(&step),
             },
-            EntryKind::StepFailed => StepEvent::Failed {
-                error: error(&payload),
-                optional: optional(&entry.step),
-            },
+            // The history shows what it can of an entry it cannot read.
+            Err(message) => {
+                let error = format!("its journal entry {message}");
+                match kind {
+                    EntryKind::StepFailed => StepEvent::Failed {
+                        error,
+                        optional: optional(&step),
+                    },
+                    _ => StepEvent::AttemptFailed { error, retry_at: 0 },
+                }
+            }
         };
         StepRecord {
-            seq: entry.seq,
-            step: entry.step,
-            attempt: entry.attempt,
+            seq,
+            step,
+            attempt,
             event,
-            at: entry.at,
+            at,
         }
     }
 }

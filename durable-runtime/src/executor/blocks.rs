@@ -142,7 +142,7 @@ impl RunTask {
                     ),
                 })
             })?;
-            let entry = self.entry(path, EntryKind::StepCompleted, 1, text);
+            let entry = self.entry(path, 1, Event::StepCompleted { output: text });
             seq = seq.max(self.append(vec![entry], None).await?);
         }
         Ok(Done {

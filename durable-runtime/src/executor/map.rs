@@ -96,14 +96,14 @@ impl RunTask {
             format!("Option<durable::batch::BatchResult<{item}>>")
         };
         self.check_written(address, &scope, &output, map.name, name, hint)?;
-        let (kind, payload) = if replaces_object {
-            (EntryKind::StepCompleted, crate::encode::to_text(&output))
+        let event = if replaces_object {
+            crate::encode::to_text(&output).map(|output| Event::StepCompleted { output })
         } else {
             let changes: std::collections::BTreeMap<&str, &Value> =
                 [(map.name, &output[map.name])].into();
-            (EntryKind::StepChanged, crate::encode::to_text(&changes))
+            crate::encode::to_text(&changes).map(|changes| Event::StepChanged { changes })
         };
-        let payload = payload.map_err(|e| {
+        let event = event.map_err(|e| {
             Abort::Failed(RunFailure {
                 steps: Vec::new(),
                 message: format!(
@@ -112,7 +112,7 @@ impl RunTask {
                 ),
             })
         })?;
-        let entry = self.entry(&path, kind, 1, payload);
+        let entry = self.entry(&path, 1, event);
         let seq = seq.max(self.append(vec![entry], None).await?);
         Ok(Done {
             state: output,

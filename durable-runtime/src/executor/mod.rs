@@ -1,5 +1,6 @@
 //! Walks one run's definition tree: replays finished steps from the journal, executes the
-//! rest, and journals every result before anything that depends on it starts.
+//! rest, and journals every result before anything that depends on it starts. The journal is
+//! read and written as [`Event`]s (`store/event.rs`), whose encoding lives there alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use crate::journal::{CommitError, Journal};
 use crate::merge::{changes, merge, BranchResult, Merge, OnError};
 use crate::panic::CatchUnwind;
 use crate::step::{BoxFuture, OpJournal, StepContext, StepError};
-use crate::store::{EntryKind, Finish, JournalEntry, Rejected, StoreError, Write};
+use crate::store::{Event, Finish, JournalEntry, Rejected, StoreError, Write};
 use crate::RunId;
 
 mod blocks;
@@ -49,6 +50,8 @@ struct StepHistory {
     retry_at: Option<u64>,
     /// Its final failure: attempts and error.
     failed: Option<(u32, String)>,
+    /// Why one of its entries could not be read, if one could not.
+    unreadable: Option<String>,
 }
 
 /// A step's (or a map block's) journaled completion.
@@ -65,9 +68,10 @@ pub(crate) struct RunTask {
     run_id: RunId,
     lease_token: u64,
     journal: Journal,
-    /// The last sequence number used; the lock also orders submission to the journal, so a
-    /// run's entries commit in sequence order (the finishing order `last_wins` replays).
-    seq: Mutex<u64>,
+    /// The last sequence number used, and whether the journal still follows it; the lock also
+    /// orders submission to the journal, so a run's entries commit in sequence order (the
+    /// finishing order `last_wins` replays).
+    seq: Mutex<Sequence>,
     history: HashMap<String, StepHistory>,
     /// Outputs of the steps' sub-operations (`fan_out` and friends) journaled so far, this
     /// process's included, so a retried attempt reuses them.
@@ -93,32 +97,52 @@ impl RunTask {
         let mut ops = HashMap::new();
         let mut last_seq = 0;
         for entry in entries {
-            if entry.kind == EntryKind::StepCompleted && entry.step.contains('#') {
-                ops.insert(entry.step.clone(), entry.payload.clone());
-            }
-            last_seq = last_seq.max(entry.seq);
-            let h = history.entry(entry.step).or_default();
-            match entry.kind {
-                EntryKind::StepCompleted | EntryKind::StepChanged => {
-                    h.completed = Some(Completion {
-                        seq: entry.seq,
-                        changes: entry.kind == EntryKind::StepChanged,
-                        payload: entry.payload,
+            let JournalEntry {
+                seq,
+                step,
+                kind,
+                attempt,
+                payload,
+                ..
+            } = entry;
+            last_seq = last_seq.max(seq);
+            let event = match Event::decode(kind, &step, payload) {
+                Ok(event) => event,
+                Err(message) => {
+                    // Reported when the walk reaches the step, unless it finished after all.
+                    let h = history.entry(step).or_default();
+                    h.unreadable.get_or_insert(message);
+                    continue;
+                }
+            };
+            match event {
+                Event::StepCompleted { output } => {
+                    history.entry(step).or_default().completed = Some(Completion {
+                        seq,
+                        changes: false,
+                        payload: output,
                     })
                 }
-                EntryKind::AttemptFailed => {
-                    h.failed_attempts = h.failed_attempts.max(entry.attempt);
-                    h.retry_at = crate::encode::decode(&entry.payload)
-                        .ok()
-                        .and_then(|p| p.get("retry_at").and_then(Value::as_u64));
+                Event::StepChanged { changes } => {
+                    history.entry(step).or_default().completed = Some(Completion {
+                        seq,
+                        changes: true,
+                        payload: changes,
+                    })
                 }
-                EntryKind::StepFailed => {
-                    let error = crate::encode::decode(&entry.payload)
-                        .ok()
-                        .and_then(|p| p.get("error").and_then(Value::as_str).map(str::to_owned))
-                        .unwrap_or(entry.payload);
-                    h.failed = Some((entry.attempt, error));
+                Event::AttemptFailed { retry_at, .. } => {
+                    let h = history.entry(step).or_default();
+                    h.failed_attempts = h.failed_attempts.max(attempt);
+                    h.retry_at = Some(retry_at);
                 }
+                Event::StepFailed { error } => {
+                    history.entry(step).or_default().failed = Some((attempt, error));
+                }
+                Event::OpCompleted { output } => {
+                    ops.insert(step, output);
+                }
+                // For the history only: a failed operation runs again when its step retries.
+                Event::OpFailed { .. } => {}
             }
         }
         // An optional step's failure does not finish the run, so only a required one qualifies.
@@ -132,7 +156,10 @@ impl RunTask {
             run_id,
             lease_token,
             journal,
-            seq: Mutex::new(last_seq),
+            seq: Mutex::new(Sequence {
+                last: last_seq,
+                broken: None,
+            }),
             history,
             ops: Mutex::new(ops),
         }
@@ -251,7 +278,9 @@ impl RunTask {
         })
     }
 
-    fn entry(&self, step: &str, kind: EntryKind, attempt: u32, payload: String) -> JournalEntry {
+    /// The journal entry of `event` at `step` on `attempt`, numbered when appended.
+    fn entry(&self, step: &str, attempt: u32, event: Event) -> JournalEntry {
+        let (kind, payload) = event.encode();
         JournalEntry {
             seq: 0,
             step: step.to_owned(),
@@ -264,6 +293,12 @@ impl RunTask {
 
     /// Numbers `entries`, commits them (and the run's end, if given), and returns the last
     /// sequence number once they are durable.
+    ///
+    /// A run's entries are numbered one after another from the last its journal held, and
+    /// submitted in that order, as the stores' contract asks. Once a write of the run failed,
+    /// nothing more is numbered: the store may or may not hold that write, so the next number
+    /// would be a guess (a gap, or a number taken twice). The run stops with the failure
+    /// instead, and resumes from what the store holds.
     async fn append(
         &self,
         mut entries: Vec<JournalEntry>,
@@ -271,9 +306,12 @@ impl RunTask {
     ) -> Result<u64, Abort> {
         let (ack, last) = {
             let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(error) = &seq.broken {
+                return Err(Abort::Engine(error.clone()));
+            }
             for entry in &mut entries {
-                *seq += 1;
-                entry.seq = *seq;
+                seq.last += 1;
+                entry.seq = seq.last;
             }
             let write = Write::Append {
                 run: self.run_id.clone(),
@@ -281,11 +319,17 @@ impl RunTask {
                 entries,
                 finish,
             };
-            (self.journal.submit(write), *seq)
+            (self.journal.submit(write), seq.last)
         };
-        ack.await
-            .map(|()| last)
-            .map_err(|e| Abort::Engine(self.commit_error(e)))
+        match ack.await {
+            Ok(()) => Ok(last),
+            Err(e) => {
+                let error = self.commit_error(e);
+                let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+                seq.broken.get_or_insert_with(|| error.clone());
+                Err(Abort::Engine(error))
+            }
+        }
     }
 
     fn commit_error(&self, error: CommitError) -> Error {
@@ -311,6 +355,14 @@ impl RunTask {
             message,
         }
     }
+}
+
+/// Where a run's journal stands, as this process numbers its entries.
+struct Sequence {
+    /// The last sequence number used.
+    last: u64,
+    /// The first write of the run that failed: once set, nothing more is numbered.
+    broken: Option<Error>,
 }
 
 /// What a node's walk produced.

@@ -18,6 +18,10 @@ impl RunTask {
             if let Some(done) = &h.completed {
                 return self.replay(name, done, input);
             }
+            if let Some(message) = &h.unreadable {
+                let message = format!("its journal entry {message}");
+                return Err(Abort::Engine(self.bad_state(name, message)));
+            }
             if let Some((attempts, error)) = &h.failed {
                 let failure = StepFailure {
                     step: name.to_owned(),
@@ -55,24 +59,25 @@ impl RunTask {
                 Some(Arc::clone(&ops)),
             );
             let result = run_attempt(step, ctx, state).await.and_then(|output| {
-                let (kind, payload) = match changes::encode(&input, &output) {
-                    Some(changes) => (EntryKind::StepChanged, changes),
-                    None => (EntryKind::StepCompleted, crate::encode::to_text(&output)),
+                let event = match changes::encode(&input, &output) {
+                    Some(changes) => changes.map(|changes| Event::StepChanged { changes }),
+                    None => crate::encode::to_text(&output)
+                        .map(|output| Event::StepCompleted { output }),
                 };
                 // Never journal what cannot be read back: the step fails instead (for good:
                 // the same input gives the same output again).
-                let payload = payload.map_err(|e| {
+                let event = event.map_err(|e| {
                     StepError::terminal(format!("the step's output cannot be journaled: {e}"))
                 })?;
-                Ok((output, kind, payload))
+                Ok((output, event))
             });
             match result {
-                Ok((output, kind, payload)) => {
+                Ok((output, event)) => {
                     drop(input);
                     // The run's output is its whole final state.
                     let finish = (self.final_step == Some(name))
                         .then(|| Finish::Completed(output.to_string()));
-                    let entry = self.entry(name, kind, attempt, payload);
+                    let entry = self.entry(name, attempt, event);
                     let seq = self.append(vec![entry], finish).await?;
                     return Ok(Done {
                         state: output,
@@ -81,8 +86,10 @@ impl RunTask {
                     });
                 }
                 Err(error) if error.is_terminal() || last => {
-                    let payload = json!({ "error": error.message() }).to_string();
-                    let entry = self.entry(name, EntryKind::StepFailed, attempt, payload);
+                    let event = Event::StepFailed {
+                        error: error.message().to_owned(),
+                    };
+                    let entry = self.entry(name, attempt, event);
                     let seq = self.append(vec![entry], None).await?;
                     let failure = StepFailure {
                         step: name.to_owned(),
@@ -97,10 +104,16 @@ impl RunTask {
                     // and the same the resume path waits for.
                     let delay = policy.jittered_delay_after(attempt);
                     let due = tokio::time::Instant::now() + delay;
-                    let retry_at = now_millis() + delay.as_millis() as u64;
-                    let payload =
-                        json!({ "error": error.message(), "retry_at": retry_at }).to_string();
-                    let entry = self.entry(name, EntryKind::AttemptFailed, attempt, payload);
+                    let failed_at = now_millis();
+                    let event = Event::AttemptFailed {
+                        error: error.message().to_owned(),
+                        retry_at: failed_at + delay.as_millis() as u64,
+                    };
+                    // Stamped with the same instant: `retry_at - at` is the backoff exactly.
+                    let entry = JournalEntry {
+                        at: failed_at,
+                        ..self.entry(name, attempt, event)
+                    };
                     self.append(vec![entry], None).await?;
                     tokio::time::sleep_until(due).await;
                     attempt += 1;
@@ -131,16 +144,16 @@ impl OpJournal for Ops {
     ) -> BoxFuture<'static, Result<(), StepError>> {
         let run = Arc::clone(&self.0);
         Box::pin(async move {
-            let entry = match &outcome {
-                Ok(output) => run.entry(&path, EntryKind::StepCompleted, attempt, output.clone()),
+            let event = match &outcome {
+                Ok(output) => Event::OpCompleted {
+                    output: output.clone(),
+                },
                 // Journaled for the history only: a failed operation runs again on a retry.
-                Err(error) => run.entry(
-                    &path,
-                    EntryKind::AttemptFailed,
-                    attempt,
-                    json!({ "error": error, "retry_at": 0 }).to_string(),
-                ),
+                Err(error) => Event::OpFailed {
+                    error: error.clone(),
+                },
             };
+            let entry = run.entry(&path, attempt, event);
             run.append(vec![entry], None)
                 .await
                 .map_err(|abort| match abort {

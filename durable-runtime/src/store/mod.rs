@@ -12,9 +12,13 @@ use std::time::Duration;
 use crate::step::BoxFuture;
 use crate::RunId;
 
+mod event;
 pub mod memory;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+pub use event::EntryKind;
+pub(crate) use event::Event;
 
 /// The state of a run as the store knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,48 +79,6 @@ pub struct RunRecord {
     pub updated_at: u64,
 }
 
-/// What a journal entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EntryKind {
-    /// A step finished; the payload is its whole output state. (Also a finished sub-operation
-    /// of a step, `step/fan_out#1[3]`, with the operation's output.)
-    StepCompleted,
-    /// A step finished; the payload is what it changed against its input (keys set or
-    /// changed, nested objects recursively, and removed keys), which replay applies to the
-    /// same input. Written for steps whose input and output are JSON objects, so a step that
-    /// sets one field of a large state journals a few bytes.
-    StepChanged,
-    /// An attempt failed and another will follow; the payload is
-    /// `{"error": "...", "retry_at": <unix ms>}`.
-    AttemptFailed,
-    /// A step failed for good (retries spent or a terminal error); the payload is
-    /// `{"error": "..."}`.
-    StepFailed,
-}
-
-impl EntryKind {
-    /// The name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::StepCompleted => "step_completed",
-            EntryKind::StepChanged => "step_changed",
-            EntryKind::AttemptFailed => "attempt_failed",
-            EntryKind::StepFailed => "step_failed",
-        }
-    }
-
-    /// The kind named by [`as_str`](Self::as_str).
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "step_completed" => EntryKind::StepCompleted,
-            "step_changed" => EntryKind::StepChanged,
-            "attempt_failed" => EntryKind::AttemptFailed,
-            "step_failed" => EntryKind::StepFailed,
-            _ => return None,
-        })
-    }
-}
-
 /// One entry of a run's journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalEntry {
@@ -128,7 +90,7 @@ pub struct JournalEntry {
     pub kind: EntryKind,
     /// The attempt it happened on, from 1.
     pub attempt: u32,
-    /// JSON text; its shape depends on `kind`.
+    /// JSON text; its shape depends on `kind` (see [`EntryKind`]). A store keeps it as it is.
     pub payload: String,
     /// When, in milliseconds since the Unix epoch.
     pub at: u64,
