@@ -86,7 +86,7 @@ impl Journal {
 }
 
 fn stopped() -> CommitError {
-    CommitError::Store(StoreError("the journal writer has stopped".into()))
+    CommitError::Store(StoreError::closed("the journal writer has stopped"))
 }
 
 async fn write_loop(
@@ -99,8 +99,8 @@ async fn write_loop(
         let (writes, acks): (Vec<_>, Vec<_>) = pending.drain(..).map(|p| (p.write, p.ack)).unzip();
         let outcome = match store.upgrade() {
             Some(store) => commit_retrying(&*store, &writes, retry_for).await,
-            None => Err(StoreError(
-                "the store is gone: its engine was dropped or shut down".into(),
+            None => Err(StoreError::closed(
+                "the store is gone: its engine was dropped or shut down",
             )),
         };
         match outcome {
@@ -118,9 +118,11 @@ async fn write_loop(
     }
 }
 
-/// Commits `writes`, retrying the same batch with growing pauses while the store fails
-/// (a disk hiccup, a locked file, a dropped connection), for up to `retry_for`. The writes
-/// waiting meanwhile form the next batch.
+/// Commits `writes`, retrying the same batch with growing pauses while the store fails with
+/// an error that may pass (a disk hiccup, a locked file, a dropped connection, a full disk:
+/// see [`StoreErrorKind::is_retryable`](crate::store::StoreErrorKind::is_retryable)), for up
+/// to `retry_for`. Any other failure (corruption, a foreign or closed store) fails the
+/// writes at once. The writes waiting meanwhile form the next batch.
 async fn commit_retrying(
     store: &dyn Store,
     writes: &[Write],
@@ -141,7 +143,7 @@ async fn commit_retrying(
                 return Ok(outcomes.into_iter().map(committed).collect());
             }
             Ok(outcomes) => return Ok(outcomes),
-            Err(e) if Instant::now() + pause > deadline => return Err(e),
+            Err(e) if !e.is_retryable() || Instant::now() + pause > deadline => return Err(e),
             Err(_) => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
