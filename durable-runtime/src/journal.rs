@@ -324,7 +324,11 @@ mod tests {
                     .await
                     .unwrap_err();
                 assert_eq!(err.kind(), kind);
-                assert_eq!(store.commits.load(Ordering::SeqCst), 1, "{kind} was retried");
+                assert_eq!(
+                    store.commits.load(Ordering::SeqCst),
+                    1,
+                    "{kind} was retried"
+                );
             }
             for kind in [StoreErrorKind::Transient, StoreErrorKind::Full] {
                 let store = LosesAcks::new(2, kind);
@@ -332,7 +336,11 @@ mod tests {
                     .await
                     .unwrap();
                 assert_eq!(outcomes, [Ok(())]);
-                assert_eq!(store.commits.load(Ordering::SeqCst), 3, "{kind} was not retried");
+                assert_eq!(
+                    store.commits.load(Ordering::SeqCst),
+                    3,
+                    "{kind} was not retried"
+                );
             }
         });
     }

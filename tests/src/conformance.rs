@@ -99,8 +99,7 @@ pub async fn memory() -> Arc<dyn Store> {
 pub async fn sqlite() -> Arc<dyn Store> {
     let path = scratch_dir().join("conformance.db");
     Arc::new(
-        SqliteStore::open(&path)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display())),
+        SqliteStore::open(&path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display())),
     )
 }
 
@@ -141,7 +140,9 @@ fn entry(seq: u64, step: &str) -> JournalEntry {
 }
 
 fn entries(seqs: &[u64]) -> Vec<JournalEntry> {
-    seqs.iter().map(|&seq| entry(seq, &format!("s{seq}"))).collect()
+    seqs.iter()
+        .map(|&seq| entry(seq, &format!("s{seq}")))
+        .collect()
 }
 
 fn append(run: &str, token: u64, entries: Vec<JournalEntry>, finish: Option<Finish>) -> Write {
@@ -418,7 +419,11 @@ where
     Fut: Future<Output = Arc<dyn Store>>,
 {
     with_store(fresh, |store| async move {
-        commit(&store, vec![new_run("r", "wf", "w"), new_run("done", "wf", "w")]).await;
+        commit(
+            &store,
+            vec![new_run("r", "wf", "w"), new_run("done", "wf", "w")],
+        )
+        .await;
         commit(
             &store,
             vec![append(
@@ -497,7 +502,11 @@ where
     Fut: Future<Output = Arc<dyn Store>>,
 {
     with_store(fresh, |store| async move {
-        commit(&store, vec![new_run("ok", "wf", "w"), new_run("bad", "wf", "w")]).await;
+        commit(
+            &store,
+            vec![new_run("ok", "wf", "w"), new_run("bad", "wf", "w")],
+        )
+        .await;
         let verdicts = commit(
             &store,
             vec![
@@ -543,7 +552,11 @@ where
     Fut: Future<Output = Arc<dyn Store>>,
 {
     with_store(fresh, |store| async move {
-        commit(&store, vec![new_run("a", "wf", "me"), new_run("b", "wf", "me")]).await;
+        commit(
+            &store,
+            vec![new_run("a", "wf", "me"), new_run("b", "wf", "me")],
+        )
+        .await;
         assert!(
             store
                 .claim_runs("me", Duration::from_secs(30))

@@ -59,7 +59,12 @@ impl Store for Faulty {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
             if failing {
-                return Err(self.error.lock().unwrap().clone().expect("an error to fail with"));
+                return Err(self
+                    .error
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .expect("an error to fail with"));
             }
             let outcome = self.inner.commit(batch).await?;
             let lose = {
@@ -70,7 +75,9 @@ impl Store for Faulty {
                 }
             };
             if lose {
-                return Err(StoreError::transient("the connection dropped after the commit"));
+                return Err(StoreError::transient(
+                    "the connection dropped after the commit",
+                ));
             }
             Ok(outcome)
         })
@@ -162,7 +169,11 @@ fn a_store_error_that_cannot_pass_fails_the_write_at_once_and_a_transient_one_is
             store.fail(StoreError::new(kind, "the store cannot take it"), 1_000);
             let before = store.commits.load(Ordering::SeqCst);
             let started = Instant::now();
-            let err = engine.start(errs, Data::new()).await.err().expect("the start failed");
+            let err = engine
+                .start(errs, Data::new())
+                .await
+                .err()
+                .expect("the start failed");
             let Error::Store(e) = &err else {
                 panic!("{kind}: not a store error: {err}")
             };
@@ -309,7 +320,7 @@ fn sqlite_failures_have_their_kind_and_their_cause() {
             owner: "me".into(),
             lease_expires_at: 0,
         })];
-        let err = store.commit(&batch).await.err().expect("the file is full");
+        let err = store.commit(&batch).await.expect_err("the file is full");
         assert_eq!(err.kind(), StoreErrorKind::Full, "{err}");
         assert!(err.is_retryable());
         let sqlite = err
@@ -354,11 +365,11 @@ fn sqlite_failures_have_their_kind_and_their_cause() {
             )
             .unwrap();
         }
-        let err = store.load_journal(&"r".into()).await.err().expect("damaged");
+        let err = store.load_journal(&"r".into()).await.expect_err("damaged");
         assert_eq!(err.kind(), StoreErrorKind::Corrupt, "{err}");
         assert!(!err.is_retryable());
         store.close();
-        let err = store.load_run(&"r".into()).await.err().expect("closed");
+        let err = store.load_run(&"r".into()).await.expect_err("closed");
         assert_eq!(err.kind(), StoreErrorKind::Closed, "{err}");
     });
 }

@@ -256,8 +256,7 @@ impl std::error::Error for Rejected {}
 /// assert_eq!(check_sequence(0, [1, 3]), Err(Rejected::OutOfOrder { expected: 2, got: 3 }));
 /// ```
 pub fn check_sequence(last: u64, seqs: impl IntoIterator<Item = u64>) -> Result<(), Rejected> {
-    let mut expected = last + 1;
-    for got in seqs {
+    for (expected, got) in (last + 1..).zip(seqs) {
         if got != expected {
             return Err(if (1..=last).contains(&got) {
                 Rejected::DuplicateEntry { seq: got }
@@ -265,7 +264,6 @@ pub fn check_sequence(last: u64, seqs: impl IntoIterator<Item = u64>) -> Result<
                 Rejected::OutOfOrder { expected, got }
             });
         }
-        expected += 1;
     }
     Ok(())
 }

@@ -34,8 +34,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::{
-    check_sequence, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError,
-    StoreErrorKind, Write,
+    check_sequence, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store,
+    StoreError, StoreErrorKind, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -110,9 +110,8 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
         let context = format!("sqlite store `{shown}`");
-        let err = |kind: StoreErrorKind, what: String| {
-            StoreError::new(kind, what).context(&context)
-        };
+        let err =
+            |kind: StoreErrorKind, what: String| StoreError::new(kind, what).context(&context);
         let io = |what: &str, e: std::io::Error| {
             StoreError::new(io_kind(&e), format!("{what}: {e}"))
                 .with_source(e)
@@ -150,11 +149,11 @@ impl SqliteStore {
             return Err(err(
                 StoreErrorKind::Corrupt,
                 format!(
-                "the file is empty, but `{}` says a durable store was created here: the file \
+                    "the file is empty, but `{}` says a durable store was created here: the file \
                  was truncated or replaced, and its runs are gone from it. Restore it from a \
                  backup, or delete the marker to start a new, empty store at this path",
-                marker.display()
-            ),
+                    marker.display()
+                ),
             ));
         }
         check_header(&lock).map_err(|e| e.context(&context))?;
@@ -172,7 +171,12 @@ impl SqliteStore {
                     path.file_name().unwrap_or_default().to_string_lossy()
                 ),
             )
-            .map_err(|e| io(&format!("cannot write the marker `{}`", marker.display()), e))?;
+            .map_err(|e| {
+                io(
+                    &format!("cannot write the marker `{}`", marker.display()),
+                    e,
+                )
+            })?;
         }
         let writer =
             connect(&path, options.synchronous).map_err(|e| db_error(e).context(&context))?;
