@@ -7,20 +7,25 @@
 //! # Running it on a backend
 //!
 //! A backend's test file instantiates the suite with [`store_conformance!`](crate::store_conformance),
-//! giving a module name and a factory: a closure that returns a future of a **fresh, empty**
-//! store (no runs at all: the checks use fixed run ids such as `r1`), as an
-//! `Arc<dyn Store>`. The future is awaited inside the test's tokio runtime (multi-threaded,
-//! two workers), so a backend that connects asynchronously connects there; each check gets its
-//! own runtime and its own store.
+//! giving a module name and a factory: a closure (or async fn) that returns a future of a
+//! **fresh, empty** store (no runs at all: the checks use fixed run ids such as `r1`), as
+//! anything [`FreshStore`]: an `Arc<dyn Store>`, a [`TestStore`] (kept until the check ends,
+//! so its `Drop` can clean up), or an `Option` of one, `None` skipping the check where the
+//! backend is not available. The future is awaited inside the test's tokio runtime
+//! (multi-threaded, two workers), so a backend that connects asynchronously connects there;
+//! each check gets its own runtime and its own store.
 //!
-//! ```ignore
+//! ```
 //! // tests/tests/store_conformance_mine.rs
 //! use std::sync::Arc;
+//! use durable::store::memory::MemoryStore;
 //! use durable::Store;
 //!
+//! // `MemoryStore::new()` stands for the backend's own constructor.
 //! durable_tests::store_conformance!(mine, || async {
-//!     Arc::new(MyStore::connect(&fresh_schema()).await.unwrap()) as Arc<dyn Store>
+//!     Arc::new(MemoryStore::new()) as Arc<dyn Store>
 //! });
+//! # fn main() {}
 //! ```
 //!
 //! That defines one `#[test]` per check, named `mine::<check>`. Attributes before the name go
@@ -33,22 +38,27 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use durable::store::memory::MemoryStore;
-use durable::store::sqlite::SqliteStore;
 use durable::store::{
     EntryKind, Finish, JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store,
     Write,
 };
 use durable::RunId;
 
-use crate::{in_runtime, scratch_dir};
+use crate::{in_runtime, TestStore};
 
 /// Defines one `#[test]` per check of the [conformance suite](crate::conformance) in a module
 /// named `$backend`, each on a fresh store from `$fresh` (a closure returning a future of an
 /// `Arc<dyn Store>`). Attributes written before the name apply to every test.
 ///
-/// ```ignore
-/// durable_tests::store_conformance!(memory, durable_tests::conformance::memory);
+/// ```
+/// use durable_tests::{store_conformance, Backend, TestStore};
+///
+/// store_conformance!(sqlite, || async { TestStore::new(Backend::Sqlite) });
+/// // Attributes go on every test of the suite.
+/// store_conformance!(#[ignore = "slow"] sqlite_again, || async {
+///     TestStore::new(Backend::Sqlite)
+/// });
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! store_conformance {
@@ -89,31 +99,50 @@ macro_rules! __store_conformance_checks {
     ([$($attr:tt)*] $fresh:expr;) => {};
 }
 
-/// A fresh [`MemoryStore`]: a factory for [`store_conformance!`](crate::store_conformance).
-pub async fn memory() -> Arc<dyn Store> {
-    Arc::new(MemoryStore::new())
+/// What a factory of [`store_conformance!`](crate::store_conformance) returns: a fresh,
+/// empty store, or something that holds one (and may clean it up when dropped, after the
+/// check), or nothing, to skip the check where the backend is not available.
+pub trait FreshStore {
+    /// The store to check; `None` skips the check.
+    fn store(&self) -> Option<Arc<dyn Store>>;
 }
 
-/// A fresh [`SqliteStore`] in a new scratch directory: a factory for
-/// [`store_conformance!`](crate::store_conformance).
-pub async fn sqlite() -> Arc<dyn Store> {
-    let path = scratch_dir().join("conformance.db");
-    Arc::new(
-        SqliteStore::open(&path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display())),
-    )
+impl FreshStore for Arc<dyn Store> {
+    fn store(&self) -> Option<Arc<dyn Store>> {
+        Some(Arc::clone(self))
+    }
+}
+
+/// The test store's backend, opened once; dropped (and cleaned up) after the check.
+impl FreshStore for TestStore {
+    fn store(&self) -> Option<Arc<dyn Store>> {
+        Some(self.open())
+    }
+}
+
+/// `None` skips the check (say why on stderr when making it).
+impl<T: FreshStore> FreshStore for Option<T> {
+    fn store(&self) -> Option<Arc<dyn Store>> {
+        self.as_ref().and_then(FreshStore::store)
+    }
 }
 
 /// Runs `check` on a fresh store from `fresh`, in a runtime of its own.
 fn with_store<F, Fut, C, CFut>(fresh: F, check: C)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output: FreshStore>,
     C: FnOnce(Arc<dyn Store>) -> CFut,
     CFut: Future<Output = ()>,
 {
     in_runtime(async move {
-        let store = fresh().await;
+        let fresh = fresh().await;
+        let Some(store) = fresh.store() else {
+            return;
+        };
         check(store).await;
+        // Whatever holds the store is dropped after the check, inside the runtime.
+        drop(fresh);
     });
 }
 
@@ -172,7 +201,7 @@ fn ids(runs: Vec<RunRecord>) -> Vec<String> {
 pub fn a_batch_gets_one_verdict_per_write<F, Fut>(fresh: F)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
         let verdicts = commit(
@@ -216,7 +245,7 @@ where
 pub fn journal_entries_keep_their_order_and_never_repeat<F, Fut>(fresh: F)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
         commit(&store, vec![new_run("r", "wf", "w")]).await;
@@ -250,7 +279,7 @@ where
 pub fn sequence_numbers_start_at_one_and_leave_no_gap<F, Fut>(fresh: F)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
         commit(&store, vec![new_run("r", "wf", "w")]).await;
@@ -329,7 +358,7 @@ where
 pub fn a_duplicate_sequence_number_is_refused_and_leaves_nothing_behind<F, Fut>(fresh: F)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
         commit(&store, vec![new_run("r", "wf", "w")]).await;
@@ -376,7 +405,7 @@ where
 pub fn appends_in_one_batch_apply_in_order<F, Fut>(fresh: F)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
         let verdicts = commit(
@@ -416,7 +445,7 @@ where
 pub fn the_lease_and_the_finish_are_checked_before_the_sequence<F, Fut>(fresh: F)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
         commit(
@@ -464,7 +493,7 @@ where
 pub fn a_stale_lease_token_is_fenced_off<F, Fut>(fresh: F)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
         commit(&store, vec![new_run("r", "wf", "old")]).await;
@@ -499,7 +528,7 @@ where
 pub fn a_finished_run_is_closed<F, Fut>(fresh: F)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
         commit(
@@ -549,7 +578,7 @@ where
 pub fn claims_skip_runs_the_claimer_holds_and_leases_renew<F, Fut>(fresh: F)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
         commit(
@@ -595,7 +624,7 @@ where
 pub fn listing_filters_and_orders_newest_first<F, Fut>(fresh: F)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
+    Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
         for (id, wf) in [("1", "x"), ("2", "y"), ("3", "x")] {

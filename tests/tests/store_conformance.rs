@@ -2,8 +2,13 @@
 //! the memory and the SQLite store. Another backend runs the same suite from its own test file
 //! with one `store_conformance!` line.
 
-use durable_tests::conformance;
-use durable_tests::store_conformance;
+use std::sync::Arc;
 
-store_conformance!(memory, conformance::memory);
-store_conformance!(sqlite, conformance::sqlite);
+use durable::store::memory::MemoryStore;
+use durable::Store;
+use durable_tests::{store_conformance, Backend, TestStore};
+
+store_conformance!(memory, || async {
+    Arc::new(MemoryStore::new()) as Arc<dyn Store>
+});
+store_conformance!(sqlite, || async { TestStore::new(Backend::Sqlite) });
