@@ -974,6 +974,34 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_failures_map_to_the_kinds_the_journal_retries_or_not() {
+        use rusqlite::ffi;
+        let failure = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        for (code, kind) in [
+            (ffi::SQLITE_BUSY, StoreErrorKind::Transient),
+            (ffi::SQLITE_LOCKED, StoreErrorKind::Transient),
+            (ffi::SQLITE_IOERR, StoreErrorKind::Transient),
+            (ffi::SQLITE_IOERR_FSYNC, StoreErrorKind::Transient),
+            (ffi::SQLITE_FULL, StoreErrorKind::Full),
+            (ffi::SQLITE_CORRUPT, StoreErrorKind::Corrupt),
+            (ffi::SQLITE_NOTADB, StoreErrorKind::Corrupt),
+            (ffi::SQLITE_READONLY, StoreErrorKind::Other),
+            (ffi::SQLITE_CONSTRAINT, StoreErrorKind::Other),
+        ] {
+            let err = db_error(failure(code));
+            assert_eq!(err.kind(), kind, "SQLite code {code}: {err}");
+            let source = std::error::Error::source(&err).expect("the SQLite error");
+            assert!(source.is::<rusqlite::Error>(), "{source:?}");
+        }
+        let undecodable = rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Text,
+            "unknown journal entry kind `x`".into(),
+        );
+        assert_eq!(sqlite_kind(&undecodable), StoreErrorKind::Corrupt);
+    }
+
+    #[test]
     fn every_listing_walks_an_index_in_order_without_a_scan_or_a_sort() {
         let path = scratch("plan");
         let store = SqliteStore::open(&path).unwrap();
