@@ -181,7 +181,28 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+/// The cause of a store failure is its [`StoreError`] (whose own source is what the backend
+/// reported, such as an SQLite or I/O error): walk the chain to it, or downcast.
+///
+/// ```
+/// use std::error::Error as _;
+/// use durable::store::{StoreError, StoreErrorKind};
+/// use durable::Error;
+///
+/// let io = std::io::Error::other("disk I/O error");
+/// let err = Error::from(StoreError::transient("my store: disk I/O error").with_source(io));
+/// let store = err.source().and_then(|s| s.downcast_ref::<StoreError>()).unwrap();
+/// assert_eq!(store.kind(), StoreErrorKind::Transient);
+/// assert!(store.source().unwrap().downcast_ref::<std::io::Error>().is_some());
+/// ```
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Store(e) | Error::StoreInUse(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {

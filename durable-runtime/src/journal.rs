@@ -86,7 +86,7 @@ impl Journal {
 }
 
 fn stopped() -> CommitError {
-    CommitError::Store(StoreError("the journal writer has stopped".into()))
+    CommitError::Store(StoreError::closed("the journal writer has stopped"))
 }
 
 async fn write_loop(
@@ -99,8 +99,8 @@ async fn write_loop(
         let (writes, acks): (Vec<_>, Vec<_>) = pending.drain(..).map(|p| (p.write, p.ack)).unzip();
         let outcome = match store.upgrade() {
             Some(store) => commit_retrying(&*store, &writes, retry_for).await,
-            None => Err(StoreError(
-                "the store is gone: its engine was dropped or shut down".into(),
+            None => Err(StoreError::closed(
+                "the store is gone: its engine was dropped or shut down",
             )),
         };
         match outcome {
@@ -118,9 +118,11 @@ async fn write_loop(
     }
 }
 
-/// Commits `writes`, retrying the same batch with growing pauses while the store fails
-/// (a disk hiccup, a locked file, a dropped connection), for up to `retry_for`. The writes
-/// waiting meanwhile form the next batch.
+/// Commits `writes`, retrying the same batch with growing pauses while the store fails with
+/// an error that may pass (a disk hiccup, a locked file, a dropped connection, a full disk:
+/// see [`StoreErrorKind::is_retryable`](crate::store::StoreErrorKind::is_retryable)), for up
+/// to `retry_for`. Any other failure (corruption, a foreign or closed store) fails the
+/// writes at once. The writes waiting meanwhile form the next batch.
 async fn commit_retrying(
     store: &dyn Store,
     writes: &[Write],
@@ -133,20 +135,213 @@ async fn commit_retrying(
         match store.commit(writes).await {
             Ok(outcomes) if retried => {
                 // A failure the store reported may still have committed (an error after the
-                // commit itself): a write found already there then counts as committed.
-                let committed = |o: Result<(), Rejected>| match o {
-                    Err(Rejected::DuplicateEntry { .. } | Rejected::DuplicateRun) => Ok(()),
-                    other => other,
+                // commit itself): a write found already there then counts as committed. So
+                // does a run's end found already written: with the writer's lease still
+                // current (the store checks it first), no one else could have finished it.
+                let committed = |(write, o): (&Write, Result<(), Rejected>)| match (write, o) {
+                    (_, Err(Rejected::DuplicateEntry { .. } | Rejected::DuplicateRun)) => Ok(()),
+                    (
+                        Write::Append {
+                            finish: Some(_), ..
+                        },
+                        Err(Rejected::Finished),
+                    ) => Ok(()),
+                    (_, other) => other,
                 };
-                return Ok(outcomes.into_iter().map(committed).collect());
+                return Ok(writes.iter().zip(outcomes).map(committed).collect());
             }
             Ok(outcomes) => return Ok(outcomes),
-            Err(e) if Instant::now() + pause > deadline => return Err(e),
+            Err(e) if !e.is_retryable() || Instant::now() + pause > deadline => return Err(e),
             Err(_) => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
                 retried = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::step::BoxFuture;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{
+        EntryKind, Finish, JournalEntry, NewRun, RunFilter, RunRecord, RunStatus, StoreErrorKind,
+    };
+    use crate::RunId;
+
+    /// A memory store whose next `lose` commits go through but report a failure of `kind`,
+    /// and whose commits are counted.
+    struct LosesAcks {
+        inner: MemoryStore,
+        lose: AtomicUsize,
+        kind: StoreErrorKind,
+        commits: AtomicUsize,
+    }
+
+    impl LosesAcks {
+        fn new(lose: usize, kind: StoreErrorKind) -> Self {
+            Self {
+                inner: MemoryStore::new(),
+                lose: AtomicUsize::new(lose),
+                kind,
+                commits: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl Store for LosesAcks {
+        fn commit<'a>(
+            &'a self,
+            batch: &'a [Write],
+        ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>> {
+            Box::pin(async move {
+                self.commits.fetch_add(1, Ordering::SeqCst);
+                let outcome = self.inner.commit(batch).await?;
+                let lost = self
+                    .lose
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if lost {
+                    return Err(StoreError::new(self.kind, "the answer got lost"));
+                }
+                Ok(outcome)
+            })
+        }
+        fn load_run<'a>(
+            &'a self,
+            id: &'a RunId,
+        ) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
+            self.inner.load_run(id)
+        }
+        fn load_journal<'a>(
+            &'a self,
+            id: &'a RunId,
+        ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
+            self.inner.load_journal(id)
+        }
+        fn claim_runs<'a>(
+            &'a self,
+            owner: &'a str,
+            lease: Duration,
+        ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
+            self.inner.claim_runs(owner, lease)
+        }
+        fn renew_leases<'a>(
+            &'a self,
+            owner: &'a str,
+            lease: Duration,
+        ) -> BoxFuture<'a, Result<usize, StoreError>> {
+            self.inner.renew_leases(owner, lease)
+        }
+        fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+            self.inner.release_leases(owner)
+        }
+        fn list_runs(
+            &self,
+            filter: RunFilter,
+        ) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
+            self.inner.list_runs(filter)
+        }
+    }
+
+    fn create(id: &str) -> Write {
+        Write::CreateRun(NewRun {
+            id: id.into(),
+            workflow: "wf".into(),
+            fingerprint: "f".into(),
+            input: "{}".into(),
+            owner: "me".into(),
+            lease_expires_at: u64::MAX / 2,
+        })
+    }
+
+    fn append(id: &str, seq: u64, finish: Option<Finish>) -> Write {
+        Write::Append {
+            run: id.into(),
+            lease_token: 1,
+            entries: vec![JournalEntry {
+                seq,
+                step: format!("s{seq}"),
+                kind: EntryKind::StepCompleted,
+                attempt: 1,
+                payload: "{}".into(),
+                at: seq,
+            }],
+            finish,
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_retried_batch_that_had_committed_counts_as_committed() {
+        rt().block_on(async {
+            let store = LosesAcks::new(0, StoreErrorKind::Transient);
+            store.commit(&[create("r")]).await.unwrap();
+            // A step's entry, a new run, and another run's end: all went through the first
+            // time; the retry finds them there.
+            store.commit(&[create("done")]).await.unwrap();
+            store.lose.store(1, Ordering::SeqCst);
+            let batch = [
+                append("r", 1, None),
+                create("new"),
+                append("done", 1, Some(Finish::Completed("{}".into()))),
+            ];
+            let outcomes = commit_retrying(&store, &batch, Duration::from_secs(5)).await;
+            assert_eq!(outcomes.unwrap(), [Ok(()), Ok(()), Ok(())]);
+            assert_eq!(store.commits.load(Ordering::SeqCst), 2 + 2);
+            let done = store.inner.load_run(&"done".into()).await.unwrap().unwrap();
+            assert_eq!(done.status, RunStatus::Completed);
+            // A write without an end that finds its run finished did not commit.
+            let late = [append("done", 2, None)];
+            store.lose.store(1, Ordering::SeqCst);
+            let outcomes = commit_retrying(&store, &late, Duration::from_secs(5)).await;
+            assert_eq!(outcomes.unwrap(), [Err(Rejected::Finished)]);
+        });
+    }
+
+    #[test]
+    fn only_failures_that_may_pass_are_retried() {
+        rt().block_on(async {
+            for kind in [
+                StoreErrorKind::Corrupt,
+                StoreErrorKind::Foreign,
+                StoreErrorKind::Closed,
+                StoreErrorKind::InUse,
+                StoreErrorKind::Other,
+            ] {
+                let store = LosesAcks::new(1, kind);
+                let err = commit_retrying(&store, &[create("r")], Duration::from_secs(5))
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.kind(), kind);
+                assert_eq!(
+                    store.commits.load(Ordering::SeqCst),
+                    1,
+                    "{kind} was retried"
+                );
+            }
+            for kind in [StoreErrorKind::Transient, StoreErrorKind::Full] {
+                let store = LosesAcks::new(2, kind);
+                let outcomes = commit_retrying(&store, &[create("r")], Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                assert_eq!(outcomes, [Ok(())]);
+                assert_eq!(
+                    store.commits.load(Ordering::SeqCst),
+                    3,
+                    "{kind} was not retried"
+                );
+            }
+        });
     }
 }

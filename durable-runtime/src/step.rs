@@ -145,6 +145,18 @@ impl fmt::Debug for StepContext {
 /// at once, whatever retries remain (a card declined, a request the far side rejects as
 /// malformed).
 ///
+/// The journal keeps the failure's text (with every cause in the chain); the error itself
+/// stays reachable through [`source`](StepError::source), for code that calls the step
+/// function directly (a test, a wrapper) to downcast:
+///
+/// ```
+/// use durable::StepError;
+///
+/// let err: StepError = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow").into();
+/// let io = err.source().and_then(|e| e.downcast_ref::<std::io::Error>()).unwrap();
+/// assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
+/// ```
+///
 /// ```
 /// use durable::StepError;
 ///
@@ -157,6 +169,7 @@ impl fmt::Debug for StepContext {
 pub struct StepError {
     message: String,
     terminal: bool,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl StepError {
@@ -165,6 +178,7 @@ impl StepError {
         Self {
             message: message.to_string(),
             terminal: false,
+            source: None,
         }
     }
 
@@ -173,6 +187,7 @@ impl StepError {
         Self {
             message: message.to_string(),
             terminal: true,
+            source: None,
         }
     }
 
@@ -184,6 +199,27 @@ impl StepError {
     /// The failure's message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The same failure caused by `source` (the message is kept as it is).
+    ///
+    /// ```
+    /// use durable::StepError;
+    ///
+    /// let io = std::io::Error::other("connection refused");
+    /// let err = StepError::terminal("the payment service refused the card").with_source(io);
+    /// assert!(err.source().unwrap().is::<std::io::Error>());
+    /// ```
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The error this failure was made from: the error a `?` converted, or the one given to
+    /// [`with_source`](Self::with_source). (`StepError` is not itself a
+    /// `std::error::Error`, so that every error converts into it with `?`.)
+    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
     }
 }
 
@@ -197,7 +233,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        Self::retryable(message)
+        Self::retryable(message).with_source(error)
     }
 }
 
@@ -212,6 +248,7 @@ impl fmt::Debug for StepError {
         f.debug_struct("StepError")
             .field("message", &self.message)
             .field("terminal", &self.terminal)
+            .field("source", &self.source)
             .finish()
     }
 }

@@ -10,6 +10,8 @@ use durable::store::memory::MemoryStore;
 use durable::store::sqlite::SqliteStore;
 use durable::Store;
 
+pub mod conformance;
+
 /// Which backend a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

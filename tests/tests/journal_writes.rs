@@ -37,7 +37,7 @@ impl Store for TestStore {
             };
             let failing = take(&self.failures_left) || (self.armed && take(&ARMED));
             if failing {
-                return Err(StoreError("disk I/O error".into()));
+                return Err(StoreError::transient("disk I/O error"));
             }
             self.batches.fetch_add(1, Ordering::SeqCst);
             self.writes.fetch_add(batch.len(), Ordering::SeqCst);

@@ -374,9 +374,10 @@ impl Engine {
                 return Err(Error::RunExists { run_id: id })
             }
             Err(CommitError::Rejected(other)) => {
-                return Err(Error::Store(StoreError(format!(
-                    "run {id}: the store refused it: {other}"
-                ))))
+                return Err(Error::Store(
+                    StoreError::other(format!("run {id}: the store refused it: {other}"))
+                        .with_source(other),
+                ))
             }
             Err(CommitError::Store(e)) => return Err(Error::Store(e)),
         }
@@ -860,8 +861,8 @@ impl Shared {
             Err(e) => {
                 // A damaged journal (or a store failing now) stops this run only: it stays
                 // unfinished in the store, is retried on the heartbeat, and the others go on.
-                let error = Error::Store(StoreError(format!(
-                    "workflow `{}` run {}: cannot load its journal: {e}",
+                let error = Error::Store(e.context(format_args!(
+                    "workflow `{}` run {}: cannot load its journal",
                     run.workflow, run.id
                 )));
                 lock(&self.stalled).insert(run.id, error);

@@ -338,12 +338,15 @@ impl RunTask {
         match error {
             CommitError::Rejected(Rejected::Fenced { .. })
             | CommitError::Rejected(Rejected::Finished) => Error::LeaseLost { workflow, run_id },
-            CommitError::Rejected(other) => Error::Store(StoreError(format!(
-                "workflow `{workflow}` run {run_id}: the journal refused a write: {other}"
-            ))),
-            CommitError::Store(e) => Error::Store(StoreError(format!(
-                "workflow `{workflow}` run {run_id}: {e}"
-            ))),
+            CommitError::Rejected(other) => Error::Store(
+                StoreError::other(format!(
+                    "workflow `{workflow}` run {run_id}: the journal refused a write: {other}"
+                ))
+                .with_source(other),
+            ),
+            CommitError::Store(e) => {
+                Error::Store(e.context(format_args!("workflow `{workflow}` run {run_id}")))
+            }
         }
     }
 

@@ -101,13 +101,7 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                 return Err(Rejected::Finished);
             }
             let last = stored.journal.last().map_or(0, |e| e.seq);
-            let mut expected = last;
-            for entry in &entries {
-                if entry.seq <= expected {
-                    return Err(Rejected::DuplicateEntry { seq: entry.seq });
-                }
-                expected = entry.seq;
-            }
+            super::check_sequence(last, entries.iter().map(|e| e.seq))?;
             stored.journal.extend(entries);
             match finish {
                 Some(Finish::Completed(output)) => {

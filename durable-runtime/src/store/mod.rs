@@ -7,6 +7,7 @@
 //! its lease (a zombie) can never overwrite the journal of the worker that took over.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::step::BoxFuture;
@@ -164,10 +165,20 @@ pub enum Rejected {
     },
     /// The run has finished; its journal is closed.
     Finished,
-    /// A journal entry with this sequence number exists already.
+    /// A journal entry with this sequence number exists already (it is between 1 and the
+    /// run's last sequence number). After a commit that failed and was retried, this means
+    /// the first try did commit.
     DuplicateEntry {
         /// The sequence number.
         seq: u64,
+    },
+    /// A journal entry's sequence number is not the next one: it leaves a gap after the
+    /// run's last entry (or after the entry before it in the same write), or it is 0.
+    OutOfOrder {
+        /// The sequence number the entry had to have.
+        expected: u64,
+        /// The one it had.
+        got: u64,
     },
 }
 
@@ -184,22 +195,207 @@ impl fmt::Display for Rejected {
             Rejected::DuplicateEntry { seq } => {
                 write!(f, "journal entry {seq} exists already")
             }
+            Rejected::OutOfOrder { expected, got } => write!(
+                f,
+                "journal entry {got} is out of order: the next entry of the run is {expected}"
+            ),
         }
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Checks the sequence numbers of one [`Write::Append`] against the contract of
+/// [`Store`]: `seqs` must run on from `last`, the run's last sequence number (0 for an empty
+/// journal), without a gap. For backends that know `last` before they write.
+///
+/// ```
+/// use durable::store::{check_sequence, Rejected};
+///
+/// assert_eq!(check_sequence(2, [3, 4]), Ok(()));
+/// assert_eq!(check_sequence(2, [2]), Err(Rejected::DuplicateEntry { seq: 2 }));
+/// assert_eq!(check_sequence(2, [4]), Err(Rejected::OutOfOrder { expected: 3, got: 4 }));
+/// assert_eq!(check_sequence(0, [1, 3]), Err(Rejected::OutOfOrder { expected: 2, got: 3 }));
+/// ```
+pub fn check_sequence(last: u64, seqs: impl IntoIterator<Item = u64>) -> Result<(), Rejected> {
+    for (expected, got) in (last + 1..).zip(seqs) {
+        if got != expected {
+            return Err(if (1..=last).contains(&got) {
+                Rejected::DuplicateEntry { seq: got }
+            } else {
+                Rejected::OutOfOrder { expected, got }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What kind of failure a [`StoreError`] is: decides whether the journal retries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// A failure that may pass by itself: an I/O hiccup, a busy or locked database, a dropped
+    /// connection. The journal retries the batch for a while.
+    Transient,
+    /// The disk (or the store's size cap) is full. The journal retries the batch for a while,
+    /// as space may come back; reading goes on meanwhile.
+    Full,
+    /// Stored data is damaged: a checksum mismatch, a row that does not decode, a file
+    /// truncated behind the store's back. Retrying cannot help.
+    Corrupt,
+    /// The storage is not this store's: another application's database, a schema written by
+    /// a newer version of durable, a file that is not a database.
+    Foreign,
+    /// The store (or the engine's journal writer) was closed.
+    Closed,
+    /// Another engine or process drives the store.
+    InUse,
+    /// Anything else (a bad path, no permission, a bug): not retried.
+    Other,
+}
+
+impl StoreErrorKind {
+    /// Whether the journal retries a commit that failed with this kind: only
+    /// [`Transient`](Self::Transient) and [`Full`](Self::Full) failures may pass by themselves.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, StoreErrorKind::Transient | StoreErrorKind::Full)
+    }
+}
+
+impl fmt::Display for StoreErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoreErrorKind::Transient => "transient",
+            StoreErrorKind::Full => "full",
+            StoreErrorKind::Corrupt => "corrupt",
+            StoreErrorKind::Foreign => "foreign",
+            StoreErrorKind::Closed => "closed",
+            StoreErrorKind::InUse => "in use",
+            StoreErrorKind::Other => "other",
+        })
     }
 }
 
 /// A failure of the store itself (I/O, corruption, a foreign file): nothing of the batch
 /// was written.
+///
+/// It has a [`kind`](Self::kind), which decides whether the journal retries it (only
+/// [transient](StoreErrorKind::Transient) and [full](StoreErrorKind::Full) failures are), a
+/// message that names the store and says what went wrong (including what its cause said, so
+/// printing the error alone tells everything), and the cause itself as
+/// [`source`](std::error::Error::source), to walk or downcast. Cloning it shares the cause.
+///
+/// ```
+/// use std::error::Error as _;
+/// use durable::store::{StoreError, StoreErrorKind};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "the network is down");
+/// let err = StoreError::transient(format!("my store: {io}")).with_source(io);
+/// assert_eq!(err.kind(), StoreErrorKind::Transient);
+/// assert!(err.is_retryable());
+/// assert_eq!(err.to_string(), "my store: the network is down");
+/// let cause = err.source().and_then(|s| s.downcast_ref::<std::io::Error>()).unwrap();
+/// assert_eq!(cause.kind(), std::io::ErrorKind::TimedOut);
+///
+/// let err = StoreError::corrupt("entry 3 does not match its checksum").context("run r1");
+/// assert_eq!(err.to_string(), "run r1: entry 3 does not match its checksum");
+/// assert!(!err.is_retryable());
+/// ```
 #[derive(Debug, Clone)]
-pub struct StoreError(pub String);
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
 
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl StoreError {
+    /// An error of this kind with this message and no source.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`Transient`](StoreErrorKind::Transient) error: retried by the journal.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Transient, message)
+    }
+
+    /// A [`Full`](StoreErrorKind::Full) error: retried by the journal.
+    pub fn full(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Full, message)
+    }
+
+    /// A [`Corrupt`](StoreErrorKind::Corrupt) error.
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Corrupt, message)
+    }
+
+    /// A [`Foreign`](StoreErrorKind::Foreign) error.
+    pub fn foreign(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Foreign, message)
+    }
+
+    /// A [`Closed`](StoreErrorKind::Closed) error.
+    pub fn closed(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Closed, message)
+    }
+
+    /// An [`InUse`](StoreErrorKind::InUse) error.
+    pub fn in_use(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::InUse, message)
+    }
+
+    /// An [`Other`](StoreErrorKind::Other) error.
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Other, message)
+    }
+
+    /// The same error with `source` as its cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The same error (kind and source kept) with `context` put before its message:
+    /// `"<context>: <message>"`.
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    /// What kind of failure it is.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// Whether the journal retries a commit that failed with it (see
+    /// [`StoreErrorKind::is_retryable`]).
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable()
+    }
+
+    /// The message (what [`Display`](fmt::Display) prints).
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
-impl std::error::Error for StoreError {}
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Which runs [`Store::list_runs`] returns: newest first (by creation time, then by id,
 /// highest first), filtered, from a cursor on, at most `limit` of them.
@@ -275,6 +471,34 @@ impl std::str::FromStr for Cursor {
 ///
 /// Every method is one round trip; [`commit`](Store::commit) is the hot path and must write
 /// its whole batch in one transaction, durable when the future resolves.
+///
+/// # Journal sequence numbers
+///
+/// A run's journal is numbered 1, 2, 3, ... without gaps, in the order its entries were
+/// committed. A store checks every [`Write::Append`] against it, after the run's existence
+/// ([`Rejected::UnknownRun`]), its lease token ([`Rejected::Fenced`]) and that it is still
+/// running ([`Rejected::Finished`]):
+///
+/// - its entries must be consecutive and start right after the run's last entry (at 1 for an
+///   empty journal); the writes of one batch apply in order, so a batch may hold several
+///   appends to one run;
+/// - an entry whose number exists already (1 to the last) refuses the write with
+///   [`Rejected::DuplicateEntry`]; any other wrong number (a gap, 0, an entry that does not
+///   follow the one before it in the write) with [`Rejected::OutOfOrder`], naming the number
+///   expected;
+/// - a refused write leaves nothing behind: none of its entries, and the run not finished.
+///
+/// The engine numbers a run's entries under one lock and submits them in that order, so it
+/// never sends a gap. The journal writer relies on `DuplicateEntry`: when a commit failed
+/// and the retried batch finds its entries already there, the first try had committed.
+///
+/// # Errors
+///
+/// A method fails with a [`StoreError`] whose [`kind`](StoreError::kind) says what happened;
+/// the journal retries a failed [`commit`](Store::commit) only when the kind
+/// [is retryable](StoreErrorKind::is_retryable) (transient, or full), and fails the writes at
+/// once otherwise. The suite in `durable-tests`' `conformance` module checks a backend
+/// against this contract.
 pub trait Store: Send + Sync + 'static {
     /// Writes a batch atomically and durably. Each write gets its own outcome: a refused write
     /// (stale lease, duplicate id) does not stop the others. An `Err` means nothing was written;

@@ -34,7 +34,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::{
-    Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
+    check_sequence, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store,
+    StoreError, StoreErrorKind, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -108,7 +109,14 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
-        let err = |what: String| StoreError(format!("sqlite store `{shown}`: {what}"));
+        let context = format!("sqlite store `{shown}`");
+        let err =
+            |kind: StoreErrorKind, what: String| StoreError::new(kind, what).context(&context);
+        let io = |what: &str, e: std::io::Error| {
+            StoreError::new(io_kind(&e), format!("{what}: {e}"))
+                .with_source(e)
+                .context(&context)
+        };
         // A file deleted on purpose starts a new store; one found empty was truncated.
         let existed = path.exists();
         let lock = OpenOptions::new()
@@ -117,37 +125,41 @@ impl SqliteStore {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| err(format!("cannot open the file: {e}")))?;
+            .map_err(|e| io("cannot open the file", e))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 return Err(err(
+                    StoreErrorKind::InUse,
                     "the file is open in another durable engine (another process, or another \
                      SqliteStore::open in this one); one engine drives an SQLite store at a \
                      time: stop the other one, or share one engine"
                         .into(),
                 ))
             }
-            Err(TryLockError::Error(e)) => return Err(err(format!("cannot lock the file: {e}"))),
+            Err(TryLockError::Error(e)) => return Err(io("cannot lock the file", e)),
         }
         let marker = marker_path(&path);
         let empty = lock
             .metadata()
-            .map_err(|e| err(format!("cannot read the file's size: {e}")))?
+            .map_err(|e| io("cannot read the file's size", e))?
             .len()
             == 0;
         if existed && empty && marker.exists() {
-            return Err(err(format!(
-                "the file is empty, but `{}` says a durable store was created here: the file \
+            return Err(err(
+                StoreErrorKind::Corrupt,
+                format!(
+                    "the file is empty, but `{}` says a durable store was created here: the file \
                  was truncated or replaced, and its runs are gone from it. Restore it from a \
                  backup, or delete the marker to start a new, empty store at this path",
-                marker.display()
-            )));
+                    marker.display()
+                ),
+            ));
         }
-        check_header(&lock).map_err(err)?;
+        check_header(&lock).map_err(|e| e.context(&context))?;
         // Check what the file is before any pragma (WAL mode rewrites the header).
-        let probe = Connection::open(&path).map_err(|e| err(e.to_string()))?;
-        prepare_schema(&probe).map_err(err)?;
+        let probe = Connection::open(&path).map_err(|e| db_error(e).context(&context))?;
+        prepare_schema(&probe).map_err(|e| e.context(&context))?;
         drop(probe);
         if !marker.exists() {
             std::fs::write(
@@ -160,14 +172,16 @@ impl SqliteStore {
                 ),
             )
             .map_err(|e| {
-                err(format!(
-                    "cannot write the marker `{}`: {e}",
-                    marker.display()
-                ))
+                io(
+                    &format!("cannot write the marker `{}`", marker.display()),
+                    e,
+                )
             })?;
         }
-        let writer = connect(&path, options.synchronous).map_err(|e| err(e.to_string()))?;
-        let reader = connect(&path, options.synchronous).map_err(|e| err(e.to_string()))?;
+        let writer =
+            connect(&path, options.synchronous).map_err(|e| db_error(e).context(&context))?;
+        let reader =
+            connect(&path, options.synchronous).map_err(|e| db_error(e).context(&context))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(Some(writer)),
@@ -212,7 +226,7 @@ impl SqliteStore {
     }
 
     fn error(&self, e: rusqlite::Error) -> StoreError {
-        StoreError(format!("sqlite store `{}`: {e}", self.inner.path.display()))
+        db_error(e).context(format_args!("sqlite store `{}`", self.inner.path.display()))
     }
 
     fn closed(&self) -> StoreError {
@@ -237,11 +251,12 @@ impl SqliteStore {
             })
             .await
             .map_err(|e| {
-                StoreError(format!(
+                StoreError::other(format!(
                     "sqlite store `{shown}`: the database thread died: {e}"
                 ))
+                .with_source(e)
             })??
-            .map_err(|e| StoreError(format!("sqlite store `{shown}`: {e}")))
+            .map_err(|e| db_error(e).context(format_args!("sqlite store `{shown}`")))
         })
     }
 }
@@ -303,31 +318,76 @@ fn lock<T>(conn: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn closed_error(path: &Path) -> StoreError {
-    StoreError(format!(
+    StoreError::closed(format!(
         "sqlite store `{}`: the store was closed (its engine shut down); open the file again",
         path.display()
     ))
 }
 
+/// The kind of an SQLite failure: busy, locked and I/O errors may pass (transient), a full
+/// disk or a reached size cap is full, a damaged file or a row that does not decode is
+/// corrupt; the rest (a read-only file, no permission, a bug) is other.
+fn sqlite_kind(e: &rusqlite::Error) -> StoreErrorKind {
+    use rusqlite::ErrorCode;
+    match e {
+        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::SchemaChanged
+            | ErrorCode::OutOfMemory => StoreErrorKind::Transient,
+            ErrorCode::DiskFull => StoreErrorKind::Full,
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreErrorKind::Corrupt,
+            _ => StoreErrorKind::Other,
+        },
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::Utf8Error(..)
+        | rusqlite::Error::InvalidColumnType(..) => StoreErrorKind::Corrupt,
+        _ => StoreErrorKind::Other,
+    }
+}
+
+/// An SQLite failure as a store error of its kind, with the failure as its source.
+fn db_error(e: rusqlite::Error) -> StoreError {
+    StoreError::new(sqlite_kind(&e), e.to_string()).with_source(e)
+}
+
+/// The kind of a failure of the file itself.
+fn io_kind(e: &std::io::Error) -> StoreErrorKind {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => StoreErrorKind::Full,
+        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            StoreErrorKind::Transient
+        }
+        _ => StoreErrorKind::Other,
+    }
+}
+
 /// Refuses a file that is neither empty nor an SQLite database, before SQLite touches it.
-fn check_header(mut file: &File) -> Result<(), String> {
+fn check_header(mut file: &File) -> Result<(), StoreError> {
     let mut header = [0u8; 16];
     let mut read = 0;
     while read < header.len() {
         match file.read(&mut header[read..]) {
             Ok(0) => break,
             Ok(n) => read += n,
-            Err(e) => return Err(format!("cannot read the file: {e}")),
+            Err(e) => {
+                return Err(
+                    StoreError::new(io_kind(&e), format!("cannot read the file: {e}"))
+                        .with_source(e),
+                )
+            }
         }
     }
     if read == 0 || header == *b"SQLite format 3\0" {
         Ok(())
     } else {
-        Err(
+        Err(StoreError::foreign(
             "the file is not an SQLite database, so not a durable store; point the store at a \
-             new path or at a file it created"
-                .into(),
-        )
+             new path or at a file it created",
+        ))
     }
 }
 
@@ -345,8 +405,8 @@ fn connect(path: &Path, synchronous: Synchronous) -> rusqlite::Result<Connection
 }
 
 /// Creates the schema in a new file; checks it in an existing one.
-fn prepare_schema(conn: &Connection) -> Result<(), String> {
-    let db = |e: rusqlite::Error| e.to_string();
+fn prepare_schema(conn: &Connection) -> Result<(), StoreError> {
+    let db = db_error;
     let has_meta: bool = conn
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'durable_meta'",
@@ -367,14 +427,14 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
         return match version.as_deref().map(str::parse::<i64>) {
             Some(Ok(SCHEMA_VERSION)) => Ok(()),
             Some(Ok(v)) if (1..SCHEMA_VERSION).contains(&v) => migrate(conn, v),
-            Some(Ok(v)) if v > SCHEMA_VERSION => Err(format!(
+            Some(Ok(v)) if v > SCHEMA_VERSION => Err(StoreError::foreign(format!(
                 "the file has schema version {v}, written by a newer version of durable; this \
                  one reads version {SCHEMA_VERSION}: upgrade durable"
-            )),
-            other => Err(format!(
+            ))),
+            other => Err(StoreError::corrupt(format!(
                 "the file's durable_meta table is damaged (schema version {other:?}); the \
                  journal was not touched"
-            )),
+            ))),
         };
     }
     let tables: i64 = conn
@@ -385,10 +445,10 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
         )
         .map_err(db)?;
     if tables > 0 {
-        return Err(format!(
+        return Err(StoreError::foreign(format!(
             "the file is an SQLite database of another application ({tables} tables, none of \
              them durable's); point the store at a new path"
-        ));
+        )));
     }
     // A new file gets the first schema, then every migration, like an old file would.
     conn.execute_batch(
@@ -427,7 +487,7 @@ fn prepare_schema(conn: &Connection) -> Result<(), String> {
 }
 
 /// Brings a file of schema version `from` to [`SCHEMA_VERSION`], one version per transaction.
-fn migrate(conn: &Connection, from: i64) -> Result<(), String> {
+fn migrate(conn: &Connection, from: i64) -> Result<(), StoreError> {
     if from < 2 {
         migrate_to_2_list_indexes(conn)?;
     }
@@ -442,7 +502,7 @@ fn migrate(conn: &Connection, from: i64) -> Result<(), String> {
 /// filter `list_runs` takes, so a page costs what it returns instead of a scan and a sort of
 /// every run. The index by status leads with the status as the old `(status, workflow)` index
 /// did, so it serves the claims and lease renewals that index served, and replaces it.
-fn migrate_to_2_list_indexes(conn: &Connection) -> Result<(), String> {
+fn migrate_to_2_list_indexes(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "BEGIN;
          DROP INDEX IF EXISTS durable_runs_by_status;
@@ -454,14 +514,14 @@ fn migrate_to_2_list_indexes(conn: &Connection) -> Result<(), String> {
          UPDATE durable_meta SET value = '2' WHERE key = 'schema';
          COMMIT;",
     )
-    .map_err(|e| format!("cannot migrate the file to schema version 2: {e}"))
+    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 2"))
 }
 // ---- end of migration 1 -> 2 ----------------------------------------------------------------
 
 // ---- Migration 2 -> 3: checksums ----------------------------------------------------------
 /// Version 3 stores a checksum with each journal entry and with a run's input and its output
 /// (or error). Rows written before have none and are read as they are.
-fn migrate_to_3_checksums(conn: &Connection) -> Result<(), String> {
+fn migrate_to_3_checksums(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "BEGIN;
          ALTER TABLE durable_journal ADD COLUMN checksum INTEGER;
@@ -470,7 +530,7 @@ fn migrate_to_3_checksums(conn: &Connection) -> Result<(), String> {
          UPDATE durable_meta SET value = '3' WHERE key = 'schema';
          COMMIT;",
     )
-    .map_err(|e| format!("cannot migrate the file to schema version 3: {e}"))
+    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 3"))
 }
 // ---- end of migration 2 -> 3 ----------------------------------------------------------------
 
@@ -563,11 +623,16 @@ fn apply(
             entries,
             finish,
         } => {
-            let current: Option<(i64, String)> = tx
-                .prepare_cached("SELECT lease_token, status FROM durable_runs WHERE id = ?1")?
-                .query_row([run.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            // The run's last sequence number comes with its row: one lookup in the journal's
+            // primary key, no second statement.
+            let current: Option<(i64, String, i64)> = tx
+                .prepare_cached(
+                    "SELECT lease_token, status, (SELECT coalesce(max(seq), 0) FROM \
+                     durable_journal WHERE run_id = ?1) FROM durable_runs WHERE id = ?1",
+                )?
+                .query_row([run.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?;
-            let Some((current, status)) = current else {
+            let Some((current, status, last)) = current else {
                 return Ok(Err(Rejected::UnknownRun));
             };
             if current as u64 != *lease_token {
@@ -578,14 +643,13 @@ fn apply(
             if status != RunStatus::Running.as_str() {
                 return Ok(Err(Rejected::Finished));
             }
-            // A savepoint only when several entries must stand or fall together.
-            let grouped = entries.len() > 1;
-            if grouped {
-                tx.execute_batch("SAVEPOINT entries")?;
+            // Checked before anything is written, so a refused write leaves nothing behind.
+            if let Err(rejected) = check_sequence(last as u64, entries.iter().map(|e| e.seq)) {
+                return Ok(Err(rejected));
             }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO durable_journal (run_id, seq, step, kind, attempt, payload, at, \
-                 checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                 checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for entry in entries {
                 let kind = entry.kind.as_str();
@@ -597,7 +661,7 @@ fn apply(
                     &entry.payload,
                     entry.at,
                 );
-                let inserted = insert.execute(params![
+                insert.execute(params![
                     run.as_str(),
                     entry.seq as i64,
                     entry.step,
@@ -607,15 +671,6 @@ fn apply(
                     entry.at as i64,
                     sum
                 ])?;
-                if inserted == 0 {
-                    if grouped {
-                        tx.execute_batch("ROLLBACK TO entries; RELEASE entries")?;
-                    }
-                    return Ok(Err(Rejected::DuplicateEntry { seq: entry.seq }));
-                }
-            }
-            if grouped {
-                tx.execute_batch("RELEASE entries")?;
             }
             // Only a run's end touches its row: a step's commit writes one journal page.
             let (status, output, error, end) = match finish {
@@ -709,7 +764,7 @@ impl Store for SqliteStore {
         });
         Box::pin(async move {
             match loaded.await? {
-                Some(Err(e)) => Err(StoreError(format!("sqlite store `{path}`: {e}"))),
+                Some(Err(e)) => Err(StoreError::corrupt(format!("sqlite store `{path}`: {e}"))),
                 Some(Ok(run)) => Ok(Some(run)),
                 None => Ok(None),
             }
@@ -785,7 +840,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             loaded
                 .await?
-                .map_err(|e| StoreError(format!("sqlite store `{path}`: {e}")))
+                .map_err(|e| StoreError::corrupt(format!("sqlite store `{path}`: {e}")))
         })
     }
 
@@ -872,7 +927,7 @@ impl Store for SqliteStore {
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
             .map(drop)
             .map_err(|_| {
-                StoreError(format!(
+                StoreError::in_use(format!(
                     "sqlite store `{}`: another engine of this process drives this store (or a \
                      clone of it); one engine drives an SQLite store at a time, because its \
                      claims take every unfinished run: share that engine (Engine is Clone and \
@@ -916,6 +971,34 @@ mod tests {
             details.push(row.get::<_, String>(3).unwrap());
         }
         details
+    }
+
+    #[test]
+    fn sqlite_failures_map_to_the_kinds_the_journal_retries_or_not() {
+        use rusqlite::ffi;
+        let failure = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        for (code, kind) in [
+            (ffi::SQLITE_BUSY, StoreErrorKind::Transient),
+            (ffi::SQLITE_LOCKED, StoreErrorKind::Transient),
+            (ffi::SQLITE_IOERR, StoreErrorKind::Transient),
+            (ffi::SQLITE_IOERR_FSYNC, StoreErrorKind::Transient),
+            (ffi::SQLITE_FULL, StoreErrorKind::Full),
+            (ffi::SQLITE_CORRUPT, StoreErrorKind::Corrupt),
+            (ffi::SQLITE_NOTADB, StoreErrorKind::Corrupt),
+            (ffi::SQLITE_READONLY, StoreErrorKind::Other),
+            (ffi::SQLITE_CONSTRAINT, StoreErrorKind::Other),
+        ] {
+            let err = db_error(failure(code));
+            assert_eq!(err.kind(), kind, "SQLite code {code}: {err}");
+            let source = std::error::Error::source(&err).expect("the SQLite error");
+            assert!(source.is::<rusqlite::Error>(), "{source:?}");
+        }
+        let undecodable = rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Text,
+            "unknown journal entry kind `x`".into(),
+        );
+        assert_eq!(sqlite_kind(&undecodable), StoreErrorKind::Corrupt);
     }
 
     #[test]

@@ -1,0 +1,661 @@
+//! The contract every [`Store`] backend keeps, as a suite any backend can run: atomic batches
+//! with a verdict per write, journal sequence numbers (see the [`Store`] docs: consecutive
+//! from 1, a duplicate refused as [`Rejected::DuplicateEntry`], a gap or a wrong order as
+//! [`Rejected::OutOfOrder`]), fencing by lease token, closed journals, claims, leases and
+//! listing.
+//!
+//! # Running it on a backend
+//!
+//! A backend's test file instantiates the suite with [`store_conformance!`](crate::store_conformance),
+//! giving a module name and a factory: a closure (or async fn) that returns a future of a
+//! **fresh, empty** store (no runs at all: the checks use fixed run ids such as `r1`), as
+//! anything [`FreshStore`]: an `Arc<dyn Store>`, a [`TestStore`] (kept until the check ends,
+//! so its `Drop` can clean up), or an `Option` of one, `None` skipping the check where the
+//! backend is not available. The future is awaited inside the test's tokio runtime
+//! (multi-threaded, two workers), so a backend that connects asynchronously connects there;
+//! each check gets its own runtime and its own store.
+//!
+//! ```
+//! // tests/tests/store_conformance_mine.rs
+//! use std::sync::Arc;
+//! use durable::store::memory::MemoryStore;
+//! use durable::Store;
+//!
+//! // `MemoryStore::new()` stands for the backend's own constructor.
+//! durable_tests::store_conformance!(mine, || async {
+//!     Arc::new(MemoryStore::new()) as Arc<dyn Store>
+//! });
+//! # fn main() {}
+//! ```
+//!
+//! That defines one `#[test]` per check, named `mine::<check>`. Attributes before the name go
+//! on every test, e.g. `store_conformance!(#[ignore = "needs a database"] mine, ...)`. The
+//! checks are the public functions of this module; each takes the factory and panics with what
+//! the backend got wrong. A new check is a function here plus its name in the list of
+//! [`store_conformance!`](crate::store_conformance).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use durable::store::{
+    EntryKind, Finish, JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store,
+    Write,
+};
+use durable::RunId;
+
+use crate::{in_runtime, TestStore};
+
+/// Defines one `#[test]` per check of the [conformance suite](crate::conformance) in a module
+/// named `$backend`, each on a fresh store from `$fresh` (a closure returning a future of an
+/// `Arc<dyn Store>`). Attributes written before the name apply to every test.
+///
+/// ```
+/// use durable_tests::{store_conformance, Backend, TestStore};
+///
+/// store_conformance!(sqlite, || async { TestStore::new(Backend::Sqlite) });
+/// // Attributes go on every test of the suite.
+/// store_conformance!(#[ignore = "slow"] sqlite_again, || async {
+///     TestStore::new(Backend::Sqlite)
+/// });
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! store_conformance {
+    ($(#[$attr:meta])* $backend:ident, $fresh:expr) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::__store_conformance_checks! {
+                [$(#[$attr])*] $fresh;
+                a_batch_gets_one_verdict_per_write,
+                journal_entries_keep_their_order_and_never_repeat,
+                sequence_numbers_start_at_one_and_leave_no_gap,
+                a_duplicate_sequence_number_is_refused_and_leaves_nothing_behind,
+                appends_in_one_batch_apply_in_order,
+                the_lease_and_the_finish_are_checked_before_the_sequence,
+                a_stale_lease_token_is_fenced_off,
+                a_finished_run_is_closed,
+                claims_skip_runs_the_claimer_holds_and_leases_renew,
+                listing_filters_and_orders_newest_first,
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_checks {
+    ([$($attr:tt)*] $fresh:expr; $check:ident, $($rest:ident,)*) => {
+        #[test]
+        $($attr)*
+        fn $check() {
+            $crate::conformance::$check($fresh);
+        }
+
+        $crate::__store_conformance_checks! { [$($attr)*] $fresh; $($rest,)* }
+    };
+    ([$($attr:tt)*] $fresh:expr;) => {};
+}
+
+/// What a factory of [`store_conformance!`](crate::store_conformance) returns: a fresh,
+/// empty store, or something that holds one (and may clean it up when dropped, after the
+/// check), or nothing, to skip the check where the backend is not available.
+pub trait FreshStore {
+    /// The store to check; `None` skips the check.
+    fn store(&self) -> Option<Arc<dyn Store>>;
+}
+
+impl FreshStore for Arc<dyn Store> {
+    fn store(&self) -> Option<Arc<dyn Store>> {
+        Some(Arc::clone(self))
+    }
+}
+
+/// The test store's backend, opened once; dropped (and cleaned up) after the check.
+impl FreshStore for TestStore {
+    fn store(&self) -> Option<Arc<dyn Store>> {
+        Some(self.open())
+    }
+}
+
+/// `None` skips the check (say why on stderr when making it).
+impl<T: FreshStore> FreshStore for Option<T> {
+    fn store(&self) -> Option<Arc<dyn Store>> {
+        self.as_ref().and_then(FreshStore::store)
+    }
+}
+
+/// Runs `check` on a fresh store from `fresh`, in a runtime of its own.
+fn with_store<F, Fut, C, CFut>(fresh: F, check: C)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+    C: FnOnce(Arc<dyn Store>) -> CFut,
+    CFut: Future<Output = ()>,
+{
+    in_runtime(async move {
+        let fresh = fresh().await;
+        let Some(store) = fresh.store() else {
+            return;
+        };
+        check(store).await;
+        // Whatever holds the store is dropped after the check, inside the runtime.
+        drop(fresh);
+    });
+}
+
+fn new_run(id: &str, workflow: &str, owner: &str) -> Write {
+    Write::CreateRun(NewRun {
+        id: RunId::from(id),
+        workflow: workflow.into(),
+        fingerprint: "f1".into(),
+        input: r#"{"n":1}"#.into(),
+        owner: owner.into(),
+        lease_expires_at: u64::MAX / 2,
+    })
+}
+
+fn entry(seq: u64, step: &str) -> JournalEntry {
+    JournalEntry {
+        seq,
+        step: step.into(),
+        kind: EntryKind::StepCompleted,
+        attempt: 1,
+        payload: format!(r#"{{"step":"{step}"}}"#),
+        at: 1000 + seq,
+    }
+}
+
+fn entries(seqs: &[u64]) -> Vec<JournalEntry> {
+    seqs.iter()
+        .map(|&seq| entry(seq, &format!("s{seq}")))
+        .collect()
+}
+
+fn append(run: &str, token: u64, entries: Vec<JournalEntry>, finish: Option<Finish>) -> Write {
+    Write::Append {
+        run: RunId::from(run),
+        lease_token: token,
+        entries,
+        finish,
+    }
+}
+
+async fn commit(store: &Arc<dyn Store>, batch: Vec<Write>) -> Vec<Result<(), Rejected>> {
+    store.commit(&batch).await.expect("the store works")
+}
+
+/// The sequence numbers of a run's journal.
+async fn seqs(store: &Arc<dyn Store>, run: &str) -> Vec<u64> {
+    let journal = store.load_journal(&run.into()).await.unwrap();
+    journal.into_iter().map(|e| e.seq).collect()
+}
+
+fn ids(runs: Vec<RunRecord>) -> Vec<String> {
+    runs.into_iter().map(|r| r.id.to_string()).collect()
+}
+
+/// A batch gets one verdict per write; refused writes do not stop the others.
+pub fn a_batch_gets_one_verdict_per_write<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        let verdicts = commit(
+            &store,
+            vec![
+                new_run("r1", "wf", "w1"),
+                new_run("r1", "wf", "w1"),
+                append("r1", 1, vec![entry(1, "a")], None),
+                append("ghost", 1, vec![entry(1, "a")], None),
+            ],
+        )
+        .await;
+        assert_eq!(
+            verdicts,
+            [
+                Ok(()),
+                Err(Rejected::DuplicateRun),
+                Ok(()),
+                Err(Rejected::UnknownRun)
+            ]
+        );
+        let run = store.load_run(&"r1".into()).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                run.status,
+                run.lease_token,
+                run.workflow.as_str(),
+                run.input.as_str()
+            ),
+            (RunStatus::Running, 1, "wf", r#"{"n":1}"#)
+        );
+        assert_eq!(
+            store.load_journal(&"r1".into()).await.unwrap(),
+            [entry(1, "a")]
+        );
+        assert_eq!(store.load_run(&"ghost".into()).await.unwrap(), None);
+    });
+}
+
+/// Entries keep their order; a write repeating a committed number is refused whole.
+pub fn journal_entries_keep_their_order_and_never_repeat<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        commit(&store, vec![new_run("r", "wf", "w")]).await;
+        let verdicts = commit(
+            &store,
+            vec![
+                append("r", 1, vec![entry(1, "a"), entry(2, "b")], None),
+                append("r", 1, vec![entry(3, "c")], None),
+                append("r", 1, vec![entry(4, "d"), entry(2, "again")], None),
+            ],
+        )
+        .await;
+        assert_eq!(
+            verdicts,
+            [Ok(()), Ok(()), Err(Rejected::DuplicateEntry { seq: 2 })]
+        );
+        // The refused write left nothing behind, not even its first entry.
+        let steps: Vec<_> = store
+            .load_journal(&"r".into())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.step))
+            .collect();
+        assert_eq!(steps, [(1, "a".into()), (2, "b".into()), (3, "c".into())]);
+    });
+}
+
+/// A journal starts at 1 and goes on without a gap: any other number is out of order, and
+/// the refused write leaves nothing behind.
+pub fn sequence_numbers_start_at_one_and_leave_no_gap<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        commit(&store, vec![new_run("r", "wf", "w")]).await;
+        let out_of_order = |expected, got| Err(Rejected::OutOfOrder { expected, got });
+        // An empty journal starts at 1: not at 2, not at 0.
+        let verdicts = commit(
+            &store,
+            vec![
+                append("r", 1, entries(&[2]), None),
+                append("r", 1, entries(&[0]), None),
+                // Consecutive within the write too: 1 then 3 leaves out 2.
+                append("r", 1, entries(&[1, 3]), None),
+                // Backwards within the write.
+                append("r", 1, entries(&[1, 2, 1]), None),
+            ],
+        )
+        .await;
+        assert_eq!(
+            verdicts,
+            [
+                out_of_order(1, 2),
+                out_of_order(1, 0),
+                out_of_order(2, 3),
+                out_of_order(3, 1)
+            ],
+            "every write of this batch numbers the journal wrongly"
+        );
+        assert_eq!(
+            seqs(&store, "r").await,
+            [0u64; 0],
+            "a refused write leaves none of its entries behind"
+        );
+        assert_eq!(
+            commit(&store, vec![append("r", 1, entries(&[1, 2]), None)]).await,
+            [Ok(())]
+        );
+        // After 2 comes 3: 4 leaves a gap, and so does a far jump.
+        let verdicts = commit(
+            &store,
+            vec![
+                append("r", 1, entries(&[4]), None),
+                append("r", 1, entries(&[1000, 1001]), None),
+            ],
+        )
+        .await;
+        assert_eq!(verdicts, [out_of_order(3, 4), out_of_order(3, 1000)]);
+        // A refused write that would have finished the run does not finish it.
+        assert_eq!(
+            commit(
+                &store,
+                vec![append(
+                    "r",
+                    1,
+                    entries(&[5]),
+                    Some(Finish::Completed("{}".into()))
+                )]
+            )
+            .await,
+            [out_of_order(3, 5)]
+        );
+        let run = store.load_run(&"r".into()).await.unwrap().unwrap();
+        assert_eq!((run.status, run.output), (RunStatus::Running, None));
+        assert_eq!(seqs(&store, "r").await, [1, 2]);
+        // The journal goes on from where it is.
+        assert_eq!(
+            commit(&store, vec![append("r", 1, entries(&[3]), None)]).await,
+            [Ok(())]
+        );
+        assert_eq!(seqs(&store, "r").await, [1, 2, 3]);
+    });
+}
+
+/// A number the journal holds already is a duplicate (which the journal writer reads, after
+/// a failed commit it retried, as "the first try committed"); the refused write leaves
+/// nothing behind, not even its end.
+pub fn a_duplicate_sequence_number_is_refused_and_leaves_nothing_behind<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        commit(&store, vec![new_run("r", "wf", "w")]).await;
+        assert_eq!(
+            commit(&store, vec![append("r", 1, entries(&[1, 2]), None)]).await,
+            [Ok(())]
+        );
+        let duplicate = |seq| Err(Rejected::DuplicateEntry { seq });
+        let verdicts = commit(
+            &store,
+            vec![
+                // The same write again, as a retry of a commit that did go through sends it.
+                append("r", 1, entries(&[1, 2]), None),
+                append("r", 1, entries(&[2]), None),
+                append(
+                    "r",
+                    1,
+                    entries(&[2, 3]),
+                    Some(Finish::Failed("boom".into())),
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(verdicts, [duplicate(1), duplicate(2), duplicate(2)]);
+        let journal = store.load_journal(&"r".into()).await.unwrap();
+        assert_eq!(journal, entries(&[1, 2]), "the journal is as it was");
+        let run = store.load_run(&"r".into()).await.unwrap().unwrap();
+        assert_eq!((run.status, run.error), (RunStatus::Running, None));
+        // A number repeated inside one write is out of order, not a duplicate: it is not
+        // in the journal.
+        assert_eq!(
+            commit(&store, vec![append("r", 1, entries(&[3, 3]), None)]).await,
+            [Err(Rejected::OutOfOrder {
+                expected: 4,
+                got: 3
+            })]
+        );
+        assert_eq!(seqs(&store, "r").await, [1, 2]);
+    });
+}
+
+/// The writes of one batch apply in order, so one batch may carry several appends to a run,
+/// each going on from the one before; a refused one does not move the journal on.
+pub fn appends_in_one_batch_apply_in_order<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        let verdicts = commit(
+            &store,
+            vec![
+                new_run("r", "wf", "w"),
+                append("r", 1, entries(&[1]), None),
+                append("r", 1, entries(&[2, 3]), None),
+                append("r", 1, entries(&[3]), None),
+                append("r", 1, entries(&[5]), None),
+                append("r", 1, entries(&[4]), Some(Finish::Completed("{}".into()))),
+            ],
+        )
+        .await;
+        assert_eq!(
+            verdicts,
+            [
+                Ok(()),
+                Ok(()),
+                Ok(()),
+                Err(Rejected::DuplicateEntry { seq: 3 }),
+                Err(Rejected::OutOfOrder {
+                    expected: 4,
+                    got: 5
+                }),
+                Ok(())
+            ]
+        );
+        assert_eq!(seqs(&store, "r").await, [1, 2, 3, 4]);
+        let run = store.load_run(&"r".into()).await.unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Completed);
+    });
+}
+
+/// The run, its lease and its end are checked before the sequence numbers: a zombie writer
+/// is told it was fenced off, whatever numbers it sends.
+pub fn the_lease_and_the_finish_are_checked_before_the_sequence<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        commit(
+            &store,
+            vec![new_run("r", "wf", "w"), new_run("done", "wf", "w")],
+        )
+        .await;
+        commit(
+            &store,
+            vec![append(
+                "done",
+                1,
+                entries(&[1]),
+                Some(Finish::Completed("{}".into())),
+            )],
+        )
+        .await;
+        let verdicts = commit(
+            &store,
+            vec![
+                append("r", 7, entries(&[5]), None),
+                append("r", 7, entries(&[1]), None),
+                append("done", 1, entries(&[1]), None),
+                append("done", 1, entries(&[2]), None),
+                append("ghost", 1, entries(&[9]), None),
+            ],
+        )
+        .await;
+        assert_eq!(
+            verdicts,
+            [
+                Err(Rejected::Fenced { current: 1 }),
+                Err(Rejected::Fenced { current: 1 }),
+                Err(Rejected::Finished),
+                Err(Rejected::Finished),
+                Err(Rejected::UnknownRun)
+            ]
+        );
+        assert_eq!(seqs(&store, "r").await, [0u64; 0]);
+        assert_eq!(seqs(&store, "done").await, [1]);
+    });
+}
+
+/// A worker whose lease was taken over cannot write any more.
+pub fn a_stale_lease_token_is_fenced_off<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        commit(&store, vec![new_run("r", "wf", "old")]).await;
+        // The old owner's lease is released (it stopped); a new worker claims the run.
+        store.release_leases("old").await.unwrap();
+        let claimed = store
+            .claim_runs("new", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            (claimed[0].lease_token, claimed[0].owner.as_deref()),
+            (2, Some("new"))
+        );
+        let verdicts = commit(
+            &store,
+            vec![
+                append("r", 1, vec![entry(1, "zombie")], None),
+                append("r", 2, vec![entry(1, "a")], None),
+            ],
+        )
+        .await;
+        assert_eq!(verdicts, [Err(Rejected::Fenced { current: 2 }), Ok(())]);
+        assert_eq!(
+            store.load_journal(&"r".into()).await.unwrap(),
+            [entry(1, "a")]
+        );
+    });
+}
+
+/// A finished run keeps its output or error, takes no more entries and is never claimed.
+pub fn a_finished_run_is_closed<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        commit(
+            &store,
+            vec![new_run("ok", "wf", "w"), new_run("bad", "wf", "w")],
+        )
+        .await;
+        let verdicts = commit(
+            &store,
+            vec![
+                append(
+                    "ok",
+                    1,
+                    vec![entry(1, "a")],
+                    Some(Finish::Completed(r#"{"done":true}"#.into())),
+                ),
+                append("bad", 1, vec![], Some(Finish::Failed("boom".into()))),
+            ],
+        )
+        .await;
+        assert_eq!(verdicts, [Ok(()), Ok(())]);
+        let ok = store.load_run(&"ok".into()).await.unwrap().unwrap();
+        assert_eq!(
+            (ok.status, ok.output.as_deref()),
+            (RunStatus::Completed, Some(r#"{"done":true}"#))
+        );
+        let bad = store.load_run(&"bad".into()).await.unwrap().unwrap();
+        assert_eq!(
+            (bad.status, bad.error.as_deref()),
+            (RunStatus::Failed, Some("boom"))
+        );
+        assert_eq!(
+            commit(&store, vec![append("ok", 1, vec![entry(2, "late")], None)]).await,
+            [Err(Rejected::Finished)]
+        );
+        // Finished runs are never claimed.
+        store.release_leases("w").await.unwrap();
+        assert!(store
+            .claim_runs("other", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty());
+    });
+}
+
+/// Claims take released leases and skip the claimer's own runs; renewals count what is held.
+pub fn claims_skip_runs_the_claimer_holds_and_leases_renew<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        commit(
+            &store,
+            vec![new_run("a", "wf", "me"), new_run("b", "wf", "me")],
+        )
+        .await;
+        assert!(
+            store
+                .claim_runs("me", Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty(),
+            "a worker never re-claims its own runs"
+        );
+        assert_eq!(
+            store
+                .renew_leases("me", Duration::from_secs(30))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .renew_leases("nobody", Duration::from_secs(30))
+                .await
+                .unwrap(),
+            0
+        );
+        store.release_leases("me").await.unwrap();
+        let claimed: Vec<_> = store
+            .claim_runs("you", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id.to_string(), r.lease_token))
+            .collect();
+        assert_eq!(claimed, [("a".to_owned(), 2), ("b".to_owned(), 2)]);
+    });
+}
+
+/// Listing is newest first, filtered by workflow and status, and limited.
+pub fn listing_filters_and_orders_newest_first<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        for (id, wf) in [("1", "x"), ("2", "y"), ("3", "x")] {
+            commit(&store, vec![new_run(id, wf, "w")]).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        commit(
+            &store,
+            vec![append("3", 1, vec![], Some(Finish::Completed("{}".into())))],
+        )
+        .await;
+        assert_eq!(
+            ids(store.list_runs(RunFilter::default()).await.unwrap()),
+            ["3", "2", "1"]
+        );
+        let x = RunFilter {
+            workflow: Some("x".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(store.list_runs(x).await.unwrap()), ["3", "1"]);
+        let running_x = RunFilter {
+            workflow: Some("x".into()),
+            status: Some(RunStatus::Running),
+            limit: None,
+            after: None,
+        };
+        assert_eq!(ids(store.list_runs(running_x).await.unwrap()), ["1"]);
+        let one = RunFilter {
+            limit: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(ids(store.list_runs(one).await.unwrap()), ["3"]);
+    });
+}
