@@ -35,6 +35,8 @@ struct Inner {
     /// Every run by (creation time, id): listing walks it from a cursor and stops at the
     /// page's end.
     order: BTreeSet<(u64, RunId)>,
+    /// Bumped when a run without an owner appears (see [`Store::claimable_version`]).
+    claimable: u64,
 }
 
 struct Stored {
@@ -62,6 +64,9 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
             if inner.runs.contains_key(&new.id) {
                 return Err(Rejected::DuplicateRun);
             }
+            if new.owner.is_empty() {
+                inner.claimable += 1;
+            }
             inner.order.insert((now, new.id.clone()));
             inner.runs.insert(
                 new.id.clone(),
@@ -74,7 +79,8 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                         input: new.input,
                         output: None,
                         error: None,
-                        owner: Some(new.owner),
+                        // No owner: a client's run, for an engine to claim.
+                        owner: (!new.owner.is_empty()).then_some(new.owner),
                         lease_token: 1,
                         created_at: now,
                         updated_at: now,
@@ -119,6 +125,18 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                     stored.record.updated_at = now;
                     stored.record.status = RunStatus::Failed;
                     stored.record.error = Some(error);
+                }
+                Some(Finish::Cancelled(reason)) => {
+                    stored.record.updated_at = now;
+                    stored.record.status = RunStatus::Cancelled;
+                    stored.record.error = Some(reason);
+                }
+                Some(Finish::Suspended) => {
+                    // Unfinished, and nobody's: no lease until something wakes it.
+                    stored.record.updated_at = now;
+                    stored.record.status = RunStatus::Suspended;
+                    stored.record.owner = None;
+                    stored.lease_expires_at = 0;
                 }
                 None => {}
             }
@@ -218,13 +236,23 @@ impl Store for MemoryStore {
     }
 
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        for stored in self.lock().runs.values_mut() {
+        let mut inner = self.lock();
+        let mut released = false;
+        for stored in inner.runs.values_mut() {
             if stored.record.owner.as_deref() == Some(owner) {
                 stored.record.owner = None;
                 stored.lease_expires_at = 0;
+                released |= stored.record.status == RunStatus::Running;
             }
         }
+        if released {
+            inner.claimable += 1;
+        }
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn claimable_version(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(std::future::ready(Ok(Some(self.lock().claimable))))
     }
 
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {

@@ -18,6 +18,14 @@
 //! verify. Rows written before checksums existed (schema version 1, migrated in place on open)
 //! have none and are read as they are.
 //!
+//! A [`Client`](crate::engine::Client) in another process (a CLI, a dashboard) opens the file
+//! beside the engine with [`SqliteStore::open_client`]: without the exclusive lock, under
+//! SQLite's own locking (WAL lets it read beside the engine's writer). It reads runs and
+//! starts them by inserting a run row with no owner, which the engine's worker notices
+//! within tens of milliseconds ([`Store::claimable_version`], from `PRAGMA data_version`) and
+//! claims; only the engine drives runs. The shortcut above stays true: a client holds no
+//! lease, so every lease in the file is the engine's own or a dead process's.
+//!
 //! Beside the file the store keeps a marker, `<file>.durable-marker`, written when the store
 //! is created. A store file found empty while its marker exists was truncated or replaced:
 //! opening it is refused rather than silently starting a new, empty store. A file that is gone
@@ -91,6 +99,11 @@ struct Inner {
     lock: Mutex<Option<File>>,
     /// An engine drives this store (see [`Store::attach`]).
     attached: AtomicBool,
+    /// Opened by [`SqliteStore::open_client`]: no file lock, and no engine may attach.
+    client: bool,
+    /// The reader's last `PRAGMA data_version`, and the count
+    /// [`Store::claimable_version`] returns.
+    claimable: Mutex<(i64, u64)>,
 }
 
 impl SqliteStore {
@@ -175,6 +188,81 @@ impl SqliteStore {
                 path,
                 lock: Mutex::new(Some(lock)),
                 attached: AtomicBool::new(false),
+                client: false,
+                claimable: Mutex::new((0, 0)),
+            }),
+        })
+    }
+
+    /// Opens the store at `path` for a [`Client`](crate::engine::Client), beside the engine
+    /// that drives it (in this process or another): without the file's exclusive lock, so it
+    /// works while an engine holds the file, and under SQLite's own locking (each write waits
+    /// up to 5s for the engine's). The file must be a store already, of this version's schema
+    /// (the engine creates and migrates it). No engine can be built on the returned store
+    /// ([`Error::StoreInUse`](crate::Error::StoreInUse)): a client only reads runs and starts
+    /// them, for the engine to claim.
+    ///
+    /// ```
+    /// use durable::store::sqlite::SqliteStore;
+    ///
+    /// let dir = std::env::temp_dir().join(format!("durable-doc-client-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let engine_side = SqliteStore::open(dir.join("runs.db"))?;
+    /// // The engine's store holds the file; a client opens it all the same.
+    /// let client_side = SqliteStore::open_client(dir.join("runs.db"))?;
+    /// // A file that is no store yet is refused.
+    /// assert!(SqliteStore::open_client(dir.join("missing.db")).is_err());
+    /// # drop((engine_side, client_side)); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), durable::store::StoreError>(())
+    /// ```
+    pub fn open_client(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let err = |what: String| StoreError(format!("sqlite store `{shown}` (client): {what}"));
+        let file = File::open(&path).map_err(|e| {
+            err(format!(
+                "cannot open the file: {e}; a client opens a store an engine created (build \
+                 an engine on it first)"
+            ))
+        })?;
+        check_header(&file).map_err(err)?;
+        drop(file);
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let connect = || -> Result<Connection, StoreError> {
+            let conn = Connection::open_with_flags(&path, flags).map_err(|e| err(e.to_string()))?;
+            conn.execute_batch("PRAGMA busy_timeout = 5000;")
+                .map_err(|e| err(e.to_string()))?;
+            Ok(conn)
+        };
+        let writer = connect()?;
+        let version: Option<String> = writer
+            .query_row(
+                "SELECT value FROM durable_meta WHERE key = 'schema'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| err(format!("not a durable store ({e})")))
+            .map(Some)?;
+        if version.as_deref() != Some(SCHEMA_VERSION.to_string().as_str()) {
+            return Err(err(format!(
+                "the file has schema version {}, this client reads version {SCHEMA_VERSION}: \
+                 open it with an engine of this version first (it migrates the file), or use \
+                 a client of the file's version",
+                version.unwrap_or_default()
+            )));
+        }
+        let reader = connect()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(Some(writer)),
+                reader: Mutex::new(Some(reader)),
+                path,
+                lock: Mutex::new(None),
+                attached: AtomicBool::new(false),
+                client: true,
+                claimable: Mutex::new((0, 0)),
             }),
         })
     }
@@ -546,7 +634,8 @@ fn apply(
                     new.workflow,
                     new.fingerprint,
                     new.input,
-                    new.owner,
+                    // No owner: a client's run, for the engine to claim.
+                    (!new.owner.is_empty()).then_some(new.owner.as_str()),
                     new.lease_expires_at as i64,
                     now,
                     text_checksum(&new.input)
@@ -618,13 +707,26 @@ fn apply(
                 tx.execute_batch("RELEASE entries")?;
             }
             // Only a run's end touches its row: a step's commit writes one journal page.
-            let (status, output, error, end) = match finish {
-                Some(Finish::Completed(output)) => {
-                    (RunStatus::Completed, Some(output), None, output)
-                }
-                Some(Finish::Failed(error)) => (RunStatus::Failed, None, Some(error), error),
-                None => return Ok(Ok(())),
-            };
+            let (status, output, error, end) =
+                match finish {
+                    Some(Finish::Completed(output)) => {
+                        (RunStatus::Completed, Some(output), None, output)
+                    }
+                    Some(Finish::Failed(error)) => (RunStatus::Failed, None, Some(error), error),
+                    Some(Finish::Cancelled(reason)) => {
+                        (RunStatus::Cancelled, None, Some(reason), reason)
+                    }
+                    Some(Finish::Suspended) => {
+                        // Unfinished, and nobody's: no lease until something wakes it.
+                        tx.prepare_cached(
+                        "UPDATE durable_runs SET status = ?2, owner = NULL, lease_expires_at = 0, \
+                         updated_at = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![run.as_str(), RunStatus::Suspended.as_str(), now])?;
+                        return Ok(Ok(()));
+                    }
+                    None => return Ok(Ok(())),
+                };
             tx.prepare_cached(
                 "UPDATE durable_runs SET status = ?2, output = ?3, error = ?4, updated_at = ?5, \
                  end_checksum = ?6 WHERE id = ?1",
@@ -836,6 +938,29 @@ impl Store for SqliteStore {
         })
     }
 
+    fn claimable_version(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        self.blocking(false, move |conn| {
+            // `data_version` changes only when another connection (a client's, or the
+            // engine's writer) commits: an idle file costs one pragma per call.
+            let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+            let mut seen = lock(&inner.claimable);
+            if seen.0 != version {
+                seen.0 = version;
+                let unowned: bool = conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM durable_runs \
+                         WHERE status = 'running' AND owner IS NULL)",
+                    )?
+                    .query_row([], |r| r.get(0))?;
+                if unowned {
+                    seen.1 += 1;
+                }
+            }
+            Ok(Some(seen.1))
+        })
+    }
+
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
         self.blocking(false, move |conn| {
             let limit = filter.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
@@ -864,6 +989,14 @@ impl Store for SqliteStore {
     }
 
     fn attach(&self) -> Result<(), StoreError> {
+        if self.inner.client {
+            return Err(StoreError(format!(
+                "sqlite store `{}`: opened with SqliteStore::open_client, which leaves the file \
+                 to the engine that holds it: a client reads and starts runs, it drives none; \
+                 open the file with SqliteStore::open to build an engine on it",
+                self.inner.path.display()
+            )));
+        }
         if lock(&self.inner.lock).is_none() {
             return Err(self.closed());
         }
