@@ -24,6 +24,8 @@ mod blocks;
 mod limited;
 mod map;
 mod step;
+#[cfg(test)]
+mod walk_ends;
 mod written;
 
 /// How a run ended, as its waiters see it.
