@@ -10,8 +10,7 @@ use durable::store::memory::MemoryStore;
 use durable::store::sqlite::SqliteStore;
 use durable::store::{JournalEntry, NewRun, RunRecord, Write};
 use durable::{
-    workflow, BoxFuture, Client, Data, Engine, Error, RunFilter, RunId, RunStatus, StepError,
-    Store,
+    workflow, BoxFuture, Client, Data, Engine, Error, RunFilter, RunId, RunStatus, StepError, Store,
 };
 use durable_tests::{in_runtime, scratch_dir};
 
@@ -86,9 +85,16 @@ fn a_client_in_another_process_starts_a_run_the_engine_holding_the_file_drives()
         // The engine drove it: it waits on it and reads the same.
         let id = RunId::from("from-cli");
         let output: Data = engine.wait(&id).await.unwrap();
-        assert_eq!(output.get::<String>("greeting").as_deref(), Some("HELLO, ADA"));
+        assert_eq!(
+            output.get::<String>("greeting").as_deref(),
+            Some("HELLO, ADA")
+        );
         assert!(engine.resumed().contains(&id));
-        assert!(engine.health().last_error.is_none(), "{:?}", engine.health());
+        assert!(
+            engine.health().last_error.is_none(),
+            "{:?}",
+            engine.health()
+        );
         engine.shutdown().await.unwrap();
     });
 }
@@ -97,7 +103,9 @@ fn a_client_in_another_process_starts_a_run_the_engine_holding_the_file_drives()
 fn a_client_store_cannot_drive_and_a_client_needs_an_existing_store() {
     let dir = scratch_dir();
     let db = dir.join("runs.db");
-    let missing = SqliteStore::open_client(dir.join("missing.db")).err().unwrap();
+    let missing = SqliteStore::open_client(dir.join("missing.db"))
+        .err()
+        .unwrap();
     assert!(
         missing.to_string().contains("missing.db") && missing.to_string().contains("engine"),
         "{missing}"
@@ -128,7 +136,10 @@ fn a_client_store_cannot_drive_and_a_client_needs_an_existing_store() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(output.get::<String>("greeting").as_deref(), Some("HELLO, BOB"));
+        assert_eq!(
+            output.get::<String>("greeting").as_deref(),
+            Some("HELLO, BOB")
+        );
         // Retrying a start is refused, not duplicated.
         let again = client
             .start_with_id(greeting, id.clone(), Data::new())
@@ -149,17 +160,19 @@ fn a_client_over_a_shared_memory_store_starts_runs_the_engine_drives_at_once() {
             .unwrap();
         let client = Client::new(store);
         let begun = Instant::now();
-        let run = client
-            .handle(
-                greeting,
-                client
-                    .start(greeting, Data::new().assign("name", "cy"))
-                    .await
-                    .unwrap(),
-            );
+        let run = client.handle(
+            greeting,
+            client
+                .start(greeting, Data::new().assign("name", "cy"))
+                .await
+                .unwrap(),
+        );
         let output = run.wait().await.unwrap();
         let took = begun.elapsed();
-        assert_eq!(output.get::<String>("greeting").as_deref(), Some("HELLO, CY"));
+        assert_eq!(
+            output.get::<String>("greeting").as_deref(),
+            Some("HELLO, CY")
+        );
         // The heartbeat (every 10s) would be far later.
         assert!(took < Duration::from_secs(3), "took {took:?}");
         let info = engine.status(run.id()).await.unwrap();
@@ -252,7 +265,9 @@ fn heartbeat_errors_are_reported_not_dropped() {
         let last = health.last_error.expect("the failed renewal is kept");
         assert_eq!(last.during, "renewing leases");
         assert!(matches!(&last.error, Error::Store(e) if e.0 == "the disk is on fire"));
-        assert!(last.to_string().contains("renewing leases: store error: the disk is on fire"));
+        assert!(last
+            .to_string()
+            .contains("renewing leases: store error: the disk is on fire"));
     });
 }
 
@@ -290,6 +305,9 @@ fn waiting_on_a_run_another_worker_drives_polls_the_store_less_and_less() {
         assert!(waited.is_err(), "the run is not finished: {waited:?}");
         let loads = store.loads.load(Ordering::SeqCst) - before;
         // Every 10, 20, 40 ... ms up to 500 ms: about 8 looks in 1.5 s (every 50 ms: 30).
-        assert!((2..=12).contains(&loads), "{loads} looks at the store in 1.5 s");
+        assert!(
+            (2..=12).contains(&loads),
+            "{loads} looks at the store in 1.5 s"
+        );
     });
 }

@@ -62,7 +62,7 @@ each_store! {
             for (status, id) in [(RunStatus::Suspended, &sleeping), (RunStatus::Cancelled, &cancelled)] {
                 let filter = RunFilter { status: Some(status), ..Default::default() };
                 let listed: Vec<RunId> = store.list_runs(filter).await.unwrap().into_iter().map(|r| r.id).collect();
-                assert_eq!(listed, [id.clone()]);
+                assert_eq!(listed, std::slice::from_ref(id));
             }
         });
     }

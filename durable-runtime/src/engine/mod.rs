@@ -331,10 +331,8 @@ impl Engine {
                     return Err(stalled.expect("matched"))
                 }
                 RunStatus::Running => {
-                    if let Err(error) = self.shared.check_resumable(&run) {
-                        // Not driven here, and this engine could not drive it: say why.
-                        return Err(error);
-                    }
+                    // Not driven here, and this engine could not drive it: say why.
+                    self.shared.check_resumable(&run)?;
                 }
                 // Suspended: woken later, by this engine or another.
                 _ => {}

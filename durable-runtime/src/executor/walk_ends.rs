@@ -41,11 +41,18 @@ async fn a_suspended_walk_is_recorded_unfinished_and_unclaimable() {
         .await;
     match walked {
         Walked::Suspended { until, reason } => {
-            assert_eq!((until, reason.as_str()), (Some(1_900_000_000_000), "sleep 1h"))
+            assert_eq!(
+                (until, reason.as_str()),
+                (Some(1_900_000_000_000), "sleep 1h")
+            )
         }
         other => panic!("not suspended: {other:?}"),
     }
-    let run = store.load_run(&RunId::from("sleeper")).await.unwrap().unwrap();
+    let run = store
+        .load_run(&RunId::from("sleeper"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((run.status, run.owner), (RunStatus::Suspended, None));
     assert!(!run.status.is_finished());
     // Nobody claims it until something wakes it.

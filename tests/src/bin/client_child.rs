@@ -44,7 +44,10 @@ async fn drive(db: &str, id: &str, name: &str) -> Result<(), Box<dyn std::error:
     let started = client.status(&id).await?;
     println!("started {:?} owner-less", started.status);
     let output: Data = tokio::time::timeout(Duration::from_secs(20), client.wait(&id)).await??;
-    println!("output {}", output.get::<String>("greeting").unwrap_or_default());
+    println!(
+        "output {}",
+        output.get::<String>("greeting").unwrap_or_default()
+    );
     let info = client.status(&id).await?;
     println!("status {:?}", info.status);
     let history = client.history(&id).await?;
