@@ -175,8 +175,9 @@ impl Client {
 
     /// Waits for a run to finish and decodes its output as `S`, looking at the store every
     /// 10 ms at first, then less often (every 500 ms at most): the client drives nothing, so
-    /// nothing wakes it. A suspended run is waited for like a running one; a cancelled one
-    /// fails with [`Error::RunCancelled`].
+    /// nothing wakes it. A suspended run is waited for like a running one, and so is a run
+    /// no engine drives yet (none has its workflow registered); a cancelled one fails with
+    /// [`Error::RunCancelled`].
     pub async fn wait<S: State>(&self, id: &RunId) -> Result<S, Error> {
         let mut poll = FIRST_POLL;
         loop {

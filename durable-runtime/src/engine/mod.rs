@@ -451,8 +451,8 @@ impl Engine {
             .collect()
     }
 
-    /// The runs this engine resumed: those unfinished when it was built, and those it took
-    /// over since from workers whose leases expired.
+    /// The runs this engine resumed: those unfinished when it was built, those it took
+    /// over since from workers whose leases expired, and those [`Client`]s started.
     ///
     /// ```
     /// # use durable::{workflow, Data, Engine, StepError};

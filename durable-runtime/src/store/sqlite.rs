@@ -898,7 +898,8 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
         let owner = owner.to_owned();
         self.blocking(true, move |conn| {
-            // This process holds the file's lock, so whoever held these leases is gone.
+            // This process holds the file's lock, so whoever held these leases is gone; a run
+            // with no owner was started by a client (which drives nothing) or released.
             let until = (now_millis() + lease.as_millis() as u64) as i64;
             let mut stmt = conn.prepare(&format!(
                 "UPDATE durable_runs SET owner = ?1, lease_token = lease_token + 1, \
