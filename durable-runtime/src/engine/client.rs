@@ -82,7 +82,7 @@ impl Client {
     /// is committed to the store, with no owner, before this returns; the engine driving the
     /// store claims it within tens of milliseconds (on its next heartbeat, for a store that
     /// cannot tell it a run appeared: see
-    /// [`Store::claimable_version`](crate::store::Store::claimable_version)).
+    /// [`Store::watch_claimable`](crate::store::Store::watch_claimable)).
     pub async fn start<W: Workflow>(&self, workflow: W, input: W::State) -> Result<RunId, Error> {
         self.start_with_id(workflow, RunId::generate(), input).await
     }

@@ -92,7 +92,7 @@ struct Shared {
     resumed: Mutex<Vec<RunId>>,
     /// Set by [`Engine::shutdown`]: the heartbeat stops renewing and claiming, and no run
     /// starts.
-    stopped: std::sync::atomic::AtomicBool,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
     /// This engine is attached to its store (see [`Store::attach`]) and must detach once.
     attached: std::sync::atomic::AtomicBool,
     /// Held by the heartbeat while it renews and claims, so a shutdown can wait for a beat in

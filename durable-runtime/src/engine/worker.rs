@@ -2,7 +2,7 @@
 //! journals and drives them; the place timers and schedules will live. Its errors are
 //! reported (logged, and kept for [`Engine::health`](super::Engine::health)), not dropped.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::definition::Definition;
 use crate::error::Error;
 use crate::executor::{RunTask, Walked};
 use crate::panic::CatchUnwind;
-use crate::store::{JournalEntry, RunRecord, RunStatus, StoreError};
+use crate::store::{ClaimableWatch, JournalEntry, RunRecord, RunStatus, StoreError};
 use crate::RunId;
 
 impl Shared {
@@ -87,7 +87,7 @@ impl Shared {
         let def = match self.check_resumable(&run) {
             Ok(def) => def,
             Err(error) => {
-                lock(&self.stalled).insert(run.id.clone(), error);
+                self.stall(&run, error);
                 return Ok(());
             }
         };
@@ -95,12 +95,12 @@ impl Shared {
             Ok(input) => input,
             Err(e) => {
                 let error = Error::BadState {
-                    workflow: run.workflow,
+                    workflow: run.workflow.clone(),
                     run_id: run.id.clone(),
                     step: None,
                     message: format!("its stored input {e}"),
                 };
-                lock(&self.stalled).insert(run.id, error);
+                self.stall(&run, error);
                 return Ok(());
             }
         };
@@ -113,7 +113,7 @@ impl Shared {
                     "workflow `{}` run {}: cannot load its journal: {e}",
                     run.workflow, run.id
                 )));
-                lock(&self.stalled).insert(run.id, error);
+                self.stall(&run, error);
                 return Ok(());
             }
         };
@@ -196,8 +196,18 @@ impl Shared {
                         "run suspended"
                     );
                 }
+                // Stopped by a shutdown: it resumes on the next start.
+                Walked::Ended(Err(error @ Error::ShutDown { .. })) => {
+                    lock(&stalled).insert(run_id.clone(), error.clone());
+                }
                 Walked::Ended(Err(error)) => {
                     // Not journaled as finished: remember why, for later waiters.
+                    tracing::warn!(
+                        workflow,
+                        run = run_id.as_str(),
+                        error = %error,
+                        "durable stopped driving a run; it stays unfinished"
+                    );
                     lock(&stalled).insert(run_id.clone(), error.clone());
                 }
             }
@@ -218,13 +228,20 @@ impl Shared {
         self.changed.notify_waiters();
     }
 
+    /// Records why this engine cannot drive a run it claimed, and reports it.
+    fn stall(&self, run: &RunRecord, error: Error) {
+        self.report("resuming a run", Some(run), &error);
+        lock(&self.stalled).insert(run.id.clone(), error);
+    }
+
     /// Reports an error of the worker: logs it, and keeps it for [`Engine::health`].
     ///
     /// [`Engine::health`]: super::Engine::health
-    pub(super) fn report(&self, during: &'static str, run: Option<&RunId>, error: &Error) {
+    pub(super) fn report(&self, during: &'static str, run: Option<&RunRecord>, error: &Error) {
         tracing::warn!(
             engine = %self.owner,
-            run = run.map(RunId::as_str),
+            workflow = run.map(|r| r.workflow.as_str()),
+            run = run.map(|r| r.id.as_str()),
             during,
             error = %error,
             "durable worker error"
@@ -233,7 +250,7 @@ impl Shared {
         health.errors += 1;
         health.last_error = Some(WorkerError {
             during,
-            run: run.cloned(),
+            run: run.map(|r| r.id.clone()),
             error: error.clone(),
             at: now_millis(),
         });
@@ -274,13 +291,27 @@ impl std::fmt::Display for WorkerError {
 }
 
 /// How often the worker asks the store whether a client started a run (see
-/// [`Store::claimable_version`](crate::store::Store::claimable_version)).
+/// [`Store::watch_claimable`](crate::store::Store::watch_claimable)).
 const PICKUP: Duration = Duration::from_millis(50);
 
 /// Starts the worker's loops: the heartbeat, and the pickup of runs clients start.
 pub(super) fn spawn(shared: &Arc<Shared>) {
     tokio::spawn(heartbeat(Arc::downgrade(shared)));
-    tokio::spawn(pickup(Arc::downgrade(shared)));
+    match shared.store.watch_claimable() {
+        Ok(Some(watch)) => {
+            tokio::spawn(pickup(
+                Arc::downgrade(shared),
+                Arc::clone(&shared.stopped),
+                watch,
+            ));
+        }
+        Ok(None) => {}
+        Err(error) => shared.report(
+            "watching the store for new runs",
+            None,
+            &Error::Store(error),
+        ),
+    }
 }
 
 async fn heartbeat(shared: Weak<Shared>) {
@@ -307,34 +338,41 @@ async fn heartbeat(shared: Weak<Shared>) {
     }
 }
 
-/// Claims the runs clients start as soon as the store tells they appeared, instead of on
-/// the next heartbeat. Ends at once for a store that cannot tell.
-async fn pickup(shared: Weak<Shared>) {
+/// Claims the runs clients start as soon as the store's watch tells they appeared, instead
+/// of on the next heartbeat. Holds the engine only to claim: its watch does not keep the
+/// store open, so dropping the engine lets go of the store at once.
+async fn pickup(
+    shared: Weak<Shared>,
+    stopped: Arc<AtomicBool>,
+    mut watch: Box<dyn ClaimableWatch>,
+) {
     let mut seen = None;
     loop {
-        let Some(s) = shared.upgrade() else { return };
-        if s.stopped.load(Ordering::SeqCst) {
+        if stopped.load(Ordering::SeqCst) || shared.strong_count() == 0 {
             return;
         }
-        let version = match s.store.claimable_version().await {
-            Ok(None) => return,
-            Ok(Some(version)) => Some(version),
-            Err(error) => {
-                s.report("asking the store for new runs", None, &Error::Store(error));
-                seen
+        match watch.version() {
+            Ok(version) if seen != Some(version) => {
+                seen = Some(version);
+                let Some(s) = shared.upgrade() else { return };
+                let _beat = s.beat.lock().await;
+                if s.stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Err(error) = s.recover().await {
+                    s.report("claiming runs clients started", None, &error);
+                }
             }
-        };
-        if version != seen {
-            seen = version;
-            let _beat = s.beat.lock().await;
-            if s.stopped.load(Ordering::SeqCst) {
-                return;
-            }
-            if let Err(error) = s.recover().await {
-                s.report("claiming runs clients started", None, &error);
-            }
+            Ok(_) => {}
+            Err(error) => match shared.upgrade() {
+                Some(s) => s.report(
+                    "watching the store for new runs",
+                    None,
+                    &Error::Store(error),
+                ),
+                None => return,
+            },
         }
-        drop(s);
         tokio::time::sleep(PICKUP).await;
     }
 }

@@ -2,11 +2,12 @@
 //! gone with the process.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::{
-    Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
+    ClaimableWatch, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store,
+    StoreError, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -35,7 +36,7 @@ struct Inner {
     /// Every run by (creation time, id): listing walks it from a cursor and stops at the
     /// page's end.
     order: BTreeSet<(u64, RunId)>,
-    /// Bumped when a run without an owner appears (see [`Store::claimable_version`]).
+    /// Bumped when a run without an owner appears (see [`Store::watch_claimable`]).
     claimable: u64,
 }
 
@@ -145,6 +146,17 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
     }
 }
 
+/// Reads [`Inner::claimable`] while the store exists.
+struct Watch(Weak<Mutex<Inner>>);
+
+impl ClaimableWatch for Watch {
+    fn version(&mut self) -> Result<u64, StoreError> {
+        Ok(self.0.upgrade().map_or(0, |inner| {
+            inner.lock().unwrap_or_else(|p| p.into_inner()).claimable
+        }))
+    }
+}
+
 impl Store for MemoryStore {
     fn commit<'a>(
         &'a self,
@@ -251,8 +263,8 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn claimable_version(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        Box::pin(std::future::ready(Ok(Some(self.lock().claimable))))
+    fn watch_claimable(&self) -> Result<Option<Box<dyn ClaimableWatch>>, StoreError> {
+        Ok(Some(Box::new(Watch(Arc::downgrade(&self.inner)))))
     }
 
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {

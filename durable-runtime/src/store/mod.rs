@@ -358,6 +358,13 @@ impl std::str::FromStr for Cursor {
     }
 }
 
+/// See [`Store::watch_claimable`].
+pub trait ClaimableWatch: Send + 'static {
+    /// A number that changes when runs may have become claimable. Called often, on the
+    /// engine's threads: it must take microseconds when nothing changed.
+    fn version(&mut self) -> Result<u64, StoreError>;
+}
+
 /// Where runs and their journals live. One implementation per backend.
 ///
 /// Every method is one round trip; [`commit`](Store::commit) is the hot path and must write
@@ -408,15 +415,16 @@ pub trait Store: Send + Sync + 'static {
         self.claim_runs(owner, lease)
     }
 
-    /// A number that changes when runs may have become claimable other than by a lease
-    /// expiring: a [`Client`](crate::engine::Client) started one (a [`NewRun`] with no
-    /// owner), possibly in another process, or an engine released its leases. The engine's
-    /// worker asks every few tens of milliseconds and claims when the number changed, so a
-    /// client's run starts at once instead of on the next heartbeat: it must be cheap. `None`
-    /// (the default) means the store cannot tell; such runs are then claimed on the heartbeat
-    /// (every third of the lease).
-    fn claimable_version(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        Box::pin(std::future::ready(Ok(None)))
+    /// A watch on this store for runs that become claimable other than by a lease expiring:
+    /// a [`Client`](crate::engine::Client) started one (a [`NewRun`] with no owner), possibly
+    /// in another process, or an engine released its leases. The engine's worker asks it every
+    /// few tens of milliseconds and claims when its number changed, so a client's run starts
+    /// at once instead of on the next heartbeat. The watch must not keep the store open (an
+    /// SQLite watch has a connection of its own, without the file's lock), so a dropped
+    /// engine lets go of the store at once. `None` (the default): the store cannot tell, and
+    /// such runs are claimed on the heartbeat (every third of the lease).
+    fn watch_claimable(&self) -> Result<Option<Box<dyn ClaimableWatch>>, StoreError> {
+        Ok(None)
     }
 
     /// Extends the leases `owner` holds; returns how many it still holds.

@@ -22,7 +22,7 @@
 //! beside the engine with [`SqliteStore::open_client`]: without the exclusive lock, under
 //! SQLite's own locking (WAL lets it read beside the engine's writer). It reads runs and
 //! starts them by inserting a run row with no owner, which the engine's worker notices
-//! within tens of milliseconds ([`Store::claimable_version`], from `PRAGMA data_version`) and
+//! within tens of milliseconds ([`Store::watch_claimable`], from `PRAGMA data_version`) and
 //! claims; only the engine drives runs. The shortcut above stays true: a client holds no
 //! lease, so every lease in the file is the engine's own or a dead process's.
 //!
@@ -42,7 +42,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::{
-    Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
+    ClaimableWatch, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store,
+    StoreError, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -101,9 +102,6 @@ struct Inner {
     attached: AtomicBool,
     /// Opened by [`SqliteStore::open_client`]: no file lock, and no engine may attach.
     client: bool,
-    /// The reader's last `PRAGMA data_version`, and the count
-    /// [`Store::claimable_version`] returns.
-    claimable: Mutex<(i64, u64)>,
 }
 
 impl SqliteStore {
@@ -189,7 +187,6 @@ impl SqliteStore {
                 lock: Mutex::new(Some(lock)),
                 attached: AtomicBool::new(false),
                 client: false,
-                claimable: Mutex::new((0, 0)),
             }),
         })
     }
@@ -262,7 +259,6 @@ impl SqliteStore {
                 lock: Mutex::new(None),
                 attached: AtomicBool::new(false),
                 client: true,
-                claimable: Mutex::new((0, 0)),
             }),
         })
     }
@@ -744,6 +740,42 @@ fn apply(
     }
 }
 
+/// The watch of [`Store::watch_claimable`]: `PRAGMA data_version` on a connection of its
+/// own changes only when another connection (a client's, or the engine's writer) commits, and
+/// only then does a query look for running runs without an owner (through the status index).
+struct Watch {
+    conn: Connection,
+    path: PathBuf,
+    data_version: Option<i64>,
+    version: u64,
+}
+
+impl ClaimableWatch for Watch {
+    fn version(&mut self) -> Result<u64, StoreError> {
+        let error =
+            |e: rusqlite::Error| StoreError(format!("sqlite store `{}`: {e}", self.path.display()));
+        let data_version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(error)?;
+        if self.data_version != Some(data_version) {
+            self.data_version = Some(data_version);
+            let unowned: bool = self
+                .conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM durable_runs \
+                     WHERE status = 'running' AND owner IS NULL)",
+                )
+                .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+                .map_err(error)?;
+            if unowned {
+                self.version += 1;
+            }
+        }
+        Ok(self.version)
+    }
+}
+
 /// Writes a batch in one transaction.
 fn commit_batch(
     conn: &mut Connection,
@@ -939,27 +971,23 @@ impl Store for SqliteStore {
         })
     }
 
-    fn claimable_version(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        let inner = Arc::clone(&self.inner);
-        self.blocking(false, move |conn| {
-            // `data_version` changes only when another connection (a client's, or the
-            // engine's writer) commits: an idle file costs one pragma per call.
-            let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-            let mut seen = lock(&inner.claimable);
-            if seen.0 != version {
-                seen.0 = version;
-                let unowned: bool = conn
-                    .prepare_cached(
-                        "SELECT EXISTS (SELECT 1 FROM durable_runs \
-                         WHERE status = 'running' AND owner IS NULL)",
-                    )?
-                    .query_row([], |r| r.get(0))?;
-                if unowned {
-                    seen.1 += 1;
-                }
-            }
-            Ok(Some(seen.1))
-        })
+    fn watch_claimable(&self) -> Result<Option<Box<dyn ClaimableWatch>>, StoreError> {
+        // A connection of its own, read-only and without the file's lock: the watch never
+        // keeps the store (or the lock) alive.
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.inner.path, flags)
+            .and_then(|conn| {
+                conn.execute_batch("PRAGMA busy_timeout = 1000;")?;
+                Ok(conn)
+            })
+            .map_err(|e| self.error(e))?;
+        Ok(Some(Box::new(Watch {
+            conn,
+            path: self.inner.path.clone(),
+            data_version: None,
+            version: 0,
+        })))
     }
 
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
