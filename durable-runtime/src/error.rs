@@ -94,6 +94,15 @@ pub enum Error {
     },
     /// The store failed.
     Store(StoreError),
+    /// The run was cancelled: it finished without an output, and nothing drives it again.
+    RunCancelled {
+        /// The workflow.
+        workflow: String,
+        /// The run.
+        run_id: RunId,
+        /// Why it was cancelled.
+        reason: String,
+    },
     /// The engine was shut down while the run was in flight; it resumes on the next start.
     ShutDown {
         /// The run.
@@ -161,6 +170,11 @@ impl fmt::Display for Error {
                  engine stopped driving it"
             ),
             Error::Store(e) => write!(f, "store error: {e}"),
+            Error::RunCancelled {
+                workflow,
+                run_id,
+                reason,
+            } => write!(f, "workflow `{workflow}` run {run_id} was cancelled: {reason}"),
             Error::ShutDown { run_id } => write!(
                 f,
                 "the engine shut down while run {run_id} was in flight; it resumes on the next start"

@@ -30,7 +30,10 @@ pub use definition::{
     DagNode, Definition, MapNode, MapOptions, Node, ParallelNode, SeqNode, StepNode, StepOptions,
     Workflow,
 };
-pub use engine::{Engine, EngineBuilder, RunHandle, RunInfo, RunPage, StepEvent, StepRecord};
+pub use engine::{
+    Client, ClientRun, Engine, EngineBuilder, Health, RunHandle, RunInfo, RunPage, StepEvent,
+    StepRecord, WorkerError,
+};
 pub use error::{Error, RunFailure, StepFailure};
 pub use fan_out::FanOutResult;
 pub use graph::{Graph, GraphStep};

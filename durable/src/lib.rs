@@ -42,11 +42,11 @@
 
 pub use durable_macros::workflow;
 pub use durable_runtime::{
-    batch, data, definition, engine, error, merge, retry, step, store, Backoff, BoxFuture, Cursor,
-    Data, Definition, Engine, EngineBuilder, Error, FanOutResult, Graph, GraphStep, Merge, Node,
-    OnError, ParallelNode, RetryPolicy, RunFailure, RunFilter, RunHandle, RunId, RunInfo, RunPage,
-    RunStatus, State, StepContext, StepError, StepEvent, StepFailure, StepFn, StepNode,
-    StepOptions, StepRecord, StepResult, Store, Workflow,
+    batch, data, definition, engine, error, merge, retry, step, store, Backoff, BoxFuture, Client,
+    ClientRun, Cursor, Data, Definition, Engine, EngineBuilder, Error, FanOutResult, Graph,
+    GraphStep, Health, Merge, Node, OnError, ParallelNode, RetryPolicy, RunFailure, RunFilter,
+    RunHandle, RunId, RunInfo, RunPage, RunStatus, State, StepContext, StepError, StepEvent,
+    StepFailure, StepFn, StepNode, StepOptions, StepRecord, StepResult, Store, Workflow,
 };
 
 /// The names a workflow module usually needs: `use durable::prelude::*;`.

@@ -1,5 +1,12 @@
-//! The public entry point: register workflows, start runs, wait for them, read their state,
-//! and resume every unfinished run when the engine starts.
+//! The public entry point: an [`Engine`] registers workflows, starts runs, waits for them,
+//! reads their state, and resumes every unfinished run when it starts.
+//!
+//! Split the way tokio splits its runtime: [`builder`](EngineBuilder) configures and builds
+//! it; the worker (`worker.rs`) claims runs, renews their leases, resumes and drives them,
+//! and reports its errors ([`Engine::health`]); a [`Client`] starts runs and reads them
+//! without driving anything, so it can live in another process (on SQLite, see
+//! [`SqliteStore::open_client`](crate::store::sqlite::SqliteStore::open_client)). The engine
+//! reads through a client of its own ([`Engine::client`]).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -7,32 +14,32 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 
 use crate::clock::now_millis;
 use crate::data::State;
 use crate::definition::{Definition, Workflow};
 use crate::error::{Error, RunFailure};
-use crate::executor::{Outcome, RunTask};
+use crate::executor::Walked;
 use crate::journal::{CommitError, Journal};
-use crate::panic::CatchUnwind;
-use crate::store::{
-    Cursor, JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError,
-    Write,
-};
+use crate::store::{NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write};
 use crate::RunId;
 
+mod builder;
+mod client;
 mod records;
+mod worker;
 
+pub use builder::EngineBuilder;
+pub use client::{Client, ClientRun};
 pub use records::{RunHandle, RunInfo, RunPage, StepEvent, StepRecord};
+pub use worker::{Health, WorkerError};
 
 /// How long a worker's claim on a run lasts without a heartbeat.
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// How long the journal retries a failing store before it fails the writes.
 const DEFAULT_COMMIT_RETRY: Duration = Duration::from_secs(30);
-/// How often a waiter polls the store for a run another worker drives.
-const POLL: Duration = Duration::from_millis(50);
 
 /// Runs workflows durably over a [`Store`].
 ///
@@ -66,6 +73,8 @@ pub struct Engine {
 
 struct Shared {
     store: Arc<dyn Store>,
+    /// Reads runs: the part of the engine that drives nothing.
+    client: Client,
     journal: Journal,
     /// The current definition of each workflow: new runs start on it.
     workflows: HashMap<&'static str, Arc<Definition>>,
@@ -83,12 +92,17 @@ struct Shared {
     resumed: Mutex<Vec<RunId>>,
     /// Set by [`Engine::shutdown`]: the heartbeat stops renewing and claiming, and no run
     /// starts.
-    stopped: std::sync::atomic::AtomicBool,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
     /// This engine is attached to its store (see [`Store::attach`]) and must detach once.
     attached: std::sync::atomic::AtomicBool,
     /// Held by the heartbeat while it renews and claims, so a shutdown can wait for a beat in
     /// flight (which could claim runs again) before it gives up the leases.
     beat: tokio::sync::Mutex<()>,
+    /// Notified when this engine starts driving a run or stops: waiters on a run it does
+    /// not drive (yet) look again at once instead of on their next poll.
+    changed: Arc<Notify>,
+    /// What went wrong in the worker last, and how often (see [`Engine::health`]).
+    health: Mutex<Health>,
 }
 
 impl Drop for Shared {
@@ -110,190 +124,11 @@ impl Drop for Shared {
 
 struct Active {
     workflow: &'static str,
-    outcome: watch::Receiver<Option<Outcome>>,
+    outcome: watch::Receiver<Option<Walked>>,
     task: AbortHandle,
 }
 
-/// Configures and builds an [`Engine`].
-pub struct EngineBuilder {
-    store: Arc<dyn Store>,
-    workflows: Vec<Definition>,
-    older: Vec<Definition>,
-    lease: Duration,
-    commit_retry: Duration,
-}
-
-impl EngineBuilder {
-    /// Registers a workflow, so runs of it can start and unfinished ones resume.
-    pub fn register<W: Workflow>(mut self, workflow: W) -> Self {
-        // A typed state: what blocks write into it is checked against the type.
-        self.workflows
-            .push(workflow.definition().with_state::<W::State>());
-        self
-    }
-
-    /// Registers a definition built by hand.
-    pub fn register_definition(mut self, definition: Definition) -> Self {
-        self.workflows.push(definition);
-        self
-    }
-
-    /// Keeps an older definition of a registered workflow, so that runs started under it
-    /// finish on it while new runs start on the current one (see the README's versioning
-    /// rule). Usually the old `workflow!` kept in a module of its own:
-    ///
-    /// ```
-    /// # use durable::{Data, Engine, StepError};
-    /// # use durable::store::memory::MemoryStore;
-    /// # async fn a(d: Data) -> Result<Data, StepError> { Ok(d) }
-    /// # async fn b(d: Data) -> Result<Data, StepError> { Ok(d) }
-    /// mod v1 {
-    ///     use super::*;
-    ///     durable::workflow! { pub signup { step a; } }
-    /// }
-    /// mod v2 {
-    ///     use super::*;
-    ///     durable::workflow! { pub signup { step a; step b; } }
-    /// }
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
-    /// let engine = Engine::builder(MemoryStore::new())
-    ///     .register(v2::signup)
-    ///     .register_version(v1::signup)
-    ///     .build()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn register_version<W: Workflow>(mut self, workflow: W) -> Self {
-        self.older
-            .push(workflow.definition().with_state::<W::State>());
-        self
-    }
-
-    /// How long this engine's claim on a run lasts without a heartbeat (default 30s). Only
-    /// stores shared by several processes use it: a dead worker's runs are taken over when
-    /// its leases expire.
-    ///
-    /// ```
-    /// # use durable::{workflow, Data, Engine, StepError};
-    /// # use durable::store::memory::MemoryStore;
-    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d) }
-    /// # workflow! { hello { step greet; } }
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
-    /// let store = std::sync::Arc::new(MemoryStore::new());
-    /// // Two workers on one store: either takes over the other's runs 10s after it dies.
-    /// for _ in 0..2 {
-    ///     Engine::builder_shared(store.clone())
-    ///         .register(hello)
-    ///         .lease_duration(std::time::Duration::from_secs(10))
-    ///         .build()
-    ///         .await?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn lease_duration(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// How long the journal retries a failing store (a disk hiccup, a locked file) before it
-    /// gives up on the writes (default 30s). Runs whose writes failed stop with
-    /// [`Error::Store`]; the engine drives them again from their last committed step on a
-    /// heartbeat (every third of the lease) once the store answers again.
-    ///
-    /// ```
-    /// # use durable::store::memory::MemoryStore;
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
-    /// let engine = durable::Engine::builder(MemoryStore::new())
-    ///     .commit_retry(std::time::Duration::from_secs(5))
-    ///     .build()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn commit_retry(mut self, retry_for: Duration) -> Self {
-        self.commit_retry = retry_for;
-        self
-    }
-
-    /// Starts the engine: claims every unfinished run in the store and resumes those whose
-    /// workflow is registered. Must be called inside a tokio runtime.
-    ///
-    /// Runs it cannot resume (workflow not registered, definition changed) stay untouched in
-    /// the store; [`Engine::wait`] and [`Engine::status`] report why.
-    ///
-    /// A store that cannot be written (a full disk) does not stop the build: runs can be
-    /// listed and read, writes fail with [`Error::Store`], and the heartbeat claims and drives
-    /// the unfinished runs once the store takes writes again.
-    ///
-    /// Fails with [`Error::StoreInUse`] when another engine of this process drives the store
-    /// and the store allows only one (an SQLite store and its clones): share that engine, or
-    /// shut it down first.
-    ///
-    /// ```
-    /// # use durable::{Engine, Error};
-    /// # use durable::store::sqlite::SqliteStore;
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = std::env::temp_dir().join(format!("durable-doc-build-{}", std::process::id()));
-    /// # std::fs::create_dir_all(&dir)?;
-    /// let store = SqliteStore::open(dir.join("runs.db"))?;
-    /// let engine = Engine::builder(store.clone()).build().await?;
-    /// let second = Engine::builder(store.clone()).build().await;
-    /// assert!(matches!(second, Err(Error::StoreInUse(_))));
-    /// drop(engine);
-    /// // Once the first engine is gone, another may drive the store.
-    /// let _again = Engine::builder(store).build().await?;
-    /// # drop(_again); std::fs::remove_dir_all(&dir)?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn build(self) -> Result<Engine, Error> {
-        self.store.attach().map_err(Error::StoreInUse)?;
-        let mut workflows = HashMap::new();
-        let mut versions = HashMap::new();
-        // Older versions first, so a current definition is never shadowed by one of them.
-        for def in self.older.into_iter().chain(self.workflows) {
-            let def = Arc::new(def);
-            versions.insert((def.name(), def.fingerprint().to_owned()), Arc::clone(&def));
-            workflows.insert(def.name(), def);
-        }
-        let owner = format!("{}-{}", std::process::id(), RunId::generate());
-        let shared = Arc::new(Shared {
-            journal: Journal::spawn(Arc::downgrade(&self.store), self.commit_retry),
-            store: self.store,
-            workflows,
-            versions,
-            owner,
-            lease: self.lease,
-            active: Arc::default(),
-            stalled: Arc::default(),
-            resumed: Mutex::default(),
-            stopped: Default::default(),
-            attached: std::sync::atomic::AtomicBool::new(true),
-            beat: tokio::sync::Mutex::new(()),
-        });
-        // A store that cannot claim now (a full disk) still lets the engine read runs; the
-        // heartbeat claims them once the store takes writes again.
-        let _ = shared.recover().await;
-        tokio::spawn(heartbeat(Arc::downgrade(&shared)));
-        Ok(Engine { shared })
-    }
-}
-
 impl Engine {
-    /// Starts configuring an engine over `store`.
-    pub fn builder(store: impl Store) -> EngineBuilder {
-        Self::builder_shared(Arc::new(store))
-    }
-
-    /// Starts configuring an engine over a store that is shared already.
-    pub fn builder_shared(store: Arc<dyn Store>) -> EngineBuilder {
-        EngineBuilder {
-            store,
-            workflows: Vec::new(),
-            older: Vec::new(),
-            lease: DEFAULT_LEASE,
-            commit_retry: DEFAULT_COMMIT_RETRY,
-        }
-    }
-
     /// Starts a run of `workflow` with `input` under a fresh id. The run and its input are
     /// committed to the store before this returns.
     pub async fn start<W: Workflow>(
@@ -445,22 +280,25 @@ impl Engine {
     /// # Ok(()) }
     /// ```
     pub async fn wait<S: State>(&self, id: &RunId) -> Result<S, Error> {
-        let (workflow, output) = self.wait_json(id).await?;
-        S::from_json(output).map_err(|e| Error::BadState {
-            workflow,
-            run_id: id.clone(),
-            step: None,
-            message: format!(
-                "its output does not decode into `{}`: {e}",
-                std::any::type_name::<S>()
-            ),
-        })
+        let ended = self.wait_json(id).await;
+        client::decode_output(id, ended)
     }
 
     /// Waits for a run to finish; returns its workflow's name and its output as JSON.
+    ///
+    /// A run this engine drives is awaited on its task's channel. Any other (driven by another
+    /// worker, suspended, or claimed here in a moment) is looked up in the store when this
+    /// engine starts or stops driving a run, and otherwise every 10 ms at first, less often
+    /// the longer it waits (every 500 ms at most).
     async fn wait_json(&self, id: &RunId) -> Result<(String, Value), Error> {
         id.check()?;
+        let mut poll = Duration::from_millis(10);
         loop {
+            // Listen before looking, so a run that starts or stops being driven here between
+            // the look and the sleep still wakes this waiter.
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let local = lock(&self.shared.active)
                 .get(id)
                 .map(|a| (a.workflow, a.outcome.clone()));
@@ -470,8 +308,10 @@ impl Engine {
                     let outcome = outcome.clone().expect("waited for Some");
                     match outcome {
                         // Another worker took the run over: learn its outcome from the store.
-                        Err(Error::LeaseLost { .. }) => {}
-                        outcome => return outcome.map(|v| (workflow.to_owned(), v)),
+                        Walked::Ended(Err(Error::LeaseLost { .. })) => {}
+                        Walked::Ended(outcome) => return outcome.map(|v| (workflow.to_owned(), v)),
+                        // Waits for a time or an event: the store says when it is woken.
+                        Walked::Suspended { .. } => {}
                     }
                 }
             }
@@ -482,46 +322,27 @@ impl Engine {
                 Some(Error::LeaseLost { .. } | Error::Store(_)) | None => {}
                 Some(error) => return Err(error),
             }
-            let run = self.load(id).await?;
+            let run = self.shared.client.load(id).await?;
+            if let Some(ended) = client::ended(&run) {
+                return ended;
+            }
             match run.status {
-                RunStatus::Completed => {
-                    let output = run.output.as_deref().unwrap_or("null");
-                    let value = crate::encode::decode(output).map_err(|e| Error::BadState {
-                        workflow: run.workflow.clone(),
-                        run_id: id.clone(),
-                        step: None,
-                        message: format!("its stored output {e}"),
-                    })?;
-                    return Ok((run.workflow, value));
-                }
-                RunStatus::Failed => {
-                    return Err(Error::RunFailed {
-                        failure: parse_failure(run.error.as_deref()),
-                        workflow: run.workflow,
-                        run_id: id.clone(),
-                    })
-                }
                 // Stopped here by a store outage: the heartbeat drives it again later.
                 RunStatus::Running if matches!(stalled, Some(Error::Store(_))) => {
                     return Err(stalled.expect("matched"))
                 }
-                RunStatus::Running => match self.shared.check_resumable(&run) {
+                RunStatus::Running => {
                     // Not driven here, and this engine could not drive it: say why.
-                    Err(error) => return Err(error),
-                    // Driven by another worker (or about to be registered as active here).
-                    Ok(_) => tokio::time::sleep(POLL).await,
-                },
+                    self.shared.check_resumable(&run)?;
+                }
+                // Suspended: woken later, by this engine or another.
+                _ => {}
             }
+            // Driven by another worker, or about to be driven here: wait for this engine's
+            // next start or stop of a run, or the next poll.
+            let _ = tokio::time::timeout(poll, changed).await;
+            poll = (poll * 2).min(client::MAX_POLL);
         }
-    }
-
-    async fn load(&self, id: &RunId) -> Result<RunRecord, Error> {
-        id.check()?;
-        self.shared
-            .store
-            .load_run(id)
-            .await?
-            .ok_or_else(|| Error::RunNotFound { run_id: id.clone() })
     }
 
     /// A run's status, input, output or failure.
@@ -540,7 +361,7 @@ impl Engine {
     /// # Ok(()) }
     /// ```
     pub async fn status(&self, id: &RunId) -> Result<RunInfo, Error> {
-        let run = self.load(id).await?;
+        let run = self.shared.client.load(id).await?;
         let stalled = self.shared.stalled_for(&run);
         Ok(RunInfo::from_record(run, stalled))
     }
@@ -562,13 +383,10 @@ impl Engine {
     /// # Ok(()) }
     /// ```
     pub async fn history(&self, id: &RunId) -> Result<Vec<StepRecord>, Error> {
-        let run = self.load(id).await?;
-        let entries = self.shared.store.load_journal(id).await?;
-        let optional = records::optional_steps(&self.shared.versions, &run);
-        Ok(entries
-            .into_iter()
-            .map(|entry| StepRecord::from_entry(entry, &optional))
-            .collect())
+        self.shared
+            .client
+            .history_with(id, &self.shared.versions)
+            .await
     }
 
     /// Runs in the store, newest first.
@@ -617,17 +435,8 @@ impl Engine {
     /// assert_eq!(seen.len(), 5);
     /// # Ok(()) }
     /// ```
-    pub async fn list_page(&self, mut filter: RunFilter) -> Result<RunPage, Error> {
-        let limit = filter.limit;
-        filter.limit = limit.map(|l| l.saturating_add(1));
-        let mut runs = self.shared.store.list_runs(filter).await?;
-        let next = match limit {
-            Some(limit) if runs.len() > limit => {
-                runs.truncate(limit);
-                runs.last().map(Cursor::after)
-            }
-            _ => None,
-        };
+    pub async fn list_page(&self, filter: RunFilter) -> Result<RunPage, Error> {
+        let (runs, next) = self.shared.client.page(filter).await?;
         Ok(RunPage {
             runs: self.run_infos(runs),
             next,
@@ -643,8 +452,8 @@ impl Engine {
             .collect()
     }
 
-    /// The runs this engine resumed: those unfinished when it was built, and those it took
-    /// over since from workers whose leases expired.
+    /// The runs this engine resumed: those unfinished when it was built, those it took
+    /// over since from workers whose leases expired, and those [`Client`]s started.
     ///
     /// ```
     /// # use durable::{workflow, Data, Engine, StepError};
@@ -659,6 +468,44 @@ impl Engine {
     /// ```
     pub fn resumed(&self) -> Vec<RunId> {
         lock(&self.shared.resumed).clone()
+    }
+
+    /// A [`Client`] of this engine's store: it starts runs for this engine (or another
+    /// worker) to claim and reads them, and can be handed to code that must not drive runs.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// # let engine = Engine::builder(MemoryStore::new()).register(hello).build().await?;
+    /// let client = engine.client();
+    /// let id = client.start(hello, Data::new()).await?;
+    /// // The engine claims the client's run and drives it.
+    /// let output: Data = engine.wait(&id).await?;
+    /// assert_eq!(output.get::<bool>("hi"), Some(true));
+    /// # Ok(()) }
+    /// ```
+    pub fn client(&self) -> Client {
+        self.shared.client.clone()
+    }
+
+    /// How the worker fares: the last error of its heartbeat or its claims (renewing
+    /// leases, claiming runs, resuming them), when it happened, and how many there were.
+    /// Each is also logged with `tracing::warn!`.
+    ///
+    /// ```
+    /// # use durable::store::memory::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// let engine = durable::Engine::builder(MemoryStore::new()).build().await?;
+    /// let health = engine.health();
+    /// assert!(health.last_error.is_none());
+    /// assert_eq!(health.errors, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn health(&self) -> Health {
+        lock(&self.shared.health).clone()
     }
 
     /// The registered definition of a workflow.
@@ -767,209 +614,6 @@ impl Engine {
         }
         self.shared.store.close();
         released.map_err(Error::from)
-    }
-}
-
-impl Shared {
-    /// Why this engine does not drive `run`, unless the run has finished (then whatever
-    /// stopped this engine is stale, and forgotten).
-    fn stalled_for(&self, run: &RunRecord) -> Option<Error> {
-        let mut stalled = lock(&self.stalled);
-        if run.status == RunStatus::Running {
-            // Not claimed here because this engine cannot drive it: say why all the same.
-            return stalled
-                .get(&run.id)
-                .cloned()
-                .or_else(|| self.check_resumable(run).err());
-        }
-        match stalled.get(&run.id) {
-            Some(Error::ShutDown { .. }) | None => None,
-            Some(_) => {
-                stalled.remove(&run.id);
-                None
-            }
-        }
-    }
-
-    /// Claims the unfinished runs no live worker holds and resumes those it can.
-    async fn recover(self: &Arc<Self>) -> Result<(), Error> {
-        // Only runs this engine can drive: another worker may know the others.
-        let can_drive = |workflow: &str, fingerprint: &str| {
-            self.versions
-                .keys()
-                .any(|(name, fp)| *name == workflow && fp == fingerprint)
-        };
-        for run in self
-            .store
-            .claim_runs_for(&self.owner, self.lease, &can_drive)
-            .await?
-        {
-            self.resume(run).await?;
-        }
-        // Runs this engine stopped driving because the store failed: drive them again now
-        // that it answers (the store calls above succeeded), from their journals.
-        let failed: Vec<RunId> = lock(&self.stalled)
-            .iter()
-            .filter(|(_, error)| matches!(error, Error::Store(_)))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in failed {
-            match self.store.load_run(&id).await {
-                Ok(Some(run))
-                    if run.status == RunStatus::Running
-                        && run.owner.as_deref() == Some(self.owner.as_str()) =>
-                {
-                    lock(&self.stalled).remove(&id);
-                    self.resume(run).await?;
-                }
-                // Finished meanwhile, or taken over by another worker: nothing to drive here.
-                Ok(_) => {
-                    lock(&self.stalled).remove(&id);
-                }
-                // Its record cannot be read (damaged, or the store failing again): it stays
-                // stalled with the error it has, and the others go on.
-                Err(_) => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Drives a claimed run again from its journal, or records why it cannot be.
-    async fn resume(self: &Arc<Self>, run: RunRecord) -> Result<(), Error> {
-        let def = match self.check_resumable(&run) {
-            Ok(def) => def,
-            Err(error) => {
-                lock(&self.stalled).insert(run.id.clone(), error);
-                return Ok(());
-            }
-        };
-        let input = match crate::encode::decode(&run.input) {
-            Ok(input) => input,
-            Err(e) => {
-                let error = Error::BadState {
-                    workflow: run.workflow,
-                    run_id: run.id.clone(),
-                    step: None,
-                    message: format!("its stored input {e}"),
-                };
-                lock(&self.stalled).insert(run.id, error);
-                return Ok(());
-            }
-        };
-        let journal = match self.store.load_journal(&run.id).await {
-            Ok(journal) => journal,
-            Err(e) => {
-                // A damaged journal (or a store failing now) stops this run only: it stays
-                // unfinished in the store, is retried on the heartbeat, and the others go on.
-                let error = Error::Store(e.context(format_args!(
-                    "workflow `{}` run {}: cannot load its journal",
-                    run.workflow, run.id
-                )));
-                lock(&self.stalled).insert(run.id, error);
-                return Ok(());
-            }
-        };
-        lock(&self.resumed).push(run.id.clone());
-        self.spawn_run(def, run.id, run.lease_token, journal, input);
-        Ok(())
-    }
-
-    fn check_resumable(&self, run: &RunRecord) -> Result<Arc<Definition>, Error> {
-        let def =
-            self.workflows
-                .get(run.workflow.as_str())
-                .ok_or_else(|| Error::UnknownWorkflow {
-                    workflow: run.workflow.clone(),
-                    run_id: run.id.clone(),
-                })?;
-        // The run resumes on the definition it started under, current or kept as a version.
-        match self.versions.get(&(def.name(), run.fingerprint.clone())) {
-            Some(version) => Ok(Arc::clone(version)),
-            None => Err(Error::DefinitionChanged {
-                workflow: run.workflow.clone(),
-                run_id: run.id.clone(),
-                started_under: run.fingerprint.clone(),
-                registered: def.fingerprint().to_owned(),
-            }),
-        }
-    }
-
-    fn spawn_run(
-        self: &Arc<Self>,
-        def: Arc<Definition>,
-        id: RunId,
-        token: u64,
-        journal: Vec<JournalEntry>,
-        input: Value,
-    ) {
-        let (tx, rx) = watch::channel(None);
-        let workflow = def.name();
-        let task = Arc::new(RunTask::new(
-            def,
-            id.clone(),
-            token,
-            self.journal.clone(),
-            journal,
-        ));
-        // Driven again: whatever stopped it before no longer holds.
-        lock(&self.stalled).remove(&id);
-        // Hold the lock across the spawn so the task cannot finish (and remove itself)
-        // before it is listed.
-        let mut active = lock(&self.active);
-        let (all_active, stalled) = (Arc::clone(&self.active), Arc::clone(&self.stalled));
-        let run_id = id.clone();
-        let handle = tokio::spawn(async move {
-            // A panic of the engine itself (never a step's: those are caught per attempt) must
-            // still reach the waiters, or they would wait for a run nobody drives.
-            let outcome = CatchUnwind(Box::pin(task.run(input)))
-                .await
-                .unwrap_or_else(|panic| {
-                    Err(Error::BadState {
-                        workflow: workflow.to_owned(),
-                        run_id: run_id.clone(),
-                        step: None,
-                        message: format!(
-                            "the engine failed while driving it ({panic}); it resumes on the next start"
-                        ),
-                    })
-                });
-            if let Err(error) = &outcome {
-                if !matches!(error, Error::RunFailed { .. }) {
-                    // Not journaled as finished: remember why, for later waiters.
-                    lock(&stalled).insert(run_id.clone(), error.clone());
-                }
-            }
-            lock(&all_active).remove(&run_id);
-            let _ = tx.send(Some(outcome));
-        });
-        active.insert(
-            id,
-            Active {
-                workflow,
-                outcome: rx,
-                task: handle.abort_handle(),
-            },
-        );
-    }
-}
-
-async fn heartbeat(shared: std::sync::Weak<Shared>) {
-    loop {
-        let lease = match shared.upgrade() {
-            Some(s) => s.lease,
-            None => return,
-        };
-        tokio::time::sleep((lease / 3).max(Duration::from_millis(10))).await;
-        let Some(s) = shared.upgrade() else { return };
-        let _beat = s.beat.lock().await;
-        if s.stopped.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        // A failed renewal or claim is retried on the next beat; the fencing token protects
-        // the journal if a lease expires in between.
-        let _ = s.store.renew_leases(&s.owner, s.lease).await;
-        // Take over the runs of workers that died (their leases expired).
-        let _ = s.recover().await;
     }
 }
 

@@ -38,7 +38,7 @@ pub struct RunInfo {
     pub id: RunId,
     /// Its workflow.
     pub workflow: String,
-    /// Running, completed or failed.
+    /// Running, suspended, completed, failed or cancelled.
     pub status: RunStatus,
     /// Its input.
     pub input: Value,

@@ -25,10 +25,28 @@ mod blocks;
 mod limited;
 mod map;
 mod step;
+#[cfg(test)]
+mod walk_ends;
 mod written;
 
 /// How a run ended, as its waiters see it.
 pub(crate) type Outcome = Result<Value, Error>;
+
+/// How a walk stopped, as the engine records it.
+#[derive(Debug, Clone)]
+pub(crate) enum Walked {
+    /// The run finished (completed, failed or cancelled: its end is journaled), or the engine
+    /// could not go on (nothing journaled; it resumes later). Its waiters' outcome.
+    Ended(Outcome),
+    /// The run waits for a time or an event: journaled as suspended, driven by nobody until
+    /// something wakes it. Its waiters go on waiting.
+    Suspended {
+        /// When it wakes by itself, in milliseconds since the Unix epoch, if it does.
+        until: Option<u64>,
+        /// What it waits for, in words.
+        reason: String,
+    },
+}
 
 /// Why the walk stopped early.
 enum Abort {
@@ -37,6 +55,21 @@ enum Abort {
     /// The engine cannot go on (store down, lease lost): nothing more is written and the run
     /// stays unfinished in the store, to be resumed.
     Engine(Error),
+    /// The run waits for a time or an event (a durable sleep, a signal): journaled as
+    /// suspended. Nothing produces it yet.
+    #[allow(dead_code)]
+    Suspend {
+        /// When it wakes by itself, in milliseconds since the Unix epoch, if it does.
+        until: Option<u64>,
+        /// What it waits for.
+        reason: String,
+    },
+    /// The run was cancelled: journaled as its end. Nothing produces it yet.
+    #[allow(dead_code)]
+    Cancel {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What the journal says about one step.
@@ -165,12 +198,17 @@ impl RunTask {
         }
     }
 
-    /// Drives the run to its end and journals how it ended.
-    pub(crate) async fn run(self: Arc<Self>, input: Value) -> Outcome {
+    /// Drives the run to its end (or until it suspends) and journals how it stopped.
+    pub(crate) async fn run(self: Arc<Self>, input: Value) -> Walked {
         let walked = self.exec_seq(Vec::new(), input, Arc::from("")).await;
+        self.end(walked).await
+    }
+
+    /// Journals how the walk stopped, and says so to the engine.
+    async fn end(&self, walked: Result<Done, Abort>) -> Walked {
         let (finish, outcome) = match walked {
             // The final step's commit finished the run already.
-            Ok(done) if self.final_step.is_some() => return Ok(done.state),
+            Ok(done) if self.final_step.is_some() => return Walked::Ended(Ok(done.state)),
             Ok(done) => match crate::encode::to_text(&done.state) {
                 Ok(text) => (Finish::Completed(text), Ok(done.state)),
                 // A merge can nest deeper than each step it merged (`collect`).
@@ -180,12 +218,27 @@ impl RunTask {
                 }),
             },
             Err(Abort::Failed(failure)) => self.failed(failure),
-            Err(Abort::Engine(error)) => return Err(error),
+            Err(Abort::Engine(error)) => return Walked::Ended(Err(error)),
+            Err(Abort::Cancel { reason }) => {
+                let error = Error::RunCancelled {
+                    workflow: self.def.name().to_owned(),
+                    run_id: self.run_id.clone(),
+                    reason: reason.clone(),
+                };
+                (Finish::Cancelled(reason), Err(error))
+            }
+            Err(Abort::Suspend { until, reason }) => {
+                return match self.append(Vec::new(), Some(Finish::Suspended)).await {
+                    Ok(_) => Walked::Suspended { until, reason },
+                    Err(Abort::Engine(error)) => Walked::Ended(Err(error)),
+                    Err(_) => unreachable!("appending only fails for the engine"),
+                };
+            }
         };
         match self.append(Vec::new(), Some(finish)).await {
-            Ok(_) => outcome,
-            Err(Abort::Engine(error)) => Err(error),
-            Err(Abort::Failed(_)) => unreachable!("appending never fails a run"),
+            Ok(_) => Walked::Ended(outcome),
+            Err(Abort::Engine(error)) => Walked::Ended(Err(error)),
+            Err(_) => unreachable!("appending only fails for the engine"),
         }
     }
 

@@ -159,6 +159,9 @@ impl OpJournal for Ops {
                 .map_err(|abort| match abort {
                     Abort::Engine(error) => StepError::retryable(error),
                     Abort::Failed(failure) => StepError::retryable(failure.message),
+                    Abort::Suspend { reason, .. } | Abort::Cancel { reason } => {
+                        StepError::retryable(reason)
+                    }
                 })?;
             if let Ok(output) = outcome {
                 run.ops

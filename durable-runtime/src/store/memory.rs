@@ -2,11 +2,12 @@
 //! gone with the process.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::{
-    Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
+    ClaimableWatch, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store,
+    StoreError, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -35,6 +36,8 @@ struct Inner {
     /// Every run by (creation time, id): listing walks it from a cursor and stops at the
     /// page's end.
     order: BTreeSet<(u64, RunId)>,
+    /// Bumped when a run without an owner appears (see [`Store::watch_claimable`]).
+    claimable: u64,
 }
 
 struct Stored {
@@ -62,6 +65,9 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
             if inner.runs.contains_key(&new.id) {
                 return Err(Rejected::DuplicateRun);
             }
+            if new.owner.is_empty() {
+                inner.claimable += 1;
+            }
             inner.order.insert((now, new.id.clone()));
             inner.runs.insert(
                 new.id.clone(),
@@ -74,7 +80,8 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                         input: new.input,
                         output: None,
                         error: None,
-                        owner: Some(new.owner),
+                        // No owner: a client's run, for an engine to claim.
+                        owner: (!new.owner.is_empty()).then_some(new.owner),
                         lease_token: 1,
                         created_at: now,
                         updated_at: now,
@@ -114,10 +121,33 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                     stored.record.status = RunStatus::Failed;
                     stored.record.error = Some(error);
                 }
+                Some(Finish::Cancelled(reason)) => {
+                    stored.record.updated_at = now;
+                    stored.record.status = RunStatus::Cancelled;
+                    stored.record.error = Some(reason);
+                }
+                Some(Finish::Suspended) => {
+                    // Unfinished, and nobody's: no lease until something wakes it.
+                    stored.record.updated_at = now;
+                    stored.record.status = RunStatus::Suspended;
+                    stored.record.owner = None;
+                    stored.lease_expires_at = 0;
+                }
                 None => {}
             }
             Ok(())
         }
+    }
+}
+
+/// Reads [`Inner::claimable`] while the store exists.
+struct Watch(Weak<Mutex<Inner>>);
+
+impl ClaimableWatch for Watch {
+    fn version(&mut self) -> Result<u64, StoreError> {
+        Ok(self.0.upgrade().map_or(0, |inner| {
+            inner.lock().unwrap_or_else(|p| p.into_inner()).claimable
+        }))
     }
 }
 
@@ -212,13 +242,23 @@ impl Store for MemoryStore {
     }
 
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        for stored in self.lock().runs.values_mut() {
+        let mut inner = self.lock();
+        let mut released = false;
+        for stored in inner.runs.values_mut() {
             if stored.record.owner.as_deref() == Some(owner) {
                 stored.record.owner = None;
                 stored.lease_expires_at = 0;
+                released |= stored.record.status == RunStatus::Running;
             }
         }
+        if released {
+            inner.claimable += 1;
+        }
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn watch_claimable(&self) -> Result<Option<Box<dyn ClaimableWatch>>, StoreError> {
+        Ok(Some(Box::new(Watch(Arc::downgrade(&self.inner)))))
     }
 
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {

@@ -22,14 +22,37 @@ pub use event::EntryKind;
 pub(crate) use event::Event;
 
 /// The state of a run as the store knows it.
+///
+/// `Running` and `Suspended` runs are unfinished; `Completed`, `Failed` and `Cancelled` runs
+/// are finished, and their journals closed. More states may come (the enum is
+/// non-exhaustive): match the finished ones with [`is_finished`](Self::is_finished).
+///
+/// ```
+/// use durable::RunStatus;
+///
+/// for status in [RunStatus::Running, RunStatus::Suspended, RunStatus::Completed,
+///                RunStatus::Failed, RunStatus::Cancelled] {
+///     assert_eq!(RunStatus::parse(status.as_str()), Some(status));
+/// }
+/// assert!(!RunStatus::Suspended.is_finished());
+/// assert!(RunStatus::Cancelled.is_finished());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RunStatus {
-    /// Started and not finished: running now, or waiting to be resumed.
+    /// Started and not finished: running now, or waiting to be resumed (claimed by the next
+    /// engine that can drive it).
     Running,
+    /// Unfinished, and waiting for a time or an event (a durable sleep, a signal): no engine
+    /// claims it until something wakes it, which sets it `Running` again. Its journal says
+    /// what it waits for.
+    Suspended,
     /// Finished with an output.
     Completed,
     /// Finished with an error.
     Failed,
+    /// Finished because it was cancelled; the reason is kept as its error.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -37,8 +60,19 @@ impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
+            RunStatus::Suspended => "suspended",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the run has finished (completed, failed or cancelled): its journal is closed
+    /// and nothing drives it again.
+    pub fn is_finished(self) -> bool {
+        match self {
+            RunStatus::Running | RunStatus::Suspended => false,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled => true,
         }
     }
 
@@ -46,8 +80,10 @@ impl RunStatus {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "running" => RunStatus::Running,
+            "suspended" => RunStatus::Suspended,
             "completed" => RunStatus::Completed,
             "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
             _ => return None,
         })
     }
@@ -62,13 +98,13 @@ pub struct RunRecord {
     pub workflow: String,
     /// The fingerprint of the definition it started under.
     pub fingerprint: String,
-    /// Running, completed or failed.
+    /// Running, suspended, completed, failed or cancelled.
     pub status: RunStatus,
     /// The input, as JSON text.
     pub input: String,
     /// The output, as JSON text, once completed.
     pub output: Option<String>,
-    /// The error, once failed.
+    /// The error, once failed; the reason, once cancelled.
     pub error: Option<String>,
     /// The worker holding the lease, if any.
     pub owner: Option<String>,
@@ -97,13 +133,23 @@ pub struct JournalEntry {
     pub at: u64,
 }
 
-/// How a run finished, written together with its last journal entry.
+/// How a run finished (or stopped for now), written together with its last journal entry.
+///
+/// Every store must apply each variant: the status it sets is the variant's
+/// ([`RunStatus::Completed`], [`Failed`](RunStatus::Failed), [`Cancelled`](RunStatus::Cancelled),
+/// [`Suspended`](RunStatus::Suspended)). A suspended run keeps no lease (its owner is cleared)
+/// and is not claimed by [`Store::claim_runs`] until a later write sets it running again; the
+/// others are finished and refuse every later append with [`Rejected::Finished`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
     /// Completed with this output (JSON text).
     Completed(String),
     /// Failed with this error.
     Failed(String),
+    /// Cancelled, for this reason (stored as the run's error).
+    Cancelled(String),
+    /// Suspended: waiting for a time or an event, which the journal records. Unfinished.
+    Suspended,
 }
 
 /// A new run.
@@ -117,7 +163,9 @@ pub struct NewRun {
     pub fingerprint: String,
     /// The input, as JSON text.
     pub input: String,
-    /// The worker that starts it, which holds its first lease (token 1).
+    /// The worker that starts it, which holds its first lease (token 1). Empty for a run
+    /// started by a [`Client`](crate::engine::Client), which drives nothing: the run is
+    /// stored with no owner (and `lease_expires_at` 0), for the next engine's claim to take.
     pub owner: String,
     /// When that lease expires, in milliseconds since the Unix epoch.
     pub lease_expires_at: u64,
@@ -163,7 +211,8 @@ pub enum Rejected {
         /// The token the store holds.
         current: u64,
     },
-    /// The run has finished; its journal is closed.
+    /// The run is not running: it has finished (its journal is closed) or is suspended
+    /// (nothing may append until it is woken).
     Finished,
     /// A journal entry with this sequence number exists already (it is between 1 and the
     /// run's last sequence number). After a commit that failed and was retried, this means
@@ -467,6 +516,13 @@ impl std::str::FromStr for Cursor {
     }
 }
 
+/// See [`Store::watch_claimable`].
+pub trait ClaimableWatch: Send + 'static {
+    /// A number that changes when runs may have become claimable. Called often, on the
+    /// engine's threads: it must take microseconds when nothing changed.
+    fn version(&mut self) -> Result<u64, StoreError>;
+}
+
 /// Where runs and their journals live. One implementation per backend.
 ///
 /// Every method is one round trip; [`commit`](Store::commit) is the hot path and must write
@@ -520,10 +576,11 @@ pub trait Store: Send + Sync + 'static {
         id: &'a RunId,
     ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>>;
 
-    /// Takes the lease of every unfinished run that `owner` does not hold and whose lease has
-    /// expired or was released (for a store only one process can open, every unfinished run
-    /// `owner` does not hold): sets `owner`, bumps the token, and returns the claimed runs
-    /// with their new tokens.
+    /// Takes the lease of every running run that `owner` does not hold and whose lease has
+    /// expired or was released, or that never had an owner (a client started it); for a store
+    /// only one process can open, every running run `owner` does not hold. Sets `owner`, bumps
+    /// the token, and returns the claimed runs with their new tokens. A
+    /// [`Suspended`](RunStatus::Suspended) run is never claimed: it waits to be woken.
     fn claim_runs<'a>(
         &'a self,
         owner: &'a str,
@@ -542,6 +599,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
         let _ = can_drive;
         self.claim_runs(owner, lease)
+    }
+
+    /// A watch on this store for runs that become claimable other than by a lease expiring:
+    /// a [`Client`](crate::engine::Client) started one (a [`NewRun`] with no owner), possibly
+    /// in another process, or an engine released its leases. The engine's worker asks it every
+    /// few tens of milliseconds and claims when its number changed, so a client's run starts
+    /// at once instead of on the next heartbeat. The watch must not keep the store open (an
+    /// SQLite watch has a connection of its own, without the file's lock), so a dropped
+    /// engine lets go of the store at once. `None` (the default): the store cannot tell, and
+    /// such runs are claimed on the heartbeat (every third of the lease).
+    fn watch_claimable(&self) -> Result<Option<Box<dyn ClaimableWatch>>, StoreError> {
+        Ok(None)
     }
 
     /// Extends the leases `owner` holds; returns how many it still holds.

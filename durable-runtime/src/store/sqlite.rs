@@ -18,6 +18,14 @@
 //! verify. Rows written before checksums existed (schema version 1, migrated in place on open)
 //! have none and are read as they are.
 //!
+//! A [`Client`](crate::engine::Client) in another process (a CLI, a dashboard) opens the file
+//! beside the engine with [`SqliteStore::open_client`]: without the exclusive lock, under
+//! SQLite's own locking (WAL lets it read beside the engine's writer). It reads runs and
+//! starts them by inserting a run row with no owner, which the engine's worker notices
+//! within tens of milliseconds ([`Store::watch_claimable`], from `PRAGMA data_version`) and
+//! claims; only the engine drives runs. The shortcut above stays true: a client holds no
+//! lease, so every lease in the file is the engine's own or a dead process's.
+//!
 //! Beside the file the store keeps a marker, `<file>.durable-marker`, written when the store
 //! is created. A store file found empty while its marker exists was truncated or replaced:
 //! opening it is refused rather than silently starting a new, empty store. A file that is gone
@@ -34,8 +42,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::{
-    check_sequence, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store,
-    StoreError, StoreErrorKind, Write,
+    check_sequence, ClaimableWatch, Finish, JournalEntry, Rejected, RunFilter, RunRecord,
+    RunStatus, Store, StoreError, StoreErrorKind, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -92,6 +100,8 @@ struct Inner {
     lock: Mutex<Option<File>>,
     /// An engine drives this store (see [`Store::attach`]).
     attached: AtomicBool,
+    /// Opened by [`SqliteStore::open_client`]: no file lock, and no engine may attach.
+    client: bool,
 }
 
 impl SqliteStore {
@@ -189,6 +199,90 @@ impl SqliteStore {
                 path,
                 lock: Mutex::new(Some(lock)),
                 attached: AtomicBool::new(false),
+                client: false,
+            }),
+        })
+    }
+
+    /// Opens the store at `path` for a [`Client`](crate::engine::Client), beside the engine
+    /// that drives it (in this process or another): without the file's exclusive lock, so it
+    /// works while an engine holds the file, and under SQLite's own locking (each write waits
+    /// up to 5s for the engine's). The file must be a store already, of this version's schema
+    /// (the engine creates and migrates it). No engine can be built on the returned store
+    /// ([`Error::StoreInUse`](crate::Error::StoreInUse)): a client only reads runs and starts
+    /// them, for the engine to claim.
+    ///
+    /// ```
+    /// use durable::store::sqlite::SqliteStore;
+    ///
+    /// let dir = std::env::temp_dir().join(format!("durable-doc-client-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let engine_side = SqliteStore::open(dir.join("runs.db"))?;
+    /// // The engine's store holds the file; a client opens it all the same.
+    /// let client_side = SqliteStore::open_client(dir.join("runs.db"))?;
+    /// // A file that is no store yet is refused.
+    /// assert!(SqliteStore::open_client(dir.join("missing.db")).is_err());
+    /// # drop((engine_side, client_side)); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), durable::store::StoreError>(())
+    /// ```
+    pub fn open_client(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let context = format!("sqlite store `{shown}` (client)");
+        let file = File::open(&path).map_err(|e| {
+            StoreError::new(
+                io_kind(&e),
+                format!(
+                    "cannot open the file: {e}; a client opens a store an engine created (build \
+                     an engine on it first)"
+                ),
+            )
+            .with_source(e)
+            .context(&context)
+        })?;
+        check_header(&file).map_err(|e| e.context(&context))?;
+        drop(file);
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let connect = || -> Result<Connection, StoreError> {
+            let conn = Connection::open_with_flags(&path, flags)
+                .map_err(|e| db_error(e).context(&context))?;
+            conn.execute_batch("PRAGMA busy_timeout = 5000;")
+                .map_err(|e| db_error(e).context(&context))?;
+            Ok(conn)
+        };
+        let writer = connect()?;
+        let version: Option<String> = writer
+            .query_row(
+                "SELECT value FROM durable_meta WHERE key = 'schema'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| {
+                StoreError::foreign(format!("not a durable store ({e})"))
+                    .with_source(e)
+                    .context(&context)
+            })
+            .map(Some)?;
+        if version.as_deref() != Some(SCHEMA_VERSION.to_string().as_str()) {
+            return Err(StoreError::foreign(format!(
+                "the file has schema version {}, this client reads version {SCHEMA_VERSION}: \
+                 open it with an engine of this version first (it migrates the file), or use \
+                 a client of the file's version",
+                version.unwrap_or_default()
+            ))
+            .context(&context));
+        }
+        let reader = connect()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(Some(writer)),
+                reader: Mutex::new(Some(reader)),
+                path,
+                lock: Mutex::new(None),
+                attached: AtomicBool::new(false),
+                client: true,
             }),
         })
     }
@@ -606,7 +700,8 @@ fn apply(
                     new.workflow,
                     new.fingerprint,
                     new.input,
-                    new.owner,
+                    // No owner: a client's run, for the engine to claim.
+                    (!new.owner.is_empty()).then_some(new.owner.as_str()),
                     new.lease_expires_at as i64,
                     now,
                     text_checksum(&new.input)
@@ -673,13 +768,26 @@ fn apply(
                 ])?;
             }
             // Only a run's end touches its row: a step's commit writes one journal page.
-            let (status, output, error, end) = match finish {
-                Some(Finish::Completed(output)) => {
-                    (RunStatus::Completed, Some(output), None, output)
-                }
-                Some(Finish::Failed(error)) => (RunStatus::Failed, None, Some(error), error),
-                None => return Ok(Ok(())),
-            };
+            let (status, output, error, end) =
+                match finish {
+                    Some(Finish::Completed(output)) => {
+                        (RunStatus::Completed, Some(output), None, output)
+                    }
+                    Some(Finish::Failed(error)) => (RunStatus::Failed, None, Some(error), error),
+                    Some(Finish::Cancelled(reason)) => {
+                        (RunStatus::Cancelled, None, Some(reason), reason)
+                    }
+                    Some(Finish::Suspended) => {
+                        // Unfinished, and nobody's: no lease until something wakes it.
+                        tx.prepare_cached(
+                        "UPDATE durable_runs SET status = ?2, owner = NULL, lease_expires_at = 0, \
+                         updated_at = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![run.as_str(), RunStatus::Suspended.as_str(), now])?;
+                        return Ok(Ok(()));
+                    }
+                    None => return Ok(Ok(())),
+                };
             tx.prepare_cached(
                 "UPDATE durable_runs SET status = ?2, output = ?3, error = ?4, updated_at = ?5, \
                  end_checksum = ?6 WHERE id = ?1",
@@ -694,6 +802,44 @@ fn apply(
             ])?;
             Ok(Ok(()))
         }
+    }
+}
+
+/// The watch of [`Store::watch_claimable`]: `PRAGMA data_version` on a connection of its
+/// own changes only when another connection (a client's, or the engine's writer) commits, and
+/// only then does a query look for running runs without an owner (through the status index).
+struct Watch {
+    conn: Connection,
+    path: PathBuf,
+    data_version: Option<i64>,
+    version: u64,
+}
+
+impl ClaimableWatch for Watch {
+    fn version(&mut self) -> Result<u64, StoreError> {
+        let path = &self.path;
+        let error = |e: rusqlite::Error| {
+            db_error(e).context(format_args!("sqlite store `{}`", path.display()))
+        };
+        let data_version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(error)?;
+        if self.data_version != Some(data_version) {
+            self.data_version = Some(data_version);
+            let unowned: bool = self
+                .conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM durable_runs \
+                     WHERE status = 'running' AND owner IS NULL)",
+                )
+                .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+                .map_err(error)?;
+            if unowned {
+                self.version += 1;
+            }
+        }
+        Ok(self.version)
     }
 }
 
@@ -851,7 +997,8 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
         let owner = owner.to_owned();
         self.blocking(true, move |conn| {
-            // This process holds the file's lock, so whoever held these leases is gone.
+            // This process holds the file's lock, so whoever held these leases is gone; a run
+            // with no owner was started by a client (which drives nothing) or released.
             let until = (now_millis() + lease.as_millis() as u64) as i64;
             let mut stmt = conn.prepare(&format!(
                 "UPDATE durable_runs SET owner = ?1, lease_token = lease_token + 1, \
@@ -891,6 +1038,25 @@ impl Store for SqliteStore {
         })
     }
 
+    fn watch_claimable(&self) -> Result<Option<Box<dyn ClaimableWatch>>, StoreError> {
+        // A connection of its own, read-only and without the file's lock: the watch never
+        // keeps the store (or the lock) alive.
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.inner.path, flags)
+            .and_then(|conn| {
+                conn.execute_batch("PRAGMA busy_timeout = 1000;")?;
+                Ok(conn)
+            })
+            .map_err(|e| self.error(e))?;
+        Ok(Some(Box::new(Watch {
+            conn,
+            path: self.inner.path.clone(),
+            data_version: None,
+            version: 0,
+        })))
+    }
+
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
         self.blocking(false, move |conn| {
             let limit = filter.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
@@ -919,6 +1085,14 @@ impl Store for SqliteStore {
     }
 
     fn attach(&self) -> Result<(), StoreError> {
+        if self.inner.client {
+            return Err(StoreError::in_use(format!(
+                "sqlite store `{}`: opened with SqliteStore::open_client, which leaves the file \
+                 to the engine that holds it: a client reads and starts runs, it drives none; \
+                 open the file with SqliteStore::open to build an engine on it",
+                self.inner.path.display()
+            )));
+        }
         if lock(&self.inner.lock).is_none() {
             return Err(self.closed());
         }

@@ -1,0 +1,378 @@
+//! The worker: claims runs, renews their leases on a heartbeat, resumes them from their
+//! journals and drives them; the place timers and schedules will live. Its errors are
+//! reported (logged, and kept for [`Engine::health`](super::Engine::health)), not dropped.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::{lock, Active, Shared};
+use crate::clock::now_millis;
+use crate::definition::Definition;
+use crate::error::Error;
+use crate::executor::{RunTask, Walked};
+use crate::panic::CatchUnwind;
+use crate::store::{ClaimableWatch, JournalEntry, RunRecord, RunStatus};
+use crate::RunId;
+
+impl Shared {
+    /// Why this engine does not drive `run`, unless the run has finished (then whatever
+    /// stopped this engine is stale, and forgotten).
+    pub(super) fn stalled_for(&self, run: &RunRecord) -> Option<Error> {
+        let mut stalled = lock(&self.stalled);
+        if run.status == RunStatus::Running {
+            // Not claimed here because this engine cannot drive it: say why all the same.
+            return stalled
+                .get(&run.id)
+                .cloned()
+                .or_else(|| self.check_resumable(run).err());
+        }
+        match stalled.get(&run.id) {
+            Some(Error::ShutDown { .. }) | None => None,
+            Some(_) => {
+                stalled.remove(&run.id);
+                None
+            }
+        }
+    }
+
+    /// Claims the unfinished runs no live worker holds and resumes those it can.
+    pub(super) async fn recover(self: &Arc<Self>) -> Result<(), Error> {
+        // Only runs this engine can drive: another worker may know the others.
+        let can_drive = |workflow: &str, fingerprint: &str| {
+            self.versions
+                .keys()
+                .any(|(name, fp)| *name == workflow && fp == fingerprint)
+        };
+        for run in self
+            .store
+            .claim_runs_for(&self.owner, self.lease, &can_drive)
+            .await?
+        {
+            self.resume(run).await?;
+        }
+        // Runs this engine stopped driving because the store failed: drive them again now
+        // that it answers (the store calls above succeeded), from their journals.
+        let failed: Vec<RunId> = lock(&self.stalled)
+            .iter()
+            .filter(|(_, error)| matches!(error, Error::Store(_)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in failed {
+            match self.store.load_run(&id).await {
+                Ok(Some(run))
+                    if run.status == RunStatus::Running
+                        && run.owner.as_deref() == Some(self.owner.as_str()) =>
+                {
+                    lock(&self.stalled).remove(&id);
+                    self.resume(run).await?;
+                }
+                // Finished meanwhile, or taken over by another worker: nothing to drive here.
+                Ok(_) => {
+                    lock(&self.stalled).remove(&id);
+                }
+                // Its record cannot be read (damaged, or the store failing again): it stays
+                // stalled with the error it has, and the others go on.
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Drives a claimed run again from its journal, or records why it cannot be.
+    async fn resume(self: &Arc<Self>, run: RunRecord) -> Result<(), Error> {
+        let def = match self.check_resumable(&run) {
+            Ok(def) => def,
+            Err(error) => {
+                self.stall(&run, error);
+                return Ok(());
+            }
+        };
+        let input = match crate::encode::decode(&run.input) {
+            Ok(input) => input,
+            Err(e) => {
+                let error = Error::BadState {
+                    workflow: run.workflow.clone(),
+                    run_id: run.id.clone(),
+                    step: None,
+                    message: format!("its stored input {e}"),
+                };
+                self.stall(&run, error);
+                return Ok(());
+            }
+        };
+        let journal = match self.store.load_journal(&run.id).await {
+            Ok(journal) => journal,
+            Err(e) => {
+                // A damaged journal (or a store failing now) stops this run only: it stays
+                // unfinished in the store, is retried on the heartbeat, and the others go on.
+                let error = Error::Store(e.context(format_args!(
+                    "workflow `{}` run {}: cannot load its journal",
+                    run.workflow, run.id
+                )));
+                self.stall(&run, error);
+                return Ok(());
+            }
+        };
+        lock(&self.resumed).push(run.id.clone());
+        self.spawn_run(def, run.id, run.lease_token, journal, input);
+        Ok(())
+    }
+
+    pub(super) fn check_resumable(&self, run: &RunRecord) -> Result<Arc<Definition>, Error> {
+        let def =
+            self.workflows
+                .get(run.workflow.as_str())
+                .ok_or_else(|| Error::UnknownWorkflow {
+                    workflow: run.workflow.clone(),
+                    run_id: run.id.clone(),
+                })?;
+        // The run resumes on the definition it started under, current or kept as a version.
+        match self.versions.get(&(def.name(), run.fingerprint.clone())) {
+            Some(version) => Ok(Arc::clone(version)),
+            None => Err(Error::DefinitionChanged {
+                workflow: run.workflow.clone(),
+                run_id: run.id.clone(),
+                started_under: run.fingerprint.clone(),
+                registered: def.fingerprint().to_owned(),
+            }),
+        }
+    }
+
+    pub(super) fn spawn_run(
+        self: &Arc<Self>,
+        def: Arc<Definition>,
+        id: RunId,
+        token: u64,
+        journal: Vec<JournalEntry>,
+        input: Value,
+    ) {
+        let (tx, rx) = watch::channel(None);
+        let workflow = def.name();
+        let task = Arc::new(RunTask::new(
+            def,
+            id.clone(),
+            token,
+            self.journal.clone(),
+            journal,
+        ));
+        // Driven again: whatever stopped it before no longer holds.
+        lock(&self.stalled).remove(&id);
+        // Hold the lock across the spawn so the task cannot finish (and remove itself)
+        // before it is listed.
+        let mut active = lock(&self.active);
+        let (all_active, stalled) = (Arc::clone(&self.active), Arc::clone(&self.stalled));
+        let changed = Arc::clone(&self.changed);
+        let run_id = id.clone();
+        let handle = tokio::spawn(async move {
+            // A panic of the engine itself (never a step's: those are caught per attempt) must
+            // still reach the waiters, or they would wait for a run nobody drives.
+            let walked = CatchUnwind(Box::pin(task.run(input)))
+                .await
+                .unwrap_or_else(|panic| {
+                    Walked::Ended(Err(Error::BadState {
+                        workflow: workflow.to_owned(),
+                        run_id: run_id.clone(),
+                        step: None,
+                        message: format!(
+                            "the engine failed while driving it ({panic}); it resumes on the next start"
+                        ),
+                    }))
+                });
+            match &walked {
+                // Journaled as finished (failed or cancelled), or as suspended: the store
+                // says the rest.
+                Walked::Ended(Ok(_))
+                | Walked::Ended(Err(Error::RunFailed { .. } | Error::RunCancelled { .. })) => {}
+                Walked::Suspended { until, reason } => {
+                    tracing::debug!(
+                        run = run_id.as_str(),
+                        workflow,
+                        until,
+                        reason,
+                        "run suspended"
+                    );
+                }
+                // Stopped by a shutdown: it resumes on the next start.
+                Walked::Ended(Err(error @ Error::ShutDown { .. })) => {
+                    lock(&stalled).insert(run_id.clone(), error.clone());
+                }
+                Walked::Ended(Err(error)) => {
+                    // Not journaled as finished: remember why, for later waiters.
+                    tracing::warn!(
+                        workflow,
+                        run = run_id.as_str(),
+                        error = %error,
+                        "durable stopped driving a run; it stays unfinished"
+                    );
+                    lock(&stalled).insert(run_id.clone(), error.clone());
+                }
+            }
+            lock(&all_active).remove(&run_id);
+            let _ = tx.send(Some(walked));
+            changed.notify_waiters();
+        });
+        active.insert(
+            id,
+            Active {
+                workflow,
+                outcome: rx,
+                task: handle.abort_handle(),
+            },
+        );
+        drop(active);
+        // Waiters on this run that looked before it was listed look again.
+        self.changed.notify_waiters();
+    }
+
+    /// Records why this engine cannot drive a run it claimed, and reports it.
+    fn stall(&self, run: &RunRecord, error: Error) {
+        self.report("resuming a run", Some(run), &error);
+        lock(&self.stalled).insert(run.id.clone(), error);
+    }
+
+    /// Reports an error of the worker: logs it, and keeps it for [`Engine::health`].
+    ///
+    /// [`Engine::health`]: super::Engine::health
+    pub(super) fn report(&self, during: &'static str, run: Option<&RunRecord>, error: &Error) {
+        tracing::warn!(
+            engine = %self.owner,
+            workflow = run.map(|r| r.workflow.as_str()),
+            run = run.map(|r| r.id.as_str()),
+            during,
+            error = %error,
+            "durable worker error"
+        );
+        let mut health = lock(&self.health);
+        health.errors += 1;
+        health.last_error = Some(WorkerError {
+            during,
+            run: run.map(|r| r.id.clone()),
+            error: error.clone(),
+            at: now_millis(),
+        });
+    }
+}
+
+/// How an engine's worker fares (see [`Engine::health`](super::Engine::health)).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Health {
+    /// The worker's last error, if any.
+    pub last_error: Option<WorkerError>,
+    /// How many errors the worker met since the engine was built.
+    pub errors: u64,
+}
+
+/// One error of an engine's worker: its heartbeat, its claims, or resuming a run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerError {
+    /// What the worker was doing, e.g. "renewing leases".
+    pub during: &'static str,
+    /// The run it was about, if one.
+    pub run: Option<RunId>,
+    /// The error.
+    pub error: Error,
+    /// When, in milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+impl std::fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.run {
+            Some(run) => write!(f, "{} (run {run}): {}", self.during, self.error),
+            None => write!(f, "{}: {}", self.during, self.error),
+        }
+    }
+}
+
+/// How often the worker asks the store whether a client started a run (see
+/// [`Store::watch_claimable`](crate::store::Store::watch_claimable)).
+const PICKUP: Duration = Duration::from_millis(50);
+
+/// Starts the worker's loops: the heartbeat, and the pickup of runs clients start.
+pub(super) fn spawn(shared: &Arc<Shared>) {
+    tokio::spawn(heartbeat(Arc::downgrade(shared)));
+    match shared.store.watch_claimable() {
+        Ok(Some(watch)) => {
+            tokio::spawn(pickup(
+                Arc::downgrade(shared),
+                Arc::clone(&shared.stopped),
+                watch,
+            ));
+        }
+        Ok(None) => {}
+        Err(error) => shared.report(
+            "watching the store for new runs",
+            None,
+            &Error::Store(error),
+        ),
+    }
+}
+
+async fn heartbeat(shared: Weak<Shared>) {
+    loop {
+        let lease = match shared.upgrade() {
+            Some(s) => s.lease,
+            None => return,
+        };
+        tokio::time::sleep((lease / 3).max(Duration::from_millis(10))).await;
+        let Some(s) = shared.upgrade() else { return };
+        let _beat = s.beat.lock().await;
+        if s.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        // A failed renewal or claim is retried on the next beat (and reported); the fencing
+        // token protects the journal if a lease expires in between.
+        if let Err(error) = s.store.renew_leases(&s.owner, s.lease).await {
+            s.report("renewing leases", None, &Error::Store(error));
+        }
+        // Take over the runs of workers that died (their leases expired).
+        if let Err(error) = s.recover().await {
+            s.report("claiming and resuming runs", None, &error);
+        }
+    }
+}
+
+/// Claims the runs clients start as soon as the store's watch tells they appeared, instead
+/// of on the next heartbeat. Holds the engine only to claim: its watch does not keep the
+/// store open, so dropping the engine lets go of the store at once.
+async fn pickup(
+    shared: Weak<Shared>,
+    stopped: Arc<AtomicBool>,
+    mut watch: Box<dyn ClaimableWatch>,
+) {
+    let mut seen = None;
+    loop {
+        if stopped.load(Ordering::SeqCst) || shared.strong_count() == 0 {
+            return;
+        }
+        match watch.version() {
+            Ok(version) if seen != Some(version) => {
+                seen = Some(version);
+                let Some(s) = shared.upgrade() else { return };
+                let _beat = s.beat.lock().await;
+                if s.stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Err(error) = s.recover().await {
+                    s.report("claiming runs clients started", None, &error);
+                }
+            }
+            Ok(_) => {}
+            Err(error) => match shared.upgrade() {
+                Some(s) => s.report(
+                    "watching the store for new runs",
+                    None,
+                    &Error::Store(error),
+                ),
+                None => return,
+            },
+        }
+        tokio::time::sleep(PICKUP).await;
+    }
+}
