@@ -12,18 +12,18 @@ pub mod definition;
 mod encode;
 pub mod engine;
 pub mod error;
-mod executor;
 pub mod fan_out;
 #[doc(hidden)]
 pub mod fields;
 pub mod graph;
-mod journal;
 pub mod merge;
 mod panic;
 pub mod retry;
 mod run_id;
 pub mod step;
 pub mod store;
+mod walk;
+mod writer;
 
 pub use data::{Data, State};
 pub use definition::{

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::{worker, Client, Engine, Shared, DEFAULT_COMMIT_RETRY, DEFAULT_LEASE};
 use crate::definition::{Definition, Workflow};
 use crate::error::Error;
-use crate::journal::Journal;
 use crate::store::Store;
+use crate::writer::Writer;
 use crate::RunId;
 
 /// Configures and builds an [`Engine`].
@@ -153,7 +153,7 @@ impl EngineBuilder {
         }
         let owner = format!("{}-{}", std::process::id(), RunId::generate());
         let shared = Arc::new(Shared {
-            journal: Journal::spawn(Arc::downgrade(&self.store), self.commit_retry),
+            journal: Writer::spawn(Arc::downgrade(&self.store), self.commit_retry),
             client: Client::new(Arc::clone(&self.store)),
             store: self.store,
             workflows,

@@ -21,9 +21,9 @@ use crate::clock::now_millis;
 use crate::data::State;
 use crate::definition::{Definition, Workflow};
 use crate::error::{Error, RunFailure};
-use crate::executor::Walked;
-use crate::journal::{CommitError, Journal};
 use crate::store::{NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write};
+use crate::walk::Walked;
+use crate::writer::{CommitError, Writer};
 use crate::RunId;
 
 mod builder;
@@ -75,7 +75,7 @@ struct Shared {
     store: Arc<dyn Store>,
     /// Reads runs: the part of the engine that drives nothing.
     client: Client,
-    journal: Journal,
+    journal: Writer,
     /// The current definition of each workflow: new runs start on it.
     workflows: HashMap<&'static str, Arc<Definition>>,
     /// Every registered definition, current and older, by workflow and fingerprint: a run

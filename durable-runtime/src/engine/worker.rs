@@ -13,9 +13,9 @@ use super::{lock, Active, Shared};
 use crate::clock::now_millis;
 use crate::definition::Definition;
 use crate::error::Error;
-use crate::executor::{RunTask, Walked};
 use crate::panic::CatchUnwind;
 use crate::store::{ClaimableWatch, JournalEntry, RunRecord, RunStatus};
+use crate::walk::{RunTask, Walked};
 use crate::RunId;
 
 impl Shared {

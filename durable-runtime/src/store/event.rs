@@ -1,6 +1,6 @@
 //! What a journal entry records: the one place the journal's payload format lives.
 //!
-//! Every journal entry is an [`Event`]. The executor writes events through [`Event::encode`]
+//! Every journal entry is an [`Event`]. The walk (`walk/`) writes events through [`Event::encode`]
 //! and reads them back through [`Event::decode`]; history reads them the same way. A store
 //! sees only the entry's [`EntryKind`] (a short name in its own column, queryable) and the
 //! payload as opaque text: it never needs to know what the variants mean.
@@ -17,7 +17,7 @@
 //!
 //! Adding an event: a variant here, its [`EntryKind`] (name in [`EntryKind::as_str`] and
 //! [`EntryKind::parse`]), one arm in [`Event::encode`] and one in [`Event::decode`]; then one
-//! replay arm in the executor (`executor/mod.rs`, `RunTask::new`) and one history arm
+//! replay arm in the walk (`walk/mod.rs`, `RunTask::new`) and one history arm
 //! (`engine/records.rs`, `StepRecord::from_entry`). The compiler points at each `match`.
 
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,20 @@
 //! One step: replay it from the journal or run it attempt by attempt, with retries,
 //! timeouts and panics, and journal each outcome; and the journal its sub-operations use.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::changes;
+use crate::clock::now_millis;
+use crate::definition::StepNode;
+use crate::error::{Error, RunFailure, StepFailure};
+use crate::panic::CatchUnwind;
+use crate::step::{BoxFuture, OpJournal, StepContext, StepError};
+use crate::store::{Event, Finish, JournalEntry};
+
+use super::{describe, path_in, Abort, Done, RunTask};
 
 impl RunTask {
     pub(super) async fn exec_step(

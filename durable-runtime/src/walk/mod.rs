@@ -4,26 +4,23 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use serde_json::{json, Value};
-use tokio::task::JoinSet;
+use serde_json::Value;
 
-use crate::batch::{BatchItem, BatchResult, BatchStatus, CompletionReason, ItemStatus, Policy};
 use crate::changes;
 use crate::clock::now_millis;
-use crate::definition::{DagNode, Definition, MapNode, Node, ParallelNode, StepNode};
+use crate::definition::{Definition, Node};
 use crate::error::{Error, RunFailure, StepFailure};
-use crate::journal::{CommitError, Journal};
-use crate::merge::{changes, merge, BranchResult, Merge, OnError};
-use crate::panic::CatchUnwind;
-use crate::step::{BoxFuture, OpJournal, StepContext, StepError};
+use crate::step::BoxFuture;
 use crate::store::{Event, Finish, JournalEntry, Rejected, StoreError, Write};
+use crate::writer::{CommitError, Writer};
 use crate::RunId;
 
-mod blocks;
+mod dag;
 mod limited;
 mod map;
+mod parallel;
+mod seq;
 mod step;
 #[cfg(test)]
 mod walk_ends;
@@ -100,7 +97,7 @@ pub(crate) struct RunTask {
     def: Arc<Definition>,
     run_id: RunId,
     lease_token: u64,
-    journal: Journal,
+    journal: Writer,
     /// The last sequence number used, and whether the journal still follows it; the lock also
     /// orders submission to the journal, so a run's entries commit in sequence order (the
     /// finishing order `last_wins` replays).
@@ -123,7 +120,7 @@ impl RunTask {
         def: Arc<Definition>,
         run_id: RunId,
         lease_token: u64,
-        journal: Journal,
+        journal: Writer,
         entries: Vec<JournalEntry>,
     ) -> Self {
         let mut history: HashMap<String, StepHistory> = HashMap::new();
@@ -265,31 +262,6 @@ impl RunTask {
     fn node_at(&self, address: &[usize]) -> &Node {
         let (last, parent) = address.split_last().expect("a node has an address");
         &self.nodes_at(parent)[*last]
-    }
-
-    /// Runs the children of `address` (the top level when empty) one after another.
-    fn exec_seq(
-        self: &Arc<Self>,
-        address: Address,
-        state: Value,
-        scope: Scope,
-    ) -> BoxFuture<'_, Result<Done, Abort>> {
-        Box::pin(async move {
-            let mut done = Done {
-                state,
-                seq: 0,
-                skipped: Vec::new(),
-            };
-            for i in 0..self.nodes_at(&address).len() {
-                let next = self
-                    .exec_node(child(&address, i), done.state, Arc::clone(&scope))
-                    .await?;
-                done.state = next.state;
-                done.seq = done.seq.max(next.seq);
-                done.skipped.extend(next.skipped);
-            }
-            Ok(done)
-        })
     }
 
     fn exec_node(

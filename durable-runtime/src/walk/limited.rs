@@ -4,7 +4,13 @@
 
 use std::future::Future;
 
-use super::*;
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use crate::batch::{BatchItem, BatchResult, BatchStatus, CompletionReason, ItemStatus};
+use crate::error::RunFailure;
+
+use super::{Abort, Done, RunTask};
 
 /// How a batch ended: its status and why.
 pub(super) type Decision = (BatchStatus, CompletionReason);

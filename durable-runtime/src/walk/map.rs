@@ -1,7 +1,16 @@
 //! Map blocks: the same nodes once per item, under a concurrency limit and a completion
 //! policy.
 
-use super::*;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::batch::Policy;
+use crate::definition::MapNode;
+use crate::error::RunFailure;
+use crate::store::Event;
+
+use super::{path_in, Abort, Done, RunTask, Scope};
 
 impl RunTask {
     /// Runs the block's nodes once per element of the state's array `over`, under the

@@ -1,8 +1,15 @@
 //! What blocks write into the state (`parallel_results`, `parallel_errors`, a map's batch
 //! result) must survive the state's type, or the next step would silently lose it.
 
-use super::*;
-use crate::definition::StateType;
+use serde_json::{json, Value};
+
+use crate::definition::{Node, StateType};
+use crate::error::{Error, StepFailure};
+
+use super::{Abort, RunTask};
+
+/// The field type suggested when a typed state lacks optional steps' failures.
+pub(super) const ERRORS_HINT: &str = "Option<std::collections::HashMap<String, String>>";
 
 impl RunTask {
     /// The state type the children of `address` take: the workflow's, or the `item = T` of

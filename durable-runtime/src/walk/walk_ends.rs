@@ -7,9 +7,9 @@ use std::time::Duration;
 use super::{Abort, RunTask, Walked};
 use crate::definition::Definition;
 use crate::error::Error;
-use crate::journal::Journal;
 use crate::store::memory::MemoryStore;
 use crate::store::{NewRun, Rejected, RunStatus, Store, Write};
+use crate::writer::Writer;
 use crate::RunId;
 
 /// A run of an empty workflow, created in `store` and held by `me`, and its task.
@@ -25,7 +25,7 @@ async fn started(store: &Arc<dyn Store>, id: &str) -> RunTask {
     };
     let created = store.commit(&[Write::CreateRun(new)]).await.unwrap();
     assert_eq!(created, [Ok(())]);
-    let journal = Journal::spawn(Arc::downgrade(store), Duration::from_secs(1));
+    let journal = Writer::spawn(Arc::downgrade(store), Duration::from_secs(1));
     RunTask::new(def, RunId::from(id), 1, journal, Vec::new())
 }
 

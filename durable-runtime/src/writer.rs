@@ -34,13 +34,13 @@ struct Pending {
 
 /// A handle to the writer task; cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Journal {
+pub(crate) struct Writer {
     tx: mpsc::UnboundedSender<Pending>,
     /// Set when the engine shuts down: runs start no new attempt.
     closing: Arc<AtomicBool>,
 }
 
-impl Journal {
+impl Writer {
     /// Starts the writer task on the current tokio runtime. It retries a failing store for up
     /// to `retry_for` before failing the writes. It holds the store only while it commits a
     /// batch, so dropping the engine drops the store (and an SQLite file's lock) at once.
