@@ -15,6 +15,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::merge::{deep_merge_into, kind};
+
 /// The payload journaling `after` as changes against `before`, or `None` when either is not
 /// a JSON object (the caller then journals `after` whole). The changes are encoded like any
 /// state (see [`crate::encode`]): what could not be read back is an error.
@@ -54,7 +56,7 @@ pub(crate) fn apply(input: Value, payload: &str) -> Result<Value, String> {
         };
         remove(&mut state, &path)?;
     }
-    merge_into(&mut state, changes);
+    deep_merge_into(&mut state, changes);
     Ok(Value::Object(state))
 }
 
@@ -116,29 +118,6 @@ fn remove(state: &mut Map<String, Value>, path: &[Value]) -> Result<(), String> 
     }
     let key = last.as_str().ok_or_else(malformed)?;
     target.remove(key).map(drop).ok_or_else(missing)
-}
-
-/// Applies `changes`: into objects recursively, replacing anything else.
-fn merge_into(target: &mut Map<String, Value>, changes: Map<String, Value>) {
-    for (key, new) in changes {
-        match (target.get_mut(&key), new) {
-            (Some(Value::Object(old)), Value::Object(new)) => merge_into(old, new),
-            (_, new) => {
-                target.insert(key, new);
-            }
-        }
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

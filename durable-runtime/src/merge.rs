@@ -150,7 +150,7 @@ fn diff(before: &Map<String, Value>, after: &Map<String, Value>, deep: bool) -> 
 }
 
 /// Merges `changes` into `target`: objects recursively, anything else replaced.
-fn deep_merge_into(target: &mut Map<String, Value>, changes: Map<String, Value>) {
+pub(crate) fn deep_merge_into(target: &mut Map<String, Value>, changes: Map<String, Value>) {
     for (key, new) in changes {
         match (target.get_mut(&key), new) {
             (Some(Value::Object(old)), Value::Object(new)) => deep_merge_into(old, new),
@@ -161,7 +161,8 @@ fn deep_merge_into(target: &mut Map<String, Value>, changes: Map<String, Value>)
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+/// What a JSON value is, for error messages: "an object", "a number", ...
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
