@@ -129,6 +129,22 @@ pub enum Node {
 /// A durable sleep (`sleep NAME(for = 10m);` or `sleep NAME(until = FIELD);`): the run
 /// journals the absolute time it wakes (computed once), suspends, and goes on with its state
 /// unchanged once that time has passed, in this process or the next one.
+///
+/// ```
+/// use durable::{workflow, Data, StepError, Workflow};
+/// use durable::definition::{Node, Wake};
+/// use std::time::Duration;
+///
+/// async fn remind(d: Data) -> Result<Data, StepError> { Ok(d) }
+///
+/// workflow! { nudge { sleep wait_a_day(for = 24h); step remind; } }
+///
+/// let def = nudge.definition();
+/// let Node::Sleep(sleep) = &def.nodes()[0] else { unreachable!() };
+/// assert_eq!(sleep.wake, Wake::For(Duration::from_secs(86_400)));
+/// assert!(def.to_mermaid().contains(r#"wait_a_day(["sleep wait_a_day<br/>for 86400s"])"#));
+/// assert!(def.to_mermaid().contains("wait_a_day --> remind"));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct SleepNode {
     /// Its name, under which the journal records its wake time.

@@ -48,6 +48,8 @@ pub use durable_runtime::{
     RunHandle, RunId, RunInfo, RunPage, RunStatus, State, StepContext, StepError, StepEvent,
     StepFailure, StepFn, StepNode, StepOptions, StepRecord, StepResult, Store, Workflow,
 };
+/// The step graph of a definition (its kinds of nodes: [`graph::GraphKind`]).
+pub use durable_runtime::graph;
 
 /// The names a workflow module usually needs: `use durable::prelude::*;`.
 pub mod prelude {

@@ -226,3 +226,38 @@ impl WakeAt for Engine {
             .expect("a sleep started")
     }
 }
+
+async fn other(data: Data) -> Result<Data, StepError> {
+    Ok(data)
+}
+
+workflow! { nap_short { step other; sleep nap(for = 1m); } }
+workflow! { nap_long { step other; sleep nap(for = 2h); } }
+workflow! { nap_renamed { step other; sleep doze(for = 1m); } }
+workflow! { no_nap { step other; } }
+
+#[test]
+fn a_sleep_is_in_the_fingerprint_by_name_and_in_the_graph_as_a_node_of_its_own() {
+    use durable::graph::GraphKind;
+    use durable::Workflow;
+    let fp = |def: durable::Definition| def.fingerprint().to_owned();
+    // A run asleep keeps its journaled wake time: the duration is not part of the structure.
+    assert_eq!(fp(nap_short.definition()), fp(nap_long.definition()));
+    assert_ne!(fp(nap_short.definition()), fp(nap_renamed.definition()));
+    assert_ne!(fp(nap_short.definition()), fp(no_nap.definition()));
+    let def = remind_at.definition();
+    let graph = def.graph();
+    let names: Vec<_> = graph.steps.iter().map(|s| s.name).collect();
+    assert_eq!(names, ["before", "until_due", "after"]);
+    assert_eq!(graph.edges, [(0, 1), (1, 2)]);
+    assert!(matches!(
+        &graph.steps[1].kind,
+        GraphKind::Sleep(durable::definition::Wake::Until("due_at"))
+    ));
+    let mermaid = def.to_mermaid();
+    assert!(mermaid.contains(r#"until_due(["sleep until_due<br/>until due_at"])"#), "{mermaid}");
+    assert!(mermaid.contains("before --> until_due") && mermaid.contains("until_due --> after"));
+    let dot = def.to_dot();
+    assert!(dot.contains(r#""until_due" [label="sleep until_due\nuntil due_at", shape=ellipse];"#), "{dot}");
+    assert!(dot.contains(r#""until_due" -> "after";"#), "{dot}");
+}

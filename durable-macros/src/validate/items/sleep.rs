@@ -19,6 +19,8 @@ impl<'a> Walk<'a> {
         let name = self.define(&sleep.name, "sleep");
         let mut wake: Option<(&Ident, Option<Wake>)> = None;
         let mut after = None;
+        // An option reported as unknown may have been meant as `for` or `until`.
+        let mut unknown = false;
         for opt in unique(self.cx, sleep.options.as_ref()) {
             let key = opt.key.to_string();
             let this =
@@ -46,6 +48,7 @@ impl<'a> Walk<'a> {
                         continue;
                     }
                     "timeout" | "duration" | "delay" | "wait" => {
+                        unknown = true;
                         self.cx.error(
                             &opt.key,
                             format_args!(
@@ -56,6 +59,7 @@ impl<'a> Walk<'a> {
                         continue;
                     }
                     _ => {
+                        unknown = true;
                         self.cx.error(
                             &opt.key,
                             suggest::unknown("sleep option", &key, SLEEP_OPTIONS),
@@ -75,7 +79,7 @@ impl<'a> Walk<'a> {
             }
         }
         let after = self.placed(after, parent);
-        if wake.is_none() {
+        if wake.is_none() && !unknown {
             self.cx.error(
                 &sleep.name,
                 format_args!(
