@@ -255,9 +255,15 @@ fn a_sleep_is_in_the_fingerprint_by_name_and_in_the_graph_as_a_node_of_its_own()
         GraphKind::Sleep(durable::definition::Wake::Until("due_at"))
     ));
     let mermaid = def.to_mermaid();
-    assert!(mermaid.contains(r#"until_due(["sleep until_due<br/>until due_at"])"#), "{mermaid}");
+    assert!(
+        mermaid.contains(r#"until_due(["sleep until_due<br/>until due_at"])"#),
+        "{mermaid}"
+    );
     assert!(mermaid.contains("before --> until_due") && mermaid.contains("until_due --> after"));
     let dot = def.to_dot();
-    assert!(dot.contains(r#""until_due" [label="sleep until_due\nuntil due_at", shape=ellipse];"#), "{dot}");
+    assert!(
+        dot.contains(r#""until_due" [label="sleep until_due\nuntil due_at", shape=ellipse];"#),
+        "{dot}"
+    );
     assert!(dot.contains(r#""until_due" -> "after";"#), "{dot}");
 }
