@@ -15,10 +15,11 @@ pub mod kw {
     syn::custom_keyword!(dag);
     syn::custom_keyword!(seq);
     syn::custom_keyword!(map);
+    syn::custom_keyword!(sleep);
 }
 
 /// The item keywords a workflow body accepts, for "did you mean" suggestions.
-pub const ITEM_KEYWORDS: &[&str] = &["step", "parallel", "dag", "seq", "map"];
+pub const ITEM_KEYWORDS: &[&str] = &["step", "parallel", "dag", "seq", "map", "sleep"];
 
 /// `#[doc] vis name(options) { items }`: one whole `workflow!` invocation.
 pub struct Workflow {
@@ -56,6 +57,8 @@ pub enum Item {
     Seq(Seq),
     /// `map name(options) { items }`
     Map(Map),
+    /// `sleep name(for = 10m);` or `sleep name(until = field);`
+    Sleep(Sleep),
     /// An item that failed to parse. Parsing skipped past it and went on, so the error is
     /// reported together with those of the rest of the workflow.
     Error(syn::Error),
@@ -122,6 +125,20 @@ pub struct Map {
     pub options: Option<Options>,
     /// The nodes each element runs, in order.
     pub body: Block,
+}
+
+/// `sleep name(options);`
+pub struct Sleep {
+    /// The `sleep` keyword.
+    #[allow(dead_code)] // Kept so that the tree is complete; no diagnostic needs it yet.
+    pub keyword: kw::sleep,
+    /// The sleep's name, under which the journal records its wake time.
+    pub name: Ident,
+    /// `(for = 10m)` or `(until = field)`, and `after = [...]` in a dag (one of `for` and
+    /// `until` is required, which `validate` checks).
+    pub options: Option<Options>,
+    /// The closing `;`, missing being a validation error as for a step.
+    pub semi: Option<Token![;]>,
 }
 
 /// `(option, option, ...)`

@@ -9,7 +9,8 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
 use crate::model::{
-    Backoff, Dag, Item, Map, MapOptions, Merge, OnError, Over, Parallel, Retry, Seq, Step, Workflow,
+    Backoff, Dag, Item, Map, MapOptions, Merge, OnError, Over, Parallel, Retry, Seq, Sleep, Step,
+    Wake, Workflow,
 };
 
 /// The struct, its `Workflow` impl and, when `checked` failed, the errors.
@@ -96,6 +97,7 @@ fn collect_funcs<'a>(items: &'a [Item], funcs: &mut Vec<&'a syn::ExprPath>) {
             Item::Parallel(block) => collect_funcs(&block.branches, funcs),
             Item::Seq(seq) => collect_funcs(&seq.items, funcs),
             Item::Map(map) => collect_funcs(&map.items, funcs),
+            Item::Sleep(_) => {}
             Item::Dag(dag) => {
                 for (node, _) in &dag.nodes {
                     collect_funcs(std::slice::from_ref(node), funcs);
@@ -139,6 +141,21 @@ fn node(item: &Item, state: StateType) -> TokenStream {
         Item::Seq(seq) => seq_node(seq, state),
         Item::Dag(dag) => dag_node(dag, state),
         Item::Map(map) => map_node(map),
+        Item::Sleep(sleep) => sleep_node(sleep),
+    }
+}
+
+fn sleep_node(sleep: &Sleep) -> TokenStream {
+    let name = &sleep.name;
+    match &sleep.wake {
+        Wake::ForMs(ms) => {
+            let duration = millis(*ms);
+            quote!(::durable::__private::Node::sleep_for(#name, #duration))
+        }
+        Wake::Until(field) => {
+            let field = field.unraw().to_string();
+            quote!(::durable::__private::Node::sleep_until(#name, #field))
+        }
     }
 }
 

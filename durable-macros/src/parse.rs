@@ -12,7 +12,8 @@ use syn::parse::{Parse, ParseStream};
 use syn::{braced, parenthesized, token, Attribute, Error, ExprPath, Ident, Result, Token, Type};
 
 use crate::ast::{
-    kw, Block, Dag, Item, Map, Opt, OptValue, Options, Parallel, Seq, Step, Workflow, ITEM_KEYWORDS,
+    kw, Block, Dag, Item, Map, Opt, OptValue, Options, Parallel, Seq, Sleep, Step, Workflow,
+    ITEM_KEYWORDS,
 };
 use crate::suggest;
 
@@ -101,8 +102,11 @@ impl Parse for Item {
             input.parse().map(Item::Seq)
         } else if input.peek(kw::map) {
             input.parse().map(Item::Map)
+        } else if input.peek(kw::sleep) {
+            input.parse().map(Item::Sleep)
         } else if input.peek(Token![;]) {
-            Err(input.error("unexpected `;`: only a `step` ends with `;`, remove this one"))
+            Err(input
+                .error("unexpected `;`: only a `step` or a `sleep` ends with `;`, remove this one"))
         } else if input.peek(Ident::peek_any) {
             let word = input.call(Ident::parse_any)?;
             let message = suggest::unknown("item", &word.to_string(), ITEM_KEYWORDS);
@@ -143,6 +147,25 @@ impl Parse for Step {
             name,
             options,
             func,
+            semi,
+        })
+    }
+}
+
+impl Parse for Sleep {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let keyword = input.parse()?;
+        let name = input.parse().map_err(|_| {
+            input.error(
+                "expected the sleep's name after `sleep`, as in `sleep cool_off(for = 10m);`",
+            )
+        })?;
+        let options = parse_options(input)?;
+        let semi = input.parse()?;
+        Ok(Sleep {
+            keyword,
+            name,
+            options,
             semi,
         })
     }

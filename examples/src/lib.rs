@@ -126,6 +126,10 @@ pub fn print_history(history: &[StepRecord]) {
                 error,
                 optional: true,
             } => format!("failed (optional, went on): {error}"),
+            StepEvent::SleepStarted { wake_at } => format!("sleep started, wakes at {wake_at}"),
+            StepEvent::Resumed { attempts } => {
+                format!("resumed after {attempts} failed attempts")
+            }
         };
         println!(
             "  {:<4} {:<22} {:<8} {event}",

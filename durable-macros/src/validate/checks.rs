@@ -77,8 +77,8 @@ impl<'a> Walk<'a> {
             Some(&(first, first_kind)) => self.cx.error(
                 ident,
                 format_args!(
-                    "`{name}` is already the name of the {first_kind} {}; steps, seqs and maps \
-                     share one namespace, unique in the whole workflow, because the journal \
+                    "`{name}` is already the name of the {first_kind} {}; steps, seqs, maps and \
+                     sleeps share one namespace, unique in the whole workflow, because the journal \
                      and `after` refer to them by name: rename one",
                     where_is(first)
                 ),

@@ -127,6 +127,17 @@ pub enum StepEvent {
         /// run's record: a failure the run's own failure does not list did not fail it.
         optional: bool,
     },
+    /// A durable sleep started (`sleep NAME(...)`); it ends at `wake_at`.
+    SleepStarted {
+        /// When it ends, in milliseconds since the Unix epoch.
+        wake_at: u64,
+    },
+    /// The failed run was resumed here ([`Engine::resume_failed`]): the step starts again
+    /// with a fresh attempt budget.
+    Resumed {
+        /// How many attempts had failed before.
+        attempts: u32,
+    },
 }
 
 impl StepRecord {
@@ -156,6 +167,8 @@ impl StepRecord {
                 error,
                 optional: optional(&step),
             },
+            Ok(Event::SleepStarted { wake_at }) => StepEvent::SleepStarted { wake_at },
+            Ok(Event::Resumed { attempts }) => StepEvent::Resumed { attempts },
             // The history shows what it can of an entry it cannot read.
             Err(message) => {
                 let error = format!("its journal entry {message}");

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(EntryKind::StepChanged.as_str(), "step_changed");
 /// assert_eq!(EntryKind::parse("op_completed"), Some(EntryKind::OpCompleted));
 /// assert_eq!(EntryKind::parse("timer_set"), None);
+/// assert_eq!(EntryKind::SleepStarted.as_str(), "sleep_started");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -54,6 +55,13 @@ pub enum EntryKind {
     /// A sub-operation of a step failed; the payload is `{"error": "..."}`. Kept for the
     /// history: a failed operation runs again when its step is retried.
     OpFailed,
+    /// A durable sleep started; the payload is `{"wake_at": <unix ms>}`, the absolute time it
+    /// ends, computed once. Replay reads it: the sleep is over once that time has passed.
+    SleepStarted,
+    /// A failed run was resumed ([`Engine::resume_failed`](crate::Engine::resume_failed)) at
+    /// the step that failed; the payload is `{"attempts": n}`, how many attempts had failed:
+    /// the step starts again with a fresh budget.
+    Resumed,
 }
 
 impl EntryKind {
@@ -66,6 +74,8 @@ impl EntryKind {
             EntryKind::StepFailed => "step_failed",
             EntryKind::OpCompleted => "op_completed",
             EntryKind::OpFailed => "op_failed",
+            EntryKind::SleepStarted => "sleep_started",
+            EntryKind::Resumed => "resumed",
         }
     }
 
@@ -78,6 +88,8 @@ impl EntryKind {
             "step_failed" => EntryKind::StepFailed,
             "op_completed" => EntryKind::OpCompleted,
             "op_failed" => EntryKind::OpFailed,
+            "sleep_started" => EntryKind::SleepStarted,
+            "resumed" => EntryKind::Resumed,
             _ => return None,
         })
     }
@@ -100,6 +112,23 @@ pub(crate) enum Event {
     OpCompleted { output: String },
     /// A step's sub-operation failed.
     OpFailed { error: String },
+    /// A durable sleep started; it ends at `wake_at` (milliseconds since the Unix epoch).
+    SleepStarted { wake_at: u64 },
+    /// A failed run was resumed at this step, whose `attempts` had failed: they no longer
+    /// count, and the step's final failure is forgotten.
+    Resumed { attempts: u32 },
+}
+
+/// The payload of [`Event::SleepStarted`].
+#[derive(Serialize, Deserialize)]
+struct SleepStarted {
+    wake_at: u64,
+}
+
+/// The payload of [`Event::Resumed`].
+#[derive(Serialize, Deserialize)]
+struct Resumed {
+    attempts: u32,
 }
 
 /// The payload of [`Event::AttemptFailed`].
@@ -129,6 +158,10 @@ impl Event {
             Event::StepFailed { error } => (EntryKind::StepFailed, text(&Failed { error })),
             Event::OpCompleted { output } => (EntryKind::OpCompleted, output),
             Event::OpFailed { error } => (EntryKind::OpFailed, text(&Failed { error })),
+            Event::SleepStarted { wake_at } => {
+                (EntryKind::SleepStarted, text(&SleepStarted { wake_at }))
+            }
+            Event::Resumed { attempts } => (EntryKind::Resumed, text(&Resumed { attempts })),
         }
     }
 
@@ -157,6 +190,12 @@ impl Event {
             EntryKind::OpCompleted => Event::OpCompleted { output: payload },
             EntryKind::OpFailed => Event::OpFailed {
                 error: parse::<Failed>(kind, &payload)?.error,
+            },
+            EntryKind::SleepStarted => Event::SleepStarted {
+                wake_at: parse::<SleepStarted>(kind, &payload)?.wake_at,
+            },
+            EntryKind::Resumed => Event::Resumed {
+                attempts: parse::<Resumed>(kind, &payload)?.attempts,
             },
         })
     }
@@ -230,6 +269,20 @@ mod tests {
         assert_eq!(
             round_trip(op_failed, "s/fan_out#1[2]"),
             (EntryKind::OpFailed, r#"{"error":"no"}"#.to_owned())
+        );
+        let sleep = Event::SleepStarted {
+            wake_at: 1_700_000_000_000,
+        };
+        assert_eq!(
+            round_trip(sleep, "nap"),
+            (
+                EntryKind::SleepStarted,
+                r#"{"wake_at":1700000000000}"#.to_owned()
+            )
+        );
+        assert_eq!(
+            round_trip(Event::Resumed { attempts: 3 }, "s"),
+            (EntryKind::Resumed, r#"{"attempts":3}"#.to_owned())
         );
     }
 

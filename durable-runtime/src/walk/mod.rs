@@ -1,6 +1,28 @@
 //! Walks one run's definition tree: replays finished steps from the journal, executes the
 //! rest, and journals every result before anything that depends on it starts. The journal is
 //! read and written as [`Event`]s (`store/event.rs`), whose encoding lives there alone.
+//!
+//! # Suspension
+//!
+//! Any item may suspend the run: when it must wait for a time or an event that has not come
+//! (a durable sleep, a signal), it journals the event that fixes what it waits for (the
+//! ABSOLUTE deadline, computed once, e.g. `SleepStarted { wake_at }`; never a duration) and
+//! returns [`Abort::Suspend`] with the time it wakes by itself (`None`: only an event wakes
+//! it). Nothing above it handles the abort but the concurrent blocks (parallel, dag, map):
+//! they let their other children finish, or suspend too, and then suspend as a whole at the
+//! earliest of their children's wake times ([`Suspensions`]); a child that fails fast still
+//! ends the block at once. The walk's end ([`RunTask::end`]) records the run
+//! [`Finish::Suspended`] with that time: the store clears its owner and lease, and the run's
+//! task ends (a suspended run holds no task, no thread, no memory beyond its row).
+//!
+//! The store makes the run claimable again when it is due (its `wake_at` passed: the next
+//! claim takes it) or woken ([`Store::wake`](crate::store::Store::wake), by a signal, a
+//! callback, a cancellation). The claim resumes it like any run: the walk replays its journal
+//! from the top, the finished children replay, and the item that suspended looks again: a
+//! sleep whose journaled `wake_at` has passed is done (nothing more is journaled, so replay is
+//! deterministic: time only moves on), one not due yet suspends again with the same
+//! `wake_at`, journaling nothing. An item that waits for an event reads its journaled deadline
+//! the same way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +43,7 @@ mod limited;
 mod map;
 mod parallel;
 mod seq;
+mod sleep;
 mod step;
 #[cfg(test)]
 mod walk_ends;
@@ -53,16 +76,14 @@ enum Abort {
     /// stays unfinished in the store, to be resumed.
     Engine(Error),
     /// The run waits for a time or an event (a durable sleep, a signal): journaled as
-    /// suspended. Nothing produces it yet.
-    #[allow(dead_code)]
+    /// suspended. See "Suspension" in the module's documentation.
     Suspend {
         /// When it wakes by itself, in milliseconds since the Unix epoch, if it does.
         until: Option<u64>,
         /// What it waits for.
         reason: String,
     },
-    /// The run was cancelled: journaled as its end. Nothing produces it yet.
-    #[allow(dead_code)]
+    /// The run was cancelled: journaled as its end ([`RunTask::run_cancellable`]).
     Cancel {
         /// Why.
         reason: String,
@@ -82,6 +103,8 @@ struct StepHistory {
     failed: Option<(u32, String)>,
     /// Why one of its entries could not be read, if one could not.
     unreadable: Option<String>,
+    /// A sleep's journaled wake time and the sequence number of that entry.
+    sleep: Option<(u64, u64)>,
 }
 
 /// A step's (or a map block's) journaled completion.
@@ -173,6 +196,16 @@ impl RunTask {
                 }
                 // For the history only: a failed operation runs again when its step retries.
                 Event::OpFailed { .. } => {}
+                Event::SleepStarted { wake_at } => {
+                    history.entry(step).or_default().sleep = Some((wake_at, seq));
+                }
+                // The failed attempts before it no longer count, nor the final failure.
+                Event::Resumed { .. } => {
+                    let h = history.entry(step).or_default();
+                    h.failed = None;
+                    h.failed_attempts = 0;
+                    h.retry_at = None;
+                }
             }
         }
         // An optional step's failure does not finish the run, so only a required one qualifies.
@@ -201,6 +234,45 @@ impl RunTask {
         self.end(walked).await
     }
 
+    /// [`run`](Self::run), until `cancel` holds a reason: then the walk is dropped at once
+    /// (the step attempts in flight with it: their futures are dropped, their tasks aborted),
+    /// nothing more starts, and the run is journaled cancelled with that reason. A reason
+    /// there from the start cancels the run before anything runs. Should the run have
+    /// finished meanwhile (its end committed), the cancellation is refused by the store
+    /// and the run keeps its end.
+    pub(crate) async fn run_cancellable(
+        self: Arc<Self>,
+        input: Value,
+        mut cancel: tokio::sync::watch::Receiver<Option<String>>,
+    ) -> Walked {
+        let walk = crate::panic::CatchUnwind(Box::pin(Arc::clone(&self).run(input)));
+        let reason = async {
+            let reason = cancel
+                .wait_for(Option::is_some)
+                .await
+                .map(|reason| reason.clone().expect("waited for a reason"));
+            match reason {
+                Ok(reason) => reason,
+                // The engine is gone: nobody cancels any more.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            reason = reason => self.end(Err(Abort::Cancel { reason })).await,
+            walked = walk => walked.unwrap_or_else(|panic| {
+                Walked::Ended(Err(Error::BadState {
+                    workflow: self.def.name().to_owned(),
+                    run_id: self.run_id.clone(),
+                    step: None,
+                    message: format!(
+                        "the engine failed while driving it ({panic}); it resumes on the next start"
+                    ),
+                }))
+            }),
+        }
+    }
+
     /// Journals how the walk stopped, and says so to the engine.
     async fn end(&self, walked: Result<Done, Abort>) -> Walked {
         let (finish, outcome) = match walked {
@@ -225,7 +297,10 @@ impl RunTask {
                 (Finish::Cancelled(reason), Err(error))
             }
             Err(Abort::Suspend { until, reason }) => {
-                return match self.append(Vec::new(), Some(Finish::Suspended)).await {
+                return match self
+                    .append(Vec::new(), Some(Finish::Suspended { wake_at: until }))
+                    .await
+                {
                     Ok(_) => Walked::Suspended { until, reason },
                     Err(Abort::Engine(error)) => Walked::Ended(Err(error)),
                     Err(_) => unreachable!("appending only fails for the engine"),
@@ -277,6 +352,7 @@ impl RunTask {
                 Node::Parallel(block) => self.exec_parallel(&address, block, state, scope).await,
                 Node::Dag(dag) => self.exec_dag(&address, dag, state, scope).await,
                 Node::Map(map) => self.exec_map(&address, map, state, scope).await,
+                Node::Sleep(sleep) => self.exec_sleep(sleep, state, &scope).await,
             }
         })
     }
@@ -401,6 +477,45 @@ struct Done {
     seq: u64,
     /// The optional steps in it that failed for good.
     skipped: Vec<StepFailure>,
+}
+
+/// The suspensions of a concurrent block's children (parallel branches, dag nodes, map
+/// items), folded into the block's own: it wakes at the earliest time any child wakes by
+/// itself (a child waiting for an event only adds no time).
+#[derive(Default)]
+struct Suspensions {
+    /// Whether a child suspended.
+    any: bool,
+    /// The earliest time a child wakes by itself.
+    until: Option<u64>,
+    /// What the children wait for.
+    reasons: Vec<String>,
+}
+
+impl Suspensions {
+    /// Keeps a child's suspension and hands back any other result.
+    fn keep<T>(&mut self, result: Result<T, Abort>) -> Option<Result<T, Abort>> {
+        match result {
+            Err(Abort::Suspend { until, reason }) => {
+                self.any = true;
+                self.until = match (self.until, until) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                self.reasons.push(reason);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// The block's suspension, if a child suspended.
+    fn abort(self) -> Option<Abort> {
+        self.any.then(|| Abort::Suspend {
+            until: self.until,
+            reason: self.reasons.join("; "),
+        })
+    }
 }
 
 /// The journal path prefix of the nodes being walked: empty at the top, `map[3]` inside

@@ -23,6 +23,7 @@ mod dag;
 mod map;
 mod parallel;
 mod seq;
+mod sleep;
 mod step;
 
 use step::STEP_OPTIONS;
@@ -36,7 +37,7 @@ pub(super) struct Node<'a> {
     /// The name a dag's `after` refers to it by (unraw); `None` for a `dag` or an unnamed
     /// `parallel` block.
     pub(super) name: Option<String>,
-    /// What it is, in messages: `step`, `parallel`, `dag`, `seq` or `map`.
+    /// What it is, in messages: `step`, `parallel`, `dag`, `seq`, `map` or `sleep`.
     pub(super) kind: &'static str,
 }
 
@@ -50,6 +51,7 @@ impl<'a> Walk<'a> {
             ast::Item::Dag(block) => self.dag(block, parent),
             ast::Item::Seq(seq) => self.seq(seq, parent),
             ast::Item::Map(map) => self.map(map, parent),
+            ast::Item::Sleep(sleep) => self.sleep(sleep, parent),
             ast::Item::Error(error) => {
                 self.cx.push(error.clone());
                 return None;
