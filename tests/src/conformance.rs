@@ -46,6 +46,9 @@ use durable::RunId;
 
 use crate::{in_runtime, TestStore};
 
+mod inbox;
+pub use inbox::*;
+
 /// Defines one `#[test]` per check of the [conformance suite](crate::conformance) in a module
 /// named `$backend`, each on a fresh store from `$fresh` (a closure returning a future of an
 /// `Arc<dyn Store>`). Attributes written before the name apply to every test.
@@ -79,6 +82,9 @@ macro_rules! store_conformance {
                 a_finished_run_is_closed,
                 claims_skip_runs_the_claimer_holds_and_leases_renew,
                 listing_filters_and_orders_newest_first,
+                inbox_messages_are_numbered_per_run_and_refused_for_unknown_or_finished_runs,
+                a_message_wakes_a_suspended_run,
+                a_callback_token_is_taken_once,
             }
         }
     };

@@ -541,7 +541,7 @@ fn a_file_from_before_checksums_is_migrated_and_its_entries_without_checksums_ar
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(schema, "3");
+    assert_eq!(schema, "4");
     // Old entries keep no checksum; new ones have one.
     let sums: Vec<(String, Option<i64>)> = conn
         .prepare("SELECT step, checksum FROM durable_journal WHERE run_id = ?1 ORDER BY seq")

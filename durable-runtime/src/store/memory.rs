@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::{
-    ClaimableWatch, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store,
-    StoreError, Write,
+    inbox_kinds, ClaimableWatch, Finish, InboxMessage, JournalEntry, Rejected, RunFilter,
+    RunRecord, RunStatus, Store, StoreError, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -44,6 +44,8 @@ struct Stored {
     record: RunRecord,
     lease_expires_at: u64,
     journal: Vec<JournalEntry>,
+    /// Signals and callback completions, in delivery order (see [`Store::deliver`]).
+    inbox: Vec<InboxMessage>,
 }
 
 impl MemoryStore {
@@ -88,6 +90,7 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                     },
                     lease_expires_at: new.lease_expires_at,
                     journal: Vec::new(),
+                    inbox: Vec::new(),
                 },
             );
             Ok(())
@@ -259,6 +262,68 @@ impl Store for MemoryStore {
 
     fn watch_claimable(&self) -> Result<Option<Box<dyn ClaimableWatch>>, StoreError> {
         Ok(Some(Box::new(Watch(Arc::downgrade(&self.inner)))))
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        run: &'a RunId,
+        kind: &'a str,
+        name: &'a str,
+        payload: &'a str,
+    ) -> BoxFuture<'a, Result<Result<u64, Rejected>, StoreError>> {
+        let now = now_millis();
+        let mut inner = self.lock();
+        let outcome = (|| {
+            let stored = inner.runs.get_mut(run).ok_or(Rejected::UnknownRun)?;
+            if stored.record.status.is_finished() {
+                return Err(Rejected::Finished);
+            }
+            if kind == inbox_kinds::CALLBACK {
+                if let Some(first) = stored
+                    .inbox
+                    .iter()
+                    .find(|m| m.kind == kind && m.name == name)
+                {
+                    return Err(Rejected::DuplicateEntry { seq: first.seq });
+                }
+            }
+            let seq = stored.inbox.last().map_or(0, |m| m.seq) + 1;
+            stored.inbox.push(InboxMessage {
+                seq,
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                payload: payload.to_owned(),
+                at: now,
+            });
+            let woken = stored.record.status == RunStatus::Suspended;
+            if woken {
+                stored.record.status = RunStatus::Running;
+                stored.record.owner = None;
+                stored.lease_expires_at = 0;
+                stored.record.updated_at = now;
+            }
+            Ok((seq, woken))
+        })();
+        let outcome = outcome.map(|(seq, woken)| {
+            if woken {
+                inner.claimable += 1;
+            }
+            seq
+        });
+        Box::pin(std::future::ready(Ok(outcome)))
+    }
+
+    fn load_inbox<'a>(
+        &'a self,
+        run: &'a RunId,
+    ) -> BoxFuture<'a, Result<Vec<InboxMessage>, StoreError>> {
+        let inbox = self
+            .lock()
+            .runs
+            .get(run)
+            .map(|s| s.inbox.clone())
+            .unwrap_or_default();
+        Box::pin(std::future::ready(Ok(inbox)))
     }
 
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
