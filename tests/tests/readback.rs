@@ -520,6 +520,7 @@ fn a_file_from_before_checksums_is_migrated_and_its_entries_without_checksums_ar
             "ALTER TABLE durable_journal DROP COLUMN checksum;
              ALTER TABLE durable_runs DROP COLUMN input_checksum;
              ALTER TABLE durable_runs DROP COLUMN end_checksum;
+             DROP TABLE durable_inbox;
              UPDATE durable_meta SET value = '2' WHERE key = 'schema';",
         )
         .unwrap();
