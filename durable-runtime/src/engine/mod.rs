@@ -29,6 +29,7 @@ use crate::RunId;
 mod builder;
 mod client;
 mod records;
+mod signals;
 mod worker;
 
 pub use builder::EngineBuilder;

@@ -12,8 +12,8 @@ pub mod kinds {
     /// A signal sent with `engine.signal(run, name, payload)`: `name` is the signal's name.
     pub const SIGNAL: &str = "signal";
     /// A callback's completion (`engine.complete_callback` / `fail_callback`): `name` is the
-    /// callback's token. A store refuses a second callback message with the same token for a
-    /// run (a token is good once).
+    /// callback's token, the payload `{"ok": <value>}` or `{"error": "..."}`. A store refuses
+    /// a second callback message with the same token for a run (a token is good once).
     pub const CALLBACK: &str = "callback";
 }
 

@@ -22,6 +22,7 @@ mod map;
 mod parallel;
 mod seq;
 mod step;
+mod wait;
 #[cfg(test)]
 mod walk_ends;
 mod written;
@@ -82,6 +83,12 @@ struct StepHistory {
     failed: Option<(u32, String)>,
     /// Why one of its entries could not be read, if one could not.
     unreadable: Option<String>,
+    /// A wait's last start: its attempt and deadline (`wait_for`, `callback`).
+    waiting: Option<(u32, Option<u64>)>,
+    /// The inbox message a wait took: its entry's seq, the message's inbox seq, its payload.
+    received: Option<(u64, u64, String)>,
+    /// A callback's token.
+    token: Option<String>,
 }
 
 /// A step's (or a map block's) journaled completion.
@@ -109,6 +116,12 @@ pub(crate) struct RunTask {
     /// The run's last top-level node when it is a step: its completion is journaled in one
     /// commit with the run's end, saving a commit per run.
     final_step: Option<&'static str>,
+    /// The inbox messages waits took (journaled, or being journaled by this process), so that
+    /// no two waits take one message.
+    taken: Mutex<std::collections::HashSet<u64>>,
+    /// The highest inbox seq a wait has seen: a message after it, delivered while the run was
+    /// suspending, wakes the run again (see `end`).
+    inbox_seen: std::sync::atomic::AtomicU64,
 }
 
 /// The position of a node in the definition tree: an index per level.
@@ -125,6 +138,7 @@ impl RunTask {
     ) -> Self {
         let mut history: HashMap<String, StepHistory> = HashMap::new();
         let mut ops = HashMap::new();
+        let mut taken = std::collections::HashSet::new();
         let mut last_seq = 0;
         for entry in entries {
             let JournalEntry {
@@ -173,6 +187,16 @@ impl RunTask {
                 }
                 // For the history only: a failed operation runs again when its step retries.
                 Event::OpFailed { .. } => {}
+                Event::WaitStarted { deadline } => {
+                    history.entry(step).or_default().waiting = Some((attempt, deadline));
+                }
+                Event::Received { inbox, value } => {
+                    taken.insert(inbox);
+                    history.entry(step).or_default().received = Some((seq, inbox, value));
+                }
+                Event::CallbackCreated { token } => {
+                    history.entry(step).or_default().token = Some(token);
+                }
             }
         }
         // An optional step's failure does not finish the run, so only a required one qualifies.
@@ -192,6 +216,8 @@ impl RunTask {
             }),
             history,
             ops: Mutex::new(ops),
+            taken: Mutex::new(taken),
+            inbox_seen: Default::default(),
         }
     }
 
@@ -277,6 +303,8 @@ impl RunTask {
                 Node::Parallel(block) => self.exec_parallel(&address, block, state, scope).await,
                 Node::Dag(dag) => self.exec_dag(&address, dag, state, scope).await,
                 Node::Map(map) => self.exec_map(&address, map, state, scope).await,
+                Node::Wait(wait) => self.exec_wait(wait, state, &scope).await,
+                Node::Callback(callback) => self.exec_callback(callback, state, &scope).await,
             }
         })
     }

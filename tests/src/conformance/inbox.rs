@@ -55,7 +55,10 @@ pub fn inbox_messages_are_numbered_per_run_and_refused_for_unknown_or_finished_r
         .await;
         let signal = inbox_kinds::SIGNAL;
         assert_eq!(deliver(&store, "r1", signal, "approve", "1").await, Ok(1));
-        assert_eq!(deliver(&store, "r2", signal, "approve", "\"x\"").await, Ok(1));
+        assert_eq!(
+            deliver(&store, "r2", signal, "approve", "\"x\"").await,
+            Ok(1)
+        );
         assert_eq!(deliver(&store, "r1", signal, "approve", "2").await, Ok(2));
         assert_eq!(deliver(&store, "r1", signal, "other", "{}").await, Ok(3));
         assert_eq!(
