@@ -82,6 +82,11 @@ macro_rules! store_conformance {
                 a_finished_run_is_closed,
                 claims_skip_runs_the_claimer_holds_and_leases_renew,
                 listing_filters_and_orders_newest_first,
+                // Issue 9, suspension, wake, cancel, reopen (branch `timers`).
+                suspended_runs_are_claimed_once_due_and_the_next_wake_is_known,
+                a_wake_is_conditional_and_makes_the_run_claimable,
+                a_cancel_request_is_kept_wakes_a_sleeper_and_refuses_finished_runs,
+                a_failed_run_reopens_with_one_more_entry,
                 inbox_messages_are_numbered_per_run_and_refused_for_unknown_or_finished_runs,
                 a_message_wakes_a_suspended_run,
                 a_callback_token_is_taken_once,
@@ -663,5 +668,273 @@ where
             ..Default::default()
         };
         assert_eq!(ids(store.list_runs(one).await.unwrap()), ["3"]);
+    });
+}
+
+/// Milliseconds since the Unix epoch, as the stores stamp them.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn suspend(run: &str, token: u64, wake_at: Option<u64>) -> Write {
+    append(run, token, Vec::new(), Some(Finish::Suspended { wake_at }))
+}
+
+/// A suspended run has no owner and takes no append; a claim takes it once its `wake_at`
+/// passed (running again, its `wake_at` cleared), never before, and never one that waits for
+/// an event only; `next_wake_at` is the earliest due time of the suspended runs.
+pub fn suspended_runs_are_claimed_once_due_and_the_next_wake_is_known<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        assert_eq!(store.next_wake_at().await.unwrap(), None);
+        let later = now_ms() + 3_600_000;
+        let past = now_ms() - 1_000;
+        for id in ["due", "later", "event"] {
+            commit(&store, vec![new_run(id, "wf", "w1")]).await;
+        }
+        let verdicts = commit(
+            &store,
+            vec![
+                suspend("due", 1, Some(past)),
+                suspend("later", 1, Some(later)),
+                suspend("event", 1, None),
+            ],
+        )
+        .await;
+        assert_eq!(verdicts, [Ok(()), Ok(()), Ok(())]);
+        let later_run = store.load_run(&"later".into()).await.unwrap().unwrap();
+        assert_eq!(
+            (later_run.status, later_run.owner, later_run.wake_at),
+            (RunStatus::Suspended, None, Some(later))
+        );
+        assert_eq!(store.next_wake_at().await.unwrap(), Some(past));
+        // Nothing may append to a suspended run.
+        assert_eq!(
+            commit(&store, vec![append("later", 1, vec![entry(1, "a")], None)]).await,
+            [Err(Rejected::Finished)]
+        );
+        let claimed = store
+            .claim_runs("w2", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(ids(claimed.clone()), ["due"]);
+        assert_eq!(
+            (
+                claimed[0].status,
+                claimed[0].owner.as_deref(),
+                claimed[0].lease_token
+            ),
+            (RunStatus::Running, Some("w2"), 2)
+        );
+        let due = store.load_run(&"due".into()).await.unwrap().unwrap();
+        assert_eq!((due.status, due.wake_at), (RunStatus::Running, None));
+        assert_eq!(store.next_wake_at().await.unwrap(), Some(later));
+        // The claimer drives it on.
+        assert_eq!(
+            commit(&store, vec![append("due", 2, vec![entry(1, "a")], None)]).await,
+            [Ok(())]
+        );
+        let again = store
+            .claim_runs("w3", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(
+            again.iter().all(|r| r.id.as_str() == "due"),
+            "a run not due was claimed: {again:?}"
+        );
+    });
+}
+
+/// `wake` makes a suspended run claimable now, once: it refuses (false) a run that is not
+/// suspended, and the watch, if the store has one, reports the woken run.
+pub fn a_wake_is_conditional_and_makes_the_run_claimable<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        let later = now_ms() + 3_600_000;
+        for id in ["sleeper", "waiter", "busy", "done"] {
+            commit(&store, vec![new_run(id, "wf", "w1")]).await;
+        }
+        commit(
+            &store,
+            vec![
+                suspend("sleeper", 1, Some(later)),
+                suspend("waiter", 1, None),
+                append("done", 1, Vec::new(), Some(Finish::Completed("{}".into()))),
+            ],
+        )
+        .await;
+        let mut watch = store.watch_claimable().unwrap();
+        let before = watch.as_mut().map(|w| w.version().unwrap());
+        assert!(store.wake(&"sleeper".into()).await.unwrap());
+        assert!(!store.wake(&"sleeper".into()).await.unwrap(), "woken twice");
+        assert!(!store.wake(&"busy".into()).await.unwrap());
+        assert!(!store.wake(&"done".into()).await.unwrap());
+        assert!(!store.wake(&"ghost".into()).await.unwrap());
+        if let Some(watch) = watch.as_mut() {
+            assert_ne!(
+                Some(watch.version().unwrap()),
+                before,
+                "the watch missed a wake"
+            );
+        }
+        let sleeper = store.load_run(&"sleeper".into()).await.unwrap().unwrap();
+        assert_eq!(
+            (sleeper.status, sleeper.owner, sleeper.wake_at),
+            (RunStatus::Running, None, None)
+        );
+        // Woken, it is no longer due at its old time.
+        assert_eq!(store.next_wake_at().await.unwrap(), None);
+        assert!(store.wake(&"waiter".into()).await.unwrap());
+        let claimed = store
+            .claim_runs("w1", Duration::from_secs(30))
+            .await
+            .unwrap();
+        let mut claimed = ids(claimed);
+        claimed.sort();
+        assert_eq!(claimed, ["sleeper", "waiter"]);
+    });
+}
+
+/// A cancellation request is kept on an unfinished run (the first reason wins), listed for
+/// the run's owner, wakes a suspended run, and is refused for an unknown or finished run;
+/// finishing the run carries it out.
+pub fn a_cancel_request_is_kept_wakes_a_sleeper_and_refuses_finished_runs<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        let later = now_ms() + 3_600_000;
+        for id in ["busy", "sleeper", "done"] {
+            commit(&store, vec![new_run(id, "wf", "w1")]).await;
+        }
+        commit(
+            &store,
+            vec![
+                suspend("sleeper", 1, Some(later)),
+                append("done", 1, Vec::new(), Some(Finish::Completed("{}".into()))),
+            ],
+        )
+        .await;
+        let cancel = |id: &'static str, reason: &'static str| {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .request_cancel(&id.into(), reason)
+                    .await
+                    .expect("the store works")
+            }
+        };
+        assert_eq!(cancel("busy", "first").await, Ok(()));
+        assert_eq!(cancel("busy", "second").await, Ok(()));
+        assert_eq!(
+            store.cancel_requests("w1").await.unwrap(),
+            [(RunId::from("busy"), "first".to_owned())]
+        );
+        assert_eq!(store.cancel_requests("w2").await.unwrap(), []);
+        let busy = store.load_run(&"busy".into()).await.unwrap().unwrap();
+        assert_eq!(
+            (busy.status, busy.cancel_requested.as_deref()),
+            (RunStatus::Running, Some("first"))
+        );
+        assert_eq!(cancel("sleeper", "unwanted").await, Ok(()));
+        let sleeper = store.load_run(&"sleeper".into()).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                sleeper.status,
+                sleeper.owner,
+                sleeper.cancel_requested.as_deref()
+            ),
+            (RunStatus::Running, None, Some("unwanted"))
+        );
+        assert_eq!(cancel("done", "late").await, Err(Rejected::Finished));
+        assert_eq!(cancel("ghost", "who").await, Err(Rejected::UnknownRun));
+        let done = store.load_run(&"done".into()).await.unwrap().unwrap();
+        assert_eq!(done.cancel_requested, None);
+        // The driver ends the run cancelled: the request is carried out.
+        commit(
+            &store,
+            vec![append(
+                "busy",
+                1,
+                Vec::new(),
+                Some(Finish::Cancelled("first".into())),
+            )],
+        )
+        .await;
+        assert_eq!(store.cancel_requests("w1").await.unwrap(), []);
+        assert_eq!(cancel("busy", "again").await, Err(Rejected::Finished));
+    });
+}
+
+/// `reopen` appends one entry to a failed run and sets it running, unowned, for a claim; it
+/// refuses an unknown run, a run that has not failed and a wrongly numbered entry, leaving
+/// nothing behind.
+pub fn a_failed_run_reopens_with_one_more_entry<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        for id in ["broken", "fine"] {
+            commit(&store, vec![new_run(id, "wf", "w1")]).await;
+        }
+        commit(
+            &store,
+            vec![append(
+                "broken",
+                1,
+                entries(&[1, 2]),
+                Some(Finish::Failed("boom".into())),
+            )],
+        )
+        .await;
+        let reopen = |id: &'static str, seq: u64| {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .reopen(&id.into(), &entry(seq, "resumed"))
+                    .await
+                    .expect("the store works")
+            }
+        };
+        assert_eq!(
+            reopen("broken", 2).await,
+            Err(Rejected::DuplicateEntry { seq: 2 })
+        );
+        assert_eq!(
+            reopen("broken", 4).await,
+            Err(Rejected::OutOfOrder {
+                expected: 3,
+                got: 4
+            })
+        );
+        assert_eq!(reopen("fine", 1).await, Err(Rejected::Finished));
+        assert_eq!(reopen("ghost", 1).await, Err(Rejected::UnknownRun));
+        let still = store.load_run(&"broken".into()).await.unwrap().unwrap();
+        assert_eq!(still.status, RunStatus::Failed);
+        assert_eq!(seqs(&store, "broken").await, [1, 2]);
+        assert_eq!(reopen("broken", 3).await, Ok(()));
+        let run = store.load_run(&"broken".into()).await.unwrap().unwrap();
+        assert_eq!(
+            (run.status, run.owner, run.error),
+            (RunStatus::Running, None, None)
+        );
+        assert_eq!(seqs(&store, "broken").await, [1, 2, 3]);
+        assert_eq!(reopen("broken", 4).await, Err(Rejected::Finished));
+        let claimed = store
+            .claim_runs("w2", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(ids(claimed).contains(&"broken".to_owned()));
     });
 }

@@ -140,10 +140,20 @@ each_store! {
 fn a_signal_for_a_workflow_this_engine_does_not_know_is_refused() {
     in_runtime(async {
         let store = std::sync::Arc::new(MemoryStore::new());
-        let id = Client::new(store.clone()).start(review, Data::new()).await.unwrap();
-        let engine = Engine::builder_shared(store.clone()).register(batch_review).build().await.unwrap();
+        let id = Client::new(store.clone())
+            .start(review, Data::new())
+            .await
+            .unwrap();
+        let engine = Engine::builder_shared(store.clone())
+            .register(batch_review)
+            .build()
+            .await
+            .unwrap();
         let err = engine.signal(&id, "approved", 1).await.unwrap_err();
-        assert!(err.to_string().contains("not registered with this engine"), "{err}");
+        assert!(
+            err.to_string().contains("not registered with this engine"),
+            "{err}"
+        );
         engine.shutdown().await.unwrap();
     });
 }

@@ -36,8 +36,12 @@ struct Inner {
     /// Every run by (creation time, id): listing walks it from a cursor and stops at the
     /// page's end.
     order: BTreeSet<(u64, RunId)>,
-    /// Bumped when a run without an owner appears (see [`Store::watch_claimable`]).
+    /// Bumped when a run without an owner appears, or a cancellation is requested (see
+    /// [`Store::watch_claimable`]).
     claimable: u64,
+    /// The suspended runs that wake by themselves, by (wake_at, id): a claim takes the due
+    /// ones from its front, without looking at the others.
+    wakes: BTreeSet<(u64, RunId)>,
 }
 
 struct Stored {
@@ -87,6 +91,8 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                         lease_token: 1,
                         created_at: now,
                         updated_at: now,
+                        wake_at: None,
+                        cancel_requested: None,
                     },
                     lease_expires_at: new.lease_expires_at,
                     journal: Vec::new(),
@@ -113,6 +119,13 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
             let last = stored.journal.last().map_or(0, |e| e.seq);
             super::check_sequence(last, entries.iter().map(|e| e.seq))?;
             stored.journal.extend(entries);
+            if finish
+                .as_ref()
+                .is_some_and(|f| !matches!(f, Finish::Suspended { .. }))
+            {
+                // Finishing carries out (or overtakes) a requested cancellation.
+                stored.record.cancel_requested = None;
+            }
             match finish {
                 Some(Finish::Completed(output)) => {
                     stored.record.updated_at = now;
@@ -129,18 +142,40 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                     stored.record.status = RunStatus::Cancelled;
                     stored.record.error = Some(reason);
                 }
-                Some(Finish::Suspended) => {
+                Some(Finish::Suspended { wake_at }) => {
                     // Unfinished, and nobody's: no lease until something wakes it.
                     stored.record.updated_at = now;
                     stored.record.status = RunStatus::Suspended;
                     stored.record.owner = None;
+                    stored.record.wake_at = wake_at;
                     stored.lease_expires_at = 0;
+                    if let Some(at) = wake_at {
+                        inner.wakes.insert((at, run.clone()));
+                    }
                 }
                 None => {}
             }
             Ok(())
         }
     }
+}
+
+/// Sets a suspended run running, unowned, claimable; whether it was suspended.
+fn wake(inner: &mut Inner, run: &RunId) -> bool {
+    let Some(stored) = inner.runs.get_mut(run) else {
+        return false;
+    };
+    if stored.record.status != RunStatus::Suspended {
+        return false;
+    }
+    if let Some(at) = stored.record.wake_at.take() {
+        inner.wakes.remove(&(at, run.clone()));
+    }
+    stored.record.status = RunStatus::Running;
+    stored.record.owner = None;
+    stored.lease_expires_at = 0;
+    inner.claimable += 1;
+    true
 }
 
 /// Reads [`Inner::claimable`] while the store exists.
@@ -206,6 +241,13 @@ impl Store for MemoryStore {
         let now = now_millis();
         let mut inner = self.lock();
         let inner = &mut *inner;
+        // The due sleepers first, from the front of the index: running again, unowned.
+        while let Some((at, id)) = inner.wakes.first().cloned() {
+            if at > now {
+                break;
+            }
+            wake(inner, &id);
+        }
         let mut claimed = Vec::new();
         for (_, id) in &inner.order {
             let stored = inner.runs.get_mut(id).expect("order lists stored runs");
@@ -264,6 +306,84 @@ impl Store for MemoryStore {
         Ok(Some(Box::new(Watch(Arc::downgrade(&self.inner)))))
     }
 
+    fn next_wake_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        let next = self.lock().wakes.first().map(|(at, _)| *at);
+        Box::pin(std::future::ready(Ok(next)))
+    }
+
+    fn wake<'a>(&'a self, run: &'a RunId) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let woken = wake(&mut self.lock(), run);
+        Box::pin(std::future::ready(Ok(woken)))
+    }
+
+    fn request_cancel<'a>(
+        &'a self,
+        run: &'a RunId,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<Result<(), Rejected>, StoreError>> {
+        let mut inner = self.lock();
+        let outcome = match inner.runs.get_mut(run) {
+            None => Err(Rejected::UnknownRun),
+            Some(stored) if stored.record.status.is_finished() => Err(Rejected::Finished),
+            Some(stored) => {
+                stored
+                    .record
+                    .cancel_requested
+                    .get_or_insert_with(|| reason.to_owned());
+                if !wake(&mut inner, run) {
+                    // Running: its driver notices through the watch.
+                    inner.claimable += 1;
+                }
+                Ok(())
+            }
+        };
+        Box::pin(std::future::ready(Ok(outcome)))
+    }
+
+    fn cancel_requests<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(RunId, String)>, StoreError>> {
+        let requests = self
+            .lock()
+            .runs
+            .values()
+            .filter(|s| {
+                s.record.status == RunStatus::Running && s.record.owner.as_deref() == Some(owner)
+            })
+            .filter_map(|s| Some((s.record.id.clone(), s.record.cancel_requested.clone()?)))
+            .collect();
+        Box::pin(std::future::ready(Ok(requests)))
+    }
+
+    fn reopen<'a>(
+        &'a self,
+        run: &'a RunId,
+        entry: &'a JournalEntry,
+    ) -> BoxFuture<'a, Result<Result<(), Rejected>, StoreError>> {
+        let now = now_millis();
+        let mut inner = self.lock();
+        let outcome = match inner.runs.get_mut(run) {
+            None => Err(Rejected::UnknownRun),
+            Some(stored) if stored.record.status != RunStatus::Failed => Err(Rejected::Finished),
+            Some(stored) => {
+                let last = stored.journal.last().map_or(0, |e| e.seq);
+                super::check_sequence(last, [entry.seq]).map(|()| {
+                    stored.journal.push(entry.clone());
+                    stored.record.status = RunStatus::Running;
+                    stored.record.error = None;
+                    stored.record.owner = None;
+                    stored.record.updated_at = now;
+                    stored.lease_expires_at = 0;
+                })
+            }
+        };
+        if outcome.is_ok() {
+            inner.claimable += 1;
+        }
+        Box::pin(std::future::ready(Ok(outcome)))
+    }
+
     fn deliver<'a>(
         &'a self,
         run: &'a RunId,
@@ -273,42 +393,37 @@ impl Store for MemoryStore {
     ) -> BoxFuture<'a, Result<Result<u64, Rejected>, StoreError>> {
         let now = now_millis();
         let mut inner = self.lock();
-        let outcome = (|| {
-            let stored = inner.runs.get_mut(run).ok_or(Rejected::UnknownRun)?;
-            if stored.record.status.is_finished() {
-                return Err(Rejected::Finished);
-            }
-            if kind == inbox_kinds::CALLBACK {
-                if let Some(first) = stored
-                    .inbox
-                    .iter()
-                    .find(|m| m.kind == kind && m.name == name)
-                {
-                    return Err(Rejected::DuplicateEntry { seq: first.seq });
+        let appended = match inner.runs.get_mut(run) {
+            None => Err(Rejected::UnknownRun),
+            Some(stored) if stored.record.status.is_finished() => Err(Rejected::Finished),
+            Some(stored) => {
+                let used = (kind == inbox_kinds::CALLBACK)
+                    .then(|| {
+                        stored
+                            .inbox
+                            .iter()
+                            .find(|m| m.kind == kind && m.name == name)
+                    })
+                    .flatten();
+                match used {
+                    Some(first) => Err(Rejected::DuplicateEntry { seq: first.seq }),
+                    None => {
+                        let seq = stored.inbox.last().map_or(0, |m| m.seq) + 1;
+                        stored.inbox.push(InboxMessage {
+                            seq,
+                            kind: kind.to_owned(),
+                            name: name.to_owned(),
+                            payload: payload.to_owned(),
+                            at: now,
+                        });
+                        Ok(seq)
+                    }
                 }
             }
-            let seq = stored.inbox.last().map_or(0, |m| m.seq) + 1;
-            stored.inbox.push(InboxMessage {
-                seq,
-                kind: kind.to_owned(),
-                name: name.to_owned(),
-                payload: payload.to_owned(),
-                at: now,
-            });
-            let woken = stored.record.status == RunStatus::Suspended;
-            if woken {
-                stored.record.status = RunStatus::Running;
-                stored.record.owner = None;
-                stored.lease_expires_at = 0;
-                stored.record.updated_at = now;
-            }
-            Ok((seq, woken))
-        })();
-        let outcome = outcome.map(|(seq, woken)| {
-            if woken {
-                inner.claimable += 1;
-            }
-            seq
+        };
+        // A suspended run wakes in the same step (the lock is held throughout).
+        let outcome = appended.inspect(|_| {
+            wake(&mut inner, run);
         });
         Box::pin(std::future::ready(Ok(outcome)))
     }

@@ -116,6 +116,13 @@ pub struct RunRecord {
     pub created_at: u64,
     /// When the run was created or finished, in milliseconds since the Unix epoch.
     pub updated_at: u64,
+    /// When a [`Suspended`](RunStatus::Suspended) run wakes by itself (a durable sleep), in
+    /// milliseconds since the Unix epoch; `None` for a run that is not suspended, or waits
+    /// for an event only.
+    pub wake_at: Option<u64>,
+    /// The reason of a cancellation requested ([`Store::request_cancel`]) and not carried
+    /// out yet: the worker driving the run ends it as cancelled.
+    pub cancel_requested: Option<String>,
 }
 
 /// One entry of a run's journal.
@@ -140,8 +147,9 @@ pub struct JournalEntry {
 /// Every store must apply each variant: the status it sets is the variant's
 /// ([`RunStatus::Completed`], [`Failed`](RunStatus::Failed), [`Cancelled`](RunStatus::Cancelled),
 /// [`Suspended`](RunStatus::Suspended)). A suspended run keeps no lease (its owner is cleared)
-/// and is not claimed by [`Store::claim_runs`] until a later write sets it running again; the
-/// others are finished and refuse every later append with [`Rejected::Finished`].
+/// and is not claimed by [`Store::claim_runs`] until it is due (its `wake_at` passed) or
+/// [woken](Store::wake); the others are finished and refuse every later append with
+/// [`Rejected::Finished`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
     /// Completed with this output (JSON text).
@@ -151,7 +159,11 @@ pub enum Finish {
     /// Cancelled, for this reason (stored as the run's error).
     Cancelled(String),
     /// Suspended: waiting for a time or an event, which the journal records. Unfinished.
-    Suspended,
+    Suspended {
+        /// When it wakes by itself, in milliseconds since the Unix epoch (the earliest
+        /// deadline it waits for); `None`: only an event ([`Store::wake`]) wakes it.
+        wake_at: Option<u64>,
+    },
 }
 
 /// A new run.
@@ -582,7 +594,10 @@ pub trait Store: Send + Sync + 'static {
     /// expired or was released, or that never had an owner (a client started it); for a store
     /// only one process can open, every running run `owner` does not hold. Sets `owner`, bumps
     /// the token, and returns the claimed runs with their new tokens. A
-    /// [`Suspended`](RunStatus::Suspended) run is never claimed: it waits to be woken.
+    /// [`Suspended`](RunStatus::Suspended) run is claimed only once it is due (its `wake_at`
+    /// is now or past: it is set running again, its `wake_at` cleared), found through an
+    /// index on the due time, never by reading every suspended run; otherwise it waits to be
+    /// [woken](Store::wake).
     fn claim_runs<'a>(
         &'a self,
         owner: &'a str,
@@ -605,7 +620,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// A watch on this store for runs that become claimable other than by a lease expiring:
     /// a [`Client`](crate::engine::Client) started one (a [`NewRun`] with no owner), possibly
-    /// in another process, or an engine released its leases. The engine's worker asks it every
+    /// in another process, an engine released its leases, a suspended run was
+    /// [woken](Store::wake), or a cancellation was [requested](Store::request_cancel). The engine's worker asks it every
     /// few tens of milliseconds and claims when its number changed, so a client's run starts
     /// at once instead of on the next heartbeat. The watch must not keep the store open (an
     /// SQLite watch has a connection of its own, without the file's lock), so a dropped
@@ -613,6 +629,70 @@ pub trait Store: Send + Sync + 'static {
     /// such runs are claimed on the heartbeat (every third of the lease).
     fn watch_claimable(&self) -> Result<Option<Box<dyn ClaimableWatch>>, StoreError> {
         Ok(None)
+    }
+
+    /// The earliest `wake_at` of a [`Suspended`](RunStatus::Suspended) run, if any: the worker
+    /// sleeps until then (bounded by its heartbeat) and claims. One index lookup. The default
+    /// (`None`) suits a store that never suspends runs with a due time.
+    fn next_wake_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Makes a [`Suspended`](RunStatus::Suspended) run claimable now (running, no owner, its
+    /// `wake_at` cleared), in one conditional write: `Ok(false)` when it was not suspended
+    /// (unknown, running or finished), so of two wakers only one wakes it. A watch
+    /// ([`watch_claimable`](Store::watch_claimable)) reports the run claimable. Used by
+    /// signals, callbacks, children and cancellation. The default refuses: the store cannot
+    /// wake runs.
+    fn wake<'a>(&'a self, run: &'a RunId) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let _ = run;
+        Box::pin(std::future::ready(Err(StoreError::other(
+            "this store cannot wake suspended runs",
+        ))))
+    }
+
+    /// Requests that an unfinished run be cancelled for `reason`: records the request on the
+    /// run (kept if one was recorded already), and [wakes](Store::wake) it if it is
+    /// suspended, in one transaction. The worker driving it (or the next to claim it) ends
+    /// it with [`Finish::Cancelled`]. Refuses an unknown run ([`Rejected::UnknownRun`]) and a
+    /// finished one ([`Rejected::Finished`]). The default refuses: the store cannot cancel.
+    fn request_cancel<'a>(
+        &'a self,
+        run: &'a RunId,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<Result<(), Rejected>, StoreError>> {
+        let _ = (run, reason);
+        Box::pin(std::future::ready(Err(StoreError::other(
+            "this store cannot cancel runs",
+        ))))
+    }
+
+    /// The running runs `owner` holds whose cancellation was requested, with the reasons:
+    /// the worker asks when its watch changed and on its heartbeat, and cancels them. Costs
+    /// what it returns (an index on the requests). The default: none.
+    fn cancel_requests<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(RunId, String)>, StoreError>> {
+        let _ = owner;
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
+    /// Reopens a [`Failed`](RunStatus::Failed) run to go on from where it failed: appends
+    /// `entry` (numbered right after the run's last entry, as [`commit`](Store::commit)
+    /// checks), sets the run running with no owner and clears its error, in one conditional
+    /// transaction, for the next claim to take. Refuses an unknown run
+    /// ([`Rejected::UnknownRun`]), one that is not failed ([`Rejected::Finished`]) and a
+    /// wrongly numbered entry. The default refuses: the store cannot reopen runs.
+    fn reopen<'a>(
+        &'a self,
+        run: &'a RunId,
+        entry: &'a JournalEntry,
+    ) -> BoxFuture<'a, Result<Result<(), Rejected>, StoreError>> {
+        let _ = (run, entry);
+        Box::pin(std::future::ready(Err(StoreError::other(
+            "this store cannot reopen failed runs",
+        ))))
     }
 
     /// Extends the leases `owner` holds; returns how many it still holds.

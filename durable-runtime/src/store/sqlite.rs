@@ -51,7 +51,7 @@ use crate::RunId;
 
 /// The schema version this code writes and reads. A file of an older version is migrated in
 /// place when opened (see [`migrate`]).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -589,7 +589,10 @@ fn migrate(conn: &Connection, from: i64) -> Result<(), StoreError> {
         migrate_to_3_checksums(conn)?;
     }
     if from < 4 {
-        migrate_to_4_inbox(conn)?;
+        migrate_to_4_suspension(conn)?;
+    }
+    if from < 5 {
+        migrate_to_5_inbox(conn)?;
     }
     Ok(())
 }
@@ -631,10 +634,29 @@ fn migrate_to_3_checksums(conn: &Connection) -> Result<(), StoreError> {
 }
 // ---- end of migration 2 -> 3 ----------------------------------------------------------------
 
-// ---- Migration 3 -> 4: the inbox ------------------------------------------------------------
-/// Version 4 adds each run's inbox (signals, callback completions; see [`Store::deliver`]),
+// ---- Migration 3 -> 4: suspension and cancellation ------------------------------------------
+/// Version 4 keeps when a suspended run wakes (`wake_at`, indexed with the status, so a claim
+/// finds the due ones and `next_wake_at` the earliest without reading the others) and a
+/// requested cancellation (`cancel_requested`, the reason; indexed only where set).
+fn migrate_to_4_suspension(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "BEGIN;
+         ALTER TABLE durable_runs ADD COLUMN wake_at INTEGER;
+         ALTER TABLE durable_runs ADD COLUMN cancel_requested TEXT;
+         CREATE INDEX durable_runs_by_wake ON durable_runs (status, wake_at);
+         CREATE INDEX durable_runs_cancel_requested ON durable_runs (owner)
+             WHERE cancel_requested IS NOT NULL;
+         UPDATE durable_meta SET value = '4' WHERE key = 'schema';
+         COMMIT;",
+    )
+    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 4"))
+}
+// ---- end of migration 3 -> 4 ----------------------------------------------------------------
+
+// ---- Migration 4 -> 5: the inbox ------------------------------------------------------------
+/// Version 5 adds each run's inbox (signals, callback completions; see [`Store::deliver`]),
 /// numbered per run, with a unique index that lets a callback token be used once.
-fn migrate_to_4_inbox(conn: &Connection) -> Result<(), StoreError> {
+fn migrate_to_5_inbox(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "BEGIN;
          CREATE TABLE durable_inbox (
@@ -648,12 +670,12 @@ fn migrate_to_4_inbox(conn: &Connection) -> Result<(), StoreError> {
          ) WITHOUT ROWID;
          CREATE UNIQUE INDEX durable_inbox_callbacks ON durable_inbox (run_id, name)
              WHERE kind = 'callback';
-         UPDATE durable_meta SET value = '4' WHERE key = 'schema';
+         UPDATE durable_meta SET value = '5' WHERE key = 'schema';
          COMMIT;",
     )
-    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 4"))
+    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 5"))
 }
-// ---- end of migration 3 -> 4 ----------------------------------------------------------------
+// ---- end of migration 4 -> 5 ----------------------------------------------------------------
 
 /// The query of `list_runs` for a filter: one per combination of the filters set, each
 /// served by an index in listing order (no scan of every run, no sort). Parameters: the
@@ -682,7 +704,7 @@ fn list_sql(filter: &RunFilter) -> String {
 }
 
 const RUN_COLUMNS: &str = "id, workflow, fingerprint, status, input, output, error, owner, \
-                           lease_token, created_at, updated_at";
+                           lease_token, created_at, updated_at, wake_at, cancel_requested";
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     let status: String = row.get(3)?;
@@ -704,6 +726,8 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         lease_token: row.get::<_, i64>(8)? as u64,
         created_at: row.get::<_, i64>(9)? as u64,
         updated_at: row.get::<_, i64>(10)? as u64,
+        wake_at: row.get::<_, Option<i64>>(11)?.map(|at| at as u64),
+        cancel_requested: row.get(12)?,
     })
 }
 
@@ -795,29 +819,33 @@ fn apply(
                 ])?;
             }
             // Only a run's end touches its row: a step's commit writes one journal page.
-            let (status, output, error, end) =
-                match finish {
-                    Some(Finish::Completed(output)) => {
-                        (RunStatus::Completed, Some(output), None, output)
-                    }
-                    Some(Finish::Failed(error)) => (RunStatus::Failed, None, Some(error), error),
-                    Some(Finish::Cancelled(reason)) => {
-                        (RunStatus::Cancelled, None, Some(reason), reason)
-                    }
-                    Some(Finish::Suspended) => {
-                        // Unfinished, and nobody's: no lease until something wakes it.
-                        tx.prepare_cached(
-                        "UPDATE durable_runs SET status = ?2, owner = NULL, lease_expires_at = 0, \
-                         updated_at = ?3 WHERE id = ?1",
+            let (status, output, error, end) = match finish {
+                Some(Finish::Completed(output)) => {
+                    (RunStatus::Completed, Some(output), None, output)
+                }
+                Some(Finish::Failed(error)) => (RunStatus::Failed, None, Some(error), error),
+                Some(Finish::Cancelled(reason)) => {
+                    (RunStatus::Cancelled, None, Some(reason), reason)
+                }
+                Some(Finish::Suspended { wake_at }) => {
+                    // Unfinished, and nobody's: no lease until something wakes it.
+                    tx.prepare_cached(
+                        "UPDATE durable_runs SET status = ?2, owner = NULL, \
+                             lease_expires_at = 0, updated_at = ?3, wake_at = ?4 WHERE id = ?1",
                     )?
-                    .execute(params![run.as_str(), RunStatus::Suspended.as_str(), now])?;
-                        return Ok(Ok(()));
-                    }
-                    None => return Ok(Ok(())),
-                };
+                    .execute(params![
+                        run.as_str(),
+                        RunStatus::Suspended.as_str(),
+                        now,
+                        wake_at.map(|at| at.min(i64::MAX as u64) as i64)
+                    ])?;
+                    return Ok(Ok(()));
+                }
+                None => return Ok(Ok(())),
+            };
             tx.prepare_cached(
                 "UPDATE durable_runs SET status = ?2, output = ?3, error = ?4, updated_at = ?5, \
-                 end_checksum = ?6 WHERE id = ?1",
+                 end_checksum = ?6, cancel_requested = NULL WHERE id = ?1",
             )?
             .execute(params![
                 run.as_str(),
@@ -858,7 +886,10 @@ impl ClaimableWatch for Watch {
                 .conn
                 .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM durable_runs \
-                     WHERE status = 'running' AND owner IS NULL)",
+                     WHERE status = 'running' AND owner IS NULL) \
+                     OR EXISTS (SELECT 1 FROM durable_runs INDEXED BY durable_runs_cancel_requested \
+                     WHERE cancel_requested IS NOT NULL AND owner IS NOT NULL \
+                     AND status = 'running')",
                 )
                 .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
                 .map_err(error)?;
@@ -868,6 +899,27 @@ impl ClaimableWatch for Watch {
         }
         Ok(self.version)
     }
+}
+
+/// Sets the suspended runs due at `?1` running again, unowned, for the claim that follows:
+/// a range of the `(status, wake_at)` index, never a read of the other suspended runs.
+const WAKE_DUE_SQL: &str = "UPDATE durable_runs SET status = 'running', wake_at = NULL, \
+                            owner = NULL, lease_expires_at = 0 \
+                            WHERE status = 'suspended' AND wake_at <= ?1";
+
+/// The earliest due time of a suspended run: the first row of the same index range.
+const NEXT_WAKE_SQL: &str = "SELECT wake_at FROM durable_runs WHERE status = 'suspended' \
+                             AND wake_at IS NOT NULL ORDER BY wake_at LIMIT 1";
+
+/// Sets a suspended run running, unowned, claimable (the watch sees a running run without
+/// an owner); whether it was suspended.
+fn wake_run(conn: &Connection, run: &RunId) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "UPDATE durable_runs SET status = 'running', wake_at = NULL, owner = NULL, \
+         lease_expires_at = 0 WHERE id = ?1 AND status = 'suspended'",
+    )?
+    .execute([run.as_str()])
+    .map(|changed| changed == 1)
 }
 
 /// Writes a batch in one transaction.
@@ -918,7 +970,7 @@ impl Store for SqliteStore {
             ))?
             .query_row([id.as_str()], |r| {
                 let run = run_from_row(r)?;
-                let (input_sum, end_sum) = (r.get(11)?, r.get(12)?);
+                let (input_sum, end_sum) = (r.get(13)?, r.get(14)?);
                 let damaged = if !intact(&run.input, input_sum) {
                     Some("its stored input")
                 } else if !run.output.as_deref().is_none_or(|o| intact(o, end_sum)) {
@@ -1024,18 +1076,147 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
         let owner = owner.to_owned();
         self.blocking(true, move |conn| {
+            let now = now_millis();
+            let until = (now + lease.as_millis() as u64) as i64;
+            let tx = conn.transaction()?;
+            // The due sleepers first, through the (status, wake_at) index: running again.
+            tx.prepare_cached(WAKE_DUE_SQL)?
+                .execute([now.min(i64::MAX as u64) as i64])?;
             // This process holds the file's lock, so whoever held these leases is gone; a run
-            // with no owner was started by a client (which drives nothing) or released.
-            let until = (now_millis() + lease.as_millis() as u64) as i64;
-            let mut stmt = conn.prepare(&format!(
-                "UPDATE durable_runs SET owner = ?1, lease_token = lease_token + 1, \
-                 lease_expires_at = ?2 \
-                 WHERE status = 'running' AND (owner IS NULL OR owner != ?1) RETURNING {RUN_COLUMNS}"
-            ))?;
-            let rows = stmt.query_map(params![owner, until], run_from_row)?;
-            let mut runs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            // with no owner was started by a client (which drives nothing), released or woken.
+            let mut runs = {
+                let mut stmt = tx.prepare(&format!(
+                    "UPDATE durable_runs SET owner = ?1, lease_token = lease_token + 1, \
+                     lease_expires_at = ?2 \
+                     WHERE status = 'running' AND (owner IS NULL OR owner != ?1) \
+                     RETURNING {RUN_COLUMNS}"
+                ))?;
+                let rows = stmt.query_map(params![owner, until], run_from_row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.commit()?;
             runs.sort_by_key(|r| (r.created_at, r.id.clone()));
             Ok(runs)
+        })
+    }
+
+    fn next_wake_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        self.blocking(false, |conn| {
+            conn.prepare_cached(NEXT_WAKE_SQL)?
+                .query_row([], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|at| at.map(|at| at.max(0) as u64))
+        })
+    }
+
+    fn wake<'a>(&'a self, run: &'a RunId) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let run = run.clone();
+        self.blocking(true, move |conn| wake_run(conn, &run))
+    }
+
+    fn request_cancel<'a>(
+        &'a self,
+        run: &'a RunId,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<Result<(), Rejected>, StoreError>> {
+        let (run, reason) = (run.clone(), reason.to_owned());
+        self.blocking(true, move |conn| {
+            let tx = conn.transaction()?;
+            let status: Option<String> = tx
+                .prepare_cached("SELECT status FROM durable_runs WHERE id = ?1")?
+                .query_row([run.as_str()], |r| r.get(0))
+                .optional()?;
+            let outcome = match status.as_deref().map(RunStatus::parse) {
+                None => Err(Rejected::UnknownRun),
+                Some(Some(status)) if status.is_finished() => Err(Rejected::Finished),
+                Some(_) => {
+                    tx.prepare_cached(
+                        "UPDATE durable_runs SET cancel_requested = coalesce(cancel_requested, ?2) \
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![run.as_str(), reason])?;
+                    wake_run(&tx, &run)?;
+                    Ok(())
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
+
+    fn cancel_requests<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(RunId, String)>, StoreError>> {
+        let owner = owner.to_owned();
+        self.blocking(false, move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, cancel_requested FROM durable_runs \
+                 INDEXED BY durable_runs_cancel_requested \
+                 WHERE cancel_requested IS NOT NULL AND owner = ?1 AND status = 'running'",
+            )?;
+            let rows = stmt.query_map([owner], |r| {
+                Ok((RunId::from(r.get::<_, String>(0)?), r.get(1)?))
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn reopen<'a>(
+        &'a self,
+        run: &'a RunId,
+        entry: &'a JournalEntry,
+    ) -> BoxFuture<'a, Result<Result<(), Rejected>, StoreError>> {
+        let (run, entry) = (run.clone(), entry.clone());
+        self.blocking(true, move |conn| {
+            let now = now_millis() as i64;
+            let tx = conn.transaction()?;
+            let current: Option<(String, i64)> = tx
+                .prepare_cached(
+                    "SELECT status, (SELECT coalesce(max(seq), 0) FROM durable_journal \
+                     WHERE run_id = ?1) FROM durable_runs WHERE id = ?1",
+                )?
+                .query_row([run.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((status, last)) = current else {
+                return Ok(Err(Rejected::UnknownRun));
+            };
+            if status != RunStatus::Failed.as_str() {
+                return Ok(Err(Rejected::Finished));
+            }
+            if let Err(rejected) = check_sequence(last as u64, [entry.seq]) {
+                return Ok(Err(rejected));
+            }
+            let kind = entry.kind.as_str();
+            let sum = checksum(
+                entry.seq,
+                &entry.step,
+                kind,
+                entry.attempt,
+                &entry.payload,
+                entry.at,
+            );
+            tx.prepare_cached(
+                "INSERT INTO durable_journal (run_id, seq, step, kind, attempt, payload, at, \
+                 checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                run.as_str(),
+                entry.seq as i64,
+                entry.step,
+                kind,
+                entry.attempt,
+                entry.payload,
+                entry.at as i64,
+                sum
+            ])?;
+            tx.prepare_cached(
+                "UPDATE durable_runs SET status = 'running', error = NULL, end_checksum = NULL, \
+                 owner = NULL, lease_expires_at = 0, updated_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![run.as_str(), now])?;
+            tx.commit()?;
+            Ok(Ok(()))
         })
     }
 
@@ -1163,7 +1344,7 @@ impl Store for SqliteStore {
             // A suspended run wakes: running, nobody's, claimable at once.
             tx.prepare_cached(
                 "UPDATE durable_runs SET status = 'running', owner = NULL, lease_expires_at = 0, \
-                 updated_at = ?2 WHERE id = ?1 AND status = 'suspended'",
+                 wake_at = NULL, updated_at = ?2 WHERE id = ?1 AND status = 'suspended'",
             )?
             .execute(params![run.as_str(), now])?;
             tx.commit()?;
@@ -1283,6 +1464,26 @@ mod tests {
             "unknown journal entry kind `x`".into(),
         );
         assert_eq!(sqlite_kind(&undecodable), StoreErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn due_sleepers_are_found_through_the_wake_index_without_a_scan() {
+        let path = scratch("wake-plan");
+        let store = SqliteStore::open(&path).unwrap();
+        let guard = lock(&store.inner.reader);
+        let conn = guard.as_ref().expect("open");
+        for sql in [WAKE_DUE_SQL, NEXT_WAKE_SQL] {
+            let plan = plan(conn, sql);
+            assert_eq!(plan.len(), 1, "{sql}: {plan:?}");
+            assert!(
+                plan[0].starts_with("SEARCH durable_runs USING")
+                    && plan[0].contains("INDEX durable_runs_by_wake (status=? AND wake_at"),
+                "{sql}: {plan:?}"
+            );
+        }
+        drop(guard);
+        drop(store);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]

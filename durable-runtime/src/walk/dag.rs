@@ -10,7 +10,7 @@ use crate::error::StepFailure;
 use crate::merge::{merge, BranchResult, Merge};
 
 use super::written::ERRORS_HINT;
-use super::{block_names, child, written, Abort, Done, RunTask, Scope};
+use super::{block_names, child, written, Abort, Done, RunTask, Scope, Suspensions};
 
 impl RunTask {
     /// Starts each node as soon as every node it comes after has finished; its input is the
@@ -27,6 +27,8 @@ impl RunTask {
         let mut results: Vec<Option<Done>> = (0..n).map(|_| None).collect();
         let mut started = vec![false; n];
         let mut running = JoinSet::new();
+        // A node that suspends starts none of its dependents; the others go on.
+        let mut suspended = Suspensions::default();
         loop {
             for i in 0..n {
                 if started[i] || !deps[i].iter().all(|&d| results[d].is_some()) {
@@ -51,8 +53,14 @@ impl RunTask {
             let (i, result) = joined.map_err(|e| {
                 Abort::Engine(self.bad_state("dag", format!("a node task died: {e}")))
             })?;
+            let Some(result) = suspended.keep(result) else {
+                continue;
+            };
             // A failure returns at once; dropping the JoinSet cancels the nodes still running.
             results[i] = Some(result?);
+        }
+        if let Some(suspend) = suspended.abort() {
+            return Err(suspend);
         }
         let done: Vec<Done> = results
             .into_iter()

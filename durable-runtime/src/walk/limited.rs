@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use crate::batch::{BatchItem, BatchResult, BatchStatus, CompletionReason, ItemStatus};
 use crate::error::RunFailure;
 
-use super::{Abort, Done, RunTask};
+use super::{Abort, Done, RunTask, Suspensions};
 
 /// How a batch ended: its status and why.
 pub(super) type Decision = (BatchStatus, CompletionReason);
@@ -33,7 +33,9 @@ impl RunTask {
     /// each start and after each finish, `decide` may end the batch: the children still
     /// running are cancelled then and the others never start. A child that fails for good is
     /// recorded when `keep_failures`; otherwise its failure is returned at once, which cancels
-    /// the children still running (`fail_fast`).
+    /// the children still running (`fail_fast`). A child that suspends is set aside: the
+    /// others go on, and once none runs the batch suspends as a whole (unless `decide`
+    /// decided first).
     pub(super) async fn run_limited<Fut>(
         &self,
         path: &str,
@@ -54,6 +56,7 @@ impl RunTask {
             started: 0,
         };
         let mut running = JoinSet::new();
+        let mut suspended = Suspensions::default();
         let decision = loop {
             if let Some(decision) = decide(&tally) {
                 break Some(decision);
@@ -70,6 +73,9 @@ impl RunTask {
             let (i, result) = joined.map_err(|e| {
                 Abort::Engine(self.bad_state(path, format!("a child task died: {e}")))
             })?;
+            let Some(result) = suspended.keep(result) else {
+                continue;
+            };
             match result {
                 Ok(done) => {
                     tally.outcomes[i] = Some(Ok(done));
@@ -84,7 +90,10 @@ impl RunTask {
             }
         };
         running.abort_all();
-        Ok((tally, decision))
+        match suspended.abort() {
+            Some(suspend) if decision.is_none() => Err(suspend),
+            _ => Ok((tally, decision)),
+        }
     }
 }
 

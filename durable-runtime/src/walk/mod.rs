@@ -1,6 +1,28 @@
 //! Walks one run's definition tree: replays finished steps from the journal, executes the
 //! rest, and journals every result before anything that depends on it starts. The journal is
 //! read and written as [`Event`]s (`store/event.rs`), whose encoding lives there alone.
+//!
+//! # Suspension
+//!
+//! Any item may suspend the run: when it must wait for a time or an event that has not come
+//! (a durable sleep, a signal), it journals the event that fixes what it waits for (the
+//! ABSOLUTE deadline, computed once, e.g. `SleepStarted { wake_at }`; never a duration) and
+//! returns [`Abort::Suspend`] with the time it wakes by itself (`None`: only an event wakes
+//! it). Nothing above it handles the abort but the concurrent blocks (parallel, dag, map):
+//! they let their other children finish, or suspend too, and then suspend as a whole at the
+//! earliest of their children's wake times ([`Suspensions`]); a child that fails fast still
+//! ends the block at once. The walk's end ([`RunTask::end`]) records the run
+//! [`Finish::Suspended`] with that time: the store clears its owner and lease, and the run's
+//! task ends (a suspended run holds no task, no thread, no memory beyond its row).
+//!
+//! The store makes the run claimable again when it is due (its `wake_at` passed: the next
+//! claim takes it) or woken ([`Store::wake`](crate::store::Store::wake), by a signal, a
+//! callback, a cancellation). The claim resumes it like any run: the walk replays its journal
+//! from the top, the finished children replay, and the item that suspended looks again: a
+//! sleep whose journaled `wake_at` has passed is done (nothing more is journaled, so replay is
+//! deterministic: time only moves on), one not due yet suspends again with the same
+//! `wake_at`, journaling nothing. An item that waits for an event reads its journaled deadline
+//! the same way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,8 +76,7 @@ enum Abort {
     /// stays unfinished in the store, to be resumed.
     Engine(Error),
     /// The run waits for a time or an event (a durable sleep, a signal): journaled as
-    /// suspended. Nothing produces it yet.
-    #[allow(dead_code)]
+    /// suspended. See "Suspension" in the module's documentation.
     Suspend {
         /// When it wakes by itself, in milliseconds since the Unix epoch, if it does.
         until: Option<u64>,
@@ -119,8 +140,9 @@ pub(crate) struct RunTask {
     /// The inbox messages waits took (journaled, or being journaled by this process), so that
     /// no two waits take one message.
     taken: Mutex<std::collections::HashSet<u64>>,
-    /// The highest inbox seq a wait has seen: a message after it, delivered while the run was
-    /// suspending, wakes the run again (see `end`).
+    /// The highest inbox seq a wait has seen, plus one (0: no wait looked at the inbox): a
+    /// message after it, delivered while the run was suspending, wakes the run again (see
+    /// `wait::wake_if_delivered_meanwhile`).
     inbox_seen: std::sync::atomic::AtomicU64,
 }
 
@@ -251,8 +273,14 @@ impl RunTask {
                 (Finish::Cancelled(reason), Err(error))
             }
             Err(Abort::Suspend { until, reason }) => {
-                return match self.append(Vec::new(), Some(Finish::Suspended)).await {
-                    Ok(_) => Walked::Suspended { until, reason },
+                return match self
+                    .append(Vec::new(), Some(Finish::Suspended { wake_at: until }))
+                    .await
+                {
+                    Ok(_) => {
+                        self.wake_if_delivered_meanwhile().await;
+                        Walked::Suspended { until, reason }
+                    }
                     Err(Abort::Engine(error)) => Walked::Ended(Err(error)),
                     Err(_) => unreachable!("appending only fails for the engine"),
                 };
@@ -429,6 +457,45 @@ struct Done {
     seq: u64,
     /// The optional steps in it that failed for good.
     skipped: Vec<StepFailure>,
+}
+
+/// The suspensions of a concurrent block's children (parallel branches, dag nodes, map
+/// items), folded into the block's own: it wakes at the earliest time any child wakes by
+/// itself (a child waiting for an event only adds no time).
+#[derive(Default)]
+struct Suspensions {
+    /// Whether a child suspended.
+    any: bool,
+    /// The earliest time a child wakes by itself.
+    until: Option<u64>,
+    /// What the children wait for.
+    reasons: Vec<String>,
+}
+
+impl Suspensions {
+    /// Keeps a child's suspension and hands back any other result.
+    fn keep<T>(&mut self, result: Result<T, Abort>) -> Option<Result<T, Abort>> {
+        match result {
+            Err(Abort::Suspend { until, reason }) => {
+                self.any = true;
+                self.until = match (self.until, until) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                self.reasons.push(reason);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// The block's suspension, if a child suspended.
+    fn abort(self) -> Option<Abort> {
+        self.any.then(|| Abort::Suspend {
+            until: self.until,
+            reason: self.reasons.join("; "),
+        })
+    }
 }
 
 /// The journal path prefix of the nodes being walked: empty at the top, `map[3]` inside

@@ -248,9 +248,8 @@ impl RunTask {
                 self.run_id
             ))))
         })?;
-        if let Some(last) = inbox.last() {
-            self.inbox_seen.fetch_max(last.seq, Ordering::SeqCst);
-        }
+        let last = inbox.last().map_or(0, |m| m.seq);
+        self.inbox_seen.fetch_max(last + 1, Ordering::SeqCst);
         let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
         let found = inbox
             .into_iter()
@@ -259,6 +258,36 @@ impl RunTask {
             taken.insert(message.seq);
         }
         Ok(found)
+    }
+
+    /// After the run was recorded suspended: a message delivered between a wait's look at the
+    /// inbox and that record found the run still running, so it woke nothing; wake the run
+    /// now (the store's wake is conditional, so a second waker changes nothing). A delivery
+    /// after the record woke the run itself.
+    pub(super) async fn wake_if_delivered_meanwhile(&self) {
+        let seen = self.inbox_seen.load(Ordering::SeqCst);
+        if seen == 0 {
+            return;
+        }
+        let Some(store) = self.journal.store() else {
+            return;
+        };
+        let newer = match store.load_inbox(&self.run_id).await {
+            Ok(inbox) => inbox.last().is_some_and(|m| m.seq + 1 > seen),
+            // Unknown: wake it, to look again (a spurious wake costs one replay).
+            Err(_) => true,
+        };
+        if newer {
+            if let Err(error) = store.wake(&self.run_id).await {
+                tracing::warn!(
+                    run = self.run_id.as_str(),
+                    workflow = self.def.name(),
+                    %error,
+                    "a message came while the run suspended, and waking it failed: it waits \
+                     for its deadline or the next message"
+                );
+            }
+        }
     }
 
     /// Journals a wait's final failure and fails the run, or skips the item if optional.

@@ -110,7 +110,12 @@ where
         commit(&store, vec![new_run("r", "wf", "w")]).await;
         let verdicts = commit(
             &store,
-            vec![append("r", 1, vec![entry(1, "a")], Some(Finish::Suspended))],
+            vec![append(
+                "r",
+                1,
+                vec![entry(1, "a")],
+                Some(Finish::Suspended { wake_at: None }),
+            )],
         )
         .await;
         assert_eq!(verdicts, [Ok(())]);
