@@ -70,26 +70,41 @@ fn a_client_in_another_process_signals_and_completes_a_callback_the_engine_notic
         let id = run.id().clone();
         until(&engine, &id, RunStatus::Suspended).await;
         let db_text = db.to_str().unwrap().to_owned();
-        let signal_args = [db_text.as_str(), "signal", id.as_str(), "approved", "\"ann\""];
+        let signal_args = [
+            db_text.as_str(),
+            "signal",
+            id.as_str(),
+            "approved",
+            "\"ann\"",
+        ];
         let sent = tokio::task::block_in_place(|| {
             child(&signal_args);
             Instant::now()
         });
         // Woken, driven to the callback, suspended again.
-        let history_len = |h: &Vec<durable::StepRecord>| h.iter().filter(|r| r.step == "paid").count();
+        let history_len =
+            |h: &Vec<durable::StepRecord>| h.iter().filter(|r| r.step == "paid").count();
         let limit = Instant::now() + Duration::from_secs(20);
         let noticed = loop {
             let history = engine.history(&id).await.unwrap();
             if history_len(&history) > 0 {
                 break Instant::now();
             }
-            assert!(Instant::now() < limit, "the engine never took the signal: {history:?}");
+            assert!(
+                Instant::now() < limit,
+                "the engine never took the signal: {history:?}"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         let signal_latency = noticed - sent;
         until(&engine, &id, RunStatus::Suspended).await;
         let token = TOKEN.lock().unwrap().clone().unwrap();
-        let complete_args = [db_text.as_str(), "complete", token.as_str(), "{\"amount\":42}"];
+        let complete_args = [
+            db_text.as_str(),
+            "complete",
+            token.as_str(),
+            "{\"amount\":42}",
+        ];
         let sent = tokio::task::block_in_place(|| {
             child(&complete_args);
             Instant::now()
@@ -97,14 +112,23 @@ fn a_client_in_another_process_signals_and_completes_a_callback_the_engine_notic
         let output = run.wait().await.unwrap();
         let callback_latency = sent.elapsed();
         assert_eq!(output.get::<String>("approved").as_deref(), Some("ann"));
-        assert_eq!(output.get::<serde_json::Value>("paid").unwrap()["amount"], 42);
+        assert_eq!(
+            output.get::<serde_json::Value>("paid").unwrap()["amount"],
+            42
+        );
         eprintln!(
             "noticed a signal from another process in {signal_latency:?}, a callback completion \
              in {callback_latency:?} (from the child's exit to the run taking it)"
         );
         // Well under the heartbeat (10s): the watch noticed, not the heartbeat.
-        assert!(signal_latency < Duration::from_secs(5), "{signal_latency:?}");
-        assert!(callback_latency < Duration::from_secs(5), "{callback_latency:?}");
+        assert!(
+            signal_latency < Duration::from_secs(5),
+            "{signal_latency:?}"
+        );
+        assert!(
+            callback_latency < Duration::from_secs(5),
+            "{callback_latency:?}"
+        );
         // A second completion from another process is refused, and says why.
         let out = Command::new(CHILD).args(complete_args).output().unwrap();
         assert_eq!(out.status.code(), Some(2));

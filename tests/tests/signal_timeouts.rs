@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use durable::{workflow, Data, Engine, Error, StepEvent, StepError};
+use durable::{workflow, Data, Engine, Error, StepError, StepEvent};
 use durable_tests::{each_store, TestStore};
 
 async fn prepare(data: Data) -> Result<Data, StepError> {

@@ -49,7 +49,10 @@ fn wait_and_callback_nodes_carry_their_options() {
     match &def.nodes()[1] {
         Node::Wait(wait) => {
             assert_eq!(wait.name, "approved");
-            assert_eq!(wait.options.timeout, Some(std::time::Duration::from_secs(3600)));
+            assert_eq!(
+                wait.options.timeout,
+                Some(std::time::Duration::from_secs(3600))
+            );
             assert_eq!(wait.options.retry.max_attempts, 2);
             assert!(wait.options.optional);
         }
@@ -59,7 +62,10 @@ fn wait_and_callback_nodes_carry_their_options() {
         Node::Callback(callback) => {
             assert_eq!(callback.name, "paid");
             assert_eq!(callback.submit_name, "request_payment");
-            assert_eq!(callback.options.timeout, Some(std::time::Duration::from_secs(86_400)));
+            assert_eq!(
+                callback.options.timeout,
+                Some(std::time::Duration::from_secs(86_400))
+            );
             assert!(!callback.options.optional);
         }
         _ => panic!("not a callback"),
@@ -73,7 +79,11 @@ fn the_fingerprint_follows_names_and_kinds_not_timeouts() {
     let fp = |def: durable::Definition| def.fingerprint().to_owned();
     let base = fp(order.definition());
     assert_ne!(base, fp(order_renamed_wait.definition()), "a renamed wait");
-    assert_ne!(base, fp(order_as_steps.definition()), "steps of the same names");
+    assert_ne!(
+        base,
+        fp(order_as_steps.definition()),
+        "steps of the same names"
+    );
     // Like a step's options, a timeout does not change what the journal means.
     assert_eq!(base, fp(order_other_timeout.definition()));
 }
