@@ -126,6 +126,12 @@ pub fn print_history(history: &[StepRecord]) {
                 error,
                 optional: true,
             } => format!("failed (optional, went on): {error}"),
+            StepEvent::Waiting { deadline: None } => "waiting".to_owned(),
+            StepEvent::Waiting {
+                deadline: Some(at),
+            } => format!("waiting (times out at {at} ms)"),
+            StepEvent::Received { inbox, value } => format!("received #{inbox}: {value}"),
+            StepEvent::CallbackCreated { .. } => "callback token made".to_owned(),
         };
         println!(
             "  {:<4} {:<22} {:<8} {event}",
