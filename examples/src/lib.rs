@@ -127,9 +127,7 @@ pub fn print_history(history: &[StepRecord]) {
                 optional: true,
             } => format!("failed (optional, went on): {error}"),
             StepEvent::Waiting { deadline: None } => "waiting".to_owned(),
-            StepEvent::Waiting {
-                deadline: Some(at),
-            } => format!("waiting (times out at {at} ms)"),
+            StepEvent::Waiting { deadline: Some(at) } => format!("waiting (times out at {at} ms)"),
             StepEvent::Received { inbox, value } => format!("received #{inbox}: {value}"),
             StepEvent::CallbackCreated { .. } => "callback token made".to_owned(),
         };

@@ -37,6 +37,8 @@ struct Started {
 
 impl Started {
     /// Starts `bin start` and reads its output up to a line containing `marker`.
+    // The child is waited for by `finish`, or here when its output ends early.
+    #[allow(clippy::zombie_processes)]
     fn until(bin: &str, db: &Path, marker: &str) -> Self {
         let mut child = command(bin, db)
             .arg("start")
@@ -47,10 +49,10 @@ impl Started {
         let mut seen = Vec::new();
         loop {
             let mut line = String::new();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "no `{marker}` in {seen:?}"
-            );
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                let status = child.wait();
+                panic!("`{bin} start` ended ({status:?}) before `{marker}`: {seen:?}");
+            }
             if line.contains(marker) {
                 let rest = std::thread::spawn(move || {
                     let mut lines = seen;
@@ -93,10 +95,16 @@ fn approval_waits_for_the_signal_a_second_invocation_sends() {
     // A misspelt run id is refused, and says so.
     let (ok, _, stderr) = run(command(APPROVAL, &db).args(["approve", "no-such-run", "ann"]));
     assert!(!ok);
-    assert!(stderr.contains("cannot send signal `approved` to run no-such-run: no run with this id"), "{stderr}");
+    assert!(
+        stderr.contains("cannot send signal `approved` to run no-such-run: no run with this id"),
+        "{stderr}"
+    );
     let (ok, stdout, stderr) = run(command(APPROVAL, &db).args(["approve", &id, "ann"]));
     assert!(ok, "{stdout}{stderr}");
-    assert!(stdout.contains(&format!("approved run {id} as ann")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("approved run {id} as ann")),
+        "{stdout}"
+    );
     let (ok, out) = started.finish();
     assert!(ok, "{out}");
     assert!(out.contains("paid, approved by ann"), "{out}");
@@ -104,7 +112,10 @@ fn approval_waits_for_the_signal_a_second_invocation_sends() {
     // The run finished: a late approval is refused.
     let (ok, _, stderr) = run(command(APPROVAL, &db).args(["approve", &id, "bob"]));
     assert!(!ok);
-    assert!(stderr.contains("the run has finished (completed)"), "{stderr}");
+    assert!(
+        stderr.contains("the run has finished (completed)"),
+        "{stderr}"
+    );
 }
 
 fn token_of(line: &str) -> String {
@@ -131,7 +142,10 @@ fn payment_webhook_waits_for_the_callback_a_second_invocation_completes() {
     );
     let (ok, out) = started.finish();
     assert!(ok, "{out}");
-    assert!(out.contains("paid {\"amount\":4200}, shipped: true"), "{out}");
+    assert!(
+        out.contains("paid {\"amount\":4200}, shipped: true"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -143,5 +157,8 @@ fn payment_webhook_fails_the_run_when_the_callback_fails() {
     assert!(ok, "{stdout}{stderr}");
     let (ok, out) = started.finish();
     assert!(!ok, "{out}");
-    assert!(out.contains("failed: callback `paid` failed: card declined"), "{out}");
+    assert!(
+        out.contains("failed: callback `paid` failed: card declined"),
+        "{out}"
+    );
 }

@@ -123,7 +123,7 @@ impl RunTask {
         let func: ErasedStep =
             Arc::new(move |ctx, state| submit(Callback::new(Arc::clone(&handed), ctx), state));
         let submit_options = StepOptions {
-            retry: callback.options.retry.clone(),
+            retry: callback.options.retry,
             timeout: None,
             optional,
         };

@@ -14,7 +14,9 @@
 use std::process::ExitCode;
 
 use durable::store::sqlite::SqliteStore;
-use durable::{workflow, Client, Data, Engine, RunFilter, RunId, RunStatus, StepContext, StepError};
+use durable::{
+    workflow, Client, Data, Engine, RunFilter, RunId, RunStatus, StepContext, StepError,
+};
 use durable_examples::{exit, finished, print_history, say, started};
 
 async fn prepare_request(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -103,7 +105,9 @@ async fn start() -> Result<(), Box<dyn std::error::Error>> {
 /// Sends signal `approved` from another process, beside the engine that holds the file.
 async fn approve(id: &str, by: &str) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::open(SqliteStore::open_client(db())?);
-    client.signal(expense, &RunId::from(id), "approved", by).await?;
+    client
+        .signal(expense, &RunId::from(id), "approved", by)
+        .await?;
     say(format!("approved run {id} as {by}"));
     Ok(())
 }

@@ -29,7 +29,10 @@ async fn create_order(ctx: StepContext, data: Data) -> Result<Data, StepError> {
 /// Sends the token to the payment provider (printed here: the webhook is played by hand).
 async fn request_payment(callback: Callback, data: Data) -> Result<Data, StepError> {
     started(callback.context());
-    say(format!("POST https://payments.example/charge token={}", callback.token()));
+    say(format!(
+        "POST https://payments.example/charge token={}",
+        callback.token()
+    ));
     finished(callback.context());
     Ok(data.assign("payment_requested", true))
 }

@@ -125,10 +125,7 @@ where
             "a suspended run is not claimed"
         );
         let mut watch = store.watch_claimable().unwrap();
-        let before = match watch.as_mut() {
-            Some(watch) => Some(watch.version().unwrap()),
-            None => None,
-        };
+        let before = watch.as_mut().map(|watch| watch.version().unwrap());
         assert_eq!(
             deliver(&store, "r", inbox_kinds::SIGNAL, "go", "true").await,
             Ok(1)
