@@ -39,12 +39,14 @@ impl Engine {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
     /// let engine = Engine::builder(MemoryStore::new()).register(review).build().await?;
     /// let run = engine.start(review, Data::new()).await?;
-    /// engine.signal(run.id(), "approved", "ann").await?;
-    /// let output = run.wait().await?;
-    /// assert_eq!(output.get::<String>("approved").as_deref(), Some("ann"));
     /// // A name the workflow never waits for is refused.
     /// let err = engine.signal(run.id(), "aproved", true).await.unwrap_err();
     /// assert!(err.to_string().contains("never waits for signal `aproved`"), "{err}");
+    /// engine.signal(run.id(), "approved", "ann").await?;
+    /// let output = run.wait().await?;
+    /// assert_eq!(output.get::<String>("approved").as_deref(), Some("ann"));
+    /// // So is a signal to a finished run.
+    /// assert!(engine.signal(run.id(), "approved", "bob").await.is_err());
     /// # Ok(()) }
     /// ```
     pub async fn signal(
