@@ -100,3 +100,96 @@ each_store! {
         });
     }
 }
+
+/// A crash between a timed-out attempt and the next wait's start: the next wait still runs
+/// from when the retry was due, not from when the run resumed.
+#[test]
+fn a_resumed_retry_waits_from_when_the_retry_was_due() {
+    use durable::store::memory::MemoryStore;
+    use durable::store::{EntryKind, JournalEntry, NewRun, Write};
+    use durable::{Store, Workflow};
+
+    paused(async {
+        let store = std::sync::Arc::new(MemoryStore::new());
+        let now = durable_now();
+        let retry_at = now + 60_000;
+        let entry = |seq, step: &str, kind, payload: String| JournalEntry {
+            seq,
+            step: step.into(),
+            kind,
+            attempt: 1,
+            payload,
+            at: now,
+        };
+        let writes = [
+            Write::CreateRun(NewRun {
+                id: "resumed".into(),
+                workflow: "retried".into(),
+                fingerprint: retried.definition().fingerprint().to_owned(),
+                input: "{}".into(),
+                owner: String::new(),
+                lease_expires_at: 0,
+            }),
+            Write::Append {
+                run: "resumed".into(),
+                lease_token: 1,
+                entries: vec![
+                    entry(
+                        1,
+                        "prepare",
+                        EntryKind::StepCompleted,
+                        r#"{"prepared":true}"#.into(),
+                    ),
+                    entry(
+                        2,
+                        "approved",
+                        EntryKind::WaitStarted,
+                        format!(r#"{{"deadline":{}}}"#, now - 60_000),
+                    ),
+                    entry(
+                        3,
+                        "approved",
+                        EntryKind::AttemptFailed,
+                        format!(r#"{{"error":"timed out","retry_at":{retry_at}}}"#),
+                    ),
+                ],
+                finish: None,
+            },
+        ];
+        let verdicts = store.commit(&writes).await.unwrap();
+        assert!(verdicts.iter().all(Result::is_ok), "{verdicts:?}");
+        let engine = Engine::builder_shared(store.clone())
+            .register(retried)
+            .build()
+            .await
+            .unwrap();
+        let id = durable::RunId::from("resumed");
+        let deadline = loop {
+            let history = engine.history(&id).await.unwrap();
+            if let Some(d) = history.iter().find_map(|r| match r.event {
+                StepEvent::Waiting { deadline } if r.attempt == 2 => Some(deadline),
+                _ => None,
+            }) {
+                break d;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(deadline, Some(retry_at + 3_600_000));
+        engine.signal(&id, "approved", true).await.unwrap();
+        let output: Data = engine.wait(&id).await.unwrap();
+        assert_eq!(output.get::<bool>("approved"), Some(true));
+        engine.shutdown().await.unwrap();
+    });
+}
+
+/// The engine's wall clock (it follows tokio's paused clock), read as the engine would.
+fn durable_now() -> u64 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let ahead = tokio::time::Instant::now()
+        .into_std()
+        .saturating_duration_since(std::time::Instant::now());
+    wall + ahead.as_millis() as u64
+}

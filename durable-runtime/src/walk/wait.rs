@@ -44,8 +44,13 @@ impl RunTask {
         let mut deadline = match history.and_then(|h| h.waiting) {
             Some((started, deadline)) if started == attempt => deadline,
             _ => {
-                self.start_wait(&path, attempt, &wait.options, now_millis())
-                    .await?
+                // A retry's wait runs from when the retry was due (a crash between the failed
+                // attempt and the next wait's start does not move it), a first from now.
+                let from = match history.and_then(|h| h.retry_at) {
+                    Some(due) if attempt > 1 => due,
+                    _ => now_millis(),
+                };
+                self.start_wait(&path, attempt, &wait.options, from).await?
             }
         };
         loop {
