@@ -20,10 +20,12 @@
 //!
 //! A [`Client`](crate::engine::Client) in another process (a CLI, a dashboard) opens the file
 //! beside the engine with [`SqliteStore::open_client`]: without the exclusive lock, under
-//! SQLite's own locking (WAL lets it read beside the engine's writer). It reads runs and
-//! starts them by inserting a run row with no owner, which the engine's worker notices
-//! within tens of milliseconds ([`Store::watch_claimable`], from `PRAGMA data_version`) and
-//! claims; only the engine drives runs. The shortcut above stays true: a client holds no
+//! SQLite's own locking (WAL lets it read beside the engine's writer). It reads runs,
+//! starts them by inserting a run row with no owner, and sends signals and completes
+//! callbacks by appending to a run's inbox ([`Store::deliver`], which also sets a suspended
+//! run running with no owner); the engine's worker notices either within tens of
+//! milliseconds ([`Store::watch_claimable`], from `PRAGMA data_version`) and claims the run;
+//! only the engine drives runs. The shortcut above stays true: a client holds no
 //! lease, so every lease in the file is the engine's own or a dead process's.
 //!
 //! Beside the file the store keeps a marker, `<file>.durable-marker`, written when the store
@@ -209,8 +211,8 @@ impl SqliteStore {
     /// works while an engine holds the file, and under SQLite's own locking (each write waits
     /// up to 5s for the engine's). The file must be a store already, of this version's schema
     /// (the engine creates and migrates it). No engine can be built on the returned store
-    /// ([`Error::StoreInUse`](crate::Error::StoreInUse)): a client only reads runs and starts
-    /// them, for the engine to claim.
+    /// ([`Error::StoreInUse`](crate::Error::StoreInUse)): a client only reads runs, starts
+    /// them and delivers signals and callback completions, for the engine to claim.
     ///
     /// ```
     /// use durable::store::sqlite::SqliteStore;
