@@ -16,10 +16,14 @@ pub mod kw {
     syn::custom_keyword!(seq);
     syn::custom_keyword!(map);
     syn::custom_keyword!(sleep);
+    syn::custom_keyword!(wait_for);
+    syn::custom_keyword!(callback);
 }
 
 /// The item keywords a workflow body accepts, for "did you mean" suggestions.
-pub const ITEM_KEYWORDS: &[&str] = &["step", "parallel", "dag", "seq", "map", "sleep"];
+pub const ITEM_KEYWORDS: &[&str] = &[
+    "step", "parallel", "dag", "seq", "map", "sleep", "wait_for", "callback",
+];
 
 /// `#[doc] vis name(options) { items }`: one whole `workflow!` invocation.
 pub struct Workflow {
@@ -59,6 +63,10 @@ pub enum Item {
     Map(Map),
     /// `sleep name(for = 10m);` or `sleep name(until = field);`
     Sleep(Sleep),
+    /// `wait_for name(options);`
+    WaitFor(WaitFor),
+    /// `callback name = path(options);`
+    Callback(Callback),
     /// An item that failed to parse. Parsing skipped past it and went on, so the error is
     /// reported together with those of the rest of the workflow.
     Error(syn::Error),
@@ -139,6 +147,57 @@ pub struct Sleep {
     pub options: Option<Options>,
     /// The closing `;`, missing being a validation error as for a step.
     pub semi: Option<Token![;]>,
+}
+
+/// `wait_for name(options);`
+pub struct WaitFor {
+    /// The `wait_for` keyword.
+    #[allow(dead_code)] // Kept so that the tree is complete; no diagnostic needs it yet.
+    pub keyword: kw::wait_for,
+    /// The signal's name: the key its payload lands under, and the wait's journal path.
+    pub name: Ident,
+    /// `(timeout = ..., retry(...), optional, after = [...])`, if given.
+    pub options: Option<Options>,
+    /// The closing `;`, missing being a validation error.
+    pub semi: Option<Token![;]>,
+}
+
+/// `callback name = path(options);`
+pub struct Callback {
+    /// The `callback` keyword.
+    #[allow(dead_code)] // Kept so that the tree is complete; no diagnostic needs it yet.
+    pub keyword: kw::callback,
+    /// The callback's name: the key its payload lands under, and its journal path.
+    pub name: Ident,
+    /// The submit function, after `=`.
+    pub func: ExprPath,
+    /// `(timeout = ..., retry(...), optional, after = [...])`, after the function, if given.
+    pub options: Option<Options>,
+    /// The closing `;`, missing being a validation error.
+    pub semi: Option<Token![;]>,
+}
+
+impl WaitFor {
+    /// Where a missing `;` is reported.
+    pub fn end_span(&self) -> Span {
+        match &self.options {
+            Some(options) => options.paren.span.close(),
+            None => self.name.span(),
+        }
+    }
+}
+
+impl Callback {
+    /// Where a missing `;` is reported.
+    pub fn end_span(&self) -> Span {
+        match &self.options {
+            Some(options) => options.paren.span.close(),
+            None => match self.func.path.segments.last() {
+                Some(last) => last.ident.span(),
+                None => self.name.span(),
+            },
+        }
+    }
 }
 
 /// `(option, option, ...)`

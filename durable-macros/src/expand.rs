@@ -9,8 +9,8 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
 use crate::model::{
-    Backoff, Dag, Item, Map, MapOptions, Merge, OnError, Over, Parallel, Retry, Seq, Sleep, Step,
-    Wake, Workflow,
+    Backoff, Callback, Dag, Item, Map, MapOptions, Merge, OnError, Over, Parallel, Retry, Seq,
+    Sleep, Step, Wait, Wake, Workflow,
 };
 
 /// The struct, its `Workflow` impl and, when `checked` failed, the errors.
@@ -94,6 +94,8 @@ fn collect_funcs<'a>(items: &'a [Item], funcs: &mut Vec<&'a syn::ExprPath>) {
     for item in items {
         match item {
             Item::Step(step) => funcs.push(&step.func),
+            Item::Callback(callback) => funcs.push(&callback.func),
+            Item::Wait(_) => {}
             Item::Parallel(block) => collect_funcs(&block.branches, funcs),
             Item::Seq(seq) => collect_funcs(&seq.items, funcs),
             Item::Map(map) => collect_funcs(&map.items, funcs),
@@ -142,6 +144,63 @@ fn node(item: &Item, state: StateType) -> TokenStream {
         Item::Dag(dag) => dag_node(dag, state),
         Item::Map(map) => map_node(map),
         Item::Sleep(sleep) => sleep_node(sleep),
+        Item::Wait(wait) => wait_node(wait),
+        Item::Callback(callback) => callback_node(callback, state),
+    }
+}
+
+/// `StepOptions { retry, timeout, optional }` of a wait or a callback.
+fn wait_options(retry: &Option<Retry>, timeout_ms: Option<u64>, optional: bool) -> TokenStream {
+    let retry = match retry {
+        Some(retry) => retry_policy(retry),
+        None => quote!(::core::default::Default::default()),
+    };
+    let timeout = match timeout_ms {
+        Some(ms) => {
+            let duration = millis(ms);
+            quote!(::core::option::Option::Some(#duration))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        ::durable::__private::StepOptions {
+            retry: #retry,
+            timeout: #timeout,
+            optional: #optional,
+        }
+    }
+}
+
+fn wait_node(wait: &Wait) -> TokenStream {
+    let name = &wait.name;
+    let options = wait_options(&wait.retry, wait.timeout_ms, wait.optional);
+    quote! {
+        ::durable::__private::Node::wait_for(#name, #options)
+    }
+}
+
+fn callback_node(callback: &Callback, state: StateType) -> TokenStream {
+    let Callback {
+        name,
+        func,
+        retry,
+        timeout_ms,
+        optional,
+        ..
+    } = callback;
+    let state = state.tokens(func.span());
+    // Spanned at the user's path, so a wrong signature is reported there.
+    let erased = quote_spanned! {func.span()=>
+        ::durable::__private::erase_submit::<#state, _>(#func)
+    };
+    let func_name = func
+        .to_token_stream()
+        .to_string()
+        .split_whitespace()
+        .collect::<String>();
+    let options = wait_options(retry, *timeout_ms, *optional);
+    quote! {
+        ::durable::__private::Node::callback(#name, #func_name, #erased, #options)
     }
 }
 

@@ -12,7 +12,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::Type;
 
-use crate::model::{Item, Merge, Wake, Workflow};
+use crate::model::{self, Item, Merge, Wake, Workflow};
 
 /// The checking functions for `workflow`; empty when no typed state receives a field.
 pub fn checks(workflow: &Workflow) -> TokenStream {
@@ -80,6 +80,18 @@ fn walk<'a>(
                     out.push(Check { ty, body });
                 }
                 walk(&block.branches, state, true, out);
+            }
+            // The payload goes into the state under the item's name: any type that holds it
+            // (it is decoded into the field when the state is).
+            Item::Wait(model::Wait { ident, .. })
+            | Item::Callback(model::Callback { ident, .. }) => {
+                if let Some(ty) = typed(state) {
+                    let span = ident.span();
+                    let body = quote_spanned! {span=>
+                        let _ = &state.#ident;
+                    };
+                    out.push(Check { ty, body });
+                }
             }
             Item::Seq(seq) => walk(&seq.items, state, concurrent, out),
             Item::Dag(dag) => {

@@ -62,6 +62,8 @@ use syn::parse_macro_input;
 ///         }
 ///         sleep cool_off(for = 10m);
 ///         sleep until_renewal(until = renews_at);
+///         wait_for approved(timeout = 1d, retry(max_attempts = 2), optional);
+///         callback paid = billing::request_payment(timeout = 1h, retry(max_attempts = 3));
 ///         step finish = billing::finish;
 ///     }
 /// }
@@ -110,8 +112,28 @@ use syn::parse_macro_input;
 /// `retry(max_attempts = 3, backoff = constant)`, `step a;` gets 3 constant attempts and
 /// `step b(retry(initial = 5s));` 3 constant attempts 5 seconds apart.
 ///
-/// A duration is a number with a unit: `500ms`, `2s`, `1.5s`, `5m`, `1h`; it must come to a
-/// whole number of milliseconds.
+/// A duration is a number with a unit: `500ms`, `2s`, `1.5s`, `5m`, `1h`, `1d`; it must come
+/// to a whole number of milliseconds.
+///
+/// **A wait** is `wait_for name;` or `wait_for name(options);`: the run waits (suspended,
+/// holding nothing but its row) for signal `name`, sent with `Engine::signal(&id, "name",
+/// payload)` or `Client::signal`, taking the oldest one it has not taken (a signal sent
+/// before the run waits is kept); the payload goes into the state under `name`. **A callback**
+/// is `callback name = path::to::submit;` or `callback name = submit(options);` (options after
+/// the function): `submit` is `async fn(durable::callback::Callback, S) -> Result<S, E>`, run
+/// as a step with the callback's token (`callback.token()`, the same on every attempt), which
+/// it hands to an outside system; the run then waits until `Engine::complete_callback(token,
+/// payload)` (the payload goes into the state under `name`) or `fail_callback(token, error)`
+/// (the item fails). Their names share the steps' namespace. Their options:
+/// - `timeout = DURATION`: how long the run waits (more than zero; for ever by default); a
+///   wait's timeout is a failed attempt, a callback's fails it;
+/// - `retry(...)`: a wait's retries after a timeout (each attempt waits anew); a callback's
+///   submit function's retries;
+/// - `optional`: the workflow goes on without the payload when the item fails for good;
+/// - `after = [...]`, inside a dag.
+///
+/// With a typed state the state type must have a field `name` of a type the payload decodes
+/// into (checked at compile time: a missing field is reported at the name).
 ///
 /// **A parallel block** is `parallel { ... }`, `parallel(options) { ... }` or, named,
 /// `parallel name(options) { ... }`, with the options
@@ -194,8 +216,9 @@ use syn::parse_macro_input;
 ///
 /// # Errors
 ///
-/// Mistakes are reported at the offending token, all at once: duplicate step, seq, map or
-/// sleep names, a sleep with neither or both of `for` and `until`, unknown items, options and values (with a "did you mean"), empty blocks,
+/// Mistakes are reported at the offending token, all at once: duplicate step, seq, map, sleep,
+/// `wait_for` or `callback` names, a sleep with neither or both of `for` and `until`, `wait_for` with `= function`, a callback's options before
+/// its `=`, unknown items, options and values (with a "did you mean"), empty blocks,
 /// `max_attempts = 0`, malformed durations, a zero `timeout`, a missing `;`, a map without
 /// `over`, an empty `over = []` or one holding something other than the literals above (each
 /// such element reported), `over = [...]` without `item`, `max_concurrency = 0`,

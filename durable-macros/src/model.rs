@@ -36,6 +36,40 @@ pub enum Item {
     Map(Map),
     /// A durable sleep.
     Sleep(Sleep),
+    /// A `wait_for`.
+    Wait(Wait),
+    /// A `callback`.
+    Callback(Callback),
+}
+
+/// A checked `wait_for name(...)`.
+pub struct Wait {
+    /// The signal's name (unraw).
+    pub name: String,
+    /// The name as written, with its span: a typed state must have this field.
+    pub ident: Ident,
+    /// The retry policy of its timeouts, as for a step.
+    pub retry: Option<Retry>,
+    /// `timeout = ...` in milliseconds, at least 1; `None`: waits for ever.
+    pub timeout_ms: Option<u64>,
+    /// `optional`.
+    pub optional: bool,
+}
+
+/// A checked `callback name = submit(...)`.
+pub struct Callback {
+    /// The callback's name (unraw).
+    pub name: String,
+    /// The name as written, with its span: a typed state must have this field.
+    pub ident: Ident,
+    /// The submit function.
+    pub func: ExprPath,
+    /// The retry policy of the submit function.
+    pub retry: Option<Retry>,
+    /// `timeout = ...` in milliseconds, at least 1; `None`: waits for ever.
+    pub timeout_ms: Option<u64>,
+    /// `optional`.
+    pub optional: bool,
 }
 
 /// A checked `sleep name(for = ...)` or `sleep name(until = field)`.

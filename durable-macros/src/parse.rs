@@ -12,8 +12,8 @@ use syn::parse::{Parse, ParseStream};
 use syn::{braced, parenthesized, token, Attribute, Error, ExprPath, Ident, Result, Token, Type};
 
 use crate::ast::{
-    kw, Block, Dag, Item, Map, Opt, OptValue, Options, Parallel, Seq, Sleep, Step, Workflow,
-    ITEM_KEYWORDS,
+    kw, Block, Callback, Dag, Item, Map, Opt, OptValue, Options, Parallel, Seq, Sleep, Step,
+    WaitFor, Workflow, ITEM_KEYWORDS,
 };
 use crate::suggest;
 
@@ -104,9 +104,15 @@ impl Parse for Item {
             input.parse().map(Item::Map)
         } else if input.peek(kw::sleep) {
             input.parse().map(Item::Sleep)
+        } else if input.peek(kw::wait_for) {
+            input.parse().map(Item::WaitFor)
+        } else if input.peek(kw::callback) {
+            input.parse().map(Item::Callback)
         } else if input.peek(Token![;]) {
-            Err(input
-                .error("unexpected `;`: only a `step` or a `sleep` ends with `;`, remove this one"))
+            Err(input.error(
+                "unexpected `;`: only a `step`, `sleep`, `wait_for` or `callback` ends with `;`, remove \
+                 this one",
+            ))
         } else if input.peek(Ident::peek_any) {
             let word = input.call(Ident::parse_any)?;
             let message = suggest::unknown("item", &word.to_string(), ITEM_KEYWORDS);
@@ -147,6 +153,72 @@ impl Parse for Step {
             name,
             options,
             func,
+            semi,
+        })
+    }
+}
+
+impl Parse for WaitFor {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let keyword = input.parse()?;
+        let name = input.parse().map_err(|_| {
+            input.error(
+                "expected the signal's name after `wait_for`, as in `wait_for approved(timeout = 1h);`",
+            )
+        })?;
+        let options = parse_options(input)?;
+        if input.peek(Token![=]) {
+            return Err(input.error(
+                "`wait_for` calls no function: the run waits for the signal and its payload goes \
+                 into the state under the name; write `wait_for name(timeout = 1h);`, or use \
+                 `callback name = submit_fn(timeout = 1h);` to hand a token to a function",
+            ));
+        }
+        let semi = input.parse()?;
+        Ok(WaitFor {
+            keyword,
+            name,
+            options,
+            semi,
+        })
+    }
+}
+
+impl Parse for Callback {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let keyword = input.parse()?;
+        let name: Ident = input.parse().map_err(|_| {
+            input.error(
+                "expected the callback's name after `callback`, as in \
+                 `callback paid = request_payment(timeout = 1d);`",
+            )
+        })?;
+        if input.peek(token::Paren) {
+            return Err(input.error(format!(
+                "a callback's options go after its submit function: write \
+                 `callback {name} = submit_fn(timeout = 1d);`"
+            )));
+        }
+        if !input.peek(Token![=]) {
+            return Err(input.error(format!(
+                "expected `=` and the function that hands the callback's token out, as in \
+                 `callback {name} = request_payment(timeout = 1d);`"
+            )));
+        }
+        input.parse::<Token![=]>()?;
+        let func = input.parse::<ExprPath>().map_err(|_| {
+            input.error(format!(
+                "expected the path of the submit function after `=`, as in \
+                 `callback {name} = billing::request_payment(timeout = 1d);`"
+            ))
+        })?;
+        let options = parse_options(input)?;
+        let semi = input.parse()?;
+        Ok(Callback {
+            keyword,
+            name,
+            func,
+            options,
             semi,
         })
     }

@@ -124,6 +124,41 @@ pub enum Node {
     Map(MapNode),
     /// A durable sleep: the run suspends until a time, holding no task meanwhile.
     Sleep(SleepNode),
+    /// `wait_for NAME(timeout = ...)`: waits for a signal named `NAME`; its payload goes into
+    /// the state under `NAME`.
+    Wait(WaitNode),
+    /// `callback NAME = submit_fn(timeout = ...)`: hands a token to `submit_fn`, then waits
+    /// for the callback's completion; its payload goes into the state under `NAME`.
+    Callback(CallbackNode),
+}
+
+/// `wait_for NAME(...)`: the run waits (suspended, holding nothing but its row) until a
+/// signal named `NAME` is sent to it (see [`Engine::signal`](crate::Engine::signal)), taking
+/// the oldest one not taken yet; the signal's payload goes into the state under `NAME`.
+/// `options.timeout` bounds each attempt's wait: a timeout is a failed attempt, retried by
+/// `options.retry` (each attempt waits anew) and skipped when `options.optional`.
+pub struct WaitNode {
+    /// The signal's name, the key its payload lands under and the wait's journal path.
+    pub name: &'static str,
+    /// `retry`, `timeout` (of the wait) and `optional`.
+    pub options: StepOptions,
+}
+
+/// `callback NAME = submit_fn(...)`: journals a fresh token, runs `submit` with it as a
+/// step (retried by `options.retry`, each attempt with the same token), then waits for
+/// [`Engine::complete_callback`](crate::Engine::complete_callback) (its payload goes into the
+/// state under `NAME`) or [`fail_callback`](crate::Engine::fail_callback) (the item fails).
+/// `options.timeout` bounds the wait; a timeout or a failed callback fails the item for
+/// good (no retry: the token is good once), unless `options.optional`.
+pub struct CallbackNode {
+    /// The callback's name, the key its payload lands under and its journal path.
+    pub name: &'static str,
+    /// The submit function's path as written, for the graph.
+    pub submit_name: &'static str,
+    /// The submit function.
+    pub submit: crate::callback::ErasedSubmit,
+    /// `retry` (of `submit`), `timeout` (of the wait) and `optional`.
+    pub options: StepOptions,
 }
 
 /// A durable sleep (`sleep NAME(for = 10m);` or `sleep NAME(until = FIELD);`): the run
@@ -325,13 +360,42 @@ impl Definition {
         &self.fingerprint
     }
 
-    /// Every step's name, depth first in declaration order.
+    /// The signals the workflow waits for (its `wait_for` items' names), depth first in
+    /// declaration order, each once.
+    ///
+    /// ```
+    /// use durable::{workflow, Data, StepError, Workflow};
+    ///
+    /// async fn prepare(d: Data) -> Result<Data, StepError> { Ok(d) }
+    /// workflow! { review { step prepare; wait_for approved(timeout = 1h); } }
+    ///
+    /// assert_eq!(review.definition().signal_names(), ["approved"]);
+    /// assert_eq!(review.definition().step_names(), ["prepare", "approved"]);
+    /// ```
+    pub fn signal_names(&self) -> Vec<&'static str> {
+        fn walk(nodes: &[Node], names: &mut Vec<&'static str>) {
+            for node in nodes {
+                match node {
+                    Node::Wait(wait) if !names.contains(&wait.name) => names.push(wait.name),
+                    other => walk(other.children(), names),
+                }
+            }
+        }
+        let mut names = Vec::new();
+        walk(&self.nodes, &mut names);
+        names
+    }
+
+    /// Every step's name (`wait_for` and `callback` items' included), depth first in
+    /// declaration order.
     pub fn step_names(&self) -> Vec<&'static str> {
         let mut names = Vec::new();
         fn walk(nodes: &[Node], names: &mut Vec<&'static str>) {
             for node in nodes {
                 match node {
                     Node::Step(step) => names.push(step.name),
+                    Node::Wait(wait) => names.push(wait.name),
+                    Node::Callback(callback) => names.push(callback.name),
                     other => walk(other.children(), names),
                 }
             }
@@ -444,6 +508,26 @@ impl Node {
         self
     }
 
+    /// `wait_for name(...)`: see [`WaitNode`].
+    pub fn wait_for(name: &'static str, options: StepOptions) -> Self {
+        Node::Wait(WaitNode { name, options })
+    }
+
+    /// `callback name = submit(...)`: see [`CallbackNode`].
+    pub fn callback(
+        name: &'static str,
+        submit_name: &'static str,
+        submit: crate::callback::ErasedSubmit,
+        options: StepOptions,
+    ) -> Self {
+        Node::Callback(CallbackNode {
+            name,
+            submit_name,
+            submit,
+            options,
+        })
+    }
+
     /// A durable sleep of `duration` (`sleep NAME(for = 10m);`).
     ///
     /// ```
@@ -517,13 +601,15 @@ impl Node {
             Node::Parallel(block) => block.name.unwrap_or("parallel"),
             Node::Dag(_) => "dag",
             Node::Sleep(sleep) => sleep.name,
+            Node::Wait(wait) => wait.name,
+            Node::Callback(callback) => callback.name,
         }
     }
 
     /// The nodes directly inside this one.
     pub fn children(&self) -> &[Node] {
         match self {
-            Node::Step(_) | Node::Sleep(_) => &[],
+            Node::Step(_) | Node::Sleep(_) | Node::Wait(_) | Node::Callback(_) => &[],
             Node::Parallel(block) => &block.branches,
             Node::Seq(seq) => &seq.nodes,
             Node::Dag(dag) => &dag.nodes,
@@ -536,6 +622,16 @@ impl Node {
         match self {
             Node::Step(step) => {
                 let _ = write!(out, "step {};", step.name);
+            }
+            Node::Wait(wait) => {
+                let _ = write!(out, "wait_for {};", wait.name);
+            }
+            Node::Callback(callback) => {
+                let _ = write!(
+                    out,
+                    "callback {} = {};",
+                    callback.name, callback.submit_name
+                );
             }
             // Its duration or field is not hashed, like a step's options: a run asleep keeps
             // the wake time it journaled, whatever the definition says now.

@@ -124,6 +124,30 @@ pub enum Error {
         /// The workflow the run was to be of.
         workflow: String,
     },
+    /// A signal was refused, and nothing was stored: the run is unknown or finished, or its
+    /// workflow never waits for a signal of this name.
+    SignalRefused {
+        /// The run's workflow, when the run exists.
+        workflow: Option<String>,
+        /// The run.
+        run_id: RunId,
+        /// The signal's name.
+        signal: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A callback's completion (or failure) was refused, and nothing was stored: the token is
+    /// no token, its run is unknown or finished, or the token was used already.
+    CallbackRefused {
+        /// The run's workflow, when known.
+        workflow: Option<String>,
+        /// The run the token routes to, when it is a token.
+        run_id: Option<RunId>,
+        /// The callback's step, when the run made this token.
+        step: Option<String>,
+        /// Why, in words.
+        reason: String,
+    },
     /// [`Engine::cancel`](crate::Engine::cancel) or
     /// [`Engine::resume_failed`](crate::Engine::resume_failed) of a run whose state does not
     /// allow it: cancelling a finished run, resuming a run that has not failed. Nothing was
@@ -227,6 +251,36 @@ impl fmt::Display for Error {
                  a failed run can be resumed",
                 status.as_str()
             ),
+            Error::SignalRefused {
+                workflow,
+                run_id,
+                signal,
+                reason,
+            } => match workflow {
+                Some(workflow) => write!(
+                    f,
+                    "cannot send signal `{signal}` to workflow `{workflow}` run {run_id}: {reason}"
+                ),
+                None => write!(f, "cannot send signal `{signal}` to run {run_id}: {reason}"),
+            },
+            Error::CallbackRefused {
+                workflow,
+                run_id,
+                step,
+                reason,
+            } => {
+                f.write_str("cannot complete the callback")?;
+                if let Some(workflow) = workflow {
+                    write!(f, " of workflow `{workflow}`")?;
+                }
+                if let Some(run_id) = run_id {
+                    write!(f, " run {run_id}")?;
+                }
+                if let Some(step) = step {
+                    write!(f, " step `{step}`")?;
+                }
+                write!(f, ": {reason}")
+            }
         }
     }
 }

@@ -68,6 +68,10 @@ pub enum GraphKind {
     Step,
     /// A durable sleep, and when it ends.
     Sleep(Wake),
+    /// A `wait_for`: waits for a signal of its name.
+    Wait,
+    /// A `callback`: hands a token out, then waits for its completion.
+    Callback,
 }
 
 impl Definition {
@@ -177,6 +181,14 @@ fn add(node: &Node, graph: &mut Graph, blocks: &mut Vec<String>) -> Ends {
                 exits: vec![id],
             }
         }
+        Node::Wait(wait) => point(wait.name, GraphKind::Wait, &wait.options, graph, blocks),
+        Node::Callback(callback) => point(
+            callback.name,
+            GraphKind::Callback,
+            &callback.options,
+            graph,
+            blocks,
+        ),
         Node::Seq(seq) => {
             blocks.push(format!("seq {}", seq.name));
             let ends = chain(&seq.nodes, graph, blocks);
@@ -235,6 +247,57 @@ fn add(node: &Node, graph: &mut Graph, blocks: &mut Vec<String>) -> Ends {
     }
 }
 
+/// A node drawn as one point of the graph, like a step.
+fn point(
+    name: &'static str,
+    kind: GraphKind,
+    options: &StepOptions,
+    graph: &mut Graph,
+    blocks: &[String],
+) -> Ends {
+    graph.steps.push(GraphStep {
+        name,
+        kind,
+        options: options.clone(),
+        blocks: blocks.to_vec(),
+    });
+    let id = graph.steps.len() - 1;
+    Ends {
+        entries: vec![id],
+        exits: vec![id],
+    }
+}
+
+/// A wait or a callback, in its own shape: Mermaid `{{...}}` (hexagon) and `[/.../]`
+/// (parallelogram), DOT `hexagon` and `parallelogram`.
+fn waiting(out: &mut String, pad: &str, style: Style, name: &str, label: String, callback: bool) {
+    let _ = match (style, callback) {
+        (Style::Mermaid, false) => writeln!(out, "{pad}{name}{{{{\"{label}\"}}}}"),
+        (Style::Mermaid, true) => writeln!(out, "{pad}{name}[/\"{label}\"/]"),
+        (Style::Dot, callback) => writeln!(
+            out,
+            "{pad}\"{name}\" [shape={}, label=\"{}\"];",
+            if callback { "parallelogram" } else { "hexagon" },
+            label.replace("<br/>", "\\n")
+        ),
+    };
+}
+
+/// A wait's or a callback's label: what it waits for, then its options.
+fn wait_label(what: String, options: &StepOptions) -> String {
+    let mut parts = vec![what];
+    if options.retry.max_attempts > 1 {
+        parts.push(format!("retry ×{}", options.retry.max_attempts));
+    }
+    if let Some(t) = options.timeout {
+        parts.push(format!("timeout {t:?}"));
+    }
+    if options.optional {
+        parts.push("optional".into());
+    }
+    parts.join("<br/>")
+}
+
 #[derive(Clone, Copy)]
 enum Style {
     Mermaid,
@@ -257,6 +320,15 @@ fn render(nodes: &[Node], out: &mut String, depth: usize, counter: &mut usize, s
                         label.replace("<br/>", "\\n")
                     ),
                 };
+            }
+            Node::Wait(wait) => {
+                let label = wait_label(format!("wait_for {}", wait.name), &wait.options);
+                waiting(out, &pad, style, wait.name, label, false);
+            }
+            Node::Callback(cb) => {
+                let what = format!("callback {} = {}", cb.name, cb.submit_name);
+                let label = wait_label(what, &cb.options);
+                waiting(out, &pad, style, cb.name, label, true);
             }
             Node::Sleep(sleep) => {
                 let label = format!("sleep {}<br/>{}", sleep.name, wake_label(&sleep.wake));

@@ -5,6 +5,7 @@
 //! [`Definition`] and the engine runs it.
 
 pub mod batch;
+pub mod callback;
 mod changes;
 mod clock;
 pub mod data;
@@ -27,8 +28,8 @@ mod writer;
 
 pub use data::{Data, State};
 pub use definition::{
-    DagNode, Definition, MapNode, MapOptions, Node, ParallelNode, SeqNode, StepNode, StepOptions,
-    Workflow,
+    CallbackNode, DagNode, Definition, MapNode, MapOptions, Node, ParallelNode, SeqNode, StepNode,
+    StepOptions, WaitNode, Workflow,
 };
 pub use engine::{
     Client, ClientRun, Engine, EngineBuilder, Health, RunHandle, RunInfo, RunPage, StepEvent,

@@ -38,6 +38,8 @@ pub(crate) struct Writer {
     tx: mpsc::UnboundedSender<Pending>,
     /// Set when the engine shuts down: runs start no new attempt.
     closing: Arc<AtomicBool>,
+    /// The store, for the reads a walk makes besides its journal (a wait's inbox).
+    store: Weak<dyn Store>,
 }
 
 impl Writer {
@@ -46,11 +48,17 @@ impl Writer {
     /// batch, so dropping the engine drops the store (and an SQLite file's lock) at once.
     pub(crate) fn spawn(store: Weak<dyn Store>, retry_for: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(store, rx, retry_for));
+        tokio::spawn(write_loop(store.clone(), rx, retry_for));
         Self {
             tx,
             closing: Arc::default(),
+            store,
         }
+    }
+
+    /// The store, while the engine lives.
+    pub(crate) fn store(&self) -> Option<Arc<dyn Store>> {
+        self.store.upgrade()
     }
 
     /// From now on runs start no new attempt (the engine is shutting down).

@@ -46,6 +46,9 @@ use durable::RunId;
 
 use crate::{in_runtime, TestStore};
 
+mod inbox;
+pub use inbox::*;
+
 /// Defines one `#[test]` per check of the [conformance suite](crate::conformance) in a module
 /// named `$backend`, each on a fresh store from `$fresh` (a closure returning a future of an
 /// `Arc<dyn Store>`). Attributes written before the name apply to every test.
@@ -84,6 +87,9 @@ macro_rules! store_conformance {
                 a_wake_is_conditional_and_makes_the_run_claimable,
                 a_cancel_request_is_kept_wakes_a_sleeper_and_refuses_finished_runs,
                 a_failed_run_reopens_with_one_more_entry,
+                inbox_messages_are_numbered_per_run_and_refused_for_unknown_or_finished_runs,
+                a_message_wakes_a_suspended_run,
+                a_callback_token_is_taken_once,
             }
         }
     };

@@ -471,7 +471,7 @@ fn opening_a_version_1_file_migrates_it_in_place() {
     ];
     assert_eq!(
         indexes(&path),
-        ("4".to_owned(), expected.map(String::from).to_vec())
+        ("5".to_owned(), expected.map(String::from).to_vec())
     );
     let conn = rusqlite::Connection::open(&path).unwrap();
     let unchecked: i64 = conn

@@ -61,7 +61,8 @@ impl<'a> Walk<'a> {
         None
     }
 
-    /// Records the name of a step, seq or map, reporting it if it is taken.
+    /// Records the name of a step, seq, map, `wait_for` or `callback`, reporting it if it is
+    /// taken.
     pub(super) fn define(&mut self, ident: &Ident, kind: &'static str) -> String {
         let name = ident.unraw().to_string();
         self.order.push(name.clone());
@@ -74,15 +75,27 @@ impl<'a> Walk<'a> {
                     where_is(first)
                 ),
             ),
-            Some(&(first, first_kind)) => self.cx.error(
-                ident,
-                format_args!(
-                    "`{name}` is already the name of the {first_kind} {}; steps, seqs, maps and \
-                     sleeps share one namespace, unique in the whole workflow, because the journal \
-                     and `after` refer to them by name: rename one",
-                    where_is(first)
-                ),
-            ),
+            Some(&(first, first_kind)) => {
+                let waits = [first_kind, kind]
+                    .iter()
+                    .any(|k| matches!(*k, "wait_for" | "callback"));
+                let kinds = if waits {
+                    // A wait's or a callback's name is also the state key its payload goes
+                    // under.
+                    "steps, seqs, maps, sleeps, `wait_for`s and `callback`s"
+                } else {
+                    "steps, seqs, maps and sleeps"
+                };
+                self.cx.error(
+                    ident,
+                    format_args!(
+                        "`{name}` is already the name of the {first_kind} {}; {kinds} share \
+                         one namespace, unique in the whole workflow, because the journal and \
+                         `after` refer to them by name: rename one",
+                        where_is(first)
+                    ),
+                )
+            }
             None => {
                 self.names.insert(name.clone(), (ident.span(), kind));
             }

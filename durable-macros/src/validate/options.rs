@@ -27,7 +27,13 @@ const BACKOFFS: &[(&str, Backoff)] = &[
     ("linear", Backoff::Linear),
     ("exponential", Backoff::Exponential),
 ];
-const DURATION_UNITS: &[(&str, u128)] = &[("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)];
+const DURATION_UNITS: &[(&str, u128)] = &[
+    ("ms", 1),
+    ("s", 1_000),
+    ("m", 60_000),
+    ("h", 3_600_000),
+    ("d", 86_400_000),
+];
 
 /// `retry(...)`: its options as far as they are valid. `missing` is the error to report when
 /// `max_attempts` is not given, if it is required.

@@ -55,7 +55,7 @@ pub(super) const MAX_POLL: Duration = Duration::from_millis(500);
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
 }
 
 impl Client {

@@ -30,6 +30,7 @@ mod builder;
 mod client;
 mod control;
 mod records;
+mod signals;
 mod worker;
 
 pub use builder::EngineBuilder;

@@ -127,6 +127,23 @@ pub enum StepEvent {
         /// run's record: a failure the run's own failure does not list did not fail it.
         optional: bool,
     },
+    /// A `wait_for` or `callback` item started waiting (once per attempt).
+    Waiting {
+        /// When the wait times out, in milliseconds since the Unix epoch; `None`: never.
+        deadline: Option<u64>,
+    },
+    /// A `wait_for` or `callback` item took a signal or the callback's completion.
+    Received {
+        /// The message's number in the run's inbox.
+        inbox: u64,
+        /// Its payload, which went into the state under the item's name.
+        value: Value,
+    },
+    /// A `callback` item made its token, before its submit function ran.
+    CallbackCreated {
+        /// The token, as the submit function received it.
+        token: String,
+    },
     /// A durable sleep started (`sleep NAME(...)`); it ends at `wake_at`.
     SleepStarted {
         /// When it ends, in milliseconds since the Unix epoch.
@@ -169,6 +186,12 @@ impl StepRecord {
             },
             Ok(Event::SleepStarted { wake_at }) => StepEvent::SleepStarted { wake_at },
             Ok(Event::Resumed { attempts }) => StepEvent::Resumed { attempts },
+            Ok(Event::WaitStarted { deadline }) => StepEvent::Waiting { deadline },
+            Ok(Event::Received { inbox, value }) => StepEvent::Received {
+                inbox,
+                value: output(value),
+            },
+            Ok(Event::CallbackCreated { token }) => StepEvent::CallbackCreated { token },
             // The history shows what it can of an entry it cannot read.
             Err(message) => {
                 let error = format!("its journal entry {message}");
@@ -216,6 +239,8 @@ pub(super) fn optional_steps<'a>(
 fn is_optional(nodes: &[Node], name: &str) -> bool {
     nodes.iter().any(|node| match node {
         Node::Step(step) => step.name == name && step.options.optional,
+        Node::Wait(wait) => wait.name == name && wait.options.optional,
+        Node::Callback(cb) => cb.name == name && cb.options.optional,
         other => is_optional(other.children(), name),
     })
 }

@@ -62,6 +62,16 @@ pub enum EntryKind {
     /// the step that failed; the payload is `{"attempts": n}`, how many attempts had failed:
     /// the step starts again with a fresh budget.
     Resumed,
+    /// A `wait_for` or `callback` item started waiting (one entry per attempt); the payload is
+    /// `{"deadline": <unix ms or null>}`, the absolute time the wait times out, fixed once.
+    WaitStarted,
+    /// A `wait_for` or `callback` item took a message of the run's inbox; the payload is
+    /// `{"inbox": <the message's inbox seq>, "value": <its payload>}`. The value goes into the
+    /// state under the item's name; the inbox seq marks the message as taken.
+    Received,
+    /// A `callback` item made its token, before its submit function first ran; the payload is
+    /// `{"token": "..."}`.
+    CallbackCreated,
 }
 
 impl EntryKind {
@@ -76,6 +86,9 @@ impl EntryKind {
             EntryKind::OpFailed => "op_failed",
             EntryKind::SleepStarted => "sleep_started",
             EntryKind::Resumed => "resumed",
+            EntryKind::WaitStarted => "wait_started",
+            EntryKind::Received => "received",
+            EntryKind::CallbackCreated => "callback_created",
         }
     }
 
@@ -90,6 +103,9 @@ impl EntryKind {
             "op_failed" => EntryKind::OpFailed,
             "sleep_started" => EntryKind::SleepStarted,
             "resumed" => EntryKind::Resumed,
+            "wait_started" => EntryKind::WaitStarted,
+            "received" => EntryKind::Received,
+            "callback_created" => EntryKind::CallbackCreated,
             _ => return None,
         })
     }
@@ -117,6 +133,31 @@ pub(crate) enum Event {
     /// A failed run was resumed at this step, whose `attempts` had failed: they no longer
     /// count, and the step's final failure is forgotten.
     Resumed { attempts: u32 },
+    /// A wait started; it times out at `deadline` (milliseconds since the Unix epoch).
+    WaitStarted { deadline: Option<u64> },
+    /// A wait took inbox message `inbox`, whose payload is `value` (JSON text).
+    Received { inbox: u64, value: String },
+    /// A callback's token.
+    CallbackCreated { token: String },
+}
+
+/// The payload of [`Event::WaitStarted`].
+#[derive(Serialize, Deserialize)]
+struct WaitStarted {
+    deadline: Option<u64>,
+}
+
+/// The payload of [`Event::Received`], as read back.
+#[derive(Deserialize)]
+struct Received {
+    inbox: u64,
+    value: serde_json::Value,
+}
+
+/// The payload of [`Event::CallbackCreated`].
+#[derive(Serialize, Deserialize)]
+struct CallbackCreated {
+    token: String,
 }
 
 /// The payload of [`Event::SleepStarted`].
@@ -162,6 +203,17 @@ impl Event {
                 (EntryKind::SleepStarted, text(&SleepStarted { wake_at }))
             }
             Event::Resumed { attempts } => (EntryKind::Resumed, text(&Resumed { attempts })),
+            Event::WaitStarted { deadline } => {
+                (EntryKind::WaitStarted, text(&WaitStarted { deadline }))
+            }
+            // The value is JSON text already (an inbox message's payload): spliced in as it is.
+            Event::Received { inbox, value } => (
+                EntryKind::Received,
+                format!("{{\"inbox\":{inbox},\"value\":{value}}}"),
+            ),
+            Event::CallbackCreated { token } => {
+                (EntryKind::CallbackCreated, text(&CallbackCreated { token }))
+            }
         }
     }
 
@@ -190,6 +242,19 @@ impl Event {
             EntryKind::OpCompleted => Event::OpCompleted { output: payload },
             EntryKind::OpFailed => Event::OpFailed {
                 error: parse::<Failed>(kind, &payload)?.error,
+            },
+            EntryKind::WaitStarted => Event::WaitStarted {
+                deadline: parse::<WaitStarted>(kind, &payload)?.deadline,
+            },
+            EntryKind::Received => {
+                let Received { inbox, value } = parse(kind, &payload)?;
+                Event::Received {
+                    inbox,
+                    value: value.to_string(),
+                }
+            }
+            EntryKind::CallbackCreated => Event::CallbackCreated {
+                token: parse::<CallbackCreated>(kind, &payload)?.token,
             },
             EntryKind::SleepStarted => Event::SleepStarted {
                 wake_at: parse::<SleepStarted>(kind, &payload)?.wake_at,
@@ -269,6 +334,31 @@ mod tests {
         assert_eq!(
             round_trip(op_failed, "s/fan_out#1[2]"),
             (EntryKind::OpFailed, r#"{"error":"no"}"#.to_owned())
+        );
+        assert_eq!(
+            round_trip(Event::WaitStarted { deadline: Some(7) }, "approved"),
+            (EntryKind::WaitStarted, r#"{"deadline":7}"#.to_owned())
+        );
+        assert_eq!(
+            round_trip(Event::WaitStarted { deadline: None }, "approved"),
+            (EntryKind::WaitStarted, r#"{"deadline":null}"#.to_owned())
+        );
+        assert_eq!(
+            round_trip(
+                Event::Received {
+                    inbox: 3,
+                    value: r#"{"by":"ann"}"#.into()
+                },
+                "approved"
+            ),
+            (
+                EntryKind::Received,
+                r#"{"inbox":3,"value":{"by":"ann"}}"#.to_owned()
+            )
+        );
+        assert_eq!(
+            round_trip(Event::CallbackCreated { token: "t".into() }, "paid"),
+            (EntryKind::CallbackCreated, r#"{"token":"t"}"#.to_owned())
         );
         let sleep = Event::SleepStarted {
             wake_at: 1_700_000_000_000,

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::{
-    ClaimableWatch, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store,
-    StoreError, Write,
+    inbox_kinds, ClaimableWatch, Finish, InboxMessage, JournalEntry, Rejected, RunFilter,
+    RunRecord, RunStatus, Store, StoreError, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -48,6 +48,8 @@ struct Stored {
     record: RunRecord,
     lease_expires_at: u64,
     journal: Vec<JournalEntry>,
+    /// Signals and callback completions, in delivery order (see [`Store::deliver`]).
+    inbox: Vec<InboxMessage>,
 }
 
 impl MemoryStore {
@@ -94,6 +96,7 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                     },
                     lease_expires_at: new.lease_expires_at,
                     journal: Vec::new(),
+                    inbox: Vec::new(),
                 },
             );
             Ok(())
@@ -379,6 +382,63 @@ impl Store for MemoryStore {
             inner.claimable += 1;
         }
         Box::pin(std::future::ready(Ok(outcome)))
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        run: &'a RunId,
+        kind: &'a str,
+        name: &'a str,
+        payload: &'a str,
+    ) -> BoxFuture<'a, Result<Result<u64, Rejected>, StoreError>> {
+        let now = now_millis();
+        let mut inner = self.lock();
+        let appended = match inner.runs.get_mut(run) {
+            None => Err(Rejected::UnknownRun),
+            Some(stored) if stored.record.status.is_finished() => Err(Rejected::Finished),
+            Some(stored) => {
+                let used = (kind == inbox_kinds::CALLBACK)
+                    .then(|| {
+                        stored
+                            .inbox
+                            .iter()
+                            .find(|m| m.kind == kind && m.name == name)
+                    })
+                    .flatten();
+                match used {
+                    Some(first) => Err(Rejected::DuplicateEntry { seq: first.seq }),
+                    None => {
+                        let seq = stored.inbox.last().map_or(0, |m| m.seq) + 1;
+                        stored.inbox.push(InboxMessage {
+                            seq,
+                            kind: kind.to_owned(),
+                            name: name.to_owned(),
+                            payload: payload.to_owned(),
+                            at: now,
+                        });
+                        Ok(seq)
+                    }
+                }
+            }
+        };
+        // A suspended run wakes in the same step (the lock is held throughout).
+        let outcome = appended.inspect(|_| {
+            wake(&mut inner, run);
+        });
+        Box::pin(std::future::ready(Ok(outcome)))
+    }
+
+    fn load_inbox<'a>(
+        &'a self,
+        run: &'a RunId,
+    ) -> BoxFuture<'a, Result<Vec<InboxMessage>, StoreError>> {
+        let inbox = self
+            .lock()
+            .runs
+            .get(run)
+            .map(|s| s.inbox.clone())
+            .unwrap_or_default();
+        Box::pin(std::future::ready(Ok(inbox)))
     }
 
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {

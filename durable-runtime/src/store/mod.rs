@@ -14,12 +14,14 @@ use crate::step::BoxFuture;
 use crate::RunId;
 
 mod event;
+mod inbox;
 pub mod memory;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub use event::EntryKind;
 pub(crate) use event::Event;
+pub use inbox::{kinds as inbox_kinds, InboxMessage};
 
 /// The state of a run as the store knows it.
 ///
@@ -727,4 +729,36 @@ pub trait Store: Send + Sync + 'static {
     /// [`Engine::shutdown_gracefully`](crate::Engine::shutdown_gracefully). The default does
     /// nothing.
     fn close(&self) {}
+
+    /// Appends a message to `run`'s inbox (see [`InboxMessage`]), in one transaction: refuses
+    /// an unknown run ([`Rejected::UnknownRun`]) or a finished one ([`Rejected::Finished`]),
+    /// and a second [callback](inbox_kinds::CALLBACK) message with the same `name` (token) for
+    /// the run ([`Rejected::DuplicateEntry`] naming the first one's sequence number); appends
+    /// the message with the run's next inbox sequence number (from 1), which it returns; and
+    /// if the run is [suspended](RunStatus::Suspended), wakes it: it becomes running with no
+    /// owner, claimable at once (and the [watch](Store::watch_claimable) says so). A refused
+    /// message leaves nothing behind. Called from any process (a
+    /// [`Client`](crate::engine::Client) beside the engine), so it must work without the
+    /// engine's lease. The default refuses: the store has no inbox.
+    fn deliver<'a>(
+        &'a self,
+        run: &'a RunId,
+        kind: &'a str,
+        name: &'a str,
+        payload: &'a str,
+    ) -> BoxFuture<'a, Result<Result<u64, Rejected>, StoreError>> {
+        let _ = (run, kind, name, payload);
+        Box::pin(std::future::ready(Err(StoreError::other(
+            "this store has no inbox: it cannot take signals or callback completions",
+        ))))
+    }
+
+    /// `run`'s inbox, in sequence order (empty for an unknown run). The default: empty.
+    fn load_inbox<'a>(
+        &'a self,
+        run: &'a RunId,
+    ) -> BoxFuture<'a, Result<Vec<InboxMessage>, StoreError>> {
+        let _ = run;
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
 }

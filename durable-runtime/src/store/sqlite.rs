@@ -20,10 +20,12 @@
 //!
 //! A [`Client`](crate::engine::Client) in another process (a CLI, a dashboard) opens the file
 //! beside the engine with [`SqliteStore::open_client`]: without the exclusive lock, under
-//! SQLite's own locking (WAL lets it read beside the engine's writer). It reads runs and
-//! starts them by inserting a run row with no owner, which the engine's worker notices
-//! within tens of milliseconds ([`Store::watch_claimable`], from `PRAGMA data_version`) and
-//! claims; only the engine drives runs. The shortcut above stays true: a client holds no
+//! SQLite's own locking (WAL lets it read beside the engine's writer). It reads runs,
+//! starts them by inserting a run row with no owner, and sends signals and completes
+//! callbacks by appending to a run's inbox ([`Store::deliver`], which also sets a suspended
+//! run running with no owner); the engine's worker notices either within tens of
+//! milliseconds ([`Store::watch_claimable`], from `PRAGMA data_version`) and claims the run;
+//! only the engine drives runs. The shortcut above stays true: a client holds no
 //! lease, so every lease in the file is the engine's own or a dead process's.
 //!
 //! Beside the file the store keeps a marker, `<file>.durable-marker`, written when the store
@@ -42,8 +44,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::{
-    check_sequence, ClaimableWatch, Finish, JournalEntry, Rejected, RunFilter, RunRecord,
-    RunStatus, Store, StoreError, StoreErrorKind, Write,
+    check_sequence, inbox_kinds, ClaimableWatch, Finish, InboxMessage, JournalEntry, Rejected,
+    RunFilter, RunRecord, RunStatus, Store, StoreError, StoreErrorKind, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -51,7 +53,7 @@ use crate::RunId;
 
 /// The schema version this code writes and reads. A file of an older version is migrated in
 /// place when opened (see [`migrate`]).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -209,8 +211,8 @@ impl SqliteStore {
     /// works while an engine holds the file, and under SQLite's own locking (each write waits
     /// up to 5s for the engine's). The file must be a store already, of this version's schema
     /// (the engine creates and migrates it). No engine can be built on the returned store
-    /// ([`Error::StoreInUse`](crate::Error::StoreInUse)): a client only reads runs and starts
-    /// them, for the engine to claim.
+    /// ([`Error::StoreInUse`](crate::Error::StoreInUse)): a client only reads runs, starts
+    /// them and delivers signals and callback completions, for the engine to claim.
     ///
     /// ```
     /// use durable::store::sqlite::SqliteStore;
@@ -591,6 +593,9 @@ fn migrate(conn: &Connection, from: i64) -> Result<(), StoreError> {
     if from < 4 {
         migrate_to_4_suspension(conn)?;
     }
+    if from < 5 {
+        migrate_to_5_inbox(conn)?;
+    }
     Ok(())
 }
 
@@ -649,6 +654,30 @@ fn migrate_to_4_suspension(conn: &Connection) -> Result<(), StoreError> {
     .map_err(|e| db_error(e).context("cannot migrate the file to schema version 4"))
 }
 // ---- end of migration 3 -> 4 ----------------------------------------------------------------
+
+// ---- Migration 4 -> 5: the inbox ------------------------------------------------------------
+/// Version 5 adds each run's inbox (signals, callback completions; see [`Store::deliver`]),
+/// numbered per run, with a unique index that lets a callback token be used once.
+fn migrate_to_5_inbox(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "BEGIN;
+         CREATE TABLE durable_inbox (
+             run_id TEXT NOT NULL,
+             seq INTEGER NOT NULL,
+             kind TEXT NOT NULL,
+             name TEXT NOT NULL,
+             payload TEXT NOT NULL,
+             at INTEGER NOT NULL,
+             PRIMARY KEY (run_id, seq)
+         ) WITHOUT ROWID;
+         CREATE UNIQUE INDEX durable_inbox_callbacks ON durable_inbox (run_id, name)
+             WHERE kind = 'callback';
+         UPDATE durable_meta SET value = '5' WHERE key = 'schema';
+         COMMIT;",
+    )
+    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 5"))
+}
+// ---- end of migration 4 -> 5 ----------------------------------------------------------------
 
 /// The query of `list_runs` for a filter: one per combination of the filters set, each
 /// served by an index in listing order (no scan of every run, no sort). Parameters: the
@@ -1265,6 +1294,89 @@ impl Store for SqliteStore {
                 runs.push(run_from_row(row)?);
             }
             Ok(runs)
+        })
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        run: &'a RunId,
+        kind: &'a str,
+        name: &'a str,
+        payload: &'a str,
+    ) -> BoxFuture<'a, Result<Result<u64, Rejected>, StoreError>> {
+        let (run, kind, name, payload) = (
+            run.clone(),
+            kind.to_owned(),
+            name.to_owned(),
+            payload.to_owned(),
+        );
+        // Often from a client in another process: an immediate transaction takes the write
+        // lock up front, so the checks and the append see one state.
+        self.blocking(true, move |conn| {
+            let now = now_millis() as i64;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let status: Option<String> = tx
+                .prepare_cached("SELECT status FROM durable_runs WHERE id = ?1")?
+                .query_row([run.as_str()], |r| r.get(0))
+                .optional()?;
+            let Some(status) = status else {
+                return Ok(Err(Rejected::UnknownRun));
+            };
+            if RunStatus::parse(&status).is_none_or(RunStatus::is_finished) {
+                return Ok(Err(Rejected::Finished));
+            }
+            if kind == inbox_kinds::CALLBACK {
+                let first: Option<i64> = tx
+                    .prepare_cached(
+                        "SELECT seq FROM durable_inbox WHERE run_id = ?1 AND name = ?2 \
+                         AND kind = 'callback'",
+                    )?
+                    .query_row([run.as_str(), name.as_str()], |r| r.get(0))
+                    .optional()?;
+                if let Some(seq) = first {
+                    return Ok(Err(Rejected::DuplicateEntry { seq: seq as u64 }));
+                }
+            }
+            let seq: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO durable_inbox (run_id, seq, kind, name, payload, at) \
+                     SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM durable_inbox \
+                     WHERE run_id = ?1 RETURNING seq",
+                )?
+                .query_row(params![run.as_str(), kind, name, payload, now], |r| {
+                    r.get(0)
+                })?;
+            // A suspended run wakes: running, nobody's, claimable at once.
+            tx.prepare_cached(
+                "UPDATE durable_runs SET status = 'running', owner = NULL, lease_expires_at = 0, \
+                 wake_at = NULL, updated_at = ?2 WHERE id = ?1 AND status = 'suspended'",
+            )?
+            .execute(params![run.as_str(), now])?;
+            tx.commit()?;
+            Ok(Ok(seq as u64))
+        })
+    }
+
+    fn load_inbox<'a>(
+        &'a self,
+        run: &'a RunId,
+    ) -> BoxFuture<'a, Result<Vec<InboxMessage>, StoreError>> {
+        let run = run.clone();
+        self.blocking(false, move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, kind, name, payload, at FROM durable_inbox WHERE run_id = ?1 \
+                 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([run.as_str()], |r| {
+                Ok(InboxMessage {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    kind: r.get(1)?,
+                    name: r.get(2)?,
+                    payload: r.get(3)?,
+                    at: r.get::<_, i64>(4)? as u64,
+                })
+            })?;
+            rows.collect()
         })
     }
 

@@ -45,6 +45,7 @@ mod parallel;
 mod seq;
 mod sleep;
 mod step;
+mod wait;
 #[cfg(test)]
 mod walk_ends;
 mod written;
@@ -105,6 +106,12 @@ struct StepHistory {
     unreadable: Option<String>,
     /// A sleep's journaled wake time and the sequence number of that entry.
     sleep: Option<(u64, u64)>,
+    /// A wait's last start: its attempt and deadline (`wait_for`, `callback`).
+    waiting: Option<(u32, Option<u64>)>,
+    /// The inbox message a wait took: its entry's seq, the message's inbox seq, its payload.
+    received: Option<(u64, u64, String)>,
+    /// A callback's token.
+    token: Option<String>,
 }
 
 /// A step's (or a map block's) journaled completion.
@@ -132,6 +139,13 @@ pub(crate) struct RunTask {
     /// The run's last top-level node when it is a step: its completion is journaled in one
     /// commit with the run's end, saving a commit per run.
     final_step: Option<&'static str>,
+    /// The inbox messages waits took (journaled, or being journaled by this process), so that
+    /// no two waits take one message.
+    taken: Mutex<std::collections::HashSet<u64>>,
+    /// The highest inbox seq a wait has seen, plus one (0: no wait looked at the inbox): a
+    /// message after it, delivered while the run was suspending, wakes the run again (see
+    /// `wait::wake_if_delivered_meanwhile`).
+    inbox_seen: std::sync::atomic::AtomicU64,
 }
 
 /// The position of a node in the definition tree: an index per level.
@@ -148,6 +162,7 @@ impl RunTask {
     ) -> Self {
         let mut history: HashMap<String, StepHistory> = HashMap::new();
         let mut ops = HashMap::new();
+        let mut taken = std::collections::HashSet::new();
         let mut last_seq = 0;
         for entry in entries {
             let JournalEntry {
@@ -196,6 +211,16 @@ impl RunTask {
                 }
                 // For the history only: a failed operation runs again when its step retries.
                 Event::OpFailed { .. } => {}
+                Event::WaitStarted { deadline } => {
+                    history.entry(step).or_default().waiting = Some((attempt, deadline));
+                }
+                Event::Received { inbox, value } => {
+                    taken.insert(inbox);
+                    history.entry(step).or_default().received = Some((seq, inbox, value));
+                }
+                Event::CallbackCreated { token } => {
+                    history.entry(step).or_default().token = Some(token);
+                }
                 Event::SleepStarted { wake_at } => {
                     history.entry(step).or_default().sleep = Some((wake_at, seq));
                 }
@@ -225,6 +250,8 @@ impl RunTask {
             }),
             history,
             ops: Mutex::new(ops),
+            taken: Mutex::new(taken),
+            inbox_seen: Default::default(),
         }
     }
 
@@ -301,7 +328,10 @@ impl RunTask {
                     .append(Vec::new(), Some(Finish::Suspended { wake_at: until }))
                     .await
                 {
-                    Ok(_) => Walked::Suspended { until, reason },
+                    Ok(_) => {
+                        self.wake_if_delivered_meanwhile().await;
+                        Walked::Suspended { until, reason }
+                    }
                     Err(Abort::Engine(error)) => Walked::Ended(Err(error)),
                     Err(_) => unreachable!("appending only fails for the engine"),
                 };
@@ -353,6 +383,8 @@ impl RunTask {
                 Node::Dag(dag) => self.exec_dag(&address, dag, state, scope).await,
                 Node::Map(map) => self.exec_map(&address, map, state, scope).await,
                 Node::Sleep(sleep) => self.exec_sleep(sleep, state, &scope).await,
+                Node::Wait(wait) => self.exec_wait(wait, state, &scope).await,
+                Node::Callback(callback) => self.exec_callback(callback, state, &scope).await,
             }
         })
     }

@@ -8,10 +8,10 @@ use serde_json::Value;
 
 use crate::changes;
 use crate::clock::now_millis;
-use crate::definition::StepNode;
+use crate::definition::{StepNode, StepOptions};
 use crate::error::{Error, RunFailure, StepFailure};
 use crate::panic::CatchUnwind;
-use crate::step::{BoxFuture, OpJournal, StepContext, StepError};
+use crate::step::{BoxFuture, ErasedStep, OpJournal, StepContext, StepError};
 use crate::store::{Event, Finish, JournalEntry};
 
 use super::{describe, path_in, Abort, Done, RunTask};
@@ -24,8 +24,20 @@ impl RunTask {
         scope: &str,
     ) -> Result<Done, Abort> {
         let path: Arc<str> = path_in(scope, step.name).into();
+        self.exec_step_at(path, &step.func, &step.options, input)
+            .await
+    }
+
+    /// A step at journal path `path` (a step's, or a callback's submit function's).
+    pub(super) async fn exec_step_at(
+        self: &Arc<Self>,
+        path: Arc<str>,
+        func: &ErasedStep,
+        options: &StepOptions,
+        input: Value,
+    ) -> Result<Done, Abort> {
         let name = &*path;
-        let optional = step.options.optional;
+        let optional = options.optional;
         let history = self.history.get(name);
         if let Some(h) = history {
             if let Some(done) = &h.completed {
@@ -44,7 +56,7 @@ impl RunTask {
                 return skip_or_fail(optional, failure, input, 0);
             }
         }
-        let policy = &step.options.retry;
+        let policy = &options.retry;
         let mut attempt = history.map_or(0, |h| h.failed_attempts) + 1;
         if let Some(due) = history.and_then(|h| h.retry_at) {
             // The backoff survives a restart: wait only what is left of it.
@@ -71,19 +83,21 @@ impl RunTask {
                 attempt,
                 Some(Arc::clone(&ops)),
             );
-            let result = run_attempt(step, ctx, state).await.and_then(|output| {
-                let event = match changes::encode(&input, &output) {
-                    Some(changes) => changes.map(|changes| Event::StepChanged { changes }),
-                    None => crate::encode::to_text(&output)
-                        .map(|output| Event::StepCompleted { output }),
-                };
-                // Never journal what cannot be read back: the step fails instead (for good:
-                // the same input gives the same output again).
-                let event = event.map_err(|e| {
-                    StepError::terminal(format!("the step's output cannot be journaled: {e}"))
-                })?;
-                Ok((output, event))
-            });
+            let result = run_attempt(func, options.timeout, ctx, state)
+                .await
+                .and_then(|output| {
+                    let event = match changes::encode(&input, &output) {
+                        Some(changes) => changes.map(|changes| Event::StepChanged { changes }),
+                        None => crate::encode::to_text(&output)
+                            .map(|output| Event::StepCompleted { output }),
+                    };
+                    // Never journal what cannot be read back: the step fails instead (for good:
+                    // the same input gives the same output again).
+                    let event = event.map_err(|e| {
+                        StepError::terminal(format!("the step's output cannot be journaled: {e}"))
+                    })?;
+                    Ok((output, event))
+                });
             match result {
                 Ok((output, event)) => {
                     drop(input);
@@ -188,9 +202,14 @@ impl OpJournal for Ops {
 }
 
 /// Runs one attempt of a step: panics and timeouts become failed attempts.
-async fn run_attempt(step: &StepNode, ctx: StepContext, state: Value) -> Result<Value, StepError> {
-    let attempt = CatchUnwind((step.func)(ctx, state));
-    let result = match step.options.timeout {
+async fn run_attempt(
+    func: &ErasedStep,
+    timeout: Option<Duration>,
+    ctx: StepContext,
+    state: Value,
+) -> Result<Value, StepError> {
+    let attempt = CatchUnwind(func(ctx, state));
+    let result = match timeout {
         // Dropping the attempt's future on timeout cancels it.
         Some(limit) => {
             let started = tokio::time::Instant::now();
@@ -220,7 +239,7 @@ async fn run_attempt(step: &StepNode, ctx: StepContext, state: Value) -> Result<
 
 /// A step's final failure: the run fails, unless the step is optional, when the workflow goes
 /// on with the step's input.
-fn skip_or_fail(
+pub(super) fn skip_or_fail(
     optional: bool,
     failure: StepFailure,
     input: Value,

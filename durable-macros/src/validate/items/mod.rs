@@ -19,12 +19,14 @@ use crate::ast::{self, Options};
 use crate::model;
 use crate::suggest;
 
+mod callback;
 mod dag;
 mod map;
 mod parallel;
 mod seq;
 mod sleep;
 mod step;
+mod wait_for;
 
 use step::STEP_OPTIONS;
 
@@ -37,7 +39,8 @@ pub(super) struct Node<'a> {
     /// The name a dag's `after` refers to it by (unraw); `None` for a `dag` or an unnamed
     /// `parallel` block.
     pub(super) name: Option<String>,
-    /// What it is, in messages: `step`, `parallel`, `dag`, `seq`, `map` or `sleep`.
+    /// What it is, in messages: `step`, `parallel`, `dag`, `seq`, `map`, `sleep`, `wait_for`
+    /// or `callback`.
     pub(super) kind: &'static str,
 }
 
@@ -52,6 +55,8 @@ impl<'a> Walk<'a> {
             ast::Item::Seq(seq) => self.seq(seq, parent),
             ast::Item::Map(map) => self.map(map, parent),
             ast::Item::Sleep(sleep) => self.sleep(sleep, parent),
+            ast::Item::WaitFor(wait) => self.wait_for(wait, parent),
+            ast::Item::Callback(callback) => self.callback(callback, parent),
             ast::Item::Error(error) => {
                 self.cx.push(error.clone());
                 return None;
