@@ -1,44 +1,6 @@
-//! Durable workflows as a Rust macro.
-//!
-//! Write a workflow as a `workflow!` block; every finished step is journaled, so a process
-//! that crashes or is killed resumes where it stopped and never runs a finished step again.
-//! See the README for the tour.
-//!
-//! ```
-//! use durable::store::memory::MemoryStore; // or store::sqlite::SqliteStore::open("app.db")?
-//! use durable::{workflow, Data, Engine, StepError};
-//!
-//! async fn create_user(data: Data) -> Result<Data, StepError> {
-//!     Ok(data.assign("user_id", 42))
-//! }
-//! async fn send_welcome_email(data: Data) -> Result<Data, StepError> {
-//!     Ok(data.assign("email_sent", true))
-//! }
-//! async fn provision_workspace(data: Data) -> Result<Data, StepError> {
-//!     Ok(data.assign("workspace", "ws-42"))
-//! }
-//! async fn complete(data: Data) -> Result<Data, StepError> {
-//!     Ok(data.assign("onboarded", true))
-//! }
-//!
-//! workflow! {
-//!     pub onboard_user {
-//!         step create_user;
-//!         parallel(merge = deep_merge, on_error = fail_fast) {
-//!             step send_welcome_email(retry(max_attempts = 3, backoff = exponential));
-//!             step provision_workspace;
-//!         }
-//!         step complete;
-//!     }
-//! }
-//!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
-//! let engine = Engine::builder(MemoryStore::new()).register(onboard_user).build().await?;
-//! let output = engine.run(onboard_user, Data::new()).await?;
-//! assert_eq!(output.get::<bool>("onboarded"), Some(true));
-//! assert_eq!(output.get::<bool>("email_sent"), Some(true));
-//! # Ok(()) }
-//! ```
+// The crate's documentation is the README: the one copy of the tour and the DSL reference,
+// whose Rust code blocks are compiled (and run, unless `no_run`) as this crate's doc tests.
+#![doc = include_str!("../../README.md")]
 
 pub use durable_macros::workflow;
 /// The step graph of a definition (its kinds of nodes: [`graph::GraphKind`]).

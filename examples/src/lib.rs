@@ -152,9 +152,3 @@ pub fn exit(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
         }
     }
 }
-
-/// The README's Rust code blocks, compiled (and run, unless `no_run`) as doc tests, so they
-/// stay true to the API.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
