@@ -15,13 +15,14 @@ pub mod kw {
     syn::custom_keyword!(dag);
     syn::custom_keyword!(seq);
     syn::custom_keyword!(map);
+    syn::custom_keyword!(sleep);
     syn::custom_keyword!(wait_for);
     syn::custom_keyword!(callback);
 }
 
 /// The item keywords a workflow body accepts, for "did you mean" suggestions.
 pub const ITEM_KEYWORDS: &[&str] = &[
-    "step", "parallel", "dag", "seq", "map", "wait_for", "callback",
+    "step", "parallel", "dag", "seq", "map", "sleep", "wait_for", "callback",
 ];
 
 /// `#[doc] vis name(options) { items }`: one whole `workflow!` invocation.
@@ -60,6 +61,8 @@ pub enum Item {
     Seq(Seq),
     /// `map name(options) { items }`
     Map(Map),
+    /// `sleep name(for = 10m);` or `sleep name(until = field);`
+    Sleep(Sleep),
     /// `wait_for name(options);`
     WaitFor(WaitFor),
     /// `callback name = path(options);`
@@ -130,6 +133,20 @@ pub struct Map {
     pub options: Option<Options>,
     /// The nodes each element runs, in order.
     pub body: Block,
+}
+
+/// `sleep name(options);`
+pub struct Sleep {
+    /// The `sleep` keyword.
+    #[allow(dead_code)] // Kept so that the tree is complete; no diagnostic needs it yet.
+    pub keyword: kw::sleep,
+    /// The sleep's name, under which the journal records its wake time.
+    pub name: Ident,
+    /// `(for = 10m)` or `(until = field)`, and `after = [...]` in a dag (one of `for` and
+    /// `until` is required, which `validate` checks).
+    pub options: Option<Options>,
+    /// The closing `;`, missing being a validation error as for a step.
+    pub semi: Option<Token![;]>,
 }
 
 /// `wait_for name(options);`

@@ -10,7 +10,7 @@ use syn::spanned::Spanned;
 
 use crate::model::{
     Backoff, Callback, Dag, Item, Map, MapOptions, Merge, OnError, Over, Parallel, Retry, Seq,
-    Step, Wait, Workflow,
+    Sleep, Step, Wait, Wake, Workflow,
 };
 
 /// The struct, its `Workflow` impl and, when `checked` failed, the errors.
@@ -94,11 +94,11 @@ fn collect_funcs<'a>(items: &'a [Item], funcs: &mut Vec<&'a syn::ExprPath>) {
     for item in items {
         match item {
             Item::Step(step) => funcs.push(&step.func),
-            Item::Callback(callback) => funcs.push(&callback.func),
-            Item::Wait(_) => {}
             Item::Parallel(block) => collect_funcs(&block.branches, funcs),
             Item::Seq(seq) => collect_funcs(&seq.items, funcs),
             Item::Map(map) => collect_funcs(&map.items, funcs),
+            Item::Sleep(_) | Item::Wait(_) => {}
+            Item::Callback(callback) => funcs.push(&callback.func),
             Item::Dag(dag) => {
                 for (node, _) in &dag.nodes {
                     collect_funcs(std::slice::from_ref(node), funcs);
@@ -142,8 +142,23 @@ fn node(item: &Item, state: StateType) -> TokenStream {
         Item::Seq(seq) => seq_node(seq, state),
         Item::Dag(dag) => dag_node(dag, state),
         Item::Map(map) => map_node(map),
+        Item::Sleep(sleep) => sleep_node(sleep),
         Item::Wait(wait) => wait_node(wait),
         Item::Callback(callback) => callback_node(callback, state),
+    }
+}
+
+fn sleep_node(sleep: &Sleep) -> TokenStream {
+    let name = &sleep.name;
+    match &sleep.wake {
+        Wake::ForMs(ms) => {
+            let duration = millis(*ms);
+            quote!(::durable::__private::Node::sleep_for(#name, #duration))
+        }
+        Wake::Until(field) => {
+            let field = field.unraw().to_string();
+            quote!(::durable::__private::Node::sleep_until(#name, #field))
+        }
     }
 }
 

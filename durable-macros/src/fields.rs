@@ -12,7 +12,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::Type;
 
-use crate::model::{self, Item, Merge, Workflow};
+use crate::model::{self, Item, Merge, Wake, Workflow};
 
 /// The checking functions for `workflow`; empty when no typed state receives a field.
 pub fn checks(workflow: &Workflow) -> TokenStream {
@@ -97,6 +97,15 @@ fn walk<'a>(
             Item::Dag(dag) => {
                 for (node, _) in &dag.nodes {
                     walk(std::slice::from_ref(node), state, true, out);
+                }
+            }
+            Item::Sleep(sleep) => {
+                // The field a sleep reads its time from must be in a typed state.
+                if let (Some(ty), Wake::Until(ident)) = (typed(state), &sleep.wake) {
+                    let body = quote_spanned! {ident.span()=>
+                        let _ = &state.#ident;
+                    };
+                    out.push(Check { ty, body });
                 }
             }
             Item::Map(map) => {

@@ -62,6 +62,8 @@ use syn::parse_macro_input;
 ///         }
 ///         wait_for approved(timeout = 1d, retry(max_attempts = 2), optional);
 ///         callback paid = billing::request_payment(timeout = 1h, retry(max_attempts = 3));
+///         sleep cool_off(for = 10m);
+///         sleep until_renewal(until = renews_at);
 ///         step finish = billing::finish;
 ///     }
 /// }
@@ -83,7 +85,7 @@ use syn::parse_macro_input;
 /// function `name`, or the function at the path, which must be `async fn(S) -> Result<S, E>`
 /// or `async fn(StepContext, S) -> Result<S, E>` with `S` the workflow's state and
 /// `E: Into<StepError>`. The name identifies the step in the journal, so names are unique in
-/// the whole workflow, nested blocks included; steps, seqs and maps share this one
+/// the whole workflow, nested blocks included; steps, seqs, maps and sleeps share this one
 /// namespace. Inside a `map`, `S` is the map's item type instead (below).
 ///
 /// **Step options**, in any order, each at most once:
@@ -184,6 +186,20 @@ use syn::parse_macro_input;
 ///   all the elements have failed, a number from 0 to 100;
 /// - `after = [...]`, inside a dag: a map has a name, so a dag's `after` can name it too.
 ///
+/// **A sleep** is `sleep name(for = DURATION);` or `sleep name(until = field);`: a durable
+/// timer. The first time the run reaches it, the absolute time it ends is computed once and
+/// journaled under `name`; the run then suspends (it holds no task, no thread and no memory
+/// beyond its row in the store) and goes on with its state unchanged once that time has
+/// passed: an engine's worker claims it on time, and an engine started after the time passed
+/// claims it at once. `for` is a duration as for `timeout` (`500ms`, `30s`, `10m`, `1h`);
+/// `until` names a field of the state holding the time to wake at, either Unix milliseconds
+/// (an integer) or an RFC 3339 date and time (a string such as `"2030-01-31T09:00:00Z"` or
+/// `"2030-01-31T10:00:00.5+01:00"`); a time already past ends the sleep at once, and a
+/// missing or malformed field fails the run, naming the sleep. With a typed state, the field
+/// must exist (checked at compile time). Exactly one of `for` and `until` is given; the only
+/// other option is `after`, inside a dag. A sleep inside a `parallel`, `dag` or `map` lets
+/// the other branches finish first; the run then suspends until its earliest wake time.
+///
 /// Blocks nest freely: a `parallel` inside a `dag` inside a `parallel`, a `dag` inside a
 /// `seq`, a `map` inside a `map`, and so on.
 ///
@@ -201,8 +217,9 @@ use syn::parse_macro_input;
 /// # Errors
 ///
 /// Mistakes are reported at the offending token, all at once: duplicate step, seq, map,
-/// `wait_for` or `callback` names, `wait_for` with `= function`, a callback's options before
-/// its `=`, unknown items, options and values (with a "did you mean"), empty blocks,
+/// sleep, `wait_for` or `callback` names, a sleep with neither or both of `for` and `until`,
+/// `wait_for` with `= function`, a callback's options before its `=`, unknown items, options
+/// and values (with a "did you mean"), empty blocks,
 /// `max_attempts = 0`, malformed durations, a zero `timeout`, a missing `;`, a map without
 /// `over`, an empty `over = []` or one holding something other than the literals above (each
 /// such element reported), `over = [...]` without `item`, `max_concurrency = 0`,

@@ -34,10 +34,28 @@ pub enum Item {
     Dag(Dag),
     /// A map block.
     Map(Map),
+    /// A durable sleep.
+    Sleep(Sleep),
     /// A `wait_for`.
     Wait(Wait),
     /// A `callback`.
     Callback(Callback),
+}
+
+/// A checked `sleep name(for = ...)` or `sleep name(until = field)`.
+pub struct Sleep {
+    /// The sleep's name (unraw).
+    pub name: String,
+    /// How long, or until when.
+    pub wake: Wake,
+}
+
+/// When a sleep ends.
+pub enum Wake {
+    /// `for = 10m`, in milliseconds.
+    ForMs(u64),
+    /// `until = field`: the field as written (with its span, for the typed-state check).
+    Until(Ident),
 }
 
 /// A checked `wait_for name(...)`.

@@ -12,8 +12,8 @@ use syn::parse::{Parse, ParseStream};
 use syn::{braced, parenthesized, token, Attribute, Error, ExprPath, Ident, Result, Token, Type};
 
 use crate::ast::{
-    kw, Block, Callback, Dag, Item, Map, Opt, OptValue, Options, Parallel, Seq, Step, WaitFor,
-    Workflow, ITEM_KEYWORDS,
+    kw, Block, Callback, Dag, Item, Map, Opt, OptValue, Options, Parallel, Seq, Sleep, Step,
+    WaitFor, Workflow, ITEM_KEYWORDS,
 };
 use crate::suggest;
 
@@ -102,14 +102,16 @@ impl Parse for Item {
             input.parse().map(Item::Seq)
         } else if input.peek(kw::map) {
             input.parse().map(Item::Map)
+        } else if input.peek(kw::sleep) {
+            input.parse().map(Item::Sleep)
         } else if input.peek(kw::wait_for) {
             input.parse().map(Item::WaitFor)
         } else if input.peek(kw::callback) {
             input.parse().map(Item::Callback)
         } else if input.peek(Token![;]) {
             Err(input.error(
-                "unexpected `;`: only a `step`, `wait_for` or `callback` ends with `;`, remove \
-                 this one",
+                "unexpected `;`: only a `step`, `sleep`, `wait_for` or `callback` ends with `;`, \
+                 remove this one",
             ))
         } else if input.peek(Ident::peek_any) {
             let word = input.call(Ident::parse_any)?;
@@ -151,6 +153,25 @@ impl Parse for Step {
             name,
             options,
             func,
+            semi,
+        })
+    }
+}
+
+impl Parse for Sleep {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let keyword = input.parse()?;
+        let name = input.parse().map_err(|_| {
+            input.error(
+                "expected the sleep's name after `sleep`, as in `sleep cool_off(for = 10m);`",
+            )
+        })?;
+        let options = parse_options(input)?;
+        let semi = input.parse()?;
+        Ok(Sleep {
+            keyword,
+            name,
+            options,
             semi,
         })
     }

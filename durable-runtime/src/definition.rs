@@ -122,6 +122,8 @@ pub enum Node {
     Dag(DagNode),
     /// The same nodes run for every element of an array in the state.
     Map(MapNode),
+    /// A durable sleep: the run suspends until a time, holding no task meanwhile.
+    Sleep(SleepNode),
     /// `wait_for NAME(timeout = ...)`: waits for a signal named `NAME`; its payload goes into
     /// the state under `NAME`.
     Wait(WaitNode),
@@ -157,6 +159,44 @@ pub struct CallbackNode {
     pub submit: crate::callback::ErasedSubmit,
     /// `retry` (of `submit`), `timeout` (of the wait) and `optional`.
     pub options: StepOptions,
+}
+
+/// A durable sleep (`sleep NAME(for = 10m);` or `sleep NAME(until = FIELD);`): the run
+/// journals the absolute time it wakes (computed once), suspends, and goes on with its state
+/// unchanged once that time has passed, in this process or the next one.
+///
+/// ```
+/// use durable::{workflow, Data, StepError, Workflow};
+/// use durable::definition::{Node, Wake};
+/// use std::time::Duration;
+///
+/// async fn remind(d: Data) -> Result<Data, StepError> { Ok(d) }
+///
+/// workflow! { nudge { sleep wait_a_day(for = 24h); step remind; } }
+///
+/// let def = nudge.definition();
+/// let Node::Sleep(sleep) = &def.nodes()[0] else { unreachable!() };
+/// assert_eq!(sleep.wake, Wake::For(Duration::from_secs(86_400)));
+/// assert!(def.to_mermaid().contains(r#"wait_a_day(["sleep wait_a_day<br/>for 86400s"])"#));
+/// assert!(def.to_mermaid().contains("wait_a_day --> remind"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SleepNode {
+    /// Its name, under which the journal records its wake time.
+    pub name: &'static str,
+    /// How long, or until when.
+    pub wake: Wake,
+}
+
+/// When a [`SleepNode`] ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wake {
+    /// This long after the sleep starts.
+    For(Duration),
+    /// At the time in this field of the state: a Unix timestamp in milliseconds (an integer)
+    /// or an RFC 3339 date and time (a string such as `"2030-01-31T09:00:00Z"` or
+    /// `"2030-01-31T10:00:00.5+01:00"`). A time already past ends the sleep at once.
+    Until(&'static str),
 }
 
 /// A map block: its nodes run once per element of the state's array `over`, with the element
@@ -468,6 +508,38 @@ impl Node {
         self
     }
 
+    /// A durable sleep of `duration` (`sleep NAME(for = 10m);`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use durable::Node;
+    ///
+    /// let nap = Node::sleep_for("nap", Duration::from_secs(600));
+    /// assert_eq!(nap.name(), "nap");
+    /// ```
+    pub fn sleep_for(name: &'static str, duration: Duration) -> Self {
+        Node::Sleep(SleepNode {
+            name,
+            wake: Wake::For(duration),
+        })
+    }
+
+    /// A durable sleep until the time in the state's `field` (`sleep NAME(until = FIELD);`):
+    /// see [`Wake::Until`] for the forms it takes.
+    ///
+    /// ```
+    /// use durable::Node;
+    ///
+    /// let wait = Node::sleep_until("until_due", "due_at");
+    /// assert_eq!(wait.name(), "until_due");
+    /// ```
+    pub fn sleep_until(name: &'static str, field: &'static str) -> Self {
+        Node::Sleep(SleepNode {
+            name,
+            wake: Wake::Until(field),
+        })
+    }
+
     /// `wait_for name(...)`: see [`WaitNode`].
     pub fn wait_for(name: &'static str, options: StepOptions) -> Self {
         Node::Wait(WaitNode { name, options })
@@ -528,6 +600,7 @@ impl Node {
             Node::Map(map) => map.name,
             Node::Parallel(block) => block.name.unwrap_or("parallel"),
             Node::Dag(_) => "dag",
+            Node::Sleep(sleep) => sleep.name,
             Node::Wait(wait) => wait.name,
             Node::Callback(callback) => callback.name,
         }
@@ -536,7 +609,7 @@ impl Node {
     /// The nodes directly inside this one.
     pub fn children(&self) -> &[Node] {
         match self {
-            Node::Step(_) | Node::Wait(_) | Node::Callback(_) => &[],
+            Node::Step(_) | Node::Sleep(_) | Node::Wait(_) | Node::Callback(_) => &[],
             Node::Parallel(block) => &block.branches,
             Node::Seq(seq) => &seq.nodes,
             Node::Dag(dag) => &dag.nodes,
@@ -549,6 +622,11 @@ impl Node {
         match self {
             Node::Step(step) => {
                 let _ = write!(out, "step {};", step.name);
+            }
+            // Its duration or field is not hashed, like a step's options: a run asleep keeps
+            // the wake time it journaled, whatever the definition says now.
+            Node::Sleep(sleep) => {
+                let _ = write!(out, "sleep {};", sleep.name);
             }
             Node::Wait(wait) => {
                 let _ = write!(out, "wait_for {};", wait.name);

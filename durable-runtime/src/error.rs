@@ -148,6 +148,20 @@ pub enum Error {
         /// Why, in words.
         reason: String,
     },
+    /// [`Engine::cancel`](crate::Engine::cancel) or
+    /// [`Engine::resume_failed`](crate::Engine::resume_failed) of a run whose state does not
+    /// allow it: cancelling a finished run, resuming a run that has not failed. Nothing was
+    /// changed.
+    RunNotInState {
+        /// The workflow.
+        workflow: String,
+        /// The run.
+        run_id: RunId,
+        /// Its status.
+        status: crate::store::RunStatus,
+        /// What was asked: `cancel`, `resume`.
+        action: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -245,6 +259,28 @@ impl fmt::Display for Error {
                 }
                 write!(f, ": {reason}")
             }
+            Error::RunNotInState {
+                workflow,
+                run_id,
+                status,
+                action: "cancel",
+            } => write!(
+                f,
+                "cannot cancel workflow `{workflow}` run {run_id}: it has finished ({}); only a \
+                 running or suspended run can be cancelled",
+                status.as_str()
+            ),
+            Error::RunNotInState {
+                workflow,
+                run_id,
+                status,
+                action,
+            } => write!(
+                f,
+                "cannot {action} workflow `{workflow}` run {run_id}: it is {}, not failed; only \
+                 a failed run can be resumed",
+                status.as_str()
+            ),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::definition::{Definition, MapOptions, Node, StepOptions};
+use crate::definition::{Definition, MapOptions, Node, StepOptions, Wake};
 
 /// The steps of a workflow and the edges between them: an edge `a -> b` means `b` starts
 /// only after `a` finished (sequence order, the fork and join of blocks, dag dependencies).
@@ -34,16 +34,45 @@ pub struct Graph {
     pub edges: Vec<(usize, usize)>,
 }
 
-/// One step of a [`Graph`].
+/// One step of a [`Graph`], or another item that takes its place in the order (a sleep).
 #[derive(Debug, Clone)]
 pub struct GraphStep {
     /// The step's name.
     pub name: &'static str,
-    /// Its options.
+    /// What it is: a step, a sleep, ...
+    pub kind: GraphKind,
+    /// Its options (the defaults for an item that is not a step).
     pub options: StepOptions,
     /// The blocks it sits in, outermost first (`parallel`, `parallel NAME`, `dag`, `seq NAME`,
     /// `map NAME over FIELD`).
     pub blocks: Vec<String>,
+}
+
+/// What a [`GraphStep`] is. Mermaid draws a step as a rectangle and a sleep as a stadium
+/// (`(["..."])`); DOT draws a step as a box and a sleep as an ellipse.
+///
+/// ```
+/// use std::time::Duration;
+/// use durable::graph::GraphKind;
+/// use durable::{Definition, Node};
+///
+/// let def = Definition::new("remind", "", vec![Node::sleep_for("nap", Duration::from_secs(60))]);
+/// assert!(matches!(def.graph().steps[0].kind, GraphKind::Sleep(_)));
+/// assert!(def.to_mermaid().contains(r#"nap(["sleep nap<br/>for 60s"])"#));
+/// assert!(def.to_dot().contains(r#""nap" [label="sleep nap\nfor 60s", shape=ellipse];"#));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum GraphKind {
+    /// A step.
+    Step,
+    /// A durable sleep, and when it ends.
+    Sleep(Wake),
+    /// A `wait_for`: Mermaid draws it as a hexagon (`{{"..."}}`), DOT as a `hexagon`.
+    Wait,
+    /// A `callback`: Mermaid draws it as a parallelogram (`[/"..."/]`), DOT as a
+    /// `parallelogram`.
+    Callback,
 }
 
 impl Definition {
@@ -64,9 +93,13 @@ impl Definition {
         let mut out = String::from("flowchart TD\n");
         let mut counter = 0;
         render(self.nodes(), &mut out, 1, &mut counter, Style::Mermaid);
-        let steps = self.step_names();
-        for (from, to) in self.graph().edges {
-            let _ = writeln!(out, "    {} --> {}", steps[from], steps[to]);
+        let graph = self.graph();
+        for (from, to) in graph.edges {
+            let _ = writeln!(
+                out,
+                "    {} --> {}",
+                graph.steps[from].name, graph.steps[to].name
+            );
         }
         out
     }
@@ -79,9 +112,10 @@ impl Definition {
         );
         let mut counter = 0;
         render(self.nodes(), &mut out, 1, &mut counter, Style::Dot);
-        let steps = self.step_names();
-        for (from, to) in self.graph().edges {
-            let _ = writeln!(out, "    \"{}\" -> \"{}\";", steps[from], steps[to]);
+        let graph = self.graph();
+        for (from, to) in graph.edges {
+            let (from, to) = (graph.steps[from].name, graph.steps[to].name);
+            let _ = writeln!(out, "    \"{from}\" -> \"{to}\";");
         }
         out.push_str("}\n");
         out
@@ -125,6 +159,7 @@ fn add(node: &Node, graph: &mut Graph, blocks: &mut Vec<String>) -> Ends {
         Node::Step(step) => {
             graph.steps.push(GraphStep {
                 name: step.name,
+                kind: GraphKind::Step,
                 options: step.options.clone(),
                 blocks: blocks.clone(),
             });
@@ -134,8 +169,27 @@ fn add(node: &Node, graph: &mut Graph, blocks: &mut Vec<String>) -> Ends {
                 exits: vec![id],
             }
         }
-        Node::Wait(wait) => point(wait.name, &wait.options, graph, blocks),
-        Node::Callback(callback) => point(callback.name, &callback.options, graph, blocks),
+        Node::Wait(wait) => point(wait.name, GraphKind::Wait, &wait.options, graph, blocks),
+        Node::Callback(callback) => point(
+            callback.name,
+            GraphKind::Callback,
+            &callback.options,
+            graph,
+            blocks,
+        ),
+        Node::Sleep(sleep) => {
+            graph.steps.push(GraphStep {
+                name: sleep.name,
+                kind: GraphKind::Sleep(sleep.wake.clone()),
+                options: StepOptions::default(),
+                blocks: blocks.clone(),
+            });
+            let id = graph.steps.len() - 1;
+            Ends {
+                entries: vec![id],
+                exits: vec![id],
+            }
+        }
         Node::Seq(seq) => {
             blocks.push(format!("seq {}", seq.name));
             let ends = chain(&seq.nodes, graph, blocks);
@@ -195,9 +249,16 @@ fn add(node: &Node, graph: &mut Graph, blocks: &mut Vec<String>) -> Ends {
 }
 
 /// A node drawn as one point of the graph, like a step.
-fn point(name: &'static str, options: &StepOptions, graph: &mut Graph, blocks: &[String]) -> Ends {
+fn point(
+    name: &'static str,
+    kind: GraphKind,
+    options: &StepOptions,
+    graph: &mut Graph,
+    blocks: &[String],
+) -> Ends {
     graph.steps.push(GraphStep {
         name,
+        kind,
         options: options.clone(),
         blocks: blocks.to_vec(),
     });
@@ -270,6 +331,18 @@ fn render(nodes: &[Node], out: &mut String, depth: usize, counter: &mut usize, s
                 let label = wait_label(what, &cb.options);
                 waiting(out, &pad, style, cb.name, label, true);
             }
+            Node::Sleep(sleep) => {
+                let label = format!("sleep {}<br/>{}", sleep.name, wake_label(&sleep.wake));
+                let _ = match style {
+                    Style::Mermaid => writeln!(out, "{pad}{}([\"{label}\"])", sleep.name),
+                    Style::Dot => writeln!(
+                        out,
+                        "{pad}\"{}\" [label=\"{}\", shape=ellipse];",
+                        sleep.name,
+                        label.replace("<br/>", "\\n")
+                    ),
+                };
+            }
             _ => {
                 *counter += 1;
                 let title = match node {
@@ -327,6 +400,14 @@ fn policy(options: &MapOptions) -> String {
         let _ = write!(out, ", tolerated_failure_percentage {p}%");
     }
     out
+}
+
+/// `for 10m` or `until FIELD`.
+fn wake_label(wake: &Wake) -> String {
+    match wake {
+        Wake::For(duration) => format!("for {duration:?}"),
+        Wake::Until(field) => format!("until {field}"),
+    }
 }
 
 fn label(name: &str, options: &StepOptions) -> String {

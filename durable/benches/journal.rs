@@ -9,6 +9,12 @@
 //!   set one small field: journal bytes per step (the payloads' length, and the SQLite file's
 //!   growth) and steps/s (`cargo bench -p durable
 //!   --bench journal -- big_state` runs only this case);
+//! - `sleep100k` (`cargo bench -p durable --bench journal -- sleep100k` runs only it):
+//!   100,000 runs asleep in an SQLite store (`sleep nap(until = wake_at)`), 10,000 of them
+//!   due at one instant: the process's resident memory (`/proc/self/statm`) before and after
+//!   `Engine::build`, the build's time (it must not read the sleeping runs: only an index
+//!   range of the due ones), and the time from the due instant to each run's wake (its next
+//!   step running), p50 and p99;
 //!
 //! each for both stores with the SQLite/memory ratio, and the cost of one fsync on the same
 //! disk, so the latency can be read as a multiple of ten fsyncs.
@@ -262,10 +268,148 @@ fn fsync_ms(dir: &std::path::Path) -> f64 {
     times[times.len() / 2]
 }
 
+/// The process's resident memory now, from /proc/self/statm (Linux only).
+fn rss_mib() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096.0 / (1024.0 * 1024.0))
+}
+
+/// When each woken run's step ran, in Unix milliseconds.
+static WOKEN: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn woke(data: Data) -> Result<Data, StepError> {
+    WOKEN.lock().unwrap().push(unix_ms());
+    Ok(data)
+}
+
+workflow! {
+    sleeper {
+        sleep nap(until = wake_at);
+        step woke;
+    }
+}
+
+/// 100,000 sleeping runs, 10,000 due at once: memory, build time, due-to-woken latency.
+async fn sleep100k_case(dir: &std::path::Path) {
+    use durable::store::{EntryKind, Finish, JournalEntry, NewRun, Write};
+    const TOTAL: usize = 100_000;
+    const DUE: usize = 10_000;
+    let path = dir.join("sleep100k.db");
+    let fingerprint = sleeper.definition().fingerprint().to_owned();
+    let far = unix_ms() + 30 * 24 * 3_600_000;
+    // The rows a run writes as it reaches its sleep, written in batches of 1,000 runs.
+    let populate = |store: &SqliteStore, from: usize, to: usize, wake_at: u64| {
+        let store = store.clone();
+        let fingerprint = fingerprint.clone();
+        async move {
+            for chunk in (from..to).collect::<Vec<_>>().chunks(1_000) {
+                let mut batch = Vec::new();
+                for &i in chunk {
+                    let id = durable::RunId::from(format!("sleeper-{i}"));
+                    batch.push(Write::CreateRun(NewRun {
+                        id: id.clone(),
+                        workflow: "sleeper".into(),
+                        fingerprint: fingerprint.clone(),
+                        input: format!(r#"{{"wake_at":{wake_at}}}"#),
+                        owner: "populating".into(),
+                        lease_expires_at: 0,
+                    }));
+                    batch.push(Write::Append {
+                        run: id,
+                        lease_token: 1,
+                        entries: vec![JournalEntry {
+                            seq: 1,
+                            step: "nap".into(),
+                            kind: EntryKind::SleepStarted,
+                            attempt: 1,
+                            payload: format!(r#"{{"wake_at":{wake_at}}}"#),
+                            at: unix_ms(),
+                        }],
+                        finish: Some(Finish::Suspended {
+                            wake_at: Some(wake_at),
+                        }),
+                    });
+                }
+                let verdicts = store.commit(&batch).await.unwrap();
+                assert!(verdicts.iter().all(Result::is_ok));
+            }
+        }
+    };
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        populate(&store, 0, TOTAL - DUE, far).await;
+        store.close();
+    }
+    // The due ones last, due a few seconds after they are written.
+    let due_at = unix_ms() + 4_000;
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        populate(&store, TOTAL - DUE, TOTAL, due_at).await;
+        store.close();
+    }
+    let rss_before = rss_mib();
+    let started = Instant::now();
+    let engine = Engine::builder(SqliteStore::open(&path).unwrap())
+        .register(sleeper)
+        .build()
+        .await
+        .unwrap();
+    let build_ms = started.elapsed().as_secs_f64() * 1e3;
+    let rss_built = rss_mib();
+    assert!(
+        engine.resumed().is_empty(),
+        "the build resumed sleeping runs"
+    );
+    assert!(
+        unix_ms() < due_at,
+        "populating took too long: the runs fell due before the build"
+    );
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while WOKEN.lock().unwrap().len() < DUE {
+        assert!(Instant::now() < deadline, "the due runs did not all wake");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rss_after = rss_mib();
+    let mut lags: Vec<u64> = WOKEN
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|&at| at.saturating_sub(due_at))
+        .collect();
+    lags.sort_unstable();
+    let file_mib = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1048576.0);
+    let show = |m: Option<f64>| m.map_or("?".to_owned(), |m| format!("{m:.0} MiB"));
+    println!(
+        "sleep100k (sqlite): {TOTAL} sleeping runs ({file_mib:.0} MiB file); RSS before build {}, \
+         after build {}, after {DUE} woke {}; Engine::build {build_ms:.0} ms; due-to-woken \
+         p50 {} ms, p99 {} ms, max {} ms",
+        show(rss_before),
+        show(rss_built),
+        show(rss_after),
+        lags[lags.len() / 2],
+        lags[lags.len() * 99 / 100],
+        lags[lags.len() - 1],
+    );
+    engine.shutdown().await.unwrap();
+}
+
 #[tokio::main]
 async fn main() {
     let dir = std::env::temp_dir().join(format!("durable-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    if std::env::args().any(|a| a == "sleep100k") {
+        sleep100k_case(&dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let only_big = std::env::args().any(|a| a == "big_state");
     big_state_case(&dir).await;
     if only_big {

@@ -41,6 +41,8 @@
 //! ```
 
 pub use durable_macros::workflow;
+/// The step graph of a definition (its kinds of nodes: [`graph::GraphKind`]).
+pub use durable_runtime::graph;
 pub use durable_runtime::{
     batch, callback, data, definition, engine, error, merge, retry, step, store, Backoff,
     BoxFuture, Client, ClientRun, Cursor, Data, Definition, Engine, EngineBuilder, Error,

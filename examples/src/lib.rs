@@ -130,6 +130,10 @@ pub fn print_history(history: &[StepRecord]) {
             StepEvent::Waiting { deadline: Some(at) } => format!("waiting (times out at {at} ms)"),
             StepEvent::Received { inbox, value } => format!("received #{inbox}: {value}"),
             StepEvent::CallbackCreated { .. } => "callback token made".to_owned(),
+            StepEvent::SleepStarted { wake_at } => format!("sleep started, wakes at {wake_at}"),
+            StepEvent::Resumed { attempts } => {
+                format!("resumed after {attempts} failed attempts")
+            }
         };
         println!(
             "  {:<4} {:<22} {:<8} {event}",

@@ -282,3 +282,31 @@ fn tenant_sync_syncs_every_user_of_every_tenant() {
     );
     remove_db(&db);
 }
+
+#[test]
+fn reminder_sleeps_through_an_engine_restart_and_sends_once_on_time() {
+    let db = scratch_db("reminder");
+    let out = stdout_of(example(env!("CARGO_BIN_EXE_reminder")).arg(&db));
+    for step in ["schedule", "send_reminder"] {
+        assert_eq!(
+            count(&out, &format!("{step}: started")),
+            1,
+            "{step}:\n{out}"
+        );
+    }
+    assert!(out.contains("the run sleeps: status suspended"), "{out}");
+    assert!(out.contains("new engine: the run is suspended"), "{out}");
+    assert!(out.contains("sent = true"), "{out}");
+    assert!(out.contains("until_due"), "{out}");
+    assert!(out.contains("sleep started, wakes at"), "{out}");
+    // Sent after it was due, and not long after (a heartbeat is 10 s): the line reads
+    // "sent, N ms after it was due".
+    let lag: u64 = out
+        .split("sent, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the lag is printed");
+    assert!(lag < 5_000, "sent {lag} ms late:\n{out}");
+    remove_db(&db);
+}

@@ -902,7 +902,7 @@ where
             let store = Arc::clone(&store);
             async move {
                 store
-                    .reopen(&id.into(), &entry(seq, "resumed"))
+                    .reopen(&id.into(), &[entry(seq, "resumed")])
                     .await
                     .expect("the store works")
             }

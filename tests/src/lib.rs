@@ -210,3 +210,34 @@ pub async fn meet_another_step(ctx: &durable::StepContext) -> Result<(), durable
         .map(drop)
         .map_err(|_| durable::StepError::terminal("the other branch never ran at the same time"))
 }
+
+/// The engine's wall clock in milliseconds since the Unix epoch: the system's, moved by how
+/// far a paused tokio clock was advanced (as durable's own clock is), so a test on a paused
+/// clock reads the times the engine journals.
+pub fn now_ms() -> u64 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (tokio_now, real_now) = (
+        tokio::time::Instant::now().into_std(),
+        std::time::Instant::now(),
+    );
+    let wall = match tokio_now.checked_duration_since(real_now) {
+        Some(ahead) => wall + ahead,
+        None => wall.saturating_sub(real_now.duration_since(tokio_now)),
+    };
+    wall.as_millis() as u64
+}
+
+/// Runs `f` on a current-thread runtime whose clock is paused: a `tokio::time::sleep` of an
+/// hour passes at once, and durable's wall clock moves with it (no real sleeping).
+pub fn in_paused_runtime<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let out = rt.block_on(f);
+    rt.shutdown_timeout(Duration::from_secs(5));
+    out
+}

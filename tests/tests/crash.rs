@@ -419,3 +419,70 @@ fn random_kills_never_rerun_a_committed_step_policy() {
         random_kills("policy");
     }
 }
+
+impl Scenario {
+    /// Whether the journal holds the start of sleep `step`.
+    fn sleep_started(&self, step: &str) -> bool {
+        if !self.db.exists() {
+            return false;
+        }
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'durable_journal'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            > 0
+            && conn
+                .query_row(
+                    "SELECT count(*) FROM durable_journal WHERE kind = 'sleep_started' AND step = ?1",
+                    [step],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+                > 0
+    }
+
+    /// The run's status and `wake_at` as the file holds them.
+    fn run_state(&self) -> (String, Option<i64>) {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        conn.query_row(
+            "SELECT status, wake_at FROM durable_runs WHERE id = 'crash-run'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    }
+}
+
+#[test]
+fn a_process_killed_while_its_run_sleeps_wakes_it_after_a_restart_and_no_step_runs_twice() {
+    let s = Scenario::new("sleep");
+    let child = s.spawn(&[]);
+    // Killed while the run sleeps inside a parallel block, its sibling finished.
+    wait_until("the run to suspend in `nap`", || {
+        s.sleep_started("nap") && s.db.exists() && s.run_state().0 == "suspended"
+    });
+    kill(child);
+    let (status, wake_at) = s.run_state();
+    assert_eq!(status, "suspended");
+    assert!(wake_at.is_some());
+    assert_eq!(s.committed(), ["before", "side"].map(String::from).into());
+    // Restarted before the wake time: the run wakes on time; killed again in `rest`.
+    let child = s.spawn(&[]);
+    wait_until("the run to suspend in `rest`", || s.sleep_started("rest"));
+    kill(child);
+    assert_eq!(s.count("start after"), 1);
+    // Restarted (the second sleep may be over by now): the run completes.
+    let out = s.finish();
+    for step in ["before", "side", "after", "finish"] {
+        assert_eq!(out[format!("did_{step}")], true, "{out}");
+    }
+    let effects = s.effects();
+    for step in ["before", "side", "after", "finish"] {
+        assert_eq!(effects[&format!("start {step}")], 1, "{step}: {effects:?}");
+    }
+    assert!(s.completions_per_step().values().all(|&n| n == 1));
+    assert_eq!(s.run_state().0, "completed");
+}

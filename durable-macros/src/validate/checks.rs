@@ -82,9 +82,9 @@ impl<'a> Walk<'a> {
                 let kinds = if waits {
                     // A wait's or a callback's name is also the state key its payload goes
                     // under.
-                    "steps, seqs, maps, `wait_for`s and `callback`s"
+                    "steps, seqs, maps, sleeps, `wait_for`s and `callback`s"
                 } else {
-                    "steps, seqs and maps"
+                    "steps, seqs, maps and sleeps"
                 };
                 self.cx.error(
                     ident,

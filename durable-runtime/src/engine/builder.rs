@@ -167,6 +167,7 @@ impl EngineBuilder {
             attached: std::sync::atomic::AtomicBool::new(true),
             beat: tokio::sync::Mutex::new(()),
             changed: Default::default(),
+            timer: Default::default(),
             health: Mutex::default(),
         });
         // A store that cannot claim now (a full disk) still lets the engine read runs; the

@@ -202,6 +202,54 @@ impl Client {
             .ok_or_else(|| Error::RunNotFound { run_id: id.clone() })
     }
 
+    /// Cancels an unfinished run, from this process or another (a CLI beside the engine):
+    /// records the request in the store and wakes the run if it sleeps; the engine driving
+    /// it (or the next to claim it) drops its steps in flight, starts nothing more, and ends
+    /// it [`Cancelled`](RunStatus::Cancelled) with `reason`, within its watch's delay (tens
+    /// of milliseconds) or at most a heartbeat. Returns once the request is stored; a later
+    /// request keeps the first reason. A cancelled run never resumes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunNotFound`] for an unknown run, [`Error::RunNotInState`] for a finished one
+    /// (completed, failed or cancelled): nothing is stored then.
+    ///
+    /// ```
+    /// # use durable::{workflow, Client, Data, StepError, RunStatus};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// let client = Client::open(MemoryStore::new());
+    /// let id = client.start(hello, Data::new()).await?;
+    /// client.cancel(&id, "the customer withdrew").await?;
+    /// // No engine drives this store yet: the first to claim the run ends it cancelled.
+    /// assert!(client.cancel(&"no-such-run".into(), "why").await.is_err());
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel(&self, id: &RunId, reason: impl Into<String>) -> Result<(), Error> {
+        id.check()?;
+        let run = self.load(id).await?;
+        let not_now = |status| Error::RunNotInState {
+            workflow: run.workflow.clone(),
+            run_id: id.clone(),
+            status,
+            action: "cancel",
+        };
+        if run.status.is_finished() {
+            return Err(not_now(run.status));
+        }
+        match self.store.request_cancel(id, &reason.into()).await? {
+            Ok(()) => Ok(()),
+            Err(Rejected::UnknownRun) => Err(Error::RunNotFound { run_id: id.clone() }),
+            // It finished meanwhile.
+            Err(_) => {
+                let status = self.load(id).await?.status;
+                Err(not_now(status))
+            }
+        }
+    }
+
     /// A run's status, input, output or failure.
     ///
     /// ```

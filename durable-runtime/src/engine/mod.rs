@@ -28,6 +28,7 @@ use crate::RunId;
 
 mod builder;
 mod client;
+mod control;
 mod records;
 mod signals;
 mod worker;
@@ -99,6 +100,9 @@ struct Shared {
     /// Held by the heartbeat while it renews and claims, so a shutdown can wait for a beat in
     /// flight (which could claim runs again) before it gives up the leases.
     beat: tokio::sync::Mutex<()>,
+    /// Notified when a run of this engine suspends until a time: the worker's timer looks
+    /// again at the store's next wake time.
+    timer: Arc<Notify>,
     /// Notified when this engine starts driving a run or stops: waiters on a run it does
     /// not drive (yet) look again at once instead of on their next poll.
     changed: Arc<Notify>,
@@ -127,6 +131,8 @@ struct Active {
     workflow: &'static str,
     outcome: watch::Receiver<Option<Walked>>,
     task: AbortHandle,
+    /// A reason sent here cancels the run (see `RunTask::run_cancellable`).
+    cancel: watch::Sender<Option<String>>,
 }
 
 impl Engine {
@@ -217,7 +223,8 @@ impl Engine {
             }
             Err(CommitError::Store(e)) => return Err(Error::Store(e)),
         }
-        self.shared.spawn_run(def, id.clone(), 1, Vec::new(), input);
+        self.shared
+            .spawn_run(def, id.clone(), 1, Vec::new(), input, None);
         Ok(RunHandle {
             engine: self.clone(),
             id,

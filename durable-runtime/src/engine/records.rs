@@ -144,6 +144,17 @@ pub enum StepEvent {
         /// The token, as the submit function received it.
         token: String,
     },
+    /// A durable sleep started (`sleep NAME(...)`); it ends at `wake_at`.
+    SleepStarted {
+        /// When it ends, in milliseconds since the Unix epoch.
+        wake_at: u64,
+    },
+    /// The failed run was resumed here ([`Engine::resume_failed`]): the step starts again
+    /// with a fresh attempt budget.
+    Resumed {
+        /// How many attempts had failed before.
+        attempts: u32,
+    },
 }
 
 impl StepRecord {
@@ -179,6 +190,8 @@ impl StepRecord {
                 value: output(value),
             },
             Ok(Event::CallbackCreated { token }) => StepEvent::CallbackCreated { token },
+            Ok(Event::SleepStarted { wake_at }) => StepEvent::SleepStarted { wake_at },
+            Ok(Event::Resumed { attempts }) => StepEvent::Resumed { attempts },
             // The history shows what it can of an entry it cannot read.
             Err(message) => {
                 let error = format!("its journal entry {message}");

@@ -7,13 +7,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::{lock, Active, Shared};
 use crate::clock::now_millis;
 use crate::definition::Definition;
 use crate::error::Error;
-use crate::panic::CatchUnwind;
 use crate::store::{ClaimableWatch, JournalEntry, RunRecord, RunStatus};
 use crate::walk::{RunTask, Walked};
 use crate::RunId;
@@ -82,6 +81,32 @@ impl Shared {
         Ok(())
     }
 
+    /// Cancels the runs this engine drives whose cancellation was requested, from this
+    /// process or another ([`Store::cancel_requests`](crate::store::Store::cancel_requests)).
+    pub(super) async fn carry_out_cancels(&self) -> Result<(), Error> {
+        for (id, reason) in self.store.cancel_requests(&self.owner).await? {
+            self.cancel_local(&id, reason);
+        }
+        Ok(())
+    }
+
+    /// Cancels `id` if this engine drives it; whether it does.
+    pub(super) fn cancel_local(&self, id: &RunId, reason: String) -> bool {
+        match lock(&self.active).get(id) {
+            Some(active) => {
+                // The first reason stands.
+                active.cancel.send_if_modified(|current| {
+                    current.is_none() && {
+                        *current = Some(reason);
+                        true
+                    }
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drives a claimed run again from its journal, or records why it cannot be.
     async fn resume(self: &Arc<Self>, run: RunRecord) -> Result<(), Error> {
         let def = match self.check_resumable(&run) {
@@ -118,7 +143,8 @@ impl Shared {
             }
         };
         lock(&self.resumed).push(run.id.clone());
-        self.spawn_run(def, run.id, run.lease_token, journal, input);
+        let cancel = run.cancel_requested;
+        self.spawn_run(def, run.id, run.lease_token, journal, input, cancel);
         Ok(())
     }
 
@@ -149,8 +175,11 @@ impl Shared {
         token: u64,
         journal: Vec<JournalEntry>,
         input: Value,
+        cancel_requested: Option<String>,
     ) {
         let (tx, rx) = watch::channel(None);
+        // A reason here cancels the run (see `RunTask::run_cancellable`).
+        let (cancel, cancelled) = watch::channel(cancel_requested);
         let workflow = def.name();
         let task = Arc::new(RunTask::new(
             def,
@@ -166,22 +195,12 @@ impl Shared {
         let mut active = lock(&self.active);
         let (all_active, stalled) = (Arc::clone(&self.active), Arc::clone(&self.stalled));
         let changed = Arc::clone(&self.changed);
+        let timer = Arc::clone(&self.timer);
         let run_id = id.clone();
         let handle = tokio::spawn(async move {
             // A panic of the engine itself (never a step's: those are caught per attempt) must
             // still reach the waiters, or they would wait for a run nobody drives.
-            let walked = CatchUnwind(Box::pin(task.run(input)))
-                .await
-                .unwrap_or_else(|panic| {
-                    Walked::Ended(Err(Error::BadState {
-                        workflow: workflow.to_owned(),
-                        run_id: run_id.clone(),
-                        step: None,
-                        message: format!(
-                            "the engine failed while driving it ({panic}); it resumes on the next start"
-                        ),
-                    }))
-                });
+            let walked = task.run_cancellable(input, cancelled).await;
             match &walked {
                 // Journaled as finished (failed or cancelled), or as suspended: the store
                 // says the rest.
@@ -195,6 +214,10 @@ impl Shared {
                         reason,
                         "run suspended"
                     );
+                    // The worker's timer may sleep past this wake time: it looks again.
+                    if until.is_some() {
+                        timer.notify_one();
+                    }
                 }
                 // Stopped by a shutdown: it resumes on the next start.
                 Walked::Ended(Err(error @ Error::ShutDown { .. })) => {
@@ -221,6 +244,7 @@ impl Shared {
                 workflow,
                 outcome: rx,
                 task: handle.abort_handle(),
+                cancel,
             },
         );
         drop(active);
@@ -294,9 +318,11 @@ impl std::fmt::Display for WorkerError {
 /// [`Store::watch_claimable`](crate::store::Store::watch_claimable)).
 const PICKUP: Duration = Duration::from_millis(50);
 
-/// Starts the worker's loops: the heartbeat, and the pickup of runs clients start.
+/// Starts the worker's loops: the heartbeat, the timer of suspended runs, and the pickup of
+/// runs clients start (or wake, or cancel).
 pub(super) fn spawn(shared: &Arc<Shared>) {
     tokio::spawn(heartbeat(Arc::downgrade(shared)));
+    tokio::spawn(timers(Arc::downgrade(shared), Arc::clone(&shared.timer)));
     match shared.store.watch_claimable() {
         Ok(Some(watch)) => {
             tokio::spawn(pickup(
@@ -335,6 +361,53 @@ async fn heartbeat(shared: Weak<Shared>) {
         if let Err(error) = s.recover().await {
             s.report("claiming and resuming runs", None, &error);
         }
+        if let Err(error) = s.carry_out_cancels().await {
+            s.report("cancelling runs", None, &error);
+        }
+    }
+}
+
+/// Wakes the suspended runs when they fall due: sleeps until the store's earliest wake time
+/// ([`Store::next_wake_at`](crate::store::Store::next_wake_at)), at most a heartbeat, or
+/// until a run of this engine suspends (it may wake earlier), then claims the due runs. A
+/// run that fell due while no engine ran is claimed at start, by the first claim.
+async fn timers(shared: Weak<Shared>, timer: Arc<Notify>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if s.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let beat = (s.lease / 3).max(Duration::from_millis(10));
+        // Listen before looking, so a run suspending meanwhile is not missed.
+        let suspended = timer.notified();
+        tokio::pin!(suspended);
+        suspended.as_mut().enable();
+        let delay = match s.store.next_wake_at().await {
+            Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now_millis())).min(beat),
+            Ok(None) => beat,
+            Err(error) => {
+                s.report("looking for runs to wake", None, &Error::Store(error));
+                beat
+            }
+        };
+        if delay.is_zero() {
+            let _beat = s.beat.lock().await;
+            if s.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(error) = s.recover().await {
+                s.report("waking runs", None, &error);
+                drop(_beat);
+                drop(s);
+                tokio::time::sleep(beat).await;
+            }
+            continue;
+        }
+        drop(s);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = suspended => {}
+        }
     }
 }
 
@@ -361,6 +434,9 @@ async fn pickup(
                 }
                 if let Err(error) = s.recover().await {
                     s.report("claiming runs clients started", None, &error);
+                }
+                if let Err(error) = s.carry_out_cancels().await {
+                    s.report("cancelling runs", None, &error);
                 }
             }
             Ok(_) => {}

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(EntryKind::StepChanged.as_str(), "step_changed");
 /// assert_eq!(EntryKind::parse("op_completed"), Some(EntryKind::OpCompleted));
 /// assert_eq!(EntryKind::parse("timer_set"), None);
+/// assert_eq!(EntryKind::SleepStarted.as_str(), "sleep_started");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -54,6 +55,13 @@ pub enum EntryKind {
     /// A sub-operation of a step failed; the payload is `{"error": "..."}`. Kept for the
     /// history: a failed operation runs again when its step is retried.
     OpFailed,
+    /// A durable sleep started; the payload is `{"wake_at": <unix ms>}`, the absolute time it
+    /// ends, computed once. Replay reads it: the sleep is over once that time has passed.
+    SleepStarted,
+    /// A failed run was resumed ([`Engine::resume_failed`](crate::Engine::resume_failed)) at
+    /// the step that failed; the payload is `{"attempts": n}`, how many attempts had failed:
+    /// the step starts again with a fresh budget.
+    Resumed,
     /// A `wait_for` or `callback` item started waiting (one entry per attempt); the payload is
     /// `{"deadline": <unix ms or null>}`, the absolute time the wait times out, fixed once.
     WaitStarted,
@@ -76,6 +84,8 @@ impl EntryKind {
             EntryKind::StepFailed => "step_failed",
             EntryKind::OpCompleted => "op_completed",
             EntryKind::OpFailed => "op_failed",
+            EntryKind::SleepStarted => "sleep_started",
+            EntryKind::Resumed => "resumed",
             EntryKind::WaitStarted => "wait_started",
             EntryKind::Received => "received",
             EntryKind::CallbackCreated => "callback_created",
@@ -91,6 +101,8 @@ impl EntryKind {
             "step_failed" => EntryKind::StepFailed,
             "op_completed" => EntryKind::OpCompleted,
             "op_failed" => EntryKind::OpFailed,
+            "sleep_started" => EntryKind::SleepStarted,
+            "resumed" => EntryKind::Resumed,
             "wait_started" => EntryKind::WaitStarted,
             "received" => EntryKind::Received,
             "callback_created" => EntryKind::CallbackCreated,
@@ -116,6 +128,11 @@ pub(crate) enum Event {
     OpCompleted { output: String },
     /// A step's sub-operation failed.
     OpFailed { error: String },
+    /// A durable sleep started; it ends at `wake_at` (milliseconds since the Unix epoch).
+    SleepStarted { wake_at: u64 },
+    /// A failed run was resumed at this step, whose `attempts` had failed: they no longer
+    /// count, and the step's final failure is forgotten.
+    Resumed { attempts: u32 },
     /// A wait started; it times out at `deadline` (milliseconds since the Unix epoch).
     WaitStarted { deadline: Option<u64> },
     /// A wait took inbox message `inbox`, whose payload is `value` (JSON text).
@@ -141,6 +158,18 @@ struct Received {
 #[derive(Serialize, Deserialize)]
 struct CallbackCreated {
     token: String,
+}
+
+/// The payload of [`Event::SleepStarted`].
+#[derive(Serialize, Deserialize)]
+struct SleepStarted {
+    wake_at: u64,
+}
+
+/// The payload of [`Event::Resumed`].
+#[derive(Serialize, Deserialize)]
+struct Resumed {
+    attempts: u32,
 }
 
 /// The payload of [`Event::AttemptFailed`].
@@ -170,6 +199,10 @@ impl Event {
             Event::StepFailed { error } => (EntryKind::StepFailed, text(&Failed { error })),
             Event::OpCompleted { output } => (EntryKind::OpCompleted, output),
             Event::OpFailed { error } => (EntryKind::OpFailed, text(&Failed { error })),
+            Event::SleepStarted { wake_at } => {
+                (EntryKind::SleepStarted, text(&SleepStarted { wake_at }))
+            }
+            Event::Resumed { attempts } => (EntryKind::Resumed, text(&Resumed { attempts })),
             Event::WaitStarted { deadline } => {
                 (EntryKind::WaitStarted, text(&WaitStarted { deadline }))
             }
@@ -209,6 +242,12 @@ impl Event {
             EntryKind::OpCompleted => Event::OpCompleted { output: payload },
             EntryKind::OpFailed => Event::OpFailed {
                 error: parse::<Failed>(kind, &payload)?.error,
+            },
+            EntryKind::SleepStarted => Event::SleepStarted {
+                wake_at: parse::<SleepStarted>(kind, &payload)?.wake_at,
+            },
+            EntryKind::Resumed => Event::Resumed {
+                attempts: parse::<Resumed>(kind, &payload)?.attempts,
             },
             EntryKind::WaitStarted => Event::WaitStarted {
                 deadline: parse::<WaitStarted>(kind, &payload)?.deadline,
@@ -295,6 +334,20 @@ mod tests {
         assert_eq!(
             round_trip(op_failed, "s/fan_out#1[2]"),
             (EntryKind::OpFailed, r#"{"error":"no"}"#.to_owned())
+        );
+        let sleep = Event::SleepStarted {
+            wake_at: 1_700_000_000_000,
+        };
+        assert_eq!(
+            round_trip(sleep, "nap"),
+            (
+                EntryKind::SleepStarted,
+                r#"{"wake_at":1700000000000}"#.to_owned()
+            )
+        );
+        assert_eq!(
+            round_trip(Event::Resumed { attempts: 3 }, "s"),
+            (EntryKind::Resumed, r#"{"attempts":3}"#.to_owned())
         );
         assert_eq!(
             round_trip(Event::WaitStarted { deadline: Some(7) }, "approved"),

@@ -359,7 +359,7 @@ impl Store for MemoryStore {
     fn reopen<'a>(
         &'a self,
         run: &'a RunId,
-        entry: &'a JournalEntry,
+        entries: &'a [JournalEntry],
     ) -> BoxFuture<'a, Result<Result<(), Rejected>, StoreError>> {
         let now = now_millis();
         let mut inner = self.lock();
@@ -368,8 +368,8 @@ impl Store for MemoryStore {
             Some(stored) if stored.record.status != RunStatus::Failed => Err(Rejected::Finished),
             Some(stored) => {
                 let last = stored.journal.last().map_or(0, |e| e.seq);
-                super::check_sequence(last, [entry.seq]).map(|()| {
-                    stored.journal.push(entry.clone());
+                super::check_sequence(last, entries.iter().map(|e| e.seq)).map(|()| {
+                    stored.journal.extend_from_slice(entries);
                     stored.record.status = RunStatus::Running;
                     stored.record.error = None;
                     stored.record.owner = None;

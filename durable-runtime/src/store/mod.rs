@@ -679,17 +679,18 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Reopens a [`Failed`](RunStatus::Failed) run to go on from where it failed: appends
-    /// `entry` (numbered right after the run's last entry, as [`commit`](Store::commit)
+    /// `entries` (numbered on from the run's last entry, as [`commit`](Store::commit)
     /// checks), sets the run running with no owner and clears its error, in one conditional
     /// transaction, for the next claim to take. Refuses an unknown run
-    /// ([`Rejected::UnknownRun`]), one that is not failed ([`Rejected::Finished`]) and a
-    /// wrongly numbered entry. The default refuses: the store cannot reopen runs.
+    /// ([`Rejected::UnknownRun`]), one that is not failed ([`Rejected::Finished`]) and
+    /// wrongly numbered entries, leaving nothing behind. The default refuses: the store
+    /// cannot reopen runs.
     fn reopen<'a>(
         &'a self,
         run: &'a RunId,
-        entry: &'a JournalEntry,
+        entries: &'a [JournalEntry],
     ) -> BoxFuture<'a, Result<Result<(), Rejected>, StoreError>> {
-        let _ = (run, entry);
+        let _ = (run, entries);
         Box::pin(std::future::ready(Err(StoreError::other(
             "this store cannot reopen failed runs",
         ))))

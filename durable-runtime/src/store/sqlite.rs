@@ -1167,9 +1167,9 @@ impl Store for SqliteStore {
     fn reopen<'a>(
         &'a self,
         run: &'a RunId,
-        entry: &'a JournalEntry,
+        entries: &'a [JournalEntry],
     ) -> BoxFuture<'a, Result<Result<(), Rejected>, StoreError>> {
-        let (run, entry) = (run.clone(), entry.clone());
+        let (run, entries) = (run.clone(), entries.to_vec());
         self.blocking(true, move |conn| {
             let now = now_millis() as i64;
             let tx = conn.transaction()?;
@@ -1186,32 +1186,35 @@ impl Store for SqliteStore {
             if status != RunStatus::Failed.as_str() {
                 return Ok(Err(Rejected::Finished));
             }
-            if let Err(rejected) = check_sequence(last as u64, [entry.seq]) {
+            if let Err(rejected) = check_sequence(last as u64, entries.iter().map(|e| e.seq)) {
                 return Ok(Err(rejected));
             }
-            let kind = entry.kind.as_str();
-            let sum = checksum(
-                entry.seq,
-                &entry.step,
-                kind,
-                entry.attempt,
-                &entry.payload,
-                entry.at,
-            );
-            tx.prepare_cached(
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO durable_journal (run_id, seq, step, kind, attempt, payload, at, \
                  checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                run.as_str(),
-                entry.seq as i64,
-                entry.step,
-                kind,
-                entry.attempt,
-                entry.payload,
-                entry.at as i64,
-                sum
-            ])?;
+            )?;
+            for entry in &entries {
+                let kind = entry.kind.as_str();
+                let sum = checksum(
+                    entry.seq,
+                    &entry.step,
+                    kind,
+                    entry.attempt,
+                    &entry.payload,
+                    entry.at,
+                );
+                insert.execute(params![
+                    run.as_str(),
+                    entry.seq as i64,
+                    entry.step,
+                    kind,
+                    entry.attempt,
+                    entry.payload,
+                    entry.at as i64,
+                    sum
+                ])?;
+            }
+            drop(insert);
             tx.prepare_cached(
                 "UPDATE durable_runs SET status = 'running', error = NULL, end_checksum = NULL, \
                  owner = NULL, lease_expires_at = 0, updated_at = ?2 WHERE id = ?1",

@@ -43,6 +43,7 @@ mod limited;
 mod map;
 mod parallel;
 mod seq;
+mod sleep;
 mod step;
 mod wait;
 #[cfg(test)]
@@ -83,8 +84,7 @@ enum Abort {
         /// What it waits for.
         reason: String,
     },
-    /// The run was cancelled: journaled as its end. Nothing produces it yet.
-    #[allow(dead_code)]
+    /// The run was cancelled: journaled as its end ([`RunTask::run_cancellable`]).
     Cancel {
         /// Why.
         reason: String,
@@ -104,6 +104,8 @@ struct StepHistory {
     failed: Option<(u32, String)>,
     /// Why one of its entries could not be read, if one could not.
     unreadable: Option<String>,
+    /// A sleep's journaled wake time and the sequence number of that entry.
+    sleep: Option<(u64, u64)>,
     /// A wait's last start: its attempt and deadline (`wait_for`, `callback`).
     waiting: Option<(u32, Option<u64>)>,
     /// The inbox message a wait took: its entry's seq, the message's inbox seq, its payload.
@@ -209,6 +211,9 @@ impl RunTask {
                 }
                 // For the history only: a failed operation runs again when its step retries.
                 Event::OpFailed { .. } => {}
+                Event::SleepStarted { wake_at } => {
+                    history.entry(step).or_default().sleep = Some((wake_at, seq));
+                }
                 Event::WaitStarted { deadline } => {
                     history.entry(step).or_default().waiting = Some((attempt, deadline));
                 }
@@ -218,6 +223,13 @@ impl RunTask {
                 }
                 Event::CallbackCreated { token } => {
                     history.entry(step).or_default().token = Some(token);
+                }
+                // The failed attempts before it no longer count, nor the final failure.
+                Event::Resumed { .. } => {
+                    let h = history.entry(step).or_default();
+                    h.failed = None;
+                    h.failed_attempts = 0;
+                    h.retry_at = None;
                 }
             }
         }
@@ -247,6 +259,45 @@ impl RunTask {
     pub(crate) async fn run(self: Arc<Self>, input: Value) -> Walked {
         let walked = self.exec_seq(Vec::new(), input, Arc::from("")).await;
         self.end(walked).await
+    }
+
+    /// [`run`](Self::run), until `cancel` holds a reason: then the walk is dropped at once
+    /// (the step attempts in flight with it: their futures are dropped, their tasks aborted),
+    /// nothing more starts, and the run is journaled cancelled with that reason. A reason
+    /// there from the start cancels the run before anything runs. Should the run have
+    /// finished meanwhile (its end committed), the cancellation is refused by the store
+    /// and the run keeps its end.
+    pub(crate) async fn run_cancellable(
+        self: Arc<Self>,
+        input: Value,
+        mut cancel: tokio::sync::watch::Receiver<Option<String>>,
+    ) -> Walked {
+        let walk = crate::panic::CatchUnwind(Box::pin(Arc::clone(&self).run(input)));
+        let reason = async {
+            let reason = cancel
+                .wait_for(Option::is_some)
+                .await
+                .map(|reason| reason.clone().expect("waited for a reason"));
+            match reason {
+                Ok(reason) => reason,
+                // The engine is gone: nobody cancels any more.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            reason = reason => self.end(Err(Abort::Cancel { reason })).await,
+            walked = walk => walked.unwrap_or_else(|panic| {
+                Walked::Ended(Err(Error::BadState {
+                    workflow: self.def.name().to_owned(),
+                    run_id: self.run_id.clone(),
+                    step: None,
+                    message: format!(
+                        "the engine failed while driving it ({panic}); it resumes on the next start"
+                    ),
+                }))
+            }),
+        }
     }
 
     /// Journals how the walk stopped, and says so to the engine.
@@ -331,6 +382,7 @@ impl RunTask {
                 Node::Parallel(block) => self.exec_parallel(&address, block, state, scope).await,
                 Node::Dag(dag) => self.exec_dag(&address, dag, state, scope).await,
                 Node::Map(map) => self.exec_map(&address, map, state, scope).await,
+                Node::Sleep(sleep) => self.exec_sleep(sleep, state, &scope).await,
                 Node::Wait(wait) => self.exec_wait(wait, state, &scope).await,
                 Node::Callback(callback) => self.exec_callback(callback, state, &scope).await,
             }

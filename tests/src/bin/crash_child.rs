@@ -1,7 +1,7 @@
 //! A worker process for the crash tests: it drives one run named `crash-run` on an SQLite
 //! store, recording every step's start and end in a side-effect log, and gets killed.
 //!
-//! Usage: `crash_child <db> <seq|parallel|graph|batch|policy>` with the log path in `CRASH_LOG`. Environment:
+//! Usage: `crash_child <db> <seq|parallel|graph|batch|policy|sleep>` with the log path in `CRASH_LOG`. Environment:
 //! - `SLOW_STEP=name`: that step sleeps for a minute (the test kills the process then);
 //! - `STEP_DELAY_MS=n`: every step sleeps `n` ms.
 //!
@@ -136,6 +136,21 @@ workflow! {
     }
 }
 
+workflow! {
+    sleeper {
+        step before = work;
+        parallel {
+            step side = work;
+            seq later {
+                sleep nap(for = 1500ms);
+                step after = work;
+            }
+        }
+        sleep rest(for = 300ms);
+        step finish = work;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -150,6 +165,7 @@ async fn main() {
         .register(graph)
         .register(batch)
         .register(policy)
+        .register(sleeper)
         .build()
         .await
         .unwrap();
@@ -172,6 +188,10 @@ async fn main() {
             .map(drop),
         "policy" => engine
             .start_with_id(policy, "crash-run", Data::new())
+            .await
+            .map(drop),
+        "sleep" => engine
+            .start_with_id(sleeper, "crash-run", Data::new())
             .await
             .map(drop),
         other => panic!("unknown scenario {other}"),

@@ -24,6 +24,7 @@ mod dag;
 mod map;
 mod parallel;
 mod seq;
+mod sleep;
 mod step;
 mod wait_for;
 
@@ -38,8 +39,8 @@ pub(super) struct Node<'a> {
     /// The name a dag's `after` refers to it by (unraw); `None` for a `dag` or an unnamed
     /// `parallel` block.
     pub(super) name: Option<String>,
-    /// What it is, in messages: `step`, `parallel`, `dag`, `seq`, `map`, `wait_for` or
-    /// `callback`.
+    /// What it is, in messages: `step`, `parallel`, `dag`, `seq`, `map`, `sleep`, `wait_for`
+    /// or `callback`.
     pub(super) kind: &'static str,
 }
 
@@ -55,6 +56,7 @@ impl<'a> Walk<'a> {
             ast::Item::Map(map) => self.map(map, parent),
             ast::Item::WaitFor(wait) => self.wait_for(wait, parent),
             ast::Item::Callback(callback) => self.callback(callback, parent),
+            ast::Item::Sleep(sleep) => self.sleep(sleep, parent),
             ast::Item::Error(error) => {
                 self.cx.push(error.clone());
                 return None;

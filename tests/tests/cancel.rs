@@ -1,0 +1,245 @@
+//! Steering runs: `cancel` (from the engine's process or from a Client, mid-step and
+//! mid-sleep) and `resume_failed`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use durable::store::sqlite::SqliteStore;
+use durable::{
+    workflow, Client, Data, Engine, Error, RunId, RunStatus, StepContext, StepError, StepEvent,
+};
+use durable_tests::{
+    count, each_store, events, in_paused_runtime, in_runtime, note, now_ms, Backend, TestStore,
+};
+
+/// Notes "dropped" when the future holding it is dropped.
+struct Noted(StepContext);
+
+impl Drop for Noted {
+    fn drop(&mut self) {
+        note(&self.0, "dropped");
+    }
+}
+
+async fn hang(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    let _guard = Noted(ctx.clone());
+    note(&ctx, "hanging");
+    std::future::pending::<()>().await;
+    Ok(data)
+}
+
+async fn next(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "next");
+    Ok(data.assign("next", true))
+}
+
+async fn first(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "first");
+    Ok(data.assign("first", true))
+}
+
+workflow! { stuck { step first; step hang; step next; } }
+workflow! { sleepy { step first; sleep nap(for = 1h); step next; } }
+
+/// Waits (for real, at most 10 s) until `run` noted `what`.
+async fn noted(run: &RunId, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(run, what) == 0 {
+        assert!(Instant::now() < deadline, "{what} never happened in {run}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A Client on the test's store, as another process would open it.
+fn client_of(store: &TestStore, shared: &std::sync::Arc<dyn durable::Store>) -> Client {
+    match store.backend() {
+        Backend::Memory => Client::new(shared.clone()),
+        Backend::Sqlite => Client::open(SqliteStore::open_client(store.db_path()).unwrap()),
+    }
+}
+
+fn assert_cancelled(result: Result<Data, Error>, id: &RunId, reason: &str) {
+    match result {
+        Err(Error::RunCancelled {
+            workflow,
+            run_id,
+            reason: why,
+        }) => {
+            assert_eq!((run_id, why.as_str()), (id.clone(), reason));
+            assert!(["stuck", "sleepy"].contains(&workflow.as_str()));
+        }
+        other => panic!("not cancelled: {other:?}"),
+    }
+}
+
+each_store! {
+    fn cancel_mid_step_drops_the_step_starts_nothing_more_and_refuses_a_second_time(store) {
+        in_runtime(async move {
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone()).register(stuck).build().await.unwrap();
+            let run = engine.start(stuck, Data::new()).await.unwrap();
+            let id = run.id().clone();
+            noted(&id, "hanging").await;
+            engine.cancel(&id, "the customer withdrew").await.unwrap();
+            assert_cancelled(run.wait().await, &id, "the customer withdrew");
+            // The step's future was dropped, and nothing after it started.
+            assert_eq!(events(&id), ["first", "hanging", "dropped"]);
+            let record = shared.load_run(&id).await.unwrap().unwrap();
+            assert_eq!(
+                (record.status, record.error.as_deref()),
+                (RunStatus::Cancelled, Some("the customer withdrew"))
+            );
+            let journal = shared.load_journal(&id).await.unwrap();
+            assert!(journal.iter().all(|e| e.step == "first"), "{journal:?}");
+            // Cancelling it again is a clear error, and changes nothing.
+            let err = engine.cancel(&id, "again").await.unwrap_err();
+            assert!(matches!(err, Error::RunNotInState { .. }), "{err:?}");
+            let text = err.to_string();
+            assert!(
+                text.contains("workflow `stuck`") && text.contains(id.as_str())
+                    && text.contains("finished (cancelled)"),
+                "{text}"
+            );
+            assert!(matches!(
+                engine.cancel(&"nobody".into(), "why").await,
+                Err(Error::RunNotFound { .. })
+            ));
+            let record = shared.load_run(&id).await.unwrap().unwrap();
+            assert_eq!(record.error.as_deref(), Some("the customer withdrew"));
+            engine.shutdown().await.unwrap();
+        });
+    }
+
+    fn cancel_from_a_client_mid_step_is_noticed_by_the_engine(store) {
+        in_runtime(async move {
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone()).register(stuck).build().await.unwrap();
+            let run = engine.start(stuck, Data::new()).await.unwrap();
+            let id = run.id().clone();
+            noted(&id, "hanging").await;
+            let client = client_of(&store, &shared);
+            let asked = Instant::now();
+            client.cancel(&id, "from the CLI").await.unwrap();
+            assert_cancelled(run.wait().await, &id, "from the CLI");
+            // Through the watch, not a heartbeat (the default lease is 30 s).
+            assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+            assert_eq!(events(&id), ["first", "hanging", "dropped"]);
+            let err = client.cancel(&id, "again").await.unwrap_err();
+            assert!(matches!(err, Error::RunNotInState { .. }), "{err:?}");
+            engine.shutdown().await.unwrap();
+        });
+    }
+
+    fn cancel_mid_sleep_ends_the_run_at_once_and_it_never_resumes(store) {
+        in_paused_runtime(async move {
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone()).register(sleepy).build().await.unwrap();
+            let run = engine.start(sleepy, Data::new()).await.unwrap();
+            let id = run.id().clone();
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(engine.status(&id).await.unwrap().status, RunStatus::Suspended);
+            let asked = now_ms();
+            engine.cancel(&id, "no reminder needed").await.unwrap();
+            assert_cancelled(run.wait().await, &id, "no reminder needed");
+            assert!(now_ms() - asked < 60_000, "cancelled {} ms later", now_ms() - asked);
+            // Past the wake time, nothing resumes it.
+            tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+            assert_eq!(events(&id), ["first"]);
+            let record = shared.load_run(&id).await.unwrap().unwrap();
+            assert_eq!(record.status, RunStatus::Cancelled);
+            engine.shutdown().await.unwrap();
+        });
+    }
+
+    fn cancel_from_a_client_mid_sleep_wakes_and_ends_the_run(store) {
+        in_runtime(async move {
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone()).register(sleepy).build().await.unwrap();
+            let run = engine.start(sleepy, Data::new()).await.unwrap();
+            let id = run.id().clone();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while engine.status(&id).await.unwrap().status != RunStatus::Suspended {
+                assert!(Instant::now() < deadline, "never suspended");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let client = client_of(&store, &shared);
+            let asked = Instant::now();
+            client.cancel(&id, "unsubscribed").await.unwrap();
+            assert_cancelled(run.wait().await, &id, "unsubscribed");
+            assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+            assert_eq!(events(&id), ["first"]);
+            engine.shutdown().await.unwrap();
+        });
+    }
+}
+
+/// Runs whose bug is fixed.
+static FIXED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+fn fixed(run: &RunId) -> bool {
+    FIXED
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|f| f.contains(run.as_str()))
+}
+
+/// Fails until fixed; once fixed, fails its first attempt and succeeds on its second, which
+/// only a fresh attempt budget of two allows.
+async fn flaky(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, format!("flaky {}", ctx.attempt()));
+    if fixed(ctx.run_id()) && ctx.attempt() == 2 {
+        return Ok(data.assign("flaky", true));
+    }
+    Err(StepError::retryable("the bug"))
+}
+
+workflow! {
+    buggy {
+        step first;
+        step flaky(retry(max_attempts = 2, initial = 10ms));
+        step next;
+    }
+}
+
+each_store! {
+    fn resume_failed_goes_on_from_the_failed_step_with_a_fresh_budget(store) {
+        in_runtime(async move {
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone()).register(buggy).build().await.unwrap();
+            let run = engine.start(buggy, Data::new()).await.unwrap();
+            let id = run.id().clone();
+            assert!(matches!(run.wait().await, Err(Error::RunFailed { .. })));
+            assert_eq!(events(&id), ["first", "flaky 1", "flaky 2"]);
+            FIXED.lock().unwrap().get_or_insert_with(HashSet::new).insert(id.to_string());
+            engine.resume_failed(&id).await.unwrap();
+            let out = run.wait().await.unwrap();
+            assert_eq!(
+                (out.get::<bool>("first"), out.get::<bool>("flaky"), out.get::<bool>("next")),
+                (Some(true), Some(true), Some(true))
+            );
+            // `first` is kept, not run again; `flaky` had two fresh attempts.
+            assert_eq!(events(&id), ["first", "flaky 1", "flaky 2", "flaky 1", "flaky 2", "next"]);
+            let history = engine.history(&id).await.unwrap();
+            let resumed: Vec<_> = history
+                .iter()
+                .filter(|r| matches!(r.event, StepEvent::Resumed { attempts: 2 }))
+                .map(|r| r.step.as_str())
+                .collect();
+            assert_eq!(resumed, ["flaky"]);
+            assert_eq!(engine.status(&id).await.unwrap().status, RunStatus::Completed);
+            // Only a failed run resumes.
+            let err = engine.resume_failed(&id).await.unwrap_err();
+            assert!(matches!(err, Error::RunNotInState { .. }), "{err:?}");
+            assert!(err.to_string().contains("it is completed, not failed"), "{err}");
+            assert!(matches!(
+                engine.resume_failed(&"nobody".into()).await,
+                Err(Error::RunNotFound { .. })
+            ));
+            engine.shutdown().await.unwrap();
+        });
+    }
+}
