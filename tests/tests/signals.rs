@@ -136,6 +136,27 @@ each_store! {
     }
 }
 
+each_store! {
+    fn a_run_cancelled_while_it_waits_ends_cancelled_and_refuses_later_signals(store) {
+        in_runtime(async {
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone()).register(review).build().await.unwrap();
+            let run = engine.start(review, Data::new()).await.unwrap();
+            until_suspended(&engine.client(), run.id()).await;
+            engine.cancel(run.id(), "no longer needed").await.unwrap();
+            let err = run.wait().await.unwrap_err();
+            assert!(matches!(err, Error::RunCancelled { .. }), "{err:?}");
+            let err = engine.signal(run.id(), "approved", "late").await.unwrap_err();
+            assert!(err.to_string().ends_with("the run has finished (cancelled)"), "{err}");
+            assert!(shared.load_inbox(run.id()).await.unwrap().is_empty());
+            // It never went past its wait.
+            let steps: Vec<_> = engine.history(run.id()).await.unwrap().into_iter().map(|r| r.step).collect();
+            assert!(!steps.iter().any(|s| s == "finish"), "{steps:?}");
+            engine.shutdown().await.unwrap();
+        });
+    }
+}
+
 #[test]
 fn a_signal_for_a_workflow_this_engine_does_not_know_is_refused() {
     in_runtime(async {
