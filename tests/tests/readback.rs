@@ -446,6 +446,18 @@ fn a_flipped_byte_in_a_journal_entry_is_refused_naming_run_and_step() {
             "the run is not marked finished"
         );
         assert!(info.stalled.is_some());
+        // A damaged journal does not heal by itself: heartbeats (every ~33 ms here) leave the
+        // run stalled with why, instead of loading it again and again.
+        let errors = engine.health().errors;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            engine.health().errors,
+            errors,
+            "the journal was not loaded again"
+        );
+        let again = engine.status(&ids[0]).await.unwrap();
+        let why = again.stalled.map(|e| e.to_string()).unwrap_or_default();
+        assert!(why.contains("does not match its checksum"), "{why}");
         assert_eq!(count(&ids[0], "a"), 1, "the damaged step was not run again");
         assert_eq!(count(&ids[0], "gate"), 1, "the run did not go on");
         // The other run resumes.

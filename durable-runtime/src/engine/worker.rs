@@ -13,7 +13,7 @@ use super::{lock, Active, Shared};
 use crate::clock::now_millis;
 use crate::definition::Definition;
 use crate::error::Error;
-use crate::store::{ClaimableWatch, JournalEntry, RunRecord, RunStatus};
+use crate::store::{ClaimableWatch, JournalEntry, RunRecord, RunStatus, StoreErrorKind};
 use crate::walk::{RunTask, Walked};
 use crate::RunId;
 
@@ -57,7 +57,13 @@ impl Shared {
         // that it answers (the store calls above succeeded), from their journals.
         let failed: Vec<RunId> = lock(&self.stalled)
             .iter()
-            .filter(|(_, error)| matches!(error, Error::Store(_)))
+            // Not a damaged journal or a foreign file: those stay as they are until a person
+            // restores them, so driving the run again would only fail again (and, meanwhile,
+            // hide why it stalled).
+            .filter(|(_, error)| {
+                matches!(error, Error::Store(e)
+                    if !matches!(e.kind(), StoreErrorKind::Corrupt | StoreErrorKind::Foreign))
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in failed {
