@@ -165,6 +165,7 @@ fn new_run(id: &str, workflow: &str, owner: &str) -> Write {
         input: r#"{"n":1}"#.into(),
         owner: owner.into(),
         lease_expires_at: u64::MAX / 2,
+        parent: None,
     })
 }
 

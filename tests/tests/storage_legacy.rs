@@ -346,6 +346,7 @@ fn load_fixture_file(store: &durable_tests::TestStore, file: &str, ids: &[&str])
                             input: run.input,
                             owner: "a-process-long-gone".into(),
                             lease_expires_at: 0,
+                            parent: None,
                         }),
                         Write::Append {
                             run: id,
