@@ -9,8 +9,8 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
 use crate::model::{
-    Backoff, Call, Callback, Dag, Item, Map, MapOptions, Merge, OnError, Over, Parallel, Retry, Seq,
-    Sleep, Step, Wait, Wake, Workflow,
+    Backoff, Call, Callback, Dag, Item, Map, MapOptions, Merge, OnError, Over, Parallel, Retry,
+    Seq, Sleep, Step, Wait, Wake, Workflow,
 };
 
 /// The struct, its `Workflow` impl and, when `checked` failed, the errors.

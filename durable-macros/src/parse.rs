@@ -230,9 +230,8 @@ impl Parse for Call {
     fn parse(input: ParseStream) -> Result<Self> {
         let keyword = input.parse()?;
         let name: Ident = input.parse().map_err(|_| {
-            input.error(
-                "expected the call's name after `call`, as in `call payment = charge_card;`",
-            )
+            input
+                .error("expected the call's name after `call`, as in `call payment = charge_card;`")
         })?;
         if input.peek(token::Paren) {
             return Err(input.error(format!(

@@ -165,7 +165,14 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
             }
             if let Some((link, payload)) = to_parent {
                 // A parent that finished (or vanished) meanwhile has nobody to tell.
-                let _ = deliver(inner, &link.run, inbox_kinds::CHILD, &link.step, &payload, now);
+                let _ = deliver(
+                    inner,
+                    &link.run,
+                    inbox_kinds::CHILD,
+                    &link.step,
+                    &payload,
+                    now,
+                );
             }
             Ok(())
         }

@@ -85,10 +85,7 @@ impl RunTask {
                     self.put(&path, call.name, input, &value, seq)
                 }
                 Err(end) => {
-                    let error = format!(
-                        "child run {child} of workflow `{}` {end}",
-                        call.workflow
-                    );
+                    let error = format!("child run {child} of workflow `{}` {end}", call.workflow);
                     self.wait_failed(&path, 1, error, optional, input).await
                 }
             };
@@ -127,7 +124,9 @@ impl RunTask {
             None => Value::Object(Default::default()),
         };
         let input = crate::encode::to_text(&input).map_err(|e| {
-            Abort::Engine(self.bad_state(path, format!("the child's input cannot be journaled: {e}")))
+            Abort::Engine(
+                self.bad_state(path, format!("the child's input cannot be journaled: {e}")),
+            )
         })?;
         let link = ParentLink {
             run: self.run_id.clone(),
