@@ -236,3 +236,112 @@ each_store! {
         });
     }
 }
+
+workflow! { order_timeout { step prepare; call payment = stuck_child(timeout = 1h); step ship; } }
+workflow! { order_timeout_optional { step prepare; call payment = stuck_child(optional, timeout = 1h); step ship; } }
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Invoice {
+    amount: u64,
+    paid: bool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Checkout {
+    id: u64,
+    invoice: Invoice,
+}
+
+async fn pay(invoice: Invoice) -> Result<Invoice, StepError> {
+    Ok(Invoice {
+        paid: true,
+        ..invoice
+    })
+}
+
+async fn seal(c: Checkout) -> Result<Checkout, StepError> {
+    Ok(c)
+}
+
+workflow! { billing(state = Invoice) { step pay; } }
+workflow! { checkout(state = Checkout) { call invoice = billing; step seal; } }
+
+each_store! {
+    fn a_child_that_outlives_its_timeout_fails_the_call_and_is_cancelled(store) {
+        durable_tests::in_paused_runtime(async move {
+            let px = RunId::generate();
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone())
+                .register(order_timeout)
+                .register(order_timeout_optional)
+                .register(stuck_child)
+                .build()
+                .await
+                .unwrap();
+            let id = RunId::from(format!("{px}t1"));
+            engine.start_with_id(order_timeout, id.clone(), Data::new()).await.unwrap();
+            let err = engine.wait::<Data>(&id).await.unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("timed out after 3600s waiting for child run")
+                    && text.contains(&format!("{px}t1/payment")),
+                "{text}"
+            );
+            let child = RunId::from(format!("{px}t1/payment"));
+            match engine.wait::<Data>(&child).await {
+                Err(Error::RunCancelled { reason, .. }) => {
+                    assert!(reason.contains("stopped waiting"), "{reason}")
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(events(&id), ["prepare"]);
+
+            let id = RunId::from(format!("{px}t2"));
+            engine.start_with_id(order_timeout_optional, id.clone(), Data::new()).await.unwrap();
+            let out = engine.wait::<Data>(&id).await.unwrap();
+            assert_eq!(out.get::<bool>("shipped"), Some(true));
+            engine.shutdown().await.unwrap();
+        });
+    }
+
+    fn a_typed_parent_gets_the_typed_child_s_output_in_its_field(store) {
+        in_runtime(async move {
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone())
+                .register(checkout)
+                .register(billing)
+                .build()
+                .await
+                .unwrap();
+            let input = Checkout { id: 3, invoice: Invoice { amount: 12, paid: false } };
+            let out = engine.run(checkout, input).await.unwrap();
+            assert_eq!((out.id, out.invoice.amount, out.invoice.paid), (3, 12, true));
+            engine.shutdown().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn the_called_workflow_is_part_of_the_fingerprint_and_the_graph() {
+    workflow! { order_b { step prepare; call payment = declined; step ship; } }
+    workflow! { order_c { step prepare; step ship; } }
+    let (a, b, c) = (
+        order.definition(),
+        order_b.definition(),
+        order_c.definition(),
+    );
+    assert_ne!(a.fingerprint(), b.fingerprint());
+    assert_ne!(a.fingerprint(), c.fingerprint());
+    assert_eq!(a.step_names(), ["prepare", "payment", "ship"]);
+    let mermaid = a.to_mermaid();
+    assert!(
+        mermaid.contains(r#"payment[["call payment = payment"]]"#),
+        "{mermaid}"
+    );
+    assert!(mermaid.contains("prepare --> payment") && mermaid.contains("payment --> ship"));
+    let dot = order_timeout_optional.definition().to_dot();
+    assert!(
+        dot.contains(r#""payment" [shape=box3d, label="call payment = stuck_child\ntimeout 3600s\noptional"];"#),
+        "{dot}"
+    );
+}
