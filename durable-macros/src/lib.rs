@@ -135,6 +135,15 @@ use syn::parse_macro_input;
 /// With a typed state the state type must have a field `name` of a type the payload decodes
 /// into (checked at compile time: a missing field is reported at the name).
 ///
+/// **A call** is `call name = other_workflow;` or `call name = other_workflow(options);`: it
+/// runs the registered workflow `other_workflow` (the unit struct its `workflow!` defines) as
+/// a child run, with the state's value under `name` as its input, and waits (suspended) for
+/// it; the child's output goes into the state under `name`. A failed or cancelled child fails
+/// the item. Options: `timeout = DURATION` (then the child is cancelled and the item fails),
+/// `optional` and `after = [...]`; no `retry` (the child's steps retry themselves). With a
+/// typed state, the field `name` must be of the child's `Workflow::State` type (checked at
+/// compile time).
+///
 /// **A parallel block** is `parallel { ... }`, `parallel(options) { ... }` or, named,
 /// `parallel name(options) { ... }`, with the options
 /// `merge = deep_merge | last_wins | collect` (default `deep_merge`),
