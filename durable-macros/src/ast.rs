@@ -18,11 +18,12 @@ pub mod kw {
     syn::custom_keyword!(sleep);
     syn::custom_keyword!(wait_for);
     syn::custom_keyword!(callback);
+    syn::custom_keyword!(call);
 }
 
 /// The item keywords a workflow body accepts, for "did you mean" suggestions.
 pub const ITEM_KEYWORDS: &[&str] = &[
-    "step", "parallel", "dag", "seq", "map", "sleep", "wait_for", "callback",
+    "step", "parallel", "dag", "seq", "map", "sleep", "wait_for", "callback", "call",
 ];
 
 /// `#[doc] vis name(options) { items }`: one whole `workflow!` invocation.
@@ -67,6 +68,8 @@ pub enum Item {
     WaitFor(WaitFor),
     /// `callback name = path(options);`
     Callback(Callback),
+    /// `call name = workflow(options);`
+    Call(Call),
     /// An item that failed to parse. Parsing skipped past it and went on, so the error is
     /// reported together with those of the rest of the workflow.
     Error(syn::Error),
@@ -183,6 +186,34 @@ impl WaitFor {
         match &self.options {
             Some(options) => options.paren.span.close(),
             None => self.name.span(),
+        }
+    }
+}
+
+/// `call name = workflow(options);`
+pub struct Call {
+    /// The `call` keyword.
+    #[allow(dead_code)] // Kept so that the tree is complete; no diagnostic needs it yet.
+    pub keyword: kw::call,
+    /// The item's name: the state field of the child's input and output, and its journal path.
+    pub name: Ident,
+    /// The child workflow (the unit struct `workflow!` defines), after `=`.
+    pub workflow: ExprPath,
+    /// `(timeout = ..., optional, after = [...])`, after the workflow, if given.
+    pub options: Option<Options>,
+    /// The closing `;`, missing being a validation error.
+    pub semi: Option<Token![;]>,
+}
+
+impl Call {
+    /// Where a missing `;` is reported.
+    pub fn end_span(&self) -> Span {
+        match &self.options {
+            Some(options) => options.paren.span.close(),
+            None => match self.workflow.path.segments.last() {
+                Some(last) => last.ident.span(),
+                None => self.name.span(),
+            },
         }
     }
 }

@@ -9,8 +9,8 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
 use crate::model::{
-    Backoff, Callback, Dag, Item, Map, MapOptions, Merge, OnError, Over, Parallel, Retry, Seq,
-    Sleep, Step, Wait, Wake, Workflow,
+    Backoff, Call, Callback, Dag, Item, Map, MapOptions, Merge, OnError, Over, Parallel, Retry,
+    Seq, Sleep, Step, Wait, Wake, Workflow,
 };
 
 /// The struct, its `Workflow` impl and, when `checked` failed, the errors.
@@ -95,7 +95,7 @@ fn collect_funcs<'a>(items: &'a [Item], funcs: &mut Vec<&'a syn::ExprPath>) {
         match item {
             Item::Step(step) => funcs.push(&step.func),
             Item::Callback(callback) => funcs.push(&callback.func),
-            Item::Wait(_) => {}
+            Item::Wait(_) | Item::Call(_) => {}
             Item::Parallel(block) => collect_funcs(&block.branches, funcs),
             Item::Seq(seq) => collect_funcs(&seq.items, funcs),
             Item::Map(map) => collect_funcs(&map.items, funcs),
@@ -146,6 +146,7 @@ fn node(item: &Item, state: StateType) -> TokenStream {
         Item::Sleep(sleep) => sleep_node(sleep),
         Item::Wait(wait) => wait_node(wait),
         Item::Callback(callback) => callback_node(callback, state),
+        Item::Call(call) => call_node(call),
     }
 }
 
@@ -201,6 +202,26 @@ fn callback_node(callback: &Callback, state: StateType) -> TokenStream {
     let options = wait_options(retry, *timeout_ms, *optional);
     quote! {
         ::durable::__private::Node::callback(#name, #func_name, #erased, #options)
+    }
+}
+
+fn call_node(call: &Call) -> TokenStream {
+    let Call {
+        name,
+        workflow,
+        timeout_ms,
+        optional,
+        ..
+    } = call;
+    let options = wait_options(&None, *timeout_ms, *optional);
+    // Spanned at the user's path, so a path that is no workflow is reported there.
+    quote_spanned! {workflow.span()=>
+        ::durable::__private::call_node(
+            #name,
+            #workflow,
+            || ::durable::__private::Workflow::definition(&#workflow),
+            #options,
+        )
     }
 }
 

@@ -93,6 +93,18 @@ fn walk<'a>(
                     out.push(Check { ty, body });
                 }
             }
+            // The child's output goes into the field: it must be of the child's state type.
+            Item::Call(model::Call {
+                ident, workflow, ..
+            }) => {
+                if let Some(ty) = typed(state) {
+                    let span = ident.span();
+                    let body = quote_spanned! {span=>
+                        ::durable::__private::fields::child_state(&#workflow, &state.#ident);
+                    };
+                    out.push(Check { ty, body });
+                }
+            }
             Item::Seq(seq) => walk(&seq.items, state, concurrent, out),
             Item::Dag(dag) => {
                 for (node, _) in &dag.nodes {

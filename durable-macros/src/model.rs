@@ -40,6 +40,8 @@ pub enum Item {
     Wait(Wait),
     /// A `callback`.
     Callback(Callback),
+    /// A `call`.
+    Call(Call),
 }
 
 /// A checked `wait_for name(...)`.
@@ -50,6 +52,21 @@ pub struct Wait {
     pub ident: Ident,
     /// The retry policy of its timeouts, as for a step.
     pub retry: Option<Retry>,
+    /// `timeout = ...` in milliseconds, at least 1; `None`: waits for ever.
+    pub timeout_ms: Option<u64>,
+    /// `optional`.
+    pub optional: bool,
+}
+
+/// A checked `call name = workflow(...)`.
+pub struct Call {
+    /// The item's name (unraw).
+    pub name: String,
+    /// The name as written, with its span: a typed state must have this field, of the
+    /// child's state type.
+    pub ident: Ident,
+    /// The child workflow's path.
+    pub workflow: ExprPath,
     /// `timeout = ...` in milliseconds, at least 1; `None`: waits for ever.
     pub timeout_ms: Option<u64>,
     /// `optional`.

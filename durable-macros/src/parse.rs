@@ -12,7 +12,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::{braced, parenthesized, token, Attribute, Error, ExprPath, Ident, Result, Token, Type};
 
 use crate::ast::{
-    kw, Block, Callback, Dag, Item, Map, Opt, OptValue, Options, Parallel, Seq, Sleep, Step,
+    kw, Block, Call, Callback, Dag, Item, Map, Opt, OptValue, Options, Parallel, Seq, Sleep, Step,
     WaitFor, Workflow, ITEM_KEYWORDS,
 };
 use crate::suggest;
@@ -108,9 +108,11 @@ impl Parse for Item {
             input.parse().map(Item::WaitFor)
         } else if input.peek(kw::callback) {
             input.parse().map(Item::Callback)
+        } else if input.peek(kw::call) {
+            input.parse().map(Item::Call)
         } else if input.peek(Token![;]) {
             Err(input.error(
-                "unexpected `;`: only a `step`, `sleep`, `wait_for` or `callback` ends with `;`, remove \
+                "unexpected `;`: only a `step`, `sleep`, `wait_for`, `callback` or `call` ends with `;`, remove \
                  this one",
             ))
         } else if input.peek(Ident::peek_any) {
@@ -218,6 +220,44 @@ impl Parse for Callback {
             keyword,
             name,
             func,
+            options,
+            semi,
+        })
+    }
+}
+
+impl Parse for Call {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let keyword = input.parse()?;
+        let name: Ident = input.parse().map_err(|_| {
+            input
+                .error("expected the call's name after `call`, as in `call payment = charge_card;`")
+        })?;
+        if input.peek(token::Paren) {
+            return Err(input.error(format!(
+                "a call's options go after the workflow it calls: write \
+                 `call {name} = other_workflow(timeout = 1h);`"
+            )));
+        }
+        if !input.peek(Token![=]) {
+            return Err(input.error(format!(
+                "expected `=` and the workflow to run as a child, as in \
+                 `call {name} = other_workflow;`"
+            )));
+        }
+        input.parse::<Token![=]>()?;
+        let workflow = input.parse::<ExprPath>().map_err(|_| {
+            input.error(format!(
+                "expected the path of a workflow after `=`, as in \
+                 `call {name} = billing::charge_card;`"
+            ))
+        })?;
+        let options = parse_options(input)?;
+        let semi = input.parse()?;
+        Ok(Call {
+            keyword,
+            name,
+            workflow,
             options,
             semi,
         })

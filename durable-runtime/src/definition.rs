@@ -130,6 +130,48 @@ pub enum Node {
     /// `callback NAME = submit_fn(timeout = ...)`: hands a token to `submit_fn`, then waits
     /// for the callback's completion; its payload goes into the state under `NAME`.
     Callback(CallbackNode),
+    /// `call NAME = other_workflow(...)`: runs another registered workflow as a child run
+    /// and waits for its end; its output goes into the state under `NAME`.
+    Call(CallNode),
+}
+
+/// `call NAME = other_workflow(...)`: starts a run of another registered workflow as a
+/// child of this run, and waits for it, suspended (holding no task), until it ends.
+///
+/// The child's input is the value under `NAME` in the state (`{}` when there is none); its
+/// run id is derived from the parent's run id and the item's journal path
+/// (`"<parent>/<path>"`, or a hashed form past [`RunId::MAX_LEN`](crate::RunId::MAX_LEN)),
+/// so a parent resumed after a crash attaches to the child it started instead of starting
+/// another. The child's output goes into the state under `NAME`; a child that fails or is
+/// cancelled fails the item (`options.optional` skips it). `options.timeout` bounds the wait
+/// (the child is then cancelled and the item fails). There is no retry: the child's steps
+/// have their own.
+///
+/// ```
+/// use durable::{workflow, Data, StepError, Workflow};
+/// use durable::definition::Node;
+///
+/// async fn charge_card(d: Data) -> Result<Data, StepError> { Ok(d.assign("paid", true)) }
+/// async fn ship(d: Data) -> Result<Data, StepError> { Ok(d) }
+///
+/// workflow! { payment { step charge_card; } }
+/// workflow! { order { call payment = payment; step ship; } }
+///
+/// let def = order.definition();
+/// let Node::Call(call) = &def.nodes()[0] else { unreachable!() };
+/// assert_eq!((call.name, call.workflow), ("payment", "payment"));
+/// assert!(def.to_mermaid().contains(r#"payment[["call payment = payment"]]"#));
+/// assert!(def.to_dot().contains(r#""payment" [shape=box3d, label="call payment = payment"];"#));
+/// ```
+pub struct CallNode {
+    /// The item's name: the state key of the child's input and output, and its journal path.
+    pub name: &'static str,
+    /// The child workflow's name ([`Workflow::NAME`]).
+    pub workflow: &'static str,
+    /// Builds the child workflow's definition (its fingerprint is the child run's).
+    pub definition: fn() -> Definition,
+    /// `timeout` (of the wait for the child) and `optional`; `retry` is not used.
+    pub options: StepOptions,
 }
 
 /// `wait_for NAME(...)`: the run waits (suspended, holding nothing but its row) until a
@@ -386,7 +428,7 @@ impl Definition {
         names
     }
 
-    /// Every step's name (`wait_for` and `callback` items' included), depth first in
+    /// Every step's name (`wait_for`, `callback` and `call` items' included), depth first in
     /// declaration order.
     pub fn step_names(&self) -> Vec<&'static str> {
         let mut names = Vec::new();
@@ -396,6 +438,7 @@ impl Definition {
                     Node::Step(step) => names.push(step.name),
                     Node::Wait(wait) => names.push(wait.name),
                     Node::Callback(callback) => names.push(callback.name),
+                    Node::Call(call) => names.push(call.name),
                     other => walk(other.children(), names),
                 }
             }
@@ -513,6 +556,21 @@ impl Node {
         Node::Wait(WaitNode { name, options })
     }
 
+    /// `call name = workflow(...)`: see [`CallNode`].
+    pub fn call(
+        name: &'static str,
+        workflow: &'static str,
+        definition: fn() -> Definition,
+        options: StepOptions,
+    ) -> Self {
+        Node::Call(CallNode {
+            name,
+            workflow,
+            definition,
+            options,
+        })
+    }
+
     /// `callback name = submit(...)`: see [`CallbackNode`].
     pub fn callback(
         name: &'static str,
@@ -603,13 +661,16 @@ impl Node {
             Node::Sleep(sleep) => sleep.name,
             Node::Wait(wait) => wait.name,
             Node::Callback(callback) => callback.name,
+            Node::Call(call) => call.name,
         }
     }
 
     /// The nodes directly inside this one.
     pub fn children(&self) -> &[Node] {
         match self {
-            Node::Step(_) | Node::Sleep(_) | Node::Wait(_) | Node::Callback(_) => &[],
+            Node::Step(_) | Node::Sleep(_) | Node::Wait(_) | Node::Callback(_) | Node::Call(_) => {
+                &[]
+            }
             Node::Parallel(block) => &block.branches,
             Node::Seq(seq) => &seq.nodes,
             Node::Dag(dag) => &dag.nodes,
@@ -632,6 +693,10 @@ impl Node {
                     "callback {} = {};",
                     callback.name, callback.submit_name
                 );
+            }
+            // The child's own structure is its runs' fingerprint, not the parent's.
+            Node::Call(call) => {
+                let _ = write!(out, "call {} = {};", call.name, call.workflow);
             }
             // Its duration or field is not hashed, like a step's options: a run asleep keeps
             // the wake time it journaled, whatever the definition says now.
@@ -707,7 +772,7 @@ impl DagNode {
 }
 
 /// 64-bit FNV-1a: stable across Rust versions and platforms, unlike `DefaultHasher`.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -91,3 +91,17 @@ pub fn parallel_errors<F: ErrorsField>(field: &F) -> &F {
 pub fn map_result<T, F: BatchField<T>>(field: &F) -> &F {
     field
 }
+
+/// A `call NAME = W;` item of a typed state: the field `NAME` holds the child's input and
+/// output, so it must be of `W`'s state type (the compiler reports a mismatch at the field).
+pub fn child_state<W: crate::Workflow>(_child: &W, _field: &W::State) {}
+
+/// The node of `call name = child;`, named by the child's [`Workflow::NAME`](crate::Workflow::NAME).
+pub fn call_node<W: crate::Workflow>(
+    name: &'static str,
+    _child: W,
+    definition: fn() -> crate::Definition,
+    options: crate::definition::StepOptions,
+) -> crate::definition::Node {
+    crate::definition::Node::call(name, W::NAME, definition, options)
+}

@@ -72,6 +72,8 @@ pub enum GraphKind {
     Wait,
     /// A `callback`: hands a token out, then waits for its completion.
     Callback,
+    /// A `call`: runs this workflow as a child run and waits for it.
+    Call(&'static str),
 }
 
 impl Definition {
@@ -186,6 +188,13 @@ fn add(node: &Node, graph: &mut Graph, blocks: &mut Vec<String>) -> Ends {
             callback.name,
             GraphKind::Callback,
             &callback.options,
+            graph,
+            blocks,
+        ),
+        Node::Call(call) => point(
+            call.name,
+            GraphKind::Call(call.workflow),
+            &call.options,
             graph,
             blocks,
         ),
@@ -329,6 +338,20 @@ fn render(nodes: &[Node], out: &mut String, depth: usize, counter: &mut usize, s
                 let what = format!("callback {} = {}", cb.name, cb.submit_name);
                 let label = wait_label(what, &cb.options);
                 waiting(out, &pad, style, cb.name, label, true);
+            }
+            // A subroutine: Mermaid `[[...]]`, DOT `box3d`.
+            Node::Call(call) => {
+                let what = format!("call {} = {}", call.name, call.workflow);
+                let label = wait_label(what, &call.options);
+                let _ = match style {
+                    Style::Mermaid => writeln!(out, "{pad}{}[[\"{label}\"]]", call.name),
+                    Style::Dot => writeln!(
+                        out,
+                        "{pad}\"{}\" [shape=box3d, label=\"{}\"];",
+                        call.name,
+                        label.replace("<br/>", "\\n")
+                    ),
+                };
             }
             Node::Sleep(sleep) => {
                 let label = format!("sleep {}<br/>{}", sleep.name, wake_label(&sleep.wake));

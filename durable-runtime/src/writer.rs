@@ -264,6 +264,7 @@ mod tests {
             input: "{}".into(),
             owner: "me".into(),
             lease_expires_at: u64::MAX / 2,
+            parent: None,
         })
     }
 

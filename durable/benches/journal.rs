@@ -321,6 +321,7 @@ async fn sleep100k_case(dir: &std::path::Path) {
                         input: format!(r#"{{"wake_at":{wake_at}}}"#),
                         owner: "populating".into(),
                         lease_expires_at: 0,
+                        parent: None,
                     }));
                     batch.push(Write::Append {
                         run: id,

@@ -25,6 +25,7 @@ pub mod __private {
     pub use durable_runtime::callback::erase_submit;
     pub use durable_runtime::definition::{Definition, MapOptions, Node, StepOptions, Workflow};
     pub use durable_runtime::fields;
+    pub use durable_runtime::fields::call_node;
     pub use durable_runtime::merge::{Merge, OnError};
     pub use durable_runtime::retry::{Backoff, RetryPolicy};
     pub use durable_runtime::step::erase;

@@ -134,6 +134,7 @@ pub fn print_history(history: &[StepRecord]) {
             StepEvent::Waiting { deadline: Some(at) } => format!("waiting (times out at {at} ms)"),
             StepEvent::Received { inbox, value } => format!("received #{inbox}: {value}"),
             StepEvent::CallbackCreated { .. } => "callback token made".to_owned(),
+            StepEvent::ChildStarted { child } => format!("child run {child} started"),
         };
         println!(
             "  {:<4} {:<22} {:<8} {event}",

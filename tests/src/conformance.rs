@@ -46,7 +46,9 @@ use durable::RunId;
 
 use crate::{in_runtime, TestStore};
 
+mod children;
 mod inbox;
+pub use children::*;
 pub use inbox::*;
 
 /// Defines one `#[test]` per check of the [conformance suite](crate::conformance) in a module
@@ -90,6 +92,9 @@ macro_rules! store_conformance {
                 inbox_messages_are_numbered_per_run_and_refused_for_unknown_or_finished_runs,
                 a_message_wakes_a_suspended_run,
                 a_callback_token_is_taken_once,
+                // Issue 9, child runs (branch `children`).
+                a_child_s_end_reaches_its_parent_s_inbox_in_the_same_commit,
+                a_cancel_request_cascades_to_unfinished_children,
             }
         }
     };
@@ -165,6 +170,7 @@ fn new_run(id: &str, workflow: &str, owner: &str) -> Write {
         input: r#"{"n":1}"#.into(),
         owner: owner.into(),
         lease_expires_at: u64::MAX / 2,
+        parent: None,
     })
 }
 

@@ -291,6 +291,7 @@ fn waiting_on_a_run_another_worker_drives_polls_the_store_less_and_less() {
                 input: "{}".into(),
                 owner: "another-worker".into(),
                 lease_expires_at: u64::MAX / 2,
+                parent: None,
             })])
             .await
             .unwrap();

@@ -251,6 +251,7 @@ each_store! {
                     input: "{}".into(),
                     owner: "a-process-long-gone".into(),
                     lease_expires_at: 0,
+                    parent: None,
                 }),
                 Write::Append {
                     run: id.clone(),

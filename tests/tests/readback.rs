@@ -533,6 +533,9 @@ fn a_file_from_before_checksums_is_migrated_and_its_entries_without_checksums_ar
              ALTER TABLE durable_runs DROP COLUMN input_checksum;
              ALTER TABLE durable_runs DROP COLUMN end_checksum;
              DROP TABLE durable_inbox;
+             DROP INDEX durable_runs_by_parent;
+             ALTER TABLE durable_runs DROP COLUMN parent_run;
+             ALTER TABLE durable_runs DROP COLUMN parent_step;
              DROP INDEX durable_runs_by_wake;
              DROP INDEX durable_runs_cancel_requested;
              ALTER TABLE durable_runs DROP COLUMN wake_at;
@@ -558,7 +561,7 @@ fn a_file_from_before_checksums_is_migrated_and_its_entries_without_checksums_ar
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(schema, "5");
+    assert_eq!(schema, "6");
     // Old entries keep no checksum; new ones have one.
     let sums: Vec<(String, Option<i64>)> = conn
         .prepare("SELECT step, checksum FROM durable_journal WHERE run_id = ?1 ORDER BY seq")

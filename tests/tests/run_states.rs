@@ -26,6 +26,7 @@ async fn ended(store: &dyn durable::Store, id: &str, finish: Finish) -> RunId {
         input: "{}".into(),
         owner: "gone".into(),
         lease_expires_at: 0,
+        parent: None,
     };
     let end = Write::Append {
         run: id.clone(),

@@ -129,6 +129,7 @@ fn a_resumed_retry_waits_from_when_the_retry_was_due() {
                 input: "{}".into(),
                 owner: String::new(),
                 lease_expires_at: 0,
+                parent: None,
             }),
             Write::Append {
                 run: "resumed".into(),

@@ -269,6 +269,7 @@ fn create_many_runs(store: &dyn Store) -> Vec<(RunId, &'static str, bool)> {
                         input: "{}".into(),
                         owner: "elsewhere".into(),
                         lease_expires_at: u64::MAX,
+                        parent: None,
                     })
                 })
                 .collect();

@@ -346,6 +346,7 @@ fn load_fixture_file(store: &durable_tests::TestStore, file: &str, ids: &[&str])
                             input: run.input,
                             owner: "a-process-long-gone".into(),
                             lease_expires_at: 0,
+                            parent: None,
                         }),
                         Write::Append {
                             run: id,
@@ -463,6 +464,7 @@ fn opening_a_version_1_file_migrates_it_in_place() {
     });
     let expected = [
         "durable_runs_by_created",
+        "durable_runs_by_parent",
         "durable_runs_by_status_created",
         "durable_runs_by_wake",
         "durable_runs_by_workflow_created",
@@ -471,7 +473,7 @@ fn opening_a_version_1_file_migrates_it_in_place() {
     ];
     assert_eq!(
         indexes(&path),
-        ("5".to_owned(), expected.map(String::from).to_vec())
+        ("6".to_owned(), expected.map(String::from).to_vec())
     );
     let conn = rusqlite::Connection::open(&path).unwrap();
     let unchecked: i64 = conn

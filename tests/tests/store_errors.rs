@@ -319,6 +319,7 @@ fn sqlite_failures_have_their_kind_and_their_cause() {
             input: format!("\"{}\"", "x".repeat(1 << 20)),
             owner: "me".into(),
             lease_expires_at: 0,
+            parent: None,
         })];
         let err = store.commit(&batch).await.expect_err("the file is full");
         assert_eq!(err.kind(), StoreErrorKind::Full, "{err}");
@@ -340,6 +341,7 @@ fn sqlite_failures_have_their_kind_and_their_cause() {
             input: "{}".into(),
             owner: "me".into(),
             lease_expires_at: 0,
+            parent: None,
         })];
         assert_eq!(store.commit(&create).await.unwrap(), [Ok(())]);
         let append = [Write::Append {

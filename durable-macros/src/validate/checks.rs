@@ -78,11 +78,11 @@ impl<'a> Walk<'a> {
             Some(&(first, first_kind)) => {
                 let waits = [first_kind, kind]
                     .iter()
-                    .any(|k| matches!(*k, "wait_for" | "callback"));
+                    .any(|k| matches!(*k, "wait_for" | "callback" | "call"));
                 let kinds = if waits {
                     // A wait's or a callback's name is also the state key its payload goes
                     // under.
-                    "steps, seqs, maps, sleeps, `wait_for`s and `callback`s"
+                    "steps, seqs, maps, sleeps, `wait_for`s, `callback`s and `call`s"
                 } else {
                     "steps, seqs, maps and sleeps"
                 };

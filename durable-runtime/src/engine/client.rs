@@ -131,6 +131,7 @@ impl Client {
             // No owner and no lease: the engine's claim takes it.
             owner: String::new(),
             lease_expires_at: 0,
+            parent: None,
         });
         let outcome = self.store.commit(std::slice::from_ref(&write)).await?;
         match outcome.into_iter().next() {

@@ -209,6 +209,7 @@ impl Engine {
             input: text,
             owner: self.shared.owner.clone(),
             lease_expires_at: now_millis() + self.shared.lease.as_millis() as u64,
+            parent: None,
         });
         match self.shared.journal.write(write).await {
             Ok(()) => {}

@@ -54,6 +54,8 @@ pub struct RunInfo {
     pub created_at: u64,
     /// Last changed, in milliseconds since the Unix epoch.
     pub updated_at: u64,
+    /// The run whose `call` item started this one, and that item's path, for a child run.
+    pub parent: Option<crate::store::ParentLink>,
 }
 
 impl RunInfo {
@@ -71,6 +73,7 @@ impl RunInfo {
             fingerprint: run.fingerprint,
             created_at: run.created_at,
             updated_at: run.updated_at,
+            parent: run.parent,
         }
     }
 }
@@ -155,6 +158,11 @@ pub enum StepEvent {
         /// How many attempts had failed before.
         attempts: u32,
     },
+    /// A `call` item started its child run (or attached to it): the child's id.
+    ChildStarted {
+        /// The child run, a run of its own (its status and history are its own).
+        child: RunId,
+    },
 }
 
 impl StepRecord {
@@ -192,6 +200,9 @@ impl StepRecord {
                 value: output(value),
             },
             Ok(Event::CallbackCreated { token }) => StepEvent::CallbackCreated { token },
+            Ok(Event::ChildStarted { child }) => StepEvent::ChildStarted {
+                child: RunId::from(child),
+            },
             // The history shows what it can of an entry it cannot read.
             Err(message) => {
                 let error = format!("its journal entry {message}");

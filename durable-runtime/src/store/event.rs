@@ -72,6 +72,9 @@ pub enum EntryKind {
     /// A `callback` item made its token, before its submit function first ran; the payload is
     /// `{"token": "..."}`.
     CallbackCreated,
+    /// A `call` item created its child run (or found it created, and attached to it); the
+    /// payload is `{"child": "<the child's run id>"}`. Replay attaches to that run.
+    ChildStarted,
 }
 
 impl EntryKind {
@@ -89,6 +92,7 @@ impl EntryKind {
             EntryKind::WaitStarted => "wait_started",
             EntryKind::Received => "received",
             EntryKind::CallbackCreated => "callback_created",
+            EntryKind::ChildStarted => "child_started",
         }
     }
 
@@ -106,6 +110,7 @@ impl EntryKind {
             "wait_started" => EntryKind::WaitStarted,
             "received" => EntryKind::Received,
             "callback_created" => EntryKind::CallbackCreated,
+            "child_started" => EntryKind::ChildStarted,
             _ => return None,
         })
     }
@@ -139,6 +144,14 @@ pub(crate) enum Event {
     Received { inbox: u64, value: String },
     /// A callback's token.
     CallbackCreated { token: String },
+    /// A `call` item's child run.
+    ChildStarted { child: String },
+}
+
+/// The payload of [`Event::ChildStarted`].
+#[derive(Serialize, Deserialize)]
+struct ChildStarted {
+    child: String,
 }
 
 /// The payload of [`Event::WaitStarted`].
@@ -214,6 +227,9 @@ impl Event {
             Event::CallbackCreated { token } => {
                 (EntryKind::CallbackCreated, text(&CallbackCreated { token }))
             }
+            Event::ChildStarted { child } => {
+                (EntryKind::ChildStarted, text(&ChildStarted { child }))
+            }
         }
     }
 
@@ -261,6 +277,9 @@ impl Event {
             },
             EntryKind::Resumed => Event::Resumed {
                 attempts: parse::<Resumed>(kind, &payload)?.attempts,
+            },
+            EntryKind::ChildStarted => Event::ChildStarted {
+                child: parse::<ChildStarted>(kind, &payload)?.child,
             },
         })
     }

@@ -93,6 +93,7 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                         updated_at: now,
                         wake_at: None,
                         cancel_requested: None,
+                        parent: new.parent,
                     },
                     lease_expires_at: new.lease_expires_at,
                     journal: Vec::new(),
@@ -119,6 +120,13 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
             let last = stored.journal.last().map_or(0, |e| e.seq);
             super::check_sequence(last, entries.iter().map(|e| e.seq))?;
             stored.journal.extend(entries);
+            // A child's end reaches its parent's inbox in this same step (the lock is held).
+            let to_parent = match (&stored.record.parent, &finish) {
+                (Some(link), Some(finish)) => {
+                    super::child_end_payload(finish).map(|payload| (link.clone(), payload))
+                }
+                _ => None,
+            };
             if finish
                 .as_ref()
                 .is_some_and(|f| !matches!(f, Finish::Suspended { .. }))
@@ -155,9 +163,63 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                 }
                 None => {}
             }
+            if let Some((link, payload)) = to_parent {
+                // A parent that finished (or vanished) meanwhile has nobody to tell.
+                let _ = deliver(
+                    inner,
+                    &link.run,
+                    inbox_kinds::CHILD,
+                    &link.step,
+                    &payload,
+                    now,
+                );
+            }
             Ok(())
         }
     }
+}
+
+/// Appends a message to `run`'s inbox and wakes it if suspended (see [`Store::deliver`]).
+fn deliver(
+    inner: &mut Inner,
+    run: &RunId,
+    kind: &str,
+    name: &str,
+    payload: &str,
+    now: u64,
+) -> Result<u64, Rejected> {
+    let appended = match inner.runs.get_mut(run) {
+        None => Err(Rejected::UnknownRun),
+        Some(stored) if stored.record.status.is_finished() => Err(Rejected::Finished),
+        Some(stored) => {
+            let used = (kind == inbox_kinds::CALLBACK)
+                .then(|| {
+                    stored
+                        .inbox
+                        .iter()
+                        .find(|m| m.kind == kind && m.name == name)
+                })
+                .flatten();
+            match used {
+                Some(first) => Err(Rejected::DuplicateEntry { seq: first.seq }),
+                None => {
+                    let seq = stored.inbox.last().map_or(0, |m| m.seq) + 1;
+                    stored.inbox.push(InboxMessage {
+                        seq,
+                        kind: kind.to_owned(),
+                        name: name.to_owned(),
+                        payload: payload.to_owned(),
+                        at: now,
+                    });
+                    Ok(seq)
+                }
+            }
+        }
+    };
+    // A suspended run wakes in the same step (the lock is held throughout).
+    appended.inspect(|_| {
+        wake(inner, run);
+    })
 }
 
 /// Sets a suspended run running, unowned, claimable; whether it was suspended.
@@ -322,17 +384,32 @@ impl Store for MemoryStore {
         reason: &'a str,
     ) -> BoxFuture<'a, Result<Result<(), Rejected>, StoreError>> {
         let mut inner = self.lock();
-        let outcome = match inner.runs.get_mut(run) {
+        let outcome = match inner.runs.get(run) {
             None => Err(Rejected::UnknownRun),
             Some(stored) if stored.record.status.is_finished() => Err(Rejected::Finished),
-            Some(stored) => {
-                stored
-                    .record
-                    .cancel_requested
-                    .get_or_insert_with(|| reason.to_owned());
-                if !wake(&mut inner, run) {
-                    // Running: its driver notices through the watch.
-                    inner.claimable += 1;
+            Some(_) => {
+                // The run, then its unfinished children, theirs, and so on (a cascade).
+                let mut todo = vec![run.clone()];
+                while let Some(id) = todo.pop() {
+                    let stored = inner.runs.get_mut(&id).expect("listed runs exist");
+                    stored
+                        .record
+                        .cancel_requested
+                        .get_or_insert_with(|| reason.to_owned());
+                    if !wake(&mut inner, &id) {
+                        // Running: its driver notices through the watch.
+                        inner.claimable += 1;
+                    }
+                    todo.extend(
+                        inner
+                            .runs
+                            .values()
+                            .filter(|s| {
+                                !s.record.status.is_finished()
+                                    && s.record.parent.as_ref().is_some_and(|p| p.run == id)
+                            })
+                            .map(|s| s.record.id.clone()),
+                    );
                 }
                 Ok(())
             }
@@ -392,39 +469,7 @@ impl Store for MemoryStore {
         payload: &'a str,
     ) -> BoxFuture<'a, Result<Result<u64, Rejected>, StoreError>> {
         let now = now_millis();
-        let mut inner = self.lock();
-        let appended = match inner.runs.get_mut(run) {
-            None => Err(Rejected::UnknownRun),
-            Some(stored) if stored.record.status.is_finished() => Err(Rejected::Finished),
-            Some(stored) => {
-                let used = (kind == inbox_kinds::CALLBACK)
-                    .then(|| {
-                        stored
-                            .inbox
-                            .iter()
-                            .find(|m| m.kind == kind && m.name == name)
-                    })
-                    .flatten();
-                match used {
-                    Some(first) => Err(Rejected::DuplicateEntry { seq: first.seq }),
-                    None => {
-                        let seq = stored.inbox.last().map_or(0, |m| m.seq) + 1;
-                        stored.inbox.push(InboxMessage {
-                            seq,
-                            kind: kind.to_owned(),
-                            name: name.to_owned(),
-                            payload: payload.to_owned(),
-                            at: now,
-                        });
-                        Ok(seq)
-                    }
-                }
-            }
-        };
-        // A suspended run wakes in the same step (the lock is held throughout).
-        let outcome = appended.inspect(|_| {
-            wake(&mut inner, run);
-        });
+        let outcome = deliver(&mut self.lock(), run, kind, name, payload, now);
         Box::pin(std::future::ready(Ok(outcome)))
     }
 

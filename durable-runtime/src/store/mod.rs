@@ -21,7 +21,7 @@ pub mod sqlite;
 
 pub use event::EntryKind;
 pub(crate) use event::Event;
-pub use inbox::{kinds as inbox_kinds, InboxMessage};
+pub use inbox::{child_end_payload, kinds as inbox_kinds, InboxMessage};
 
 /// The state of a run as the store knows it.
 ///
@@ -123,6 +123,28 @@ pub struct RunRecord {
     /// The reason of a cancellation requested ([`Store::request_cancel`]) and not carried
     /// out yet: the worker driving the run ends it as cancelled.
     pub cancel_requested: Option<String>,
+    /// The run (and its `call` step) that started this one as a child, if one did.
+    pub parent: Option<ParentLink>,
+}
+
+/// The parent of a child run: the run whose `call` item started it, and that item's journal
+/// path. A store keeps it with the child ([`NewRun::parent`], [`RunRecord::parent`]) and, in
+/// the transaction that finishes the child, delivers the child's end to the parent's inbox
+/// (kind [`child`](inbox_kinds::CHILD), named `step`), waking the parent if it is suspended;
+/// a cancellation requested for the parent is requested for its unfinished children too.
+///
+/// ```
+/// use durable::store::ParentLink;
+///
+/// let link = ParentLink { run: "order-7".into(), step: "charge".into() };
+/// assert_eq!(link.run.as_str(), "order-7");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ParentLink {
+    /// The parent run.
+    pub run: RunId,
+    /// The journal path of the parent's `call` item.
+    pub step: String,
 }
 
 /// One entry of a run's journal.
@@ -183,6 +205,8 @@ pub struct NewRun {
     pub owner: String,
     /// When that lease expires, in milliseconds since the Unix epoch.
     pub lease_expires_at: u64,
+    /// The run whose `call` item starts this one as its child, if any (see [`ParentLink`]).
+    pub parent: Option<ParentLink>,
 }
 
 /// One write of a batch.

@@ -44,8 +44,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::{
-    check_sequence, inbox_kinds, ClaimableWatch, Finish, InboxMessage, JournalEntry, Rejected,
-    RunFilter, RunRecord, RunStatus, Store, StoreError, StoreErrorKind, Write,
+    check_sequence, child_end_payload, inbox_kinds, ClaimableWatch, Finish, InboxMessage,
+    JournalEntry, ParentLink, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError,
+    StoreErrorKind, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -53,7 +54,7 @@ use crate::RunId;
 
 /// The schema version this code writes and reads. A file of an older version is migrated in
 /// place when opened (see [`migrate`]).
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -596,6 +597,9 @@ fn migrate(conn: &Connection, from: i64) -> Result<(), StoreError> {
     if from < 5 {
         migrate_to_5_inbox(conn)?;
     }
+    if from < 6 {
+        migrate_to_6_children(conn)?;
+    }
     Ok(())
 }
 
@@ -679,6 +683,24 @@ fn migrate_to_5_inbox(conn: &Connection) -> Result<(), StoreError> {
 }
 // ---- end of migration 4 -> 5 ----------------------------------------------------------------
 
+// ---- Migration 5 -> 6: child runs -----------------------------------------------------------
+/// Version 6 keeps a child run's parent (`parent_run`, and `parent_step`, the path of the
+/// parent's `call` item), indexed by parent where set, so a cancellation cascades to a run's
+/// children without a scan, and a child's end reaches its parent's inbox.
+fn migrate_to_6_children(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "BEGIN;
+         ALTER TABLE durable_runs ADD COLUMN parent_run TEXT;
+         ALTER TABLE durable_runs ADD COLUMN parent_step TEXT;
+         CREATE INDEX durable_runs_by_parent ON durable_runs (parent_run)
+             WHERE parent_run IS NOT NULL;
+         UPDATE durable_meta SET value = '6' WHERE key = 'schema';
+         COMMIT;",
+    )
+    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 6"))
+}
+// ---- end of migration 5 -> 6 ----------------------------------------------------------------
+
 /// The query of `list_runs` for a filter: one per combination of the filters set, each
 /// served by an index in listing order (no scan of every run, no sort). Parameters: the
 /// workflow `?1`, the status `?2`, the cursor `?3, ?4`, the limit `?5` (those not used are
@@ -706,7 +728,8 @@ fn list_sql(filter: &RunFilter) -> String {
 }
 
 const RUN_COLUMNS: &str = "id, workflow, fingerprint, status, input, output, error, owner, \
-                           lease_token, created_at, updated_at, wake_at, cancel_requested";
+                           lease_token, created_at, updated_at, wake_at, cancel_requested, \
+                           parent_run, parent_step";
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     let status: String = row.get(3)?;
@@ -730,6 +753,13 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         updated_at: row.get::<_, i64>(10)? as u64,
         wake_at: row.get::<_, Option<i64>>(11)?.map(|at| at as u64),
         cancel_requested: row.get(12)?,
+        parent: match (row.get::<_, Option<String>>(13)?, row.get(14)?) {
+            (Some(run), Some(step)) => Some(ParentLink {
+                run: RunId::from(run),
+                step,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -744,8 +774,9 @@ fn apply(
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO durable_runs (id, workflow, fingerprint, status, input, owner, \
-                     lease_token, lease_expires_at, created_at, updated_at, input_checksum) \
-                     VALUES (?1, ?2, ?3, 'running', ?4, ?5, 1, ?6, ?7, ?7, ?8) \
+                     lease_token, lease_expires_at, created_at, updated_at, input_checksum, \
+                     parent_run, parent_step) \
+                     VALUES (?1, ?2, ?3, 'running', ?4, ?5, 1, ?6, ?7, ?7, ?8, ?9, ?10) \
                      ON CONFLICT (id) DO NOTHING",
                 )?
                 .execute(params![
@@ -757,7 +788,9 @@ fn apply(
                     (!new.owner.is_empty()).then_some(new.owner.as_str()),
                     new.lease_expires_at as i64,
                     now,
-                    text_checksum(&new.input)
+                    text_checksum(&new.input),
+                    new.parent.as_ref().map(|p| p.run.as_str()),
+                    new.parent.as_ref().map(|p| p.step.as_str())
                 ])?;
             Ok(if inserted == 1 {
                 Ok(())
@@ -857,6 +890,29 @@ fn apply(
                 now,
                 text_checksum(end)
             ])?;
+            // A child's end reaches its parent's inbox in this same transaction.
+            let parent: Option<(String, String)> = tx
+                .prepare_cached(
+                    "SELECT parent_run, parent_step FROM durable_runs WHERE id = ?1 \
+                     AND parent_run IS NOT NULL",
+                )?
+                .query_row([run.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((parent, step)) = parent {
+                let payload = finish
+                    .as_ref()
+                    .and_then(child_end_payload)
+                    .expect("a run's end has a payload");
+                // A parent that finished (or vanished) meanwhile has nobody to tell.
+                let _ = deliver_in(
+                    tx,
+                    &RunId::from(parent),
+                    inbox_kinds::CHILD,
+                    &step,
+                    &payload,
+                    now,
+                )?;
+            }
             Ok(Ok(()))
         }
     }
@@ -924,6 +980,56 @@ fn wake_run(conn: &Connection, run: &RunId) -> rusqlite::Result<bool> {
     .map(|changed| changed == 1)
 }
 
+/// Appends a message to `run`'s inbox inside `tx`, and wakes the run if it is suspended
+/// (see [`Store::deliver`]); nothing is written when it is refused.
+fn deliver_in(
+    tx: &Connection,
+    run: &RunId,
+    kind: &str,
+    name: &str,
+    payload: &str,
+    now: i64,
+) -> rusqlite::Result<Result<u64, Rejected>> {
+    let status: Option<String> = tx
+        .prepare_cached("SELECT status FROM durable_runs WHERE id = ?1")?
+        .query_row([run.as_str()], |r| r.get(0))
+        .optional()?;
+    let Some(status) = status else {
+        return Ok(Err(Rejected::UnknownRun));
+    };
+    if RunStatus::parse(&status).is_none_or(RunStatus::is_finished) {
+        return Ok(Err(Rejected::Finished));
+    }
+    if kind == inbox_kinds::CALLBACK {
+        let first: Option<i64> = tx
+            .prepare_cached(
+                "SELECT seq FROM durable_inbox WHERE run_id = ?1 AND name = ?2 \
+                 AND kind = 'callback'",
+            )?
+            .query_row([run.as_str(), name], |r| r.get(0))
+            .optional()?;
+        if let Some(seq) = first {
+            return Ok(Err(Rejected::DuplicateEntry { seq: seq as u64 }));
+        }
+    }
+    let seq: i64 = tx
+        .prepare_cached(
+            "INSERT INTO durable_inbox (run_id, seq, kind, name, payload, at) \
+             SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM durable_inbox \
+             WHERE run_id = ?1 RETURNING seq",
+        )?
+        .query_row(params![run.as_str(), kind, name, payload, now], |r| {
+            r.get(0)
+        })?;
+    // A suspended run wakes: running, nobody's, claimable at once.
+    tx.prepare_cached(
+        "UPDATE durable_runs SET status = 'running', owner = NULL, lease_expires_at = 0, \
+         wake_at = NULL, updated_at = ?2 WHERE id = ?1 AND status = 'suspended'",
+    )?
+    .execute(params![run.as_str(), now])?;
+    Ok(Ok(seq as u64))
+}
+
 /// Writes a batch in one transaction.
 fn commit_batch(
     conn: &mut Connection,
@@ -972,7 +1078,7 @@ impl Store for SqliteStore {
             ))?
             .query_row([id.as_str()], |r| {
                 let run = run_from_row(r)?;
-                let (input_sum, end_sum) = (r.get(13)?, r.get(14)?);
+                let (input_sum, end_sum) = (r.get(15)?, r.get(16)?);
                 let damaged = if !intact(&run.input, input_sum) {
                     Some("its stored input")
                 } else if !run.output.as_deref().is_none_or(|o| intact(o, end_sum)) {
@@ -1132,12 +1238,24 @@ impl Store for SqliteStore {
                 None => Err(Rejected::UnknownRun),
                 Some(Some(status)) if status.is_finished() => Err(Rejected::Finished),
                 Some(_) => {
-                    tx.prepare_cached(
-                        "UPDATE durable_runs SET cancel_requested = coalesce(cancel_requested, ?2) \
-                         WHERE id = ?1",
-                    )?
-                    .execute(params![run.as_str(), reason])?;
-                    wake_run(&tx, &run)?;
+                    // The run, then its unfinished children, theirs, and so on (a cascade),
+                    // found through the index by parent.
+                    let mut todo = vec![run.clone()];
+                    while let Some(id) = todo.pop() {
+                        tx.prepare_cached(
+                            "UPDATE durable_runs \
+                             SET cancel_requested = coalesce(cancel_requested, ?2) WHERE id = ?1",
+                        )?
+                        .execute(params![id.as_str(), reason])?;
+                        wake_run(&tx, &id)?;
+                        let mut children = tx.prepare_cached(
+                            "SELECT id FROM durable_runs INDEXED BY durable_runs_by_parent \
+                             WHERE parent_run = ?1 AND status IN ('running', 'suspended')",
+                        )?;
+                        for child in children.query_map([id.as_str()], |r| r.get::<_, String>(0))? {
+                            todo.push(RunId::from(child?));
+                        }
+                    }
                     Ok(())
                 }
             };
@@ -1315,45 +1433,11 @@ impl Store for SqliteStore {
         self.blocking(true, move |conn| {
             let now = now_millis() as i64;
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let status: Option<String> = tx
-                .prepare_cached("SELECT status FROM durable_runs WHERE id = ?1")?
-                .query_row([run.as_str()], |r| r.get(0))
-                .optional()?;
-            let Some(status) = status else {
-                return Ok(Err(Rejected::UnknownRun));
-            };
-            if RunStatus::parse(&status).is_none_or(RunStatus::is_finished) {
-                return Ok(Err(Rejected::Finished));
+            let outcome = deliver_in(&tx, &run, &kind, &name, &payload, now)?;
+            if outcome.is_ok() {
+                tx.commit()?;
             }
-            if kind == inbox_kinds::CALLBACK {
-                let first: Option<i64> = tx
-                    .prepare_cached(
-                        "SELECT seq FROM durable_inbox WHERE run_id = ?1 AND name = ?2 \
-                         AND kind = 'callback'",
-                    )?
-                    .query_row([run.as_str(), name.as_str()], |r| r.get(0))
-                    .optional()?;
-                if let Some(seq) = first {
-                    return Ok(Err(Rejected::DuplicateEntry { seq: seq as u64 }));
-                }
-            }
-            let seq: i64 = tx
-                .prepare_cached(
-                    "INSERT INTO durable_inbox (run_id, seq, kind, name, payload, at) \
-                     SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM durable_inbox \
-                     WHERE run_id = ?1 RETURNING seq",
-                )?
-                .query_row(params![run.as_str(), kind, name, payload, now], |r| {
-                    r.get(0)
-                })?;
-            // A suspended run wakes: running, nobody's, claimable at once.
-            tx.prepare_cached(
-                "UPDATE durable_runs SET status = 'running', owner = NULL, lease_expires_at = 0, \
-                 wake_at = NULL, updated_at = ?2 WHERE id = ?1 AND status = 'suspended'",
-            )?
-            .execute(params![run.as_str(), now])?;
-            tx.commit()?;
-            Ok(Ok(seq as u64))
+            Ok(outcome)
         })
     }
 

@@ -38,6 +38,7 @@ use crate::store::{Event, Finish, JournalEntry, Rejected, StoreError, Write};
 use crate::writer::{CommitError, Writer};
 use crate::RunId;
 
+mod call;
 mod dag;
 mod limited;
 mod map;
@@ -112,6 +113,8 @@ struct StepHistory {
     received: Option<(u64, u64, String)>,
     /// A callback's token.
     token: Option<String>,
+    /// A `call` item's child run id.
+    child: Option<String>,
 }
 
 /// A step's (or a map block's) journaled completion.
@@ -220,6 +223,9 @@ impl RunTask {
                 }
                 Event::CallbackCreated { token } => {
                     history.entry(step).or_default().token = Some(token);
+                }
+                Event::ChildStarted { child } => {
+                    history.entry(step).or_default().child = Some(child);
                 }
                 Event::SleepStarted { wake_at } => {
                     history.entry(step).or_default().sleep = Some((wake_at, seq));
@@ -385,6 +391,7 @@ impl RunTask {
                 Node::Sleep(sleep) => self.exec_sleep(sleep, state, &scope).await,
                 Node::Wait(wait) => self.exec_wait(wait, state, &scope).await,
                 Node::Callback(callback) => self.exec_callback(callback, state, &scope).await,
+                Node::Call(call) => self.exec_call(call, state, &scope).await,
             }
         })
     }

@@ -186,7 +186,7 @@ impl RunTask {
 
     /// A wait the journal says is over: replayed from what it took, or failed for good;
     /// `Err(input)` when it is not over.
-    fn finished_wait(
+    pub(super) fn finished_wait(
         &self,
         path: &str,
         name: &str,
@@ -233,7 +233,7 @@ impl RunTask {
     }
 
     /// The oldest inbox message of `kind` named `name` that no wait took, now taken.
-    async fn take(
+    pub(super) async fn take(
         &self,
         path: &str,
         kind: &str,
@@ -296,7 +296,7 @@ impl RunTask {
     }
 
     /// Journals a wait's final failure and fails the run, or skips the item if optional.
-    async fn wait_failed(
+    pub(super) async fn wait_failed(
         &self,
         path: &str,
         attempt: u32,
@@ -319,7 +319,7 @@ impl RunTask {
     }
 
     /// `state` with `value` (JSON text) under `name`.
-    fn put(
+    pub(super) fn put(
         &self,
         path: &str,
         name: &str,

@@ -22,6 +22,7 @@ async fn started(store: &Arc<dyn Store>, id: &str) -> RunTask {
         input: "{}".into(),
         owner: "me".into(),
         lease_expires_at: u64::MAX / 2,
+        parent: None,
     };
     let created = store.commit(&[Write::CreateRun(new)]).await.unwrap();
     assert_eq!(created, [Ok(())]);

@@ -19,6 +19,7 @@ use crate::ast::{self, Options};
 use crate::model;
 use crate::suggest;
 
+mod call;
 mod callback;
 mod dag;
 mod map;
@@ -57,6 +58,7 @@ impl<'a> Walk<'a> {
             ast::Item::Sleep(sleep) => self.sleep(sleep, parent),
             ast::Item::WaitFor(wait) => self.wait_for(wait, parent),
             ast::Item::Callback(callback) => self.callback(callback, parent),
+            ast::Item::Call(call) => self.call(call, parent),
             ast::Item::Error(error) => {
                 self.cx.push(error.clone());
                 return None;

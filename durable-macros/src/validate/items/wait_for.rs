@@ -10,6 +10,7 @@ use crate::validate::{After, Parent, Walk};
 
 /// The options a `wait_for` and a `callback` take, for "did you mean".
 pub(super) const WAIT_OPTIONS: &[&str] = &["timeout", "retry", "optional", "after"];
+const CALL_OPTIONS: &[&str] = &["timeout", "optional", "after"];
 
 /// A wait's options, read.
 pub(super) struct WaitOptions<'a> {
@@ -101,7 +102,16 @@ impl<'a> Walk<'a> {
                 ),
                 key => self.cx.error(
                     &opt.key,
-                    suggest::unknown(&format!("{kind} option"), key, WAIT_OPTIONS),
+                    suggest::unknown(
+                        &format!("{kind} option"),
+                        key,
+                        // A call has no retry (see `call.rs`).
+                        if kind == "call" {
+                            CALL_OPTIONS
+                        } else {
+                            WAIT_OPTIONS
+                        },
+                    ),
                 ),
             }
         }
