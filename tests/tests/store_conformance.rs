@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use durable::store::{
-    EntryKind, Finish, JournalEntry, NewRun, Rejected, RunFilter, RunStatus, Store, Write,
+    Claim, EntryKind, Finish, JournalEntry, NewRun, Rejected, RunFilter, RunStatus, Store, Write,
 };
 use durable::RunId;
-use durable_tests::{each_store, in_runtime};
+use durable_tests::{each_store_and_postgres, in_runtime};
 
 fn new_run(id: &str, workflow: &str, owner: &str) -> Write {
     Write::CreateRun(NewRun {
@@ -45,7 +45,7 @@ async fn commit(store: &Arc<dyn Store>, batch: Vec<Write>) -> Vec<Result<(), Rej
     store.commit(&batch).await.expect("the store works")
 }
 
-each_store! {
+each_store_and_postgres! {
     fn a_batch_gets_one_verdict_per_write(store) {
         in_runtime(async {
             let store = store.open();
@@ -85,7 +85,7 @@ each_store! {
             commit(&store, vec![new_run("r", "wf", "old")]).await;
             // The old owner's lease is released (it stopped); a new worker claims the run.
             store.release_leases("old").await.unwrap();
-            let claimed = store.claim_runs("new", Duration::from_secs(30)).await.unwrap();
+            let claimed = store.claim_runs(Claim::new("new", Duration::from_secs(30))).await.unwrap();
             assert_eq!(claimed.len(), 1);
             assert_eq!((claimed[0].lease_token, claimed[0].owner.as_deref()), (2, Some("new")));
             let verdicts = commit(&store, vec![
@@ -113,7 +113,7 @@ each_store! {
             assert_eq!(commit(&store, vec![append("ok", 1, vec![entry(2, "late")], None)]).await, [Err(Rejected::Finished)]);
             // Finished runs are never claimed.
             store.release_leases("w").await.unwrap();
-            assert!(store.claim_runs("other", Duration::from_secs(30)).await.unwrap().is_empty());
+            assert!(store.claim_runs(Claim::new("other", Duration::from_secs(30))).await.unwrap().is_empty());
         });
     }
 
@@ -121,11 +121,11 @@ each_store! {
         in_runtime(async {
             let store = store.open();
             commit(&store, vec![new_run("a", "wf", "me"), new_run("b", "wf", "me")]).await;
-            assert!(store.claim_runs("me", Duration::from_secs(30)).await.unwrap().is_empty(), "a worker never re-claims its own runs");
+            assert!(store.claim_runs(Claim::new("me", Duration::from_secs(30))).await.unwrap().is_empty(), "a worker never re-claims its own runs");
             assert_eq!(store.renew_leases("me", Duration::from_secs(30)).await.unwrap(), 2);
             assert_eq!(store.renew_leases("nobody", Duration::from_secs(30)).await.unwrap(), 0);
             store.release_leases("me").await.unwrap();
-            let claimed: Vec<_> = store.claim_runs("you", Duration::from_secs(30)).await.unwrap().into_iter().map(|r| (r.id.to_string(), r.lease_token)).collect();
+            let claimed: Vec<_> = store.claim_runs(Claim::new("you", Duration::from_secs(30))).await.unwrap().into_iter().map(|r| (r.id.to_string(), r.lease_token)).collect();
             assert_eq!(claimed, [("a".to_owned(), 2), ("b".to_owned(), 2)]);
         });
     }

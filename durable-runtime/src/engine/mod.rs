@@ -18,7 +18,7 @@ use crate::executor::{Outcome, RunTask};
 use crate::journal::{CommitError, Journal};
 use crate::panic::CatchUnwind;
 use crate::store::{
-    JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
+    Claim, JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
 };
 use crate::RunId;
 
@@ -79,6 +79,14 @@ struct Shared {
     resumed: Mutex<Vec<RunId>>,
     /// Set by [`Engine::shutdown`]: the heartbeat stops renewing and claiming.
     stopped: std::sync::atomic::AtomicBool,
+    /// The most runs this engine drives at once.
+    max_runs: usize,
+    /// How often the engine looks for runs to claim when nothing wakes it.
+    poll: Duration,
+    /// Wakes the claimer (a run finished while the last claim filled the capacity).
+    wake: Arc<tokio::sync::Notify>,
+    /// Set when the last claim took as many runs as it could: more may be waiting.
+    backlog: std::sync::atomic::AtomicBool,
 }
 
 struct Active {
@@ -94,6 +102,8 @@ pub struct EngineBuilder {
     older: Vec<Definition>,
     lease: Duration,
     commit_retry: Duration,
+    max_runs: usize,
+    poll: Option<Duration>,
 }
 
 impl EngineBuilder {
@@ -184,6 +194,44 @@ impl EngineBuilder {
         self
     }
 
+    /// The most runs this engine drives at once (default: no limit). A worker claims
+    /// unfinished runs only up to this capacity, so one worker of many cannot hoard the queue;
+    /// a run started while the engine is full is queued in the store for whichever worker is
+    /// free (this one too, once a run finishes). `max_runs(0)` makes a pure client: it starts
+    /// runs, waits for them and reads them, and other workers drive them.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// let store = std::sync::Arc::new(MemoryStore::new());
+    /// let client = Engine::builder_shared(store.clone()).register(hello).max_runs(0).build().await?;
+    /// let worker = Engine::builder_shared(store.clone())
+    ///     .register(hello)
+    ///     .max_runs(16)
+    ///     .poll_interval(std::time::Duration::from_millis(20))
+    ///     .build()
+    ///     .await?;
+    /// let run = client.start(hello, Data::new()).await?; // queued: the client drives nothing
+    /// assert_eq!(run.wait().await?.get::<bool>("hi"), Some(true)); // the worker ran it
+    /// # drop(worker); Ok(()) }
+    /// ```
+    pub fn max_runs(mut self, max_runs: usize) -> Self {
+        self.max_runs = max_runs;
+        self
+    }
+
+    /// How often the engine looks for runs to claim (queued ones, and those of workers
+    /// whose leases expired) when nothing wakes it sooner (default: a third of the lease).
+    /// A store that can tell when runs are queued (PostgreSQL, by LISTEN/NOTIFY) wakes it at
+    /// once, so this is only a floor for missed notifications.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll = Some(every);
+        self
+    }
+
     /// Starts the engine: claims every unfinished run in the store and resumes those whose
     /// workflow is registered. Must be called inside a tokio runtime.
     ///
@@ -210,9 +258,20 @@ impl EngineBuilder {
             stalled: Mutex::default(),
             resumed: Mutex::default(),
             stopped: Default::default(),
+            max_runs: self.max_runs,
+            poll: self
+                .poll
+                .unwrap_or(self.lease / 3)
+                .max(Duration::from_millis(1)),
+            wake: Arc::default(),
+            backlog: Default::default(),
         });
         shared.recover().await?;
-        tokio::spawn(heartbeat(Arc::downgrade(&shared)));
+        tokio::spawn(heartbeat(
+            Arc::downgrade(&shared),
+            Arc::clone(&shared.store),
+            Arc::clone(&shared.wake),
+        ));
         Ok(Engine { shared })
     }
 }
@@ -231,6 +290,8 @@ impl Engine {
             older: Vec::new(),
             lease: DEFAULT_LEASE,
             commit_retry: DEFAULT_COMMIT_RETRY,
+            max_runs: usize::MAX,
+            poll: None,
         }
     }
 
@@ -284,12 +345,18 @@ impl Engine {
             step: None,
             message: format!("the input does not encode as JSON: {e}"),
         })?;
+        // At capacity (or a pure client): queue the run for whichever worker is free.
+        let drive = lock(&self.shared.active).len() < self.shared.max_runs;
         let write = Write::CreateRun(NewRun {
             id: id.clone(),
             workflow: W::NAME.to_owned(),
             fingerprint: def.fingerprint().to_owned(),
             input: input.to_string(),
-            owner: self.shared.owner.clone(),
+            owner: if drive {
+                self.shared.owner.clone()
+            } else {
+                String::new()
+            },
             lease_expires_at: now_millis() + self.shared.lease.as_millis() as u64,
         });
         match self.shared.journal.write(write).await {
@@ -304,7 +371,11 @@ impl Engine {
             }
             Err(CommitError::Store(e)) => return Err(Error::Store(e)),
         }
-        self.shared.spawn_run(def, id.clone(), 1, Vec::new(), input);
+        if drive {
+            self.shared.spawn_run(def, id.clone(), 1, Vec::new(), input);
+        } else {
+            self.shared.wake.notify_one();
+        }
         Ok(RunHandle {
             engine: self.clone(),
             id,
@@ -571,8 +642,22 @@ impl Engine {
 impl Shared {
     /// Claims the unfinished runs no live worker holds and resumes those it can.
     async fn recover(self: &Arc<Self>) -> Result<(), Error> {
-        for run in self.store.claim_runs(&self.owner, self.lease).await? {
-            self.resume(run).await?;
+        let free = self
+            .max_runs
+            .saturating_sub(lock(&self.active).len() + self.stalled_held());
+        if free > 0 {
+            let names: Vec<&str> = self.workflows.keys().copied().collect();
+            let claim = Claim::new(&self.owner, self.lease)
+                .limit(free)
+                .workflows(&names);
+            let claimed = self.store.claim_runs(claim).await?;
+            self.backlog.store(
+                free != usize::MAX && claimed.len() == free,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            for run in claimed {
+                self.resume(run).await?;
+            }
         }
         // Runs this engine stopped driving because the store failed: drive them again now
         // that it answers (the store calls above succeeded), from their journals.
@@ -597,6 +682,18 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Runs this engine holds but does not drive (they cannot resume here, or the store
+    /// failed under them): they count against its capacity while it holds their leases.
+    fn stalled_held(&self) -> usize {
+        if self.max_runs == usize::MAX {
+            return 0;
+        }
+        lock(&self.stalled)
+            .values()
+            .filter(|e| !matches!(e, Error::ShutDown { .. } | Error::LeaseLost { .. }))
+            .count()
     }
 
     /// Drives a claimed run again from its journal, or records why it cannot be.
@@ -692,6 +789,10 @@ impl Shared {
                     }
                 }
                 lock(&shared.active).remove(&run_id);
+                if shared.backlog.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Capacity freed while runs wait: claim the next one now.
+                    shared.wake.notify_one();
+                }
             }
             let _ = tx.send(Some(outcome));
         });
@@ -706,21 +807,37 @@ impl Shared {
     }
 }
 
-async fn heartbeat(shared: std::sync::Weak<Shared>) {
+/// Renews this engine's leases every third of the lease, and claims runs (queued ones, and
+/// those of workers that died) every poll interval, or at once when the store says runs were
+/// queued or a finished run freed capacity while runs wait.
+async fn heartbeat(
+    shared: std::sync::Weak<Shared>,
+    store: Arc<dyn Store>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    let Some((lease, poll)) = shared.upgrade().map(|s| (s.lease, s.poll)) else {
+        return;
+    };
+    let beat = (lease / 3).max(Duration::from_millis(10));
+    let mut renew_at = tokio::time::Instant::now() + beat;
     loop {
-        let lease = match shared.upgrade() {
-            Some(s) => s.lease,
-            None => return,
-        };
-        tokio::time::sleep((lease / 3).max(Duration::from_millis(10))).await;
+        let until = (tokio::time::Instant::now() + poll).min(renew_at);
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = store.work_available() => {}
+            () = wake.notified() => {}
+        }
         let Some(s) = shared.upgrade() else { return };
         if s.stopped.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        // A failed renewal or claim is retried on the next beat; the fencing token protects
-        // the journal if a lease expires in between.
-        let _ = s.store.renew_leases(&s.owner, s.lease).await;
-        // Take over the runs of workers that died (their leases expired).
+        if tokio::time::Instant::now() >= renew_at {
+            // A failed renewal is retried on the next beat; the fencing token protects the
+            // journal if a lease expires in between.
+            let _ = s.store.renew_leases(&s.owner, s.lease).await;
+            renew_at = tokio::time::Instant::now() + beat;
+        }
+        // Take over queued runs and the runs of workers that died (their leases expired).
         let _ = s.recover().await;
     }
 }

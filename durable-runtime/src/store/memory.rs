@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
+    Claim, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -72,7 +72,7 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                         input: new.input,
                         output: None,
                         error: None,
-                        owner: Some(new.owner),
+                        owner: (!new.owner.is_empty()).then_some(new.owner),
                         lease_token: 1,
                         created_at: now,
                         updated_at: now,
@@ -162,14 +162,17 @@ impl Store for MemoryStore {
 
     fn claim_runs<'a>(
         &'a self,
-        owner: &'a str,
-        lease: Duration,
+        claim: Claim<'a>,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
+        let (owner, lease) = (claim.owner, claim.lease);
         let now = now_millis();
         let mut inner = self.lock();
         let inner = &mut *inner;
         let mut claimed = Vec::new();
         for id in &inner.order {
+            if claimed.len() >= claim.limit {
+                break;
+            }
             let stored = inner.runs.get_mut(id).expect("order lists stored runs");
             let free = match stored.record.owner.as_deref() {
                 None => true,

@@ -13,6 +13,8 @@ use crate::step::BoxFuture;
 use crate::RunId;
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -146,7 +148,9 @@ pub struct NewRun {
     pub fingerprint: String,
     /// The input, as JSON text.
     pub input: String,
-    /// The worker that starts it, which holds its first lease (token 1).
+    /// The worker that starts it, which holds its first lease (token 1). Empty: nobody holds
+    /// it; the run is queued for any worker to claim (a client that drives no runs starts
+    /// runs this way).
     pub owner: String,
     /// When that lease expires, in milliseconds since the Unix epoch.
     pub lease_expires_at: u64,
@@ -242,6 +246,53 @@ pub struct RunFilter {
     pub limit: Option<usize>,
 }
 
+/// What a worker asks of [`Store::claim_runs`].
+///
+/// ```
+/// use durable::store::Claim;
+/// let claim = Claim::new("worker-1", std::time::Duration::from_secs(30)).limit(16);
+/// assert_eq!((claim.owner, claim.limit), ("worker-1", 16));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim<'a> {
+    /// The claiming worker.
+    pub owner: &'a str,
+    /// How long the leases it takes last.
+    pub lease: Duration,
+    /// At most this many runs (the worker's free capacity); oldest first.
+    pub limit: usize,
+    /// Only runs of these workflows (any workflow when `None`). A store shared by many
+    /// processes honours it, so a worker never holds a run it cannot drive; a store one
+    /// process opens may ignore it and hand over every run, so the engine can report the runs
+    /// it cannot resume.
+    pub workflows: Option<&'a [&'a str]>,
+}
+
+impl<'a> Claim<'a> {
+    /// A claim of any number of runs of any workflow.
+    pub fn new(owner: &'a str, lease: Duration) -> Self {
+        Self {
+            owner,
+            lease,
+            limit: usize::MAX,
+            workflows: None,
+        }
+    }
+
+    /// At most `limit` runs.
+    pub fn limit(self, limit: usize) -> Self {
+        Self { limit, ..self }
+    }
+
+    /// Only runs of `workflows` (see the field).
+    pub fn workflows(self, workflows: &'a [&'a str]) -> Self {
+        Self {
+            workflows: Some(workflows),
+            ..self
+        }
+    }
+}
+
 /// Where runs and their journals live. One implementation per backend.
 ///
 /// Every method is one round trip; [`commit`](Store::commit) is the hot path and must write
@@ -267,15 +318,21 @@ pub trait Store: Send + Sync + 'static {
         id: &'a RunId,
     ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>>;
 
-    /// Takes the lease of every unfinished run that `owner` does not hold and whose lease has
-    /// expired or was released (for a store only one process can open, every unfinished run
-    /// `owner` does not hold): sets `owner`, bumps the token, and returns the claimed runs
-    /// with their new tokens.
+    /// Takes the lease of up to `claim.limit` unfinished runs, oldest first, that
+    /// `claim.owner` does not hold and whose lease has expired or was released (for a store
+    /// only one process can open, any unfinished run `owner` does not hold): sets `owner`,
+    /// bumps the token, and returns the claimed runs with their new tokens.
     fn claim_runs<'a>(
         &'a self,
-        owner: &'a str,
-        lease: Duration,
+        claim: Claim<'a>,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>>;
+
+    /// Resolves when runs may have become claimable because of another process (a run was
+    /// queued, leases were released). Only a hint, to claim promptly: the engine claims on a
+    /// timer as well. Stores that cannot tell never resolve (the default).
+    fn work_available(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
 
     /// Extends the leases `owner` holds; returns how many it still holds.
     fn renew_leases<'a>(

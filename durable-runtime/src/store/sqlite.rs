@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::{
-    Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
+    Claim, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;
@@ -319,7 +319,7 @@ fn apply(
                     new.workflow,
                     new.fingerprint,
                     new.input,
-                    new.owner,
+                    (!new.owner.is_empty()).then_some(&new.owner),
                     new.lease_expires_at as i64,
                     now
                 ])?;
@@ -476,19 +476,21 @@ impl Store for SqliteStore {
 
     fn claim_runs<'a>(
         &'a self,
-        owner: &'a str,
-        lease: Duration,
+        claim: Claim<'a>,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
-        let owner = owner.to_owned();
+        let owner = claim.owner.to_owned();
+        let (lease, limit) = (claim.lease, i64::try_from(claim.limit).unwrap_or(i64::MAX));
         self.blocking(true, move |conn| {
             // This process holds the file's lock, so whoever held these leases is gone.
             let until = (now_millis() + lease.as_millis() as u64) as i64;
             let mut stmt = conn.prepare(&format!(
                 "UPDATE durable_runs SET owner = ?1, lease_token = lease_token + 1, \
                  lease_expires_at = ?2 \
-                 WHERE status = 'running' AND (owner IS NULL OR owner != ?1) RETURNING {RUN_COLUMNS}"
+                 WHERE rowid IN (SELECT rowid FROM durable_runs WHERE status = 'running' \
+                 AND (owner IS NULL OR owner != ?1) ORDER BY created_at, rowid LIMIT ?3) \
+                 RETURNING {RUN_COLUMNS}"
             ))?;
-            let rows = stmt.query_map(params![owner, until], run_from_row)?;
+            let rows = stmt.query_map(params![owner, until, limit], run_from_row)?;
             let mut runs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
             runs.sort_by_key(|r| (r.created_at, r.id.clone()));
             Ok(runs)

@@ -1,0 +1,274 @@
+//! The hot path: one batch of writes from many runs, one transaction, two round trips.
+//!
+//! Round trip 1 (pipelined): `BEGIN`; one multi-row insert of the batch's new runs; one
+//! `SELECT … FOR UPDATE` of every run the batch appends to, with its lease token, status and
+//! last journal position. The verdict of each write is then decided here, in batch order, on
+//! rows nobody else can change until the commit. Round trip 2 (pipelined): one multi-row
+//! insert of every accepted journal entry, one update of the runs that finished, `COMMIT`.
+//! A refused write (fenced, finished, duplicate) is simply left out, so it never aborts the
+//! others.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::Object;
+
+use super::Inner;
+use crate::clock::now_millis;
+use crate::store::{Finish, Rejected, RunStatus, StoreError, Write};
+
+/// The longest first lease a new run gets (keeps `now + lease` far from overflowing).
+const MAX_LEASE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// A run the batch appends to, as locked in the database and updated by the batch so far.
+struct Locked {
+    token: u64,
+    running: bool,
+    last_seq: u64,
+}
+
+pub(crate) async fn commit(
+    inner: &Inner,
+    batch: &[Write],
+) -> Result<Vec<Result<(), Rejected>>, StoreError> {
+    let client = inner.client().await?;
+    let mut guard = TxGuard {
+        client: Some(client),
+        open: false,
+    };
+    let result = run(inner, &mut guard, batch).await;
+    if result.is_err() {
+        // Never hand a connection back in an unknown transaction state.
+        guard.discard();
+    }
+    result
+}
+
+async fn run(
+    inner: &Inner,
+    guard: &mut TxGuard,
+    batch: &[Write],
+) -> Result<Vec<Result<(), Rejected>>, StoreError> {
+    let client = guard.client.as_ref().expect("held until the end");
+    let sql = &inner.sql;
+    let db = |e| inner.error(e);
+
+    // New runs: the first of each id in the batch is inserted, a repeat is a duplicate.
+    let now = now_millis();
+    let mut create_at: HashMap<&str, usize> = HashMap::new();
+    let (mut ids, mut workflows, mut fingerprints, mut inputs, mut owners, mut leases) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut queued = false;
+    // The runs the batch appends to.
+    let mut appended: Vec<&str> = Vec::new();
+    for (i, write) in batch.iter().enumerate() {
+        match write {
+            Write::CreateRun(new) => {
+                if create_at.contains_key(new.id.as_str()) {
+                    continue;
+                }
+                create_at.insert(new.id.as_str(), i);
+                ids.push(new.id.as_str());
+                workflows.push(new.workflow.as_str());
+                fingerprints.push(new.fingerprint.as_str());
+                inputs.push(new.input.as_str());
+                owners.push(new.owner.as_str());
+                queued |= new.owner.is_empty();
+                leases.push(new.lease_expires_at.saturating_sub(now).min(MAX_LEASE_MS) as i64);
+            }
+            Write::Append { run, .. } => appended.push(run.as_str()),
+        }
+    }
+    appended.sort_unstable();
+    appended.dedup();
+
+    let create_stmt = client
+        .prepare_cached(&sql.create_runs)
+        .await
+        .map_err(db)?;
+    let lock_stmt = client.prepare_cached(&sql.lock_runs).await.map_err(db)?;
+    let notify_stmt = if queued {
+        Some(client.prepare_cached(&sql.notify).await.map_err(db)?)
+    } else {
+        None
+    };
+    let begin = client.batch_execute("BEGIN");
+    guard.open = true;
+    let create = async {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        client
+            .query(
+                &create_stmt,
+                &[&ids, &workflows, &fingerprints, &inputs, &owners, &leases],
+            )
+            .await
+    };
+    let lock = async {
+        if appended.is_empty() {
+            return Ok(Vec::new());
+        }
+        client.query(&lock_stmt, &[&appended]).await
+    };
+    // Wakes idle workers once this commits (NOTIFY is delivered at commit, never before).
+    let notify = async {
+        match &notify_stmt {
+            Some(stmt) => client.execute(stmt, &[&sql.channel]).await,
+            None => Ok(0),
+        }
+    };
+    let ((), created, locked, _) =
+        tokio::try_join!(begin, create, lock, notify).map_err(db)?;
+    let created: std::collections::HashSet<String> =
+        created.iter().map(|row| row.get::<_, String>(0)).collect();
+    let mut runs: HashMap<String, Locked> = locked
+        .iter()
+        .map(|row| {
+            let status: String = row.get(2);
+            let last: Option<i64> = row.get(3);
+            (
+                row.get::<_, String>(0),
+                Locked {
+                    token: row.get::<_, i64>(1) as u64,
+                    running: status == RunStatus::Running.as_str(),
+                    last_seq: last.unwrap_or(0) as u64,
+                },
+            )
+        })
+        .collect();
+
+    // Verdicts, in batch order.
+    let mut verdicts = Vec::with_capacity(batch.len());
+    let (mut e_run, mut e_seq, mut e_step, mut e_kind, mut e_attempt, mut e_payload, mut e_at) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut f_run, mut f_status, mut f_output, mut f_error) = (vec![], vec![], vec![], vec![]);
+    for (i, write) in batch.iter().enumerate() {
+        let verdict = match write {
+            Write::CreateRun(new) => {
+                let first = create_at.get(new.id.as_str()) == Some(&i);
+                if first && created.contains(new.id.as_str()) {
+                    Ok(())
+                } else {
+                    Err(Rejected::DuplicateRun)
+                }
+            }
+            Write::Append {
+                run,
+                lease_token,
+                entries,
+                finish,
+            } => {
+                // A run created later in this batch does not exist yet for this write.
+                let later = create_at.get(run.as_str()).is_some_and(|&at| at > i);
+                match runs.get_mut(run.as_str()).filter(|_| !later) {
+                    None => Err(Rejected::UnknownRun),
+                    Some(locked) if locked.token != *lease_token => Err(Rejected::Fenced {
+                        current: locked.token,
+                    }),
+                    Some(locked) if !locked.running => Err(Rejected::Finished),
+                    Some(locked) => {
+                        let mut last = locked.last_seq;
+                        let repeated = entries.iter().find(|e| {
+                            let stale = e.seq <= last;
+                            last = e.seq;
+                            stale
+                        });
+                        if let Some(entry) = repeated {
+                            Err(Rejected::DuplicateEntry { seq: entry.seq })
+                        } else {
+                            locked.last_seq = last;
+                            for entry in entries {
+                                e_run.push(run.as_str());
+                                e_seq.push(entry.seq as i64);
+                                e_step.push(entry.step.as_str());
+                                e_kind.push(entry.kind.as_str());
+                                e_attempt.push(entry.attempt as i32);
+                                e_payload.push(entry.payload.as_str());
+                                e_at.push(entry.at as i64);
+                            }
+                            if let Some(finish) = finish {
+                                locked.running = false;
+                                let (status, output, error) = match finish {
+                                    Finish::Completed(o) => {
+                                        (RunStatus::Completed, Some(o.as_str()), None)
+                                    }
+                                    Finish::Failed(e) => {
+                                        (RunStatus::Failed, None, Some(e.as_str()))
+                                    }
+                                };
+                                f_run.push(run.as_str());
+                                f_status.push(status.as_str());
+                                f_output.push(output);
+                                f_error.push(error);
+                            }
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        };
+        verdicts.push(verdict);
+    }
+
+    let insert_stmt = if e_run.is_empty() {
+        None
+    } else {
+        Some(client.prepare_cached(&sql.insert_entries).await.map_err(db)?)
+    };
+    let finish_stmt = if f_run.is_empty() {
+        None
+    } else {
+        Some(client.prepare_cached(&sql.finish_runs).await.map_err(db)?)
+    };
+    let insert = async {
+        match &insert_stmt {
+            Some(stmt) => {
+                client
+                    .execute(
+                        stmt,
+                        &[&e_run, &e_seq, &e_step, &e_kind, &e_attempt, &e_payload, &e_at],
+                    )
+                    .await
+            }
+            None => Ok(0),
+        }
+    };
+    let finish = async {
+        match &finish_stmt {
+            Some(stmt) => {
+                client
+                    .execute(stmt, &[&f_run, &f_status, &f_output, &f_error])
+                    .await
+            }
+            None => Ok(0),
+        }
+    };
+    let commit = client.batch_execute("COMMIT");
+    let (_, _, ()) = tokio::try_join!(insert, finish, commit).map_err(db)?;
+    guard.open = false;
+    Ok(verdicts)
+}
+
+/// Holds the batch's connection; if the batch is abandoned mid-transaction (an error, or the
+/// future dropped), the connection is closed instead of going back to the pool, so the
+/// server rolls the transaction back and no later user inherits it.
+struct TxGuard {
+    client: Option<Object>,
+    open: bool,
+}
+
+impl TxGuard {
+    fn discard(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+impl Drop for TxGuard {
+    fn drop(&mut self) {
+        if self.open {
+            self.discard();
+        }
+    }
+}

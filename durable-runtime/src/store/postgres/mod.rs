@@ -1,0 +1,345 @@
+//! A store in PostgreSQL, shared by any number of worker processes on any number of machines.
+//!
+//! Every worker is an [`Engine`](crate::Engine) over the same database (and schema). A worker
+//! claims runnable runs with `FOR UPDATE SKIP LOCKED` up to its capacity
+//! ([`EngineBuilder::max_runs`](crate::engine::EngineBuilder::max_runs)), holds each by a
+//! lease that its heartbeat extends, and gives the leases back on shutdown. A worker that dies
+//! or hangs loses its leases when they expire, and another worker resumes its runs from the
+//! journal. Every journal write carries the lease token and is checked against it under the
+//! run's row lock, in the same transaction, so a worker that wakes up late is refused.
+//!
+//! Lease times are read from the database's clock (`clock_timestamp()`), never a worker's, so
+//! clock skew between machines cannot make a live lease look expired.
+//!
+//! Journal writes are group-committed as on SQLite: the journal hands over a batch of writes
+//! from many runs, committed in one transaction in two round trips (pipelined: `BEGIN` +
+//! creates + one `SELECT … FOR UPDATE` of every run the batch appends to; then one multi-row
+//! `INSERT … SELECT FROM unnest(…)` of every journal entry + one `UPDATE` of finished runs +
+//! `COMMIT`), with prepared statements.
+//!
+//! The schema lives in a PostgreSQL schema of its own (`durable` unless told otherwise), so
+//! several applications, or tests, can share one database. It is created, or migrated, on
+//! first use under a transaction-scoped advisory lock, so workers starting at once do not race.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::{Notify, OnceCell};
+use tokio_postgres::NoTls;
+
+use super::{Claim, JournalEntry, Rejected, RunFilter, RunRecord, Store, StoreError, Write};
+use crate::step::BoxFuture;
+use crate::RunId;
+
+mod claim;
+mod commit;
+mod listen;
+mod schema;
+
+pub use schema::SCHEMA_VERSION;
+
+/// Options of [`PostgresStore::with_options`].
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The PostgreSQL schema the store's tables live in (default `durable`). Letters, digits
+    /// and `_`, at most 48 characters, not starting with a digit.
+    pub schema: String,
+    /// Connections in the pool (default 8). A worker commits through one connection at a time
+    /// (the journal's group commit); the others serve reads, claims and heartbeats.
+    pub pool_size: usize,
+    /// How long connecting may take before the store gives up with an error (default 5s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            schema: "durable".into(),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// The default options with another schema.
+    pub fn schema(schema: impl Into<String>) -> Self {
+        Self {
+            schema: schema.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A store in a PostgreSQL database, shared by many workers.
+///
+/// ```no_run
+/// use durable::store::postgres::PostgresStore;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+/// let store = PostgresStore::connect("postgres://root@127.0.0.1:5432/test").await?;
+/// let engine = durable::Engine::builder(store).max_runs(64).build().await?;
+/// # Ok(()) }
+/// ```
+///
+/// A store belongs to the tokio runtime it was first used on (its connections run there).
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    schema: String,
+    connect_timeout: Duration,
+    sql: schema::Sql,
+    /// Set once the schema is known to be current.
+    ready: OnceCell<()>,
+    /// Woken by the listener on a NOTIFY (a run was queued, leases were released).
+    work: Notify,
+    listening: AtomicBool,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`), creating or
+    /// migrating the schema `durable` in it. Fails with a clear error, after at most 5s, when
+    /// the server cannot be reached, and when the schema was written by a newer version of
+    /// this crate.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects with `options` (another schema, pool size or connect timeout).
+    ///
+    /// ```no_run
+    /// use durable::store::postgres::{PostgresOptions, PostgresStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::StoreError> {
+    /// let store = PostgresStore::connect_with(
+    ///     "postgres://root@127.0.0.1:5432/test",
+    ///     PostgresOptions::schema("billing_workflows"),
+    /// )
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        let store = Self::with_options(url, options)?;
+        store.ready().await?;
+        Ok(store)
+    }
+
+    /// Builds the store without connecting: the first operation connects, and creates or
+    /// migrates the schema. Fails only on a malformed URL or schema name.
+    ///
+    /// ```
+    /// use durable::store::postgres::{PostgresOptions, PostgresStore};
+    ///
+    /// let store = PostgresStore::with_options(
+    ///     "postgres://root@127.0.0.1:5432/test",
+    ///     PostgresOptions::schema("my_app"),
+    /// )?;
+    /// assert_eq!(store.schema(), "my_app");
+    /// assert!(PostgresStore::with_options("postgres://x/y", PostgresOptions::schema("a; drop")).is_err());
+    /// # Ok::<(), durable::StoreError>(())
+    /// ```
+    pub fn with_options(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        schema::check_name(&options.schema)?;
+        let err = |what: String| StoreError(format!("postgres store: {what}"));
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| err(format!("the URL `{url}` is not a PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("durable");
+        }
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                // A connection that died (server restart, pg_terminate_backend) is closed and
+                // replaced; a live one is handed out without a round trip.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(options.connect_timeout))
+            .wait_timeout(Some(options.connect_timeout * 6))
+            .build()
+            .map_err(|e| err(format!("cannot build the connection pool: {e}")))?;
+        let sql = schema::Sql::new(&options.schema);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                schema: options.schema,
+                connect_timeout: options.connect_timeout,
+                sql,
+                ready: OnceCell::new(),
+                work: Notify::new(),
+                listening: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The PostgreSQL schema holding the store's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// Creates or migrates the schema if that was not done yet by this store.
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.inner
+            .ready
+            .get_or_try_init(|| async {
+                let timeout = self.inner.connect_timeout;
+                match tokio::time::timeout(timeout * 2, schema::migrate(&self.inner)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(self.inner.error_text(format!(
+                        "the server did not answer within {timeout:?} (is PostgreSQL running \
+                         and reachable at {}?)",
+                        self.inner.target()
+                    ))),
+                }
+            })
+            .await
+            .map(drop)
+    }
+}
+
+impl Inner {
+    pub(crate) fn error_text(&self, what: impl std::fmt::Display) -> StoreError {
+        StoreError(format!(
+            "postgres store ({}, schema `{}`): {what}",
+            self.target(),
+            self.schema
+        ))
+    }
+
+    pub(crate) fn error(&self, e: tokio_postgres::Error) -> StoreError {
+        self.error_text(describe(&e))
+    }
+
+    /// Where the store connects, for error messages (never the password).
+    fn target(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let db = self.config.get_dbname().unwrap_or("");
+        format!("{host}:{port}/{db}")
+    }
+
+    /// A pooled connection.
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => self.error_text(format!(
+                "cannot connect: {}",
+                describe(&e)
+            )),
+            deadpool_postgres::PoolError::Timeout(_) => self.error_text(format!(
+                "cannot connect: no answer within {:?} (is PostgreSQL running and reachable?)",
+                self.connect_timeout
+            )),
+            other => self.error_text(format!("cannot connect: {other}")),
+        })
+    }
+}
+
+/// A driver error with its cause: the server's message and SQLSTATE, or the I/O error.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Store for PostgresStore {
+    fn commit<'a>(
+        &'a self,
+        batch: &'a [Write],
+    ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>> {
+        Box::pin(async move {
+            self.ready().await?;
+            commit::commit(&self.inner, batch).await
+        })
+    }
+
+    fn load_run<'a>(
+        &'a self,
+        id: &'a RunId,
+    ) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
+        Box::pin(async move {
+            self.ready().await?;
+            claim::load_run(&self.inner, id).await
+        })
+    }
+
+    fn load_journal<'a>(
+        &'a self,
+        id: &'a RunId,
+    ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
+        Box::pin(async move {
+            self.ready().await?;
+            claim::load_journal(&self.inner, id).await
+        })
+    }
+
+    fn claim_runs<'a>(
+        &'a self,
+        claim: Claim<'a>,
+    ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
+        Box::pin(async move {
+            self.ready().await?;
+            claim::claim_runs(&self.inner, claim).await
+        })
+    }
+
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            self.ready().await?;
+            claim::renew_leases(&self.inner, owner, lease).await
+        })
+    }
+
+    fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.ready().await?;
+            claim::release_leases(&self.inner, owner).await
+        })
+    }
+
+    fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
+        Box::pin(async move {
+            self.ready().await?;
+            claim::list_runs(&self.inner, filter).await
+        })
+    }
+
+    fn work_available(&self) -> BoxFuture<'_, ()> {
+        if !self.inner.listening.swap(true, Ordering::SeqCst) {
+            tokio::spawn(listen::listen(Arc::downgrade(&self.inner)));
+        }
+        Box::pin(self.inner.work.notified())
+    }
+}

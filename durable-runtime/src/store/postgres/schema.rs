@@ -1,0 +1,212 @@
+//! The schema, its versioned migrations, and the SQL text of every statement.
+
+use super::Inner;
+use crate::store::StoreError;
+
+/// The schema version this code writes and reads (the number of migrations it knows).
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// The database's clock, in milliseconds since the Unix epoch: every lease is computed on it.
+pub(crate) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. `{s}` is the quoted schema.
+/// Append only: a released migration never changes.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs and journals.
+    "CREATE TABLE {s}.durable_runs (
+         id text PRIMARY KEY,
+         pos bigint GENERATED ALWAYS AS IDENTITY,
+         workflow text NOT NULL,
+         fingerprint text NOT NULL,
+         status text NOT NULL,
+         input text NOT NULL,
+         output text,
+         error text,
+         owner text,
+         lease_token bigint NOT NULL,
+         lease_expires_at bigint NOT NULL,
+         created_at bigint NOT NULL,
+         updated_at bigint NOT NULL
+     );
+     CREATE INDEX durable_runs_runnable ON {s}.durable_runs (created_at, pos)
+         WHERE status = 'running';
+     CREATE INDEX durable_runs_owner ON {s}.durable_runs (owner) WHERE status = 'running';
+     CREATE INDEX durable_runs_newest ON {s}.durable_runs (created_at DESC, pos DESC);
+     CREATE TABLE {s}.durable_journal (
+         run_id text NOT NULL,
+         seq bigint NOT NULL,
+         step text NOT NULL,
+         kind text NOT NULL,
+         attempt integer NOT NULL,
+         payload text NOT NULL,
+         at bigint NOT NULL,
+         PRIMARY KEY (run_id, seq)
+     );",
+];
+
+/// Refuses a schema name that would need quoting games (it is spliced into SQL text).
+pub(crate) fn check_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError(format!(
+            "postgres store: `{name}` is not a usable schema name: use lowercase letters, digits \
+             and `_`, at most 48 characters, not starting with a digit"
+        )))
+    }
+}
+
+/// The SQL text of every statement, with the schema spliced in once.
+pub(crate) struct Sql {
+    pub(crate) create_runs: String,
+    pub(crate) lock_runs: String,
+    pub(crate) insert_entries: String,
+    pub(crate) finish_runs: String,
+    pub(crate) notify: String,
+    pub(crate) claim: String,
+    pub(crate) renew: String,
+    pub(crate) release: String,
+    pub(crate) load_run: String,
+    pub(crate) load_journal: String,
+    pub(crate) list_runs: String,
+    /// The NOTIFY channel of this schema.
+    pub(crate) channel: String,
+}
+
+pub(crate) const RUN_COLUMNS: &str = "id, workflow, fingerprint, status, input, output, error, \
+                                      owner, lease_token, created_at, updated_at";
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Self {
+        let s = format!("\"{schema}\"");
+        let runs = format!("{s}.durable_runs");
+        let journal = format!("{s}.durable_journal");
+        let cols = RUN_COLUMNS;
+        let r_cols = RUN_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self {
+            // An empty owner queues the run: nobody holds it, any worker may claim it at once.
+            create_runs: format!(
+                "INSERT INTO {runs} (id, workflow, fingerprint, status, input, owner, \
+                 lease_token, lease_expires_at, created_at, updated_at) \
+                 SELECT u.id, u.workflow, u.fingerprint, 'running', u.input, NULLIF(u.owner, ''), \
+                 1, CASE WHEN u.owner = '' THEN 0 ELSE n.now + u.lease_ms END, n.now, n.now \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::bigint[]) WITH ORDINALITY AS u(id, workflow, fingerprint, input, owner, \
+                 lease_ms, i), (SELECT {NOW_MS} AS now) n ORDER BY u.i \
+                 ON CONFLICT (id) DO NOTHING RETURNING id"
+            ),
+            // In id order, so two transactions locking overlapping runs cannot deadlock.
+            lock_runs: format!(
+                "SELECT r.id, r.lease_token, r.status, \
+                 (SELECT max(j.seq) FROM {journal} j WHERE j.run_id = r.id) \
+                 FROM {runs} r WHERE r.id = ANY($1::text[]) ORDER BY r.id FOR UPDATE OF r"
+            ),
+            insert_entries: format!(
+                "INSERT INTO {journal} (run_id, seq, step, kind, attempt, payload, at) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], \
+                 $5::integer[], $6::text[], $7::bigint[])"
+            ),
+            finish_runs: format!(
+                "UPDATE {runs} r SET status = u.status, output = u.output, error = u.error, \
+                 updated_at = {NOW_MS} \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+                 AS u(id, status, output, error) WHERE r.id = u.id"
+            ),
+            notify: "SELECT pg_notify($1, '')".into(),
+            // A CTE: PostgreSQL never inlines one with FOR UPDATE, so LIMIT holds.
+            claim: format!(
+                "WITH picked AS ( \
+                 SELECT id FROM {runs} \
+                 WHERE status = 'running' \
+                 AND (owner IS NULL OR (owner <> $1 AND lease_expires_at <= {NOW_MS})) \
+                 AND ($4::text[] IS NULL OR workflow = ANY($4::text[])) \
+                 ORDER BY created_at, pos LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 UPDATE {runs} r SET owner = $1, lease_token = r.lease_token + 1, \
+                 lease_expires_at = {NOW_MS} + $2 \
+                 FROM picked WHERE r.id = picked.id RETURNING {r_cols}, r.pos"
+            ),
+            renew: format!(
+                "WITH mine AS (SELECT id FROM {runs} WHERE owner = $1 AND status = 'running' \
+                 ORDER BY id FOR UPDATE) \
+                 UPDATE {runs} r SET lease_expires_at = {NOW_MS} + $2 \
+                 FROM mine WHERE r.id = mine.id"
+            ),
+            release: format!(
+                "WITH mine AS (SELECT id FROM {runs} WHERE owner = $1 ORDER BY id FOR UPDATE) \
+                 UPDATE {runs} r SET owner = NULL, lease_expires_at = 0 \
+                 FROM mine WHERE r.id = mine.id"
+            ),
+            load_run: format!("SELECT {cols} FROM {runs} WHERE id = $1"),
+            load_journal: format!(
+                "SELECT seq, step, kind, attempt, payload, at FROM {journal} \
+                 WHERE run_id = $1 ORDER BY seq"
+            ),
+            list_runs: format!(
+                "SELECT {cols} FROM {runs} \
+                 WHERE ($1::text IS NULL OR workflow = $1) AND ($2::text IS NULL OR status = $2) \
+                 ORDER BY created_at DESC, pos DESC LIMIT $3"
+            ),
+            channel: format!("{schema}_work"),
+        }
+    }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], in one transaction under an advisory lock keyed by
+/// the schema's name: a second worker starting at once waits, then finds it current.
+pub(crate) async fn migrate(inner: &Inner) -> Result<(), StoreError> {
+    let mut client = inner.client().await?;
+    let s = format!("\"{}\"", inner.schema);
+    let tx = client.transaction().await.map_err(|e| inner.error(e))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('durable schema ' || $1, 0))",
+        &[&inner.schema],
+    )
+    .await
+    .map_err(|e| inner.error(e))?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE IF NOT EXISTS {s}.durable_migrations (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .await
+    .map_err(|e| inner.error(e))?;
+    let current: i32 = tx
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {s}.durable_migrations"),
+            &[],
+        )
+        .await
+        .map_err(|e| inner.error(e))?
+        .get(0);
+    if current > SCHEMA_VERSION {
+        return Err(inner.error_text(format!(
+            "the schema has version {current}, written by a newer version of durable; this one \
+             knows versions up to {SCHEMA_VERSION}: upgrade durable (the tables were not touched)"
+        )));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as i32 + 1;
+        tx.batch_execute(&migration.replace("{s}", &s))
+            .await
+            .map_err(|e| inner.error_text(format!("migration {version}: {}", super::describe(&e))))?;
+        tx.execute(
+            &format!("INSERT INTO {s}.durable_migrations (version) VALUES ($1)"),
+            &[&version],
+        )
+        .await
+        .map_err(|e| inner.error(e))?;
+    }
+    tx.commit().await.map_err(|e| inner.error(e))
+}
