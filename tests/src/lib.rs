@@ -119,7 +119,9 @@ impl TestStore {
 
     /// The PostgreSQL URL and schema (PostgreSQL backend only).
     pub fn postgres(&self) -> Option<(&str, &str)> {
-        self.postgres.as_ref().map(|(u, s)| (u.as_str(), s.as_str()))
+        self.postgres
+            .as_ref()
+            .map(|(u, s)| (u.as_str(), s.as_str()))
     }
 
     /// The backend.

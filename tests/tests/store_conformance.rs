@@ -148,4 +148,39 @@ each_store_and_postgres! {
             assert_eq!(ids(store.list_runs(one).await.unwrap()), ["3"]);
         });
     }
+
+    fn claims_take_at_most_the_limit_oldest_first(store) {
+        in_runtime(async {
+            let store = store.open();
+            for id in ["a", "b", "c", "d", "e"] {
+                commit(&store, vec![new_run(id, "wf", "gone")]).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            store.release_leases("gone").await.unwrap();
+            let ids = |runs: Vec<durable::store::RunRecord>| runs.into_iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
+            let first = store.claim_runs(Claim::new("w1", Duration::from_secs(30)).limit(2)).await.unwrap();
+            assert_eq!(ids(first), ["a", "b"]);
+            // (The same worker: on SQLite every lease but the claimer's counts as dead.)
+            let second = store.claim_runs(Claim::new("w1", Duration::from_secs(30)).limit(2)).await.unwrap();
+            assert_eq!(ids(second), ["c", "d"]);
+            assert!(store.claim_runs(Claim::new("w3", Duration::from_secs(30)).limit(0)).await.unwrap().is_empty());
+            let rest = store.claim_runs(Claim::new("w1", Duration::from_secs(30)).limit(10)).await.unwrap();
+            assert_eq!(ids(rest), ["e"]);
+        });
+    }
+
+    fn a_queued_run_has_no_owner_and_any_worker_claims_it(store) {
+        in_runtime(async {
+            let store = store.open();
+            // A client that drives no runs queues them: no owner.
+            commit(&store, vec![new_run("q", "wf", "")]).await;
+            let run = store.load_run(&"q".into()).await.unwrap().unwrap();
+            assert_eq!((run.owner, run.lease_token), (None, 1));
+            let claimed = store.claim_runs(Claim::new("worker", Duration::from_secs(30))).await.unwrap();
+            assert_eq!(claimed.iter().map(|r| (r.id.as_str(), r.lease_token, r.owner.as_deref())).collect::<Vec<_>>(), [("q", 2, Some("worker"))]);
+            // The token the client wrote under is stale now.
+            let verdicts = commit(&store, vec![append("q", 1, vec![entry(1, "a")], None), append("q", 2, vec![entry(1, "a")], None)]).await;
+            assert_eq!(verdicts, [Err(Rejected::Fenced { current: 2 }), Ok(())]);
+        });
+    }
 }

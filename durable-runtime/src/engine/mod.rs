@@ -18,7 +18,8 @@ use crate::executor::{Outcome, RunTask};
 use crate::journal::{CommitError, Journal};
 use crate::panic::CatchUnwind;
 use crate::store::{
-    Claim, JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
+    Claim, JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError,
+    Write,
 };
 use crate::RunId;
 
@@ -374,6 +375,10 @@ impl Engine {
         if drive {
             self.shared.spawn_run(def, id.clone(), 1, Vec::new(), input);
         } else {
+            // Claim it here too as soon as a run of this engine finishes.
+            self.shared
+                .backlog
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             self.shared.wake.notify_one();
         }
         Ok(RunHandle {
@@ -656,7 +661,7 @@ impl Shared {
                 std::sync::atomic::Ordering::SeqCst,
             );
             for run in claimed {
-                self.resume(run).await?;
+                self.resume_or_retry(run).await;
             }
         }
         // Runs this engine stopped driving because the store failed: drive them again now
@@ -673,7 +678,7 @@ impl Shared {
                         && run.owner.as_deref() == Some(self.owner.as_str()) =>
                 {
                     lock(&self.stalled).remove(&id);
-                    self.resume(run).await?;
+                    self.resume_or_retry(run).await;
                 }
                 // Finished meanwhile, or taken over by another worker: nothing to drive here.
                 _ => {
@@ -694,6 +699,20 @@ impl Shared {
             .values()
             .filter(|e| !matches!(e, Error::ShutDown { .. } | Error::LeaseLost { .. }))
             .count()
+    }
+
+    /// [`resume`](Self::resume), and if the store fails meanwhile (a dropped connection),
+    /// keeps the run, which this engine now holds, for the next heartbeat to drive: never
+    /// a claimed run that nobody drives.
+    async fn resume_or_retry(self: &Arc<Self>, run: RunRecord) {
+        let id = run.id.clone();
+        if let Err(error) = self.resume(run).await {
+            let error = match error {
+                Error::Store(e) => Error::Store(e),
+                other => Error::Store(StoreError(other.to_string())),
+            };
+            lock(&self.stalled).insert(id, error);
+        }
     }
 
     /// Drives a claimed run again from its journal, or records why it cannot be.

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    Claim, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
+    Claim, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError,
+    Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;

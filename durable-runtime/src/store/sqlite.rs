@@ -16,7 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::{
-    Claim, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError, Write,
+    Claim, Finish, JournalEntry, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError,
+    Write,
 };
 use crate::clock::now_millis;
 use crate::step::BoxFuture;

@@ -5,9 +5,7 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 use super::Inner;
-use crate::store::{
-    Claim, EntryKind, JournalEntry, RunFilter, RunRecord, RunStatus, StoreError,
-};
+use crate::store::{Claim, EntryKind, JournalEntry, RunFilter, RunRecord, RunStatus, StoreError};
 use crate::RunId;
 
 fn run_from_row(inner: &Inner, row: &Row) -> Result<RunRecord, StoreError> {
@@ -128,9 +126,7 @@ pub(crate) async fn load_journal(
                 seq: r.get::<_, i64>(0) as u64,
                 step: r.get(1),
                 kind: EntryKind::parse(&kind).ok_or_else(|| {
-                    inner.error_text(format!(
-                        "run {id}: unknown journal entry kind `{kind}`"
-                    ))
+                    inner.error_text(format!("run {id}: unknown journal entry kind `{kind}`"))
                 })?,
                 attempt: r.get::<_, i32>(3) as u32,
                 payload: r.get(4),

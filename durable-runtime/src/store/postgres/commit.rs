@@ -81,10 +81,7 @@ async fn run(
     appended.sort_unstable();
     appended.dedup();
 
-    let create_stmt = client
-        .prepare_cached(&sql.create_runs)
-        .await
-        .map_err(db)?;
+    let create_stmt = client.prepare_cached(&sql.create_runs).await.map_err(db)?;
     let lock_stmt = client.prepare_cached(&sql.lock_runs).await.map_err(db)?;
     let notify_stmt = if queued {
         Some(client.prepare_cached(&sql.notify).await.map_err(db)?)
@@ -117,8 +114,7 @@ async fn run(
             None => Ok(0),
         }
     };
-    let ((), created, locked, _) =
-        tokio::try_join!(begin, create, lock, notify).map_err(db)?;
+    let ((), created, locked, _) = tokio::try_join!(begin, create, lock, notify).map_err(db)?;
     let created: std::collections::HashSet<String> =
         created.iter().map(|row| row.get::<_, String>(0)).collect();
     let mut runs: HashMap<String, Locked> = locked
@@ -213,7 +209,12 @@ async fn run(
     let insert_stmt = if e_run.is_empty() {
         None
     } else {
-        Some(client.prepare_cached(&sql.insert_entries).await.map_err(db)?)
+        Some(
+            client
+                .prepare_cached(&sql.insert_entries)
+                .await
+                .map_err(db)?,
+        )
     };
     let finish_stmt = if f_run.is_empty() {
         None
@@ -226,7 +227,9 @@ async fn run(
                 client
                     .execute(
                         stmt,
-                        &[&e_run, &e_seq, &e_step, &e_kind, &e_attempt, &e_payload, &e_at],
+                        &[
+                            &e_run, &e_seq, &e_step, &e_kind, &e_attempt, &e_payload, &e_at,
+                        ],
                     )
                     .await
             }

@@ -55,7 +55,10 @@ async fn listen_once(store: &Weak<Inner>, config: &tokio_postgres::Config, chann
             }
         }
     });
-    let listening = client.batch_execute(&format!("LISTEN \"{channel}\"")).await.is_ok();
+    let listening = client
+        .batch_execute(&format!("LISTEN \"{channel}\""))
+        .await
+        .is_ok();
     if listening {
         // Sweep whatever was queued while nobody listened.
         match store.upgrade() {

@@ -242,10 +242,9 @@ impl Inner {
     /// A pooled connection.
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => self.error_text(format!(
-                "cannot connect: {}",
-                describe(&e)
-            )),
+            deadpool_postgres::PoolError::Backend(e) => {
+                self.error_text(format!("cannot connect: {}", describe(&e)))
+            }
             deadpool_postgres::PoolError::Timeout(_) => self.error_text(format!(
                 "cannot connect: no answer within {:?} (is PostgreSQL running and reachable?)",
                 self.connect_timeout

@@ -200,7 +200,9 @@ pub(crate) async fn migrate(inner: &Inner) -> Result<(), StoreError> {
         let version = i as i32 + 1;
         tx.batch_execute(&migration.replace("{s}", &s))
             .await
-            .map_err(|e| inner.error_text(format!("migration {version}: {}", super::describe(&e))))?;
+            .map_err(|e| {
+                inner.error_text(format!("migration {version}: {}", super::describe(&e)))
+            })?;
         tx.execute(
             &format!("INSERT INTO {s}.durable_migrations (version) VALUES ($1)"),
             &[&version],

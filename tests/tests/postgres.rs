@@ -1,0 +1,568 @@
+//! What only the PostgreSQL store has to prove: migrations that do not race, clear errors,
+//! other workers' live leases honoured, claims that never take a run twice, fencing of a
+//! late worker, recovery through killed connections, and prompt pickup of queued runs.
+//!
+//! Each test uses a schema of its own, dropped afterwards. Without `DURABLE_TEST_POSTGRES_URL`
+//! each prints that it was skipped.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use durable::store::postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION};
+use durable::store::{Claim, NewRun, Store, Write};
+use durable::{workflow, Data, Engine, Error, RunId, RunStatus, StepContext, StepError, StepEvent};
+use durable_tests::{count, in_runtime, note, postgres_url_or_skip, Backend, TestStore};
+
+/// A PostgreSQL test store, or `None` (printed as skipped) without the server URL.
+fn pg(test: &str) -> Option<TestStore> {
+    postgres_url_or_skip(&format!("postgres::{test}"))?;
+    Some(TestStore::new(Backend::Postgres))
+}
+
+async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("the test server answers");
+    tokio::spawn(connection);
+    client
+}
+
+fn store_at(url: &str, schema: &str) -> PostgresStore {
+    PostgresStore::with_options(url, PostgresOptions::schema(schema)).unwrap()
+}
+
+fn queued(id: &str, workflow: &str) -> Write {
+    Write::CreateRun(NewRun {
+        id: RunId::from(id),
+        workflow: workflow.into(),
+        fingerprint: "f".into(),
+        input: "{}".into(),
+        owner: String::new(),
+        lease_expires_at: 0,
+    })
+}
+
+#[test]
+fn workers_starting_at_once_migrate_the_schema_once() {
+    let Some(store) = pg("workers_starting_at_once_migrate_the_schema_once") else {
+        return;
+    };
+    let (url, schema) = store.postgres().unwrap();
+    in_runtime(async {
+        let connects = (0..6).map(|_| {
+            let (url, schema) = (url.to_owned(), schema.to_owned());
+            tokio::spawn(async move {
+                PostgresStore::connect_with(&url, PostgresOptions::schema(schema)).await
+            })
+        });
+        for connect in connects.collect::<Vec<_>>() {
+            connect.await.unwrap().expect("every worker starts");
+        }
+        let client = sql(url).await;
+        let versions: Vec<i32> = client
+            .query(
+                &format!("SELECT version FROM \"{schema}\".durable_migrations ORDER BY version"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn a_schema_written_by_a_newer_version_is_refused() {
+    let Some(store) = pg("a_schema_written_by_a_newer_version_is_refused") else {
+        return;
+    };
+    let (url, schema) = store.postgres().unwrap();
+    in_runtime(async {
+        PostgresStore::connect_with(url, PostgresOptions::schema(schema))
+            .await
+            .unwrap();
+        let newer = SCHEMA_VERSION + 1;
+        sql(url)
+            .await
+            .execute(
+                &format!("INSERT INTO \"{schema}\".durable_migrations (version) VALUES ($1)"),
+                &[&newer],
+            )
+            .await
+            .unwrap();
+        let err = PostgresStore::connect_with(url, PostgresOptions::schema(schema))
+            .await
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(text.contains(&format!("schema `{schema}`")), "{text}");
+        assert!(
+            text.contains(&format!("the schema has version {newer}, written by a newer version of durable; this one knows versions up to {SCHEMA_VERSION}: upgrade durable")),
+            "{text}"
+        );
+    });
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error_not_a_hang() {
+    in_runtime(async {
+        // Nothing listens on this port: refused at once.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let started = Instant::now();
+        let err = PostgresStore::connect(&format!("postgres://root@127.0.0.1:{port}/test"))
+            .await
+            .err()
+            .expect("no server");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "postgres store (127.0.0.1:{port}/test, schema `durable`): cannot connect: "
+            )),
+            "{text}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        // A server that accepts the connection and never answers: the timeout ends it.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                sockets.push(socket);
+            }
+        });
+        let options = PostgresOptions {
+            connect_timeout: Duration::from_millis(300),
+            ..PostgresOptions::default()
+        };
+        let started = Instant::now();
+        let err =
+            PostgresStore::connect_with(&format!("postgres://root@127.0.0.1:{port}/test"), options)
+                .await
+                .err()
+                .expect("no answer");
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot connect") || text.contains("did not answer"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("127.0.0.1:{port}/test")), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        held.abort();
+    });
+}
+
+#[test]
+fn other_workers_live_leases_are_honoured_and_expired_ones_taken() {
+    let Some(store) = pg("other_workers_live_leases_are_honoured_and_expired_ones_taken") else {
+        return;
+    };
+    in_runtime(async {
+        let store = store.open();
+        store.commit(&[queued("r", "wf")]).await.unwrap();
+        let a = store
+            .claim_runs(Claim::new("a", Duration::from_millis(300)))
+            .await
+            .unwrap();
+        assert_eq!(a.len(), 1);
+        // Unlike SQLite (one process per file), a live lease here belongs to a live worker.
+        assert!(store
+            .claim_runs(Claim::new("b", Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .is_empty());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            store
+                .renew_leases("a", Duration::from_millis(300))
+                .await
+                .unwrap(),
+            1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            store
+                .claim_runs(Claim::new("b", Duration::from_secs(30)))
+                .await
+                .unwrap()
+                .is_empty(),
+            "renewed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let b = store
+            .claim_runs(Claim::new("b", Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.iter()
+                .map(|r| (r.owner.as_deref(), r.lease_token))
+                .collect::<Vec<_>>(),
+            [(Some("b"), 3)]
+        );
+        assert_eq!(
+            store
+                .renew_leases("a", Duration::from_secs(30))
+                .await
+                .unwrap(),
+            0,
+            "a lost it"
+        );
+    });
+}
+
+#[test]
+fn concurrent_claims_never_take_a_run_twice_and_respect_workflows() {
+    let Some(store) = pg("concurrent_claims_never_take_a_run_twice_and_respect_workflows") else {
+        return;
+    };
+    in_runtime(async {
+        let store = store.open();
+        let batch: Vec<Write> = (0..200)
+            .map(|i| queued(&format!("r{i:03}"), "wf"))
+            .chain([queued("other", "unknown")])
+            .collect();
+        assert!(store
+            .commit(&batch)
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok));
+        let claimers = (0..8).map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let owner = format!("w{w}");
+                let mut mine = Vec::new();
+                loop {
+                    let names = ["wf"];
+                    let claim = Claim::new(&owner, Duration::from_secs(30))
+                        .limit(7)
+                        .workflows(&names);
+                    let got = store.claim_runs(claim).await.unwrap();
+                    assert!(got.len() <= 7);
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|r| r.id.to_string()));
+                }
+            })
+        });
+        let mut all = Vec::new();
+        for claimer in claimers.collect::<Vec<_>>() {
+            all.extend(claimer.await.unwrap());
+        }
+        let distinct: HashSet<_> = all.iter().cloned().collect();
+        assert_eq!(
+            (all.len(), distinct.len()),
+            (200, 200),
+            "each run claimed exactly once"
+        );
+        assert!(
+            !distinct.contains("other"),
+            "a run of a workflow the worker lacks stays queued"
+        );
+    });
+}
+
+static RELEASE_ZOMBIE: AtomicBool = AtomicBool::new(false);
+
+/// The first call (the worker that will lose its lease) hangs until released.
+async fn slow(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "slow");
+    if count(ctx.run_id(), "slow") == 1 {
+        while !RELEASE_ZOMBIE.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        return Ok(data.assign("by", "zombie"));
+    }
+    Ok(data.assign("by", "new owner"))
+}
+
+async fn after(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "after");
+    Ok(data.assign("after", true))
+}
+
+workflow! { leased { step slow; step after; } }
+
+#[test]
+fn a_lease_that_expires_mid_step_fences_the_late_write_and_keeps_the_new_owners_result() {
+    let Some(store) =
+        pg("a_lease_that_expires_mid_step_fences_the_late_write_and_keeps_the_new_owners_result")
+    else {
+        return;
+    };
+    let (url, schema) = store
+        .postgres()
+        .map(|(u, s)| (u.to_owned(), s.to_owned()))
+        .unwrap();
+    in_runtime(async {
+        let a = Engine::builder_shared(store.open())
+            .register(leased)
+            .build()
+            .await
+            .unwrap();
+        let run = a.start(leased, Data::new()).await.unwrap();
+        let id = run.id().clone();
+        while count(&id, "slow") == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Worker `a` hangs inside the step past its lease (as a SIGSTOPped process would).
+        sql(&url)
+            .await
+            .execute(
+                &format!("UPDATE \"{schema}\".durable_runs SET lease_expires_at = 0 WHERE id = $1"),
+                &[&id.as_str()],
+            )
+            .await
+            .unwrap();
+        let b = Engine::builder_shared(store_at(&url, &schema).into_arc())
+            .register(leased)
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(b.resumed(), std::slice::from_ref(&id));
+        let out: Data = b.wait(&id).await.unwrap();
+        assert_eq!(out.get::<String>("by").as_deref(), Some("new owner"));
+        // Now the zombie finishes its step: its write is refused.
+        RELEASE_ZOMBIE.store(true, Ordering::SeqCst);
+        let err = run.wait().await.unwrap_err();
+        assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
+        assert_eq!(err.to_string(), format!("workflow `leased` run {id}: another worker claimed the run, so this engine stopped driving it"));
+        let history = b.history(&id).await.unwrap();
+        let steps: Vec<_> = history.iter().map(|r| r.step.as_str()).collect();
+        assert_eq!(
+            steps,
+            ["slow", "after"],
+            "one result per step: the new owner's"
+        );
+        let StepEvent::Completed { output } = &history[0].event else {
+            panic!("{history:?}")
+        };
+        assert_eq!(output["by"], "new owner");
+        assert_eq!(
+            count(&id, "after"),
+            1,
+            "the zombie never got past its fenced write"
+        );
+        assert_eq!(b.status(&id).await.unwrap().status, RunStatus::Completed);
+    });
+}
+
+trait IntoArc {
+    fn into_arc(self) -> std::sync::Arc<dyn Store>;
+}
+
+impl IntoArc for PostgresStore {
+    fn into_arc(self) -> std::sync::Arc<dyn Store> {
+        std::sync::Arc::new(self)
+    }
+}
+
+async fn step_a(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "a");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    Ok(data.assign("a", true))
+}
+
+async fn step_b(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "b");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    Ok(data.assign("b", true))
+}
+
+workflow! { two_steps { step step_a; step step_b; } }
+
+#[test]
+fn killed_connections_while_workers_recover_leave_no_run_pending() {
+    let Some(store) = pg("killed_connections_while_workers_recover_leave_no_run_pending") else {
+        return;
+    };
+    let (url, schema) = store
+        .postgres()
+        .map(|(u, s)| (u.to_owned(), s.to_owned()))
+        .unwrap();
+    // The workers' connections carry a name of their own, so the test kills only those.
+    let app = format!("{schema}_w");
+    let worker_url = format!("{url}?application_name={app}");
+    in_runtime(async {
+        let client = Engine::builder_shared(store.open())
+            .register(two_steps)
+            .max_runs(0)
+            .build()
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..60 {
+            ids.push(
+                client
+                    .start(two_steps, Data::new())
+                    .await
+                    .unwrap()
+                    .id()
+                    .clone(),
+            );
+        }
+        let mut workers = Vec::new();
+        for _ in 0..2 {
+            let store = PostgresStore::with_options(
+                &worker_url,
+                PostgresOptions {
+                    pool_size: 3,
+                    ..PostgresOptions::schema(schema.clone())
+                },
+            )
+            .unwrap();
+            workers.push(
+                Engine::builder(store)
+                    .register(two_steps)
+                    .max_runs(10)
+                    .lease_duration(Duration::from_millis(600))
+                    .poll_interval(Duration::from_millis(50))
+                    .commit_retry(Duration::from_millis(300))
+                    .build()
+                    .await
+                    .unwrap(),
+            );
+        }
+        let admin = sql(&url).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut kills = 0;
+        loop {
+            let done: i64 = admin
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM \"{schema}\".durable_runs WHERE status = 'completed'"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if done == ids.len() as i64 {
+                break;
+            }
+            if Instant::now() > deadline {
+                let stuck: Vec<String> = admin
+                    .query(&format!("SELECT id, owner, lease_token, lease_expires_at - {now} FROM \"{schema}\".durable_runs WHERE status <> 'completed'", now = "(extract(epoch from clock_timestamp()) * 1000)::bigint"), &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| format!("{} owner {:?} token {} lease left {}ms", r.get::<_, String>(0), r.get::<_, Option<String>>(1), r.get::<_, i64>(2), r.get::<_, i64>(3)))
+                    .collect();
+                panic!(
+                    "{done} of {} runs completed after 60s; pending: {stuck:#?}",
+                    ids.len()
+                );
+            }
+            if kills < 8 {
+                // Every connection of the workers, the listeners included, dies mid-flight.
+                let killed: i64 = admin
+                    .query_one("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) k", &[&app])
+                    .await
+                    .unwrap()
+                    .get(0);
+                if killed > 0 {
+                    kills += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        assert!(
+            kills >= 3,
+            "the connections were killed during the work ({kills} times)"
+        );
+        for id in &ids {
+            assert_eq!(
+                client.status(id).await.unwrap().status,
+                RunStatus::Completed
+            );
+            let steps: Vec<_> = client
+                .history(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.step)
+                .collect();
+            assert_eq!(
+                steps,
+                ["step_a", "step_b"],
+                "run {id}: each step journaled once"
+            );
+        }
+    });
+}
+
+static PICKED: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
+
+async fn first_step(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    PICKED
+        .lock()
+        .unwrap()
+        .push((ctx.run_id().to_string(), Instant::now()));
+    Ok(data)
+}
+
+workflow! { pickup { step first_step; } }
+
+#[test]
+fn a_run_started_by_a_client_is_picked_up_promptly_by_an_idle_worker() {
+    let Some(store) = pg("a_run_started_by_a_client_is_picked_up_promptly_by_an_idle_worker")
+    else {
+        return;
+    };
+    in_runtime(async {
+        // Separate stores: separate pools, as separate processes would have.
+        let client = Engine::builder_shared(store.open())
+            .register(pickup)
+            .max_runs(0)
+            .build()
+            .await
+            .unwrap();
+        let _worker = Engine::builder_shared(store.open())
+            .register(pickup)
+            .max_runs(100)
+            // The poll floor is far above what we measure: NOTIFY does the work.
+            .poll_interval(Duration::from_secs(5))
+            .build()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await; // the listener connects
+        let mut pickups = Vec::new();
+        for _ in 0..40 {
+            let started = Instant::now();
+            let run = client.start(pickup, Data::new()).await.unwrap();
+            let id = run.id().to_string();
+            let picked = loop {
+                if let Some((_, at)) = PICKED.lock().unwrap().iter().find(|(r, _)| *r == id) {
+                    break *at;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(4),
+                    "run {id} not picked up by NOTIFY"
+                );
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            };
+            pickups.push(picked - started);
+            run.wait().await.unwrap();
+        }
+        pickups.sort();
+        let p50 = pickups[pickups.len() / 2];
+        let p90 = pickups[pickups.len() * 9 / 10];
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "pickup from another client's start to the first step: p50 {p50:?}, p90 {p90:?}"
+        );
+        assert!(p50 < Duration::from_millis(500), "p50 {p50:?}");
+    });
+}
