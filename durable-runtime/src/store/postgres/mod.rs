@@ -51,6 +51,11 @@ pub struct PostgresOptions {
     pub pool_size: usize,
     /// How long connecting may take before the store gives up with an error (default 5s).
     pub connect_timeout: Duration,
+    /// The server ends a session of this store that sits idle inside a transaction this long
+    /// (`idle_in_transaction_session_timeout`, default 10s), so a worker frozen mid-commit
+    /// (SIGSTOP, a VM pause) cannot hold its runs' row locks, and stall other workers, for
+    /// longer. Keep it below the lease.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -59,6 +64,7 @@ impl Default for PostgresOptions {
             schema: "durable".into(),
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -154,6 +160,15 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
+        let idle = format!(
+            "-c idle_in_transaction_session_timeout={}",
+            options.idle_in_transaction_timeout.as_millis().max(1)
+        );
+        let server_options = match config.get_options() {
+            Some(given) => format!("{given} {idle}"),
+            None => idle,
+        };
+        config.options(server_options);
         if config.get_application_name().is_none() {
             config.application_name("durable");
         }
