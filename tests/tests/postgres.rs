@@ -370,13 +370,13 @@ impl IntoArc for PostgresStore {
 
 async fn step_a(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     note(&ctx, "a");
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    tokio::time::sleep(Duration::from_millis(25)).await;
     Ok(data.assign("a", true))
 }
 
 async fn step_b(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     note(&ctx, "b");
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    tokio::time::sleep(Duration::from_millis(25)).await;
     Ok(data.assign("b", true))
 }
 
@@ -475,7 +475,7 @@ fn killed_connections_while_workers_recover_leave_no_run_pending() {
                     kills += 1;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(40)).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
         }
         assert!(
             kills >= 3,

@@ -82,6 +82,9 @@ struct Shared {
     stopped: std::sync::atomic::AtomicBool,
     /// The most runs this engine drives at once.
     max_runs: usize,
+    /// One permit per run this engine may drive (`None`: no limit). A run driven holds one;
+    /// taken atomically, so a claim and a local start cannot both spend the last one.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
     /// How often the engine looks for runs to claim when nothing wakes it.
     poll: Duration,
     /// Wakes the claimer (a run finished while the last claim filled the capacity).
@@ -260,6 +263,8 @@ impl EngineBuilder {
             resumed: Mutex::default(),
             stopped: Default::default(),
             max_runs: self.max_runs,
+            slots: (self.max_runs < tokio::sync::Semaphore::MAX_PERMITS)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(self.max_runs))),
             poll: self
                 .poll
                 .unwrap_or(self.lease / 3)
@@ -347,7 +352,11 @@ impl Engine {
             message: format!("the input does not encode as JSON: {e}"),
         })?;
         // At capacity (or a pure client): queue the run for whichever worker is free.
-        let drive = lock(&self.shared.active).len() < self.shared.max_runs;
+        let slot = match &self.shared.slots {
+            None => Ok(None),
+            Some(slots) => Arc::clone(slots).try_acquire_owned().map(Some),
+        };
+        let drive = slot.is_ok();
         let write = Write::CreateRun(NewRun {
             id: id.clone(),
             workflow: W::NAME.to_owned(),
@@ -373,7 +382,9 @@ impl Engine {
             Err(CommitError::Store(e)) => return Err(Error::Store(e)),
         }
         if drive {
-            self.shared.spawn_run(def, id.clone(), 1, Vec::new(), input);
+            let slot = slot.ok().flatten();
+            self.shared
+                .spawn_run(def, id.clone(), 1, Vec::new(), input, slot);
         } else {
             // Claim it here too as soon as a run of this engine finishes.
             self.shared
@@ -647,9 +658,20 @@ impl Engine {
 impl Shared {
     /// Claims the unfinished runs no live worker holds and resumes those it can.
     async fn recover(self: &Arc<Self>) -> Result<(), Error> {
-        let free = self
-            .max_runs
-            .saturating_sub(lock(&self.active).len() + self.stalled_held());
+        // Reserve the free capacity first, so a local start meanwhile cannot spend it too.
+        let (free, mut reserved) = match &self.slots {
+            None => (usize::MAX, None),
+            Some(slots) => {
+                let free = slots
+                    .available_permits()
+                    .saturating_sub(self.stalled_held());
+                let free = u32::try_from(free).unwrap_or(u32::MAX);
+                match Arc::clone(slots).try_acquire_many_owned(free) {
+                    Ok(permits) if free > 0 => (free as usize, Some(permits)),
+                    _ => (0, None),
+                }
+            }
+        };
         if free > 0 {
             let names: Vec<&str> = self.workflows.keys().copied().collect();
             let claim = Claim::new(&self.owner, self.lease)
@@ -657,12 +679,14 @@ impl Shared {
                 .workflows(&names);
             let claimed = self.store.claim_runs(claim).await?;
             self.backlog.store(
-                free != usize::MAX && claimed.len() == free,
+                reserved.is_some() && claimed.len() == free,
                 std::sync::atomic::Ordering::SeqCst,
             );
             for run in claimed {
-                self.resume_or_retry(run).await;
+                let slot = reserved.as_mut().and_then(|permits| permits.split(1));
+                self.resume_or_retry(run, slot).await;
             }
+            // Whatever was not claimed goes back with `reserved`.
         }
         // Runs this engine stopped driving because the store failed: drive them again now
         // that it answers (the store calls above succeeded), from their journals.
@@ -677,8 +701,15 @@ impl Shared {
                     if run.status == RunStatus::Running
                         && run.owner.as_deref() == Some(self.owner.as_str()) =>
                 {
+                    let slot = match &self.slots {
+                        None => None,
+                        Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                            Ok(slot) => Some(slot),
+                            Err(_) => continue, // at capacity: on a later beat
+                        },
+                    };
                     lock(&self.stalled).remove(&id);
-                    self.resume_or_retry(run).await;
+                    self.resume_or_retry(run, slot).await;
                 }
                 // Finished meanwhile, or taken over by another worker: nothing to drive here.
                 _ => {
@@ -704,9 +735,9 @@ impl Shared {
     /// [`resume`](Self::resume), and if the store fails meanwhile (a dropped connection),
     /// keeps the run, which this engine now holds, for the next heartbeat to drive: never
     /// a claimed run that nobody drives.
-    async fn resume_or_retry(self: &Arc<Self>, run: RunRecord) {
+    async fn resume_or_retry(self: &Arc<Self>, run: RunRecord, slot: Slot) {
         let id = run.id.clone();
-        if let Err(error) = self.resume(run).await {
+        if let Err(error) = self.resume(run, slot).await {
             let error = match error {
                 Error::Store(e) => Error::Store(e),
                 other => Error::Store(StoreError(other.to_string())),
@@ -716,7 +747,7 @@ impl Shared {
     }
 
     /// Drives a claimed run again from its journal, or records why it cannot be.
-    async fn resume(self: &Arc<Self>, run: RunRecord) -> Result<(), Error> {
+    async fn resume(self: &Arc<Self>, run: RunRecord, slot: Slot) -> Result<(), Error> {
         let def = match self.check_resumable(&run) {
             Ok(def) => def,
             Err(error) => {
@@ -739,7 +770,7 @@ impl Shared {
         };
         let journal = self.store.load_journal(&run.id).await?;
         lock(&self.resumed).push(run.id.clone());
-        self.spawn_run(def, run.id, run.lease_token, journal, input);
+        self.spawn_run(def, run.id, run.lease_token, journal, input, slot);
         Ok(())
     }
 
@@ -770,6 +801,7 @@ impl Shared {
         token: u64,
         journal: Vec<JournalEntry>,
         input: Value,
+        slot: Slot,
     ) {
         let (tx, rx) = watch::channel(None);
         let workflow = def.name();
@@ -808,6 +840,7 @@ impl Shared {
                     }
                 }
                 lock(&shared.active).remove(&run_id);
+                drop(slot);
                 if shared.backlog.load(std::sync::atomic::Ordering::SeqCst) {
                     // Capacity freed while runs wait: claim the next one now.
                     shared.wake.notify_one();
@@ -860,6 +893,9 @@ async fn heartbeat(
         let _ = s.recover().await;
     }
 }
+
+/// A permit to drive one run (see `Shared::slots`); `None` when capacity is unlimited.
+type Slot = Option<tokio::sync::OwnedSemaphorePermit>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

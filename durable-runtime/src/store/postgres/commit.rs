@@ -35,12 +35,189 @@ pub(crate) async fn commit(
         client: Some(client),
         open: false,
     };
-    let result = run(inner, &mut guard, batch).await;
+    let result = if one_round_trip(batch) {
+        run_fast(inner, &mut guard, batch).await
+    } else {
+        run(inner, &mut guard, batch).await
+    };
     if result.is_err() {
         // Never hand a connection back in an unknown transaction state.
         guard.discard();
     }
     result
+}
+
+/// Whether the batch can be committed in one round trip: it appends to each run at most once,
+/// creates no run it appends to, creates no id twice, and each append's entries are in
+/// increasing order. Then the verdicts depend on the database only, and one statement can
+/// decide them (see [`run_fast`]). Otherwise (several appends to one run, say the branches of
+/// a parallel block finishing together) the two-round-trip path decides them in order here.
+fn one_round_trip(batch: &[Write]) -> bool {
+    let mut created = std::collections::HashSet::new();
+    let mut appended = std::collections::HashSet::new();
+    batch.iter().all(|write| match write {
+        Write::CreateRun(new) => {
+            !appended.contains(new.id.as_str()) && created.insert(new.id.as_str())
+        }
+        Write::Append { run, entries, .. } => {
+            !created.contains(run.as_str())
+                && appended.insert(run.as_str())
+                && entries.windows(2).all(|pair| pair[0].seq < pair[1].seq)
+        }
+    })
+}
+
+/// One round trip, pipelined: `BEGIN`; the creates; one statement that locks the appended
+/// runs, decides each append's verdict, inserts the accepted entries and finishes the
+/// accepted runs; `COMMIT`.
+async fn run_fast(
+    inner: &Inner,
+    guard: &mut TxGuard,
+    batch: &[Write],
+) -> Result<Vec<Result<(), Rejected>>, StoreError> {
+    let client = guard.client.as_ref().expect("held until the end");
+    let sql = &inner.sql;
+    let db = |e| inner.error(e);
+    let now = now_millis();
+    let (mut ids, mut workflows, mut fingerprints, mut inputs, mut owners, mut leases) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut a_run, mut a_token, mut a_status, mut a_output, mut a_error, mut a_first) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut e_w, mut e_seq, mut e_step, mut e_kind, mut e_attempt, mut e_payload, mut e_at) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut queued = false;
+    for write in batch {
+        match write {
+            Write::CreateRun(new) => {
+                ids.push(new.id.as_str());
+                workflows.push(new.workflow.as_str());
+                fingerprints.push(new.fingerprint.as_str());
+                inputs.push(new.input.as_str());
+                owners.push(new.owner.as_str());
+                queued |= new.owner.is_empty();
+                leases.push(new.lease_expires_at.saturating_sub(now).min(MAX_LEASE_MS) as i64);
+            }
+            Write::Append {
+                run,
+                lease_token,
+                entries,
+                finish,
+            } => {
+                a_run.push(run.as_str());
+                a_token.push(*lease_token as i64);
+                let (status, output, error) = match finish {
+                    Some(Finish::Completed(o)) => {
+                        (Some(RunStatus::Completed.as_str()), Some(o.as_str()), None)
+                    }
+                    Some(Finish::Failed(e)) => {
+                        (Some(RunStatus::Failed.as_str()), None, Some(e.as_str()))
+                    }
+                    None => (None, None, None),
+                };
+                a_status.push(status);
+                a_output.push(output);
+                a_error.push(error);
+                a_first.push(entries.first().map(|e| e.seq as i64));
+                let w = a_run.len() as i64; // WITH ORDINALITY counts from 1
+                for entry in entries {
+                    e_w.push(w);
+                    e_seq.push(entry.seq as i64);
+                    e_step.push(entry.step.as_str());
+                    e_kind.push(entry.kind.as_str());
+                    e_attempt.push(entry.attempt as i32);
+                    e_payload.push(entry.payload.as_str());
+                    e_at.push(entry.at as i64);
+                }
+            }
+        }
+    }
+    let create_stmt = if ids.is_empty() {
+        None
+    } else {
+        Some(client.prepare_cached(&sql.create_runs).await.map_err(db)?)
+    };
+    let append_stmt = if a_run.is_empty() {
+        None
+    } else {
+        Some(client.prepare_cached(&sql.append_runs).await.map_err(db)?)
+    };
+    let notify_stmt = if queued {
+        Some(client.prepare_cached(&sql.notify).await.map_err(db)?)
+    } else {
+        None
+    };
+    let begin = client.batch_execute("BEGIN");
+    guard.open = true;
+    let create = async {
+        match &create_stmt {
+            Some(stmt) => {
+                client
+                    .query(
+                        stmt,
+                        &[&ids, &workflows, &fingerprints, &inputs, &owners, &leases],
+                    )
+                    .await
+            }
+            None => Ok(Vec::new()),
+        }
+    };
+    let append = async {
+        match &append_stmt {
+            Some(stmt) => {
+                client
+                    .query(
+                        stmt,
+                        &[
+                            &a_run, &a_token, &a_status, &a_output, &a_error, &a_first, &e_w,
+                            &e_seq, &e_step, &e_kind, &e_attempt, &e_payload, &e_at,
+                        ],
+                    )
+                    .await
+            }
+            None => Ok(Vec::new()),
+        }
+    };
+    let notify = async {
+        match &notify_stmt {
+            Some(stmt) => client.execute(stmt, &[&sql.channel]).await,
+            None => Ok(0),
+        }
+    };
+    let commit = client.batch_execute("COMMIT");
+    let ((), created, appended, _, ()) =
+        tokio::try_join!(begin, create, append, notify, commit).map_err(db)?;
+    guard.open = false;
+
+    let created: std::collections::HashSet<String> =
+        created.iter().map(|row| row.get::<_, String>(0)).collect();
+    let mut verdicts_of_appends = vec![Err(Rejected::UnknownRun); a_run.len()];
+    for row in &appended {
+        let w = row.get::<_, i64>(0) as usize - 1;
+        let verdict: &str = row.get(1);
+        let current: Option<i64> = row.get(2);
+        let first: Option<i64> = row.get(3);
+        verdicts_of_appends[w] = match verdict {
+            "ok" => Ok(()),
+            "unknown" => Err(Rejected::UnknownRun),
+            "fenced" => Err(Rejected::Fenced {
+                current: current.unwrap_or(0) as u64,
+            }),
+            "finished" => Err(Rejected::Finished),
+            "duplicate" => Err(Rejected::DuplicateEntry {
+                seq: first.unwrap_or(0) as u64,
+            }),
+            other => return Err(inner.error_text(format!("unexpected verdict `{other}`"))),
+        };
+    }
+    let mut appends = verdicts_of_appends.into_iter();
+    Ok(batch
+        .iter()
+        .map(|write| match write {
+            Write::CreateRun(new) if created.contains(new.id.as_str()) => Ok(()),
+            Write::CreateRun(_) => Err(Rejected::DuplicateRun),
+            Write::Append { .. } => appends.next().expect("one verdict per append"),
+        })
+        .collect())
 }
 
 async fn run(

@@ -66,6 +66,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), StoreError> {
 pub(crate) struct Sql {
     pub(crate) create_runs: String,
     pub(crate) lock_runs: String,
+    pub(crate) append_runs: String,
     pub(crate) insert_entries: String,
     pub(crate) finish_runs: String,
     pub(crate) notify: String,
@@ -110,6 +111,35 @@ impl Sql {
                 "SELECT r.id, r.lease_token, r.status, \
                  (SELECT max(j.seq) FROM {journal} j WHERE j.run_id = r.id) \
                  FROM {runs} r WHERE r.id = ANY($1::text[]) ORDER BY r.id FOR UPDATE OF r"
+            ),
+            // The one-statement append of a batch that appends to each run at most once:
+            // lock the runs, decide each write's verdict, insert the accepted entries and
+            // finish the accepted runs, and return the verdicts.
+            append_runs: format!(
+                "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], \
+                 $4::text[], $5::text[], $6::bigint[]) WITH ORDINALITY \
+                 AS u(id, token, fstatus, output, error, first_seq, w)), \
+                 r AS (SELECT id, lease_token, status FROM {runs} WHERE id = ANY($1::text[]) \
+                 ORDER BY id FOR UPDATE), \
+                 v AS (SELECT u.w, u.id, u.fstatus, u.output, u.error, u.first_seq, \
+                 r.lease_token AS current, \
+                 CASE WHEN r.id IS NULL THEN 'unknown' \
+                 WHEN r.lease_token <> u.token THEN 'fenced' \
+                 WHEN r.status <> 'running' THEN 'finished' \
+                 WHEN u.first_seq IS NOT NULL AND u.first_seq <= coalesce((SELECT max(j.seq) \
+                 FROM {journal} j WHERE j.run_id = u.id), 0) THEN 'duplicate' \
+                 ELSE 'ok' END AS verdict \
+                 FROM u LEFT JOIN r ON r.id = u.id), \
+                 ins AS (INSERT INTO {journal} (run_id, seq, step, kind, attempt, payload, at) \
+                 SELECT v.id, e.seq, e.step, e.kind, e.attempt, e.payload, e.at \
+                 FROM unnest($7::bigint[], $8::bigint[], $9::text[], $10::text[], \
+                 $11::integer[], $12::text[], $13::bigint[]) \
+                 AS e(w, seq, step, kind, attempt, payload, at) \
+                 JOIN v ON v.w = e.w AND v.verdict = 'ok'), \
+                 fin AS (UPDATE {runs} t SET status = v.fstatus, output = v.output, \
+                 error = v.error, updated_at = {NOW_MS} FROM v \
+                 WHERE t.id = v.id AND v.verdict = 'ok' AND v.fstatus IS NOT NULL) \
+                 SELECT w, verdict, current, first_seq FROM v"
             ),
             insert_entries: format!(
                 "INSERT INTO {journal} (run_id, seq, step, kind, attempt, payload, at) \
