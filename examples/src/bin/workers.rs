@@ -61,7 +61,7 @@ fn schema() -> String {
     std::env::var("DURABLE_EXAMPLE_SCHEMA").unwrap_or_else(|_| "durable_workers_example".into())
 }
 
-async fn connect() -> Result<PostgresStore, durable::StoreError> {
+async fn connect() -> Result<PostgresStore, durable::store::StoreError> {
     PostgresStore::connect_with(&url(), PostgresOptions::schema(schema())).await
 }
 

@@ -123,7 +123,7 @@ impl PostgresStore {
     /// ```no_run
     /// use durable::store::postgres::{PostgresOptions, PostgresStore};
     ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::StoreError> {
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::store::StoreError> {
     /// let store = PostgresStore::connect_with(
     ///     "postgres://root@127.0.0.1:5432/test",
     ///     PostgresOptions::schema("billing_workflows"),
@@ -149,7 +149,7 @@ impl PostgresStore {
     /// )?;
     /// assert_eq!(store.schema(), "my_app");
     /// assert!(PostgresStore::with_options("postgres://x/y", PostgresOptions::schema("a; drop")).is_err());
-    /// # Ok::<(), durable::StoreError>(())
+    /// # Ok::<(), durable::store::StoreError>(())
     /// ```
     pub fn with_options(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
         schema::check_name(&options.schema)?;
