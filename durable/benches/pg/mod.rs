@@ -2,9 +2,9 @@
 //!
 //! In a schema of its own (dropped at the end) it measures:
 //! - the usual rows (seq10 / fan100 / latency / map10k) with one in-process worker;
-//! - seq10 with 1 worker and with 3 worker processes (this binary again, fed by a client
-//!   that drives nothing): steps/s and step results per commit, from `pg_stat_database`'s
-//!   `xact_commit` around the burst;
+//! - seq10 with 1 worker and with 3 worker processes (this binary again, each starting and
+//!   driving its share of the runs): steps/s and step results per commit, from
+//!   `pg_stat_database`'s `xact_commit` around the burst;
 //! - the baselines on the same server from the same number of clients: a loop of single-row
 //!   `INSERT` commits, and (the batch limit) 100-row `INSERT`s, one per transaction;
 //! - pickup: from `start` in a client to the first step running in a worker process.
@@ -33,10 +33,11 @@ async fn admin(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// Transactions committed in the database so far (stats flushed first: PostgreSQL 15
-/// backends report theirs when idle, at most once a second).
+/// Transactions committed in the database so far. PostgreSQL 15 backends report their
+/// counts when idle, and an idle backend that reported less than a second ago waits up to
+/// 10s to report again: wait that out first.
 async fn xact_commit(admin: &tokio_postgres::Client) -> i64 {
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(11_000)).await;
     admin
         .batch_execute("SELECT pg_stat_clear_snapshot()")
         .await
@@ -55,39 +56,71 @@ fn store(url: &str, schema: &str) -> PostgresStore {
     PostgresStore::with_options(url, PostgresOptions::schema(schema)).unwrap()
 }
 
-/// If this process is a benchmark worker: drive runs until killed. Never returns then.
+/// If this process is a benchmark worker: on `go N` (standard input) run N seq10 workflows,
+/// print `done`, then drive whatever runs it claims until killed. Never returns then.
 pub async fn worker_if_asked(url: Option<&str>) {
+    use std::io::{BufRead, Write};
     let Ok(schema) = std::env::var(WORKER_VAR) else {
         return;
     };
     let engine = Engine::builder(store(url.expect("the URL"), &schema))
         .register(seq10)
-        .register(super::Fan100)
-        .max_runs(1000)
         .poll_interval(Duration::from_millis(200))
         .build()
         .await
         .unwrap();
     println!("ready");
-    let _keep = engine;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+    let n: usize = line.trim().strip_prefix("go ").unwrap().parse().unwrap();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.run(seq10, Data::new()).await.unwrap() })
+        })
+        .collect();
+    futures_all(tasks).await;
+    println!("done");
+    std::io::stdout().flush().unwrap();
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
 
-fn spawn_worker(schema: &str) -> Child {
+type Lines = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+fn spawn_worker(schema: &str) -> (Child, Lines) {
     use std::io::BufRead;
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env(WORKER_VAR, schema)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    child
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    (child, lines)
+}
+
+/// The three processes each run a third of the seq10 workflows: (steps/s, results/commit).
+async fn seq10_processes(
+    workers: &mut [(Child, Lines)],
+    admin: &tokio_postgres::Client,
+) -> (f64, f64) {
+    use std::io::Write;
+    let share = SEQ10_RUNS / workers.len();
+    let before = xact_commit(admin).await;
+    let started = Instant::now();
+    for (child, _) in workers.iter_mut() {
+        writeln!(child.stdin.as_mut().unwrap(), "go {share}").unwrap();
+    }
+    for (_, lines) in workers.iter_mut() {
+        assert_eq!(lines.next().unwrap().unwrap(), "done");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let commits = xact_commit(admin).await - before;
+    let steps = (share * workers.len() * 10) as f64;
+    (steps / secs, steps / commits as f64)
 }
 
 /// `SEQ10_RUNS` seq10 workflows started by `client`, waited for: (steps/s, results/commit).
@@ -211,17 +244,18 @@ pub async fn rows(url: &str) {
     let (steps_1, per_commit_1) = seq10_burst(&one, &admin).await;
     drop(one);
 
-    // Three worker processes fed by a client that drives nothing.
-    let mut workers: Vec<Child> = (0..3).map(|_| spawn_worker(&schema)).collect();
+    // Three worker processes, each driving its share; then a client that drives nothing
+    // starts runs one at a time for them (pickup).
+    let mut workers: Vec<(Child, Lines)> = (0..3).map(|_| spawn_worker(&schema)).collect();
+    let (steps_3, per_commit_3) = seq10_processes(&mut workers, &admin).await;
     let client = Engine::builder(store(url, &schema))
         .register(seq10)
         .max_runs(0)
         .build()
         .await
         .unwrap();
-    let (steps_3, per_commit_3) = seq10_burst(&client, &admin).await;
     let (pickup_p50, pickup_p90) = pickup_ms(&client, &admin, &schema).await;
-    for worker in &mut workers {
+    for (worker, _) in &mut workers {
         let _ = worker.kill();
         let _ = worker.wait();
     }
@@ -246,7 +280,8 @@ pub async fn rows(url: &str) {
         steps_1 / insert_1
     );
     println!(
-        "seq10 x{SEQ10_RUNS}, 3 processes: {steps_3:>8.0} steps/s, {per_commit_3:.2} step results per commit; plain single-row INSERT commits from 3 clients: {insert_3:.0}/s -> ratio {:.2}",
+        "seq10 x{}, 3 processes: {steps_3:>8.0} steps/s, {per_commit_3:.2} step results per commit; plain single-row INSERT commits from 3 clients: {insert_3:.0}/s -> ratio {:.2}",
+        SEQ10_RUNS / 3 * 3,
         steps_3 / insert_3
     );
     let commit_ms = 1e3 / insert_1;
