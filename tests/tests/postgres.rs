@@ -566,3 +566,59 @@ fn a_run_started_by_a_client_is_picked_up_promptly_by_an_idle_worker() {
         assert!(p50 < Duration::from_millis(500), "p50 {p50:?}");
     });
 }
+
+fn entry(seq: u64, step: &str) -> durable::store::JournalEntry {
+    durable::store::JournalEntry {
+        seq,
+        step: step.into(),
+        kind: durable::store::EntryKind::StepCompleted,
+        attempt: 1,
+        payload: "{}".into(),
+        at: seq,
+    }
+}
+
+#[test]
+fn a_retried_commit_that_had_landed_and_finished_the_run_is_a_duplicate_not_a_lost_lease() {
+    let Some(store) =
+        pg("a_retried_commit_that_had_landed_and_finished_the_run_is_a_duplicate_not_a_lost_lease")
+    else {
+        return;
+    };
+    in_runtime(async {
+        use durable::store::{Finish, Rejected};
+        let store = store.open();
+        store
+            .commit(&[queued("one", "wf"), queued("two", "wf")])
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_runs(Claim::new("w", Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        let append = |run: &str, seqs: &[u64], finish: bool| Write::Append {
+            run: RunId::from(run),
+            lease_token: 2,
+            entries: seqs.iter().map(|&s| entry(s, "s")).collect(),
+            finish: finish.then(|| Finish::Completed("{}".into())),
+        };
+        // One append per run (the one-round-trip path), then two for one run (the other).
+        let single = [append("one", &[1, 2], true)];
+        let double = [append("two", &[1], false), append("two", &[2], true)];
+        for batch in [&single[..], &double[..]] {
+            assert!(store.commit(batch).await.unwrap().iter().all(Result::is_ok));
+            // The same batch again, as the journal retries one whose outcome it never heard.
+            let again = store.commit(batch).await.unwrap();
+            assert!(
+                again
+                    .iter()
+                    .all(|v| matches!(v, Err(Rejected::DuplicateEntry { .. }))),
+                "{again:?}"
+            );
+        }
+        // New entries on a finished run are still refused as such.
+        let late = store.commit(&[append("one", &[3], false)]).await.unwrap();
+        assert_eq!(late, [Err(Rejected::Finished)]);
+    });
+}

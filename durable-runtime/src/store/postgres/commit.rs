@@ -338,7 +338,6 @@ async fn run(
                     Some(locked) if locked.token != *lease_token => Err(Rejected::Fenced {
                         current: locked.token,
                     }),
-                    Some(locked) if !locked.running => Err(Rejected::Finished),
                     Some(locked) => {
                         let mut last = locked.last_seq;
                         let repeated = entries.iter().find(|e| {
@@ -346,8 +345,12 @@ async fn run(
                             last = e.seq;
                             stale
                         });
+                        // Entries already there first (a retried commit that landed, even if
+                        // it finished the run), then a closed journal.
                         if let Some(entry) = repeated {
                             Err(Rejected::DuplicateEntry { seq: entry.seq })
+                        } else if !locked.running {
+                            Err(Rejected::Finished)
                         } else {
                             locked.last_seq = last;
                             for entry in entries {

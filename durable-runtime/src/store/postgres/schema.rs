@@ -114,7 +114,9 @@ impl Sql {
             ),
             // The one-statement append of a batch that appends to each run at most once:
             // lock the runs, decide each write's verdict, insert the accepted entries and
-            // finish the accepted runs, and return the verdicts.
+            // finish the accepted runs, and return the verdicts. Entries found already there
+            // are a duplicate even on a finished run: a retried commit whose first try landed
+            // (and finished the run) then counts as committed, not as a lost lease.
             append_runs: format!(
                 "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], \
                  $4::text[], $5::text[], $6::bigint[]) WITH ORDINALITY \
@@ -125,9 +127,9 @@ impl Sql {
                  r.lease_token AS current, \
                  CASE WHEN r.id IS NULL THEN 'unknown' \
                  WHEN r.lease_token <> u.token THEN 'fenced' \
-                 WHEN r.status <> 'running' THEN 'finished' \
                  WHEN u.first_seq IS NOT NULL AND u.first_seq <= coalesce((SELECT max(j.seq) \
                  FROM {journal} j WHERE j.run_id = u.id), 0) THEN 'duplicate' \
+                 WHEN r.status <> 'running' THEN 'finished' \
                  ELSE 'ok' END AS verdict \
                  FROM u LEFT JOIN r ON r.id = u.id), \
                  ins AS (INSERT INTO {journal} (run_id, seq, step, kind, attempt, payload, at) \
