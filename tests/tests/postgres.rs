@@ -229,7 +229,13 @@ fn concurrent_claims_never_take_a_run_twice_and_respect_workflows() {
         let store = store.open();
         let batch: Vec<Write> = (0..200)
             .map(|i| queued(&format!("r{i:03}"), "wf"))
-            .chain([queued("other", "unknown")])
+            .chain([queued("other", "unknown"), {
+                let Write::CreateRun(mut old) = queued("old", "wf") else {
+                    unreachable!()
+                };
+                old.fingerprint = "old".into();
+                Write::CreateRun(old)
+            }])
             .collect();
         assert!(store
             .commit(&batch)
@@ -243,10 +249,10 @@ fn concurrent_claims_never_take_a_run_twice_and_respect_workflows() {
                 let owner = format!("w{w}");
                 let mut mine = Vec::new();
                 loop {
-                    let names = ["wf"];
+                    let definitions = [("wf", "f")];
                     let claim = Claim::new(&owner, Duration::from_secs(30))
                         .limit(7)
-                        .workflows(&names);
+                        .workflows(&definitions);
                     let got = store.claim_runs(claim).await.unwrap();
                     assert!(got.len() <= 7);
                     if got.is_empty() {
@@ -269,6 +275,18 @@ fn concurrent_claims_never_take_a_run_twice_and_respect_workflows() {
         assert!(
             !distinct.contains("other"),
             "a run of a workflow the worker lacks stays queued"
+        );
+        assert!(
+            !distinct.contains("old"),
+            "a run started under a definition the worker lacks stays queued"
+        );
+        // A worker that keeps the old definition takes it.
+        let old = [("wf", "old")];
+        let claim = Claim::new("old-worker", Duration::from_secs(30)).workflows(&old);
+        let got = store.claim_runs(claim).await.unwrap();
+        assert_eq!(
+            got.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["old"]
         );
     });
 }
@@ -620,5 +638,56 @@ fn a_retried_commit_that_had_landed_and_finished_the_run_is_a_duplicate_not_a_lo
         // New entries on a finished run are still refused as such.
         let late = store.commit(&[append("one", &[3], false)]).await.unwrap();
         assert_eq!(late, [Err(Rejected::Finished)]);
+    });
+}
+
+mod v1 {
+    use super::*;
+    workflow! { pub rolling { step step_a; } }
+}
+
+mod v2 {
+    use super::*;
+    workflow! { pub rolling { step step_a; step step_b; } }
+}
+
+#[test]
+fn in_a_rolling_deploy_a_worker_claims_only_runs_of_definitions_it_registered() {
+    let Some(store) =
+        pg("in_a_rolling_deploy_a_worker_claims_only_runs_of_definitions_it_registered")
+    else {
+        return;
+    };
+    in_runtime(async {
+        let client = Engine::builder_shared(store.open())
+            .register(v1::rolling)
+            .max_runs(0)
+            .build()
+            .await
+            .unwrap();
+        let run = client.start(v1::rolling, Data::new()).await.unwrap();
+        // A new worker knows only v2: it leaves the v1 run alone rather than hold it stalled.
+        let new = Engine::builder_shared(store.open())
+            .register(v2::rolling)
+            .poll_interval(Duration::from_millis(20))
+            .build()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(new.resumed().is_empty());
+        let info = client.status(run.id()).await.unwrap();
+        assert_eq!(info.status, RunStatus::Running);
+        // An old worker (or one that keeps v1 as a version) finishes it.
+        let old = Engine::builder_shared(store.open())
+            .register(v2::rolling)
+            .register_version(v1::rolling)
+            .poll_interval(Duration::from_millis(20))
+            .build()
+            .await
+            .unwrap();
+        let out = run.wait().await.unwrap();
+        assert_eq!(out.get::<bool>("a"), Some(true));
+        assert_eq!(old.resumed(), std::slice::from_ref(run.id()));
+        assert_eq!(count(run.id(), "b"), 0, "it finished on v1");
     });
 }

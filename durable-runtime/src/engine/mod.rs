@@ -673,10 +673,16 @@ impl Shared {
             }
         };
         if free > 0 {
-            let names: Vec<&str> = self.workflows.keys().copied().collect();
+            // Only runs this engine can drive: a registered workflow, under a registered
+            // definition (the current one or a kept version).
+            let definitions: Vec<(&str, &str)> = self
+                .versions
+                .keys()
+                .map(|(name, fingerprint)| (*name, fingerprint.as_str()))
+                .collect();
             let claim = Claim::new(&self.owner, self.lease)
                 .limit(free)
-                .workflows(&names);
+                .workflows(&definitions);
             let claimed = self.store.claim_runs(claim).await?;
             self.backlog.store(
                 reserved.is_some() && claimed.len() == free,

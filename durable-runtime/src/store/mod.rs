@@ -261,11 +261,12 @@ pub struct Claim<'a> {
     pub lease: Duration,
     /// At most this many runs (the worker's free capacity); oldest first.
     pub limit: usize,
-    /// Only runs of these workflows (any workflow when `None`). A store shared by many
-    /// processes honours it, so a worker never holds a run it cannot drive; a store one
-    /// process opens may ignore it and hand over every run, so the engine can report the runs
-    /// it cannot resume.
-    pub workflows: Option<&'a [&'a str]>,
+    /// Only runs of these definitions, as (workflow name, fingerprint) pairs (any run when
+    /// `None`). A store shared by many processes honours it, so a worker never holds a run it
+    /// cannot drive (in a rolling deploy, runs started under an old definition wait for a
+    /// worker that still registers it); a store one process opens may ignore it and hand over
+    /// every run, so the engine can report the runs it cannot resume.
+    pub workflows: Option<&'a [(&'a str, &'a str)]>,
 }
 
 impl<'a> Claim<'a> {
@@ -284,8 +285,8 @@ impl<'a> Claim<'a> {
         Self { limit, ..self }
     }
 
-    /// Only runs of `workflows` (see the field).
-    pub fn workflows(self, workflows: &'a [&'a str]) -> Self {
+    /// Only runs of these (workflow name, fingerprint) pairs (see the field).
+    pub fn workflows(self, workflows: &'a [(&'a str, &'a str)]) -> Self {
         Self {
             workflows: Some(workflows),
             ..self

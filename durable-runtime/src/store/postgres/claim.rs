@@ -45,10 +45,12 @@ pub(crate) async fn claim_runs(
         .await
         .map_err(|e| inner.error(e))?;
     let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+    let names: Option<Vec<&str>> = claim.workflows.map(|w| w.iter().map(|p| p.0).collect());
+    let prints: Option<Vec<&str>> = claim.workflows.map(|w| w.iter().map(|p| p.1).collect());
     let rows = client
         .query(
             &stmt,
-            &[&claim.owner, &millis(claim.lease), &limit, &claim.workflows],
+            &[&claim.owner, &millis(claim.lease), &limit, &names, &prints],
         )
         .await
         .map_err(|e| inner.error(e))?;

@@ -161,7 +161,8 @@ impl Sql {
                  SELECT id FROM {runs} \
                  WHERE status = 'running' \
                  AND (owner IS NULL OR (owner <> $1 AND lease_expires_at <= {NOW_MS})) \
-                 AND ($4::text[] IS NULL OR workflow = ANY($4::text[])) \
+                 AND ($4::text[] IS NULL OR (workflow, fingerprint) IN \
+                 (SELECT * FROM unnest($4::text[], $5::text[]))) \
                  ORDER BY created_at, pos LIMIT $3 FOR UPDATE SKIP LOCKED) \
                  UPDATE {runs} r SET owner = $1, lease_token = r.lease_token + 1, \
                  lease_expires_at = {NOW_MS} + $2 \
