@@ -691,3 +691,51 @@ fn in_a_rolling_deploy_a_worker_claims_only_runs_of_definitions_it_registered() 
         assert_eq!(count(run.id(), "b"), 0, "it finished on v1");
     });
 }
+
+/// Hangs on its first call in a run.
+async fn gate(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "gate");
+    if count(ctx.run_id(), "gate") == 1 {
+        std::future::pending::<()>().await;
+    }
+    Ok(data.assign("gate", true))
+}
+
+workflow! { handover { step gate; } }
+
+#[test]
+fn a_shut_down_worker_wakes_an_idle_one_to_take_its_runs_at_once() {
+    let Some(store) = pg("a_shut_down_worker_wakes_an_idle_one_to_take_its_runs_at_once") else {
+        return;
+    };
+    in_runtime(async {
+        let a = Engine::builder_shared(store.open())
+            .register(handover)
+            .build()
+            .await
+            .unwrap();
+        let run = a.start(handover, Data::new()).await.unwrap();
+        // An idle worker that would not look again for a minute on its own.
+        let b = Engine::builder_shared(store.open())
+            .register(handover)
+            .poll_interval(Duration::from_secs(60))
+            .build()
+            .await
+            .unwrap();
+        while count(run.id(), "gate") == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(b.resumed().is_empty(), "a's lease is live");
+        let released = Instant::now();
+        a.shutdown().await.unwrap();
+        let out: Data = b.wait(run.id()).await.unwrap();
+        assert_eq!(out.get::<bool>("gate"), Some(true));
+        assert_eq!(b.resumed(), std::slice::from_ref(run.id()));
+        // Woken by the release's NOTIFY, not by its poll or a lease expiry (30s).
+        assert!(
+            released.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            released.elapsed()
+        );
+    });
+}
