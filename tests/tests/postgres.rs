@@ -739,3 +739,120 @@ fn a_shut_down_worker_wakes_an_idle_one_to_take_its_runs_at_once() {
         );
     });
 }
+
+/// A TCP relay to the test server that can be frozen: bytes stop flowing both ways, as on a
+/// dead network link, while the connections stay open.
+async fn freezable_relay(url: &str) -> (String, std::sync::Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let target = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => format!(
+            "{host}:{}",
+            config.get_ports().first().copied().unwrap_or(5432)
+        ),
+        other => panic!("a TCP server, not {other:?}"),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let frozen = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let outbound = tokio::net::TcpStream::connect(&target).await.unwrap();
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            for (mut from, mut to) in [
+                (
+                    Box::new(ri) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(wo) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                ),
+                (Box::new(ro), Box::new(wi)),
+            ] {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        while flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    let user = config.get_user().unwrap_or("postgres");
+    let db = config.get_dbname().unwrap_or("postgres");
+    (format!("postgres://{user}@127.0.0.1:{port}/{db}"), frozen)
+}
+
+#[test]
+fn a_connection_that_goes_silent_is_an_error_after_the_operation_timeout_not_a_hang() {
+    let Some(store) =
+        pg("a_connection_that_goes_silent_is_an_error_after_the_operation_timeout_not_a_hang")
+    else {
+        return;
+    };
+    let (url, schema) = store
+        .postgres()
+        .map(|(u, s)| (u.to_owned(), s.to_owned()))
+        .unwrap();
+    in_runtime(async {
+        let (relayed, frozen) = freezable_relay(&url).await;
+        let options = PostgresOptions {
+            operation_timeout: Duration::from_millis(500),
+            pool_size: 2,
+            ..PostgresOptions::schema(schema.clone())
+        };
+        let store = PostgresStore::connect_with(&relayed, options)
+            .await
+            .unwrap();
+        store.commit(&[queued("r", "wf")]).await.unwrap();
+        frozen.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        let err = store
+            .commit(&[queued("s", "wf")])
+            .await
+            .err()
+            .expect("no answer");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.to_string().ends_with(&format!(
+                "schema `{schema}`): no answer within 500ms; the connection is dropped"
+            )),
+            "{err}"
+        );
+        frozen.store(false, Ordering::SeqCst);
+        // The abandoned commit's outcome is unknown (its bytes were in flight: here the relay
+        // delivers them once it thaws), as after any lost answer. The store works again, and
+        // the retry the journal would make finds the run either new or there already, which
+        // the journal counts as committed.
+        let mut again = store.commit(&[queued("s", "wf")]).await;
+        for _ in 0..20 {
+            if again.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            again = store.commit(&[queued("s", "wf")]).await;
+        }
+        let verdict = again.unwrap();
+        assert!(
+            matches!(
+                verdict[..],
+                [Ok(())] | [Err(durable::store::Rejected::DuplicateRun)]
+            ),
+            "{verdict:?}"
+        );
+        assert!(store.load_run(&RunId::from("s")).await.unwrap().is_some());
+    });
+}

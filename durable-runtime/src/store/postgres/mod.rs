@@ -51,6 +51,11 @@ pub struct PostgresOptions {
     pub pool_size: usize,
     /// How long connecting may take before the store gives up with an error (default 5s).
     pub connect_timeout: Duration,
+    /// The longest one store operation (a commit, a claim, a read) may take before it fails
+    /// with an error (default 30s), so a connection that went dead without closing (a
+    /// network partition) cannot stall a worker: the journal retries a failed commit on a
+    /// fresh connection, and finds out whether the first attempt landed.
+    pub operation_timeout: Duration,
     /// The server ends a session of this store that sits idle inside a transaction this long
     /// (`idle_in_transaction_session_timeout`, default 10s), so a worker frozen mid-commit
     /// (SIGSTOP, a VM pause) cannot hold its runs' row locks, and stall other workers, for
@@ -65,6 +70,7 @@ impl Default for PostgresOptions {
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
             idle_in_transaction_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -101,6 +107,7 @@ pub(crate) struct Inner {
     config: tokio_postgres::Config,
     schema: String,
     connect_timeout: Duration,
+    operation_timeout: Duration,
     sql: schema::Sql,
     /// Set once the schema is known to be current.
     ready: OnceCell<()>,
@@ -169,6 +176,18 @@ impl PostgresStore {
             None => idle,
         };
         config.options(server_options);
+        // A connection that went dead without closing (a network partition, a frozen peer)
+        // is found by TCP keepalives within about half a minute, not the system's two hours,
+        // and is then replaced by the pool.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(15));
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(Duration::from_secs(5));
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(3);
+        }
         if config.get_application_name().is_none() {
             config.application_name("durable");
         }
@@ -195,6 +214,7 @@ impl PostgresStore {
                 config,
                 schema: options.schema,
                 connect_timeout: options.connect_timeout,
+                operation_timeout: options.operation_timeout,
                 sql,
                 ready: OnceCell::new(),
                 work: Notify::new(),
@@ -206,6 +226,20 @@ impl PostgresStore {
     /// The PostgreSQL schema holding the store's tables.
     pub fn schema(&self) -> &str {
         &self.inner.schema
+    }
+
+    /// `op`, failing with an error past the operation timeout (a dropped future abandons its
+    /// connection: see the commit's transaction guard).
+    async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.inner.operation_timeout;
+        tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+            Err(self.inner.error_text(format!(
+                "no answer within {limit:?}; the connection is dropped"
+            )))
+        })
     }
 
     /// Creates or migrates the schema if that was not done yet by this store.
@@ -289,40 +323,40 @@ impl Store for PostgresStore {
         &'a self,
         batch: &'a [Write],
     ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>> {
-        Box::pin(async move {
+        Box::pin(self.timed(async move {
             self.ready().await?;
             commit::commit(&self.inner, batch).await
-        })
+        }))
     }
 
     fn load_run<'a>(
         &'a self,
         id: &'a RunId,
     ) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
-        Box::pin(async move {
+        Box::pin(self.timed(async move {
             self.ready().await?;
             claim::load_run(&self.inner, id).await
-        })
+        }))
     }
 
     fn load_journal<'a>(
         &'a self,
         id: &'a RunId,
     ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
-        Box::pin(async move {
+        Box::pin(self.timed(async move {
             self.ready().await?;
             claim::load_journal(&self.inner, id).await
-        })
+        }))
     }
 
     fn claim_runs<'a>(
         &'a self,
         claim: Claim<'a>,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
-        Box::pin(async move {
+        Box::pin(self.timed(async move {
             self.ready().await?;
             claim::claim_runs(&self.inner, claim).await
-        })
+        }))
     }
 
     fn renew_leases<'a>(
@@ -330,24 +364,24 @@ impl Store for PostgresStore {
         owner: &'a str,
         lease: Duration,
     ) -> BoxFuture<'a, Result<usize, StoreError>> {
-        Box::pin(async move {
+        Box::pin(self.timed(async move {
             self.ready().await?;
             claim::renew_leases(&self.inner, owner, lease).await
-        })
+        }))
     }
 
     fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
+        Box::pin(self.timed(async move {
             self.ready().await?;
             claim::release_leases(&self.inner, owner).await
-        })
+        }))
     }
 
     fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
-        Box::pin(async move {
+        Box::pin(self.timed(async move {
             self.ready().await?;
             claim::list_runs(&self.inner, filter).await
-        })
+        }))
     }
 
     fn work_available(&self) -> BoxFuture<'_, ()> {
