@@ -819,8 +819,7 @@ fn a_connection_that_goes_silent_is_an_error_after_the_operation_timeout_not_a_h
         let err = store
             .commit(&[queued("s", "wf")])
             .await
-            .err()
-            .expect("no answer");
+            .expect_err("no answer");
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "{:?}",
