@@ -55,6 +55,8 @@ async fn noted(run: &RunId, what: &str) {
 fn client_of(store: &TestStore, shared: &std::sync::Arc<dyn durable::Store>) -> Client {
     match store.backend() {
         Backend::Memory => Client::new(shared.clone()),
+        // A store of its own: other connections, as another process has.
+        Backend::Postgres => Client::new(store.open()),
         Backend::Sqlite => Client::open(SqliteStore::open_client(store.db_path()).unwrap()),
     }
 }

@@ -288,6 +288,8 @@ each_store! {
             // Another process (a client's connection, for SQLite) wakes it.
             let other: std::sync::Arc<dyn durable::Store> = match store.backend() {
                 durable_tests::Backend::Memory => shared.clone(),
+                // A store of its own: other connections, as another process has.
+                durable_tests::Backend::Postgres => store.open(),
                 durable_tests::Backend::Sqlite => std::sync::Arc::new(
                     durable::store::sqlite::SqliteStore::open_client(store.db_path()).unwrap(),
                 ),

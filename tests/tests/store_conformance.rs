@@ -1,14 +1,18 @@
 //! The contract every `Store` backend keeps (see `durable_tests::conformance`), checked on
-//! the memory and the SQLite store. Another backend runs the same suite from its own test file
-//! with one `store_conformance!` line.
+//! the memory, the SQLite and the PostgreSQL store. Another backend runs the same suite from
+//! its own test file with one `store_conformance!` line.
 
 use std::sync::Arc;
 
 use durable::store::memory::MemoryStore;
 use durable::Store;
-use durable_tests::{store_conformance, Backend, TestStore};
+use durable_tests::{postgres_url_or_skip, store_conformance, Backend, TestStore};
 
 store_conformance!(memory, || async {
     Arc::new(MemoryStore::new()) as Arc<dyn Store>
 });
 store_conformance!(sqlite, || async { TestStore::new(Backend::Sqlite) });
+// Each check in a schema of its own, dropped after; skipped (and said so) without a server.
+store_conformance!(postgres, || async {
+    postgres_url_or_skip("store_conformance::postgres").map(|_| TestStore::new(Backend::Postgres))
+});
