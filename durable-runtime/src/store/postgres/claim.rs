@@ -99,6 +99,7 @@ pub(crate) async fn release_leases(inner: &Inner, owner: &str) -> Result<(), Sto
         .await
         .map_err(|e| inner.error(e))?;
     if n > 0 {
+        inner.work.bump();
         tx.execute(&inner.sql.notify, &[&inner.sql.channel])
             .await
             .map_err(|e| inner.error(e))?;

@@ -134,6 +134,10 @@ async fn run_fast(
     } else {
         Some(client.prepare_cached(&sql.append_runs).await.map_err(db)?)
     };
+    if queued {
+        // This process's watch at once; the others' through the NOTIFY.
+        inner.work.bump();
+    }
     let notify_stmt = if queued {
         Some(client.prepare_cached(&sql.notify).await.map_err(db)?)
     } else {
@@ -278,6 +282,10 @@ async fn run(
 
     let create_stmt = client.prepare_cached(&sql.create_runs).await.map_err(db)?;
     let lock_stmt = client.prepare_cached(&sql.lock_runs).await.map_err(db)?;
+    if queued {
+        // This process's watch at once; the others' through the NOTIFY.
+        inner.work.bump();
+    }
     let notify_stmt = if queued {
         Some(client.prepare_cached(&sql.notify).await.map_err(db)?)
     } else {

@@ -25,7 +25,10 @@ pub(crate) async fn next_wake_at(inner: &Inner) -> Result<Option<u64>, StoreErro
     Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
 }
 
+/// NOTIFYs the workers of every process at commit, and this process's watch at once (its
+/// listener hears the NOTIFY only later).
 async fn notify(inner: &Inner, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    inner.work.bump();
     tx.execute(&inner.sql.notify, &[&inner.sql.channel])
         .await
         .map(drop)
