@@ -211,6 +211,7 @@ impl Shared {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // a run's parts, and the permit to drive it
     pub(super) fn spawn_run(
         self: &Arc<Self>,
         def: Arc<Definition>,

@@ -602,7 +602,7 @@ impl<'a> Claim<'a> {
     /// assert!(Claim::new("w", std::time::Duration::from_secs(30)).accepts("any", "f"));
     /// ```
     pub fn accepts(&self, workflow: &str, fingerprint: &str) -> bool {
-        self.workflows.map_or(true, |defs| {
+        self.workflows.is_none_or(|defs| {
             defs.iter()
                 .any(|(w, f)| *w == workflow && *f == fingerprint)
         })
