@@ -99,6 +99,8 @@ fn a_schema_written_by_a_newer_version_is_refused() {
             .err()
             .expect("refused");
         let text = err.to_string();
+        // Not this code's schema: never retried.
+        assert_eq!(err.kind(), durable::store::StoreErrorKind::Foreign, "{text}");
         assert!(text.contains(&format!("schema `{schema}`")), "{text}");
         assert!(
             text.contains(&format!("the schema has version {newer}, written by a newer version of durable; this one knows versions up to {SCHEMA_VERSION}: upgrade durable")),
@@ -126,6 +128,8 @@ fn an_unreachable_server_is_a_clear_error_not_a_hang() {
             )),
             "{text}"
         );
+        // A refused connection may pass (the server restarting): the journal retries it.
+        assert_eq!(err.kind(), durable::store::StoreErrorKind::Transient, "{text}");
         assert!(started.elapsed() < Duration::from_secs(5));
 
         // A server that accepts the connection and never answers: the timeout ends it.
@@ -153,6 +157,7 @@ fn an_unreachable_server_is_a_clear_error_not_a_hang() {
             "{text}"
         );
         assert!(text.contains(&format!("127.0.0.1:{port}/test")), "{text}");
+        assert_eq!(err.kind(), durable::store::StoreErrorKind::Transient, "{text}");
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "{:?}",
