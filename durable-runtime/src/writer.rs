@@ -233,10 +233,9 @@ mod tests {
         }
         fn claim_runs<'a>(
             &'a self,
-            owner: &'a str,
-            lease: Duration,
+            claim: crate::store::Claim<'a>,
         ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
-            self.inner.claim_runs(owner, lease)
+            self.inner.claim_runs(claim)
         }
         fn renew_leases<'a>(
             &'a self,

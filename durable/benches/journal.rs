@@ -18,6 +18,11 @@
 //!
 //! each for both stores with the SQLite/memory ratio, and the cost of one fsync on the same
 //! disk, so the latency can be read as a multiple of ten fsyncs.
+//!
+//! With `DURABLE_TEST_POSTGRES_URL` set, PostgreSQL rows follow (see `pg/mod.rs`);
+//! `DURABLE_BENCH_ONLY=postgres` runs only those.
+
+mod pg;
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -404,6 +409,20 @@ async fn sleep100k_case(dir: &std::path::Path) {
 
 #[tokio::main]
 async fn main() {
+    let pg_url = std::env::var("DURABLE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    pg::worker_if_asked(pg_url.as_deref()).await;
+    if std::env::var("DURABLE_BENCH_ONLY").as_deref() != Ok("postgres") {
+        local_rows().await;
+    }
+    match pg_url {
+        Some(url) => pg::rows(&url).await,
+        None => println!("PostgreSQL rows skipped: DURABLE_TEST_POSTGRES_URL is not set"),
+    }
+}
+
+async fn local_rows() {
     let dir = std::env::temp_dir().join(format!("durable-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     if std::env::args().any(|a| a == "sleep100k") {

@@ -47,8 +47,10 @@ use durable::RunId;
 use crate::{in_runtime, TestStore};
 
 mod children;
+mod claims;
 mod inbox;
 pub use children::*;
+pub use claims::*;
 pub use inbox::*;
 
 /// Defines one `#[test]` per check of the [conformance suite](crate::conformance) in a module
@@ -84,6 +86,8 @@ macro_rules! store_conformance {
                 a_finished_run_is_closed,
                 claims_skip_runs_the_claimer_holds_and_leases_renew,
                 listing_filters_and_orders_newest_first,
+                claims_take_at_most_the_limit_oldest_first,
+                a_queued_run_has_no_owner_and_any_worker_claims_it,
                 // Issue 9, suspension, wake, cancel, reopen (branch `timers`).
                 suspended_runs_are_claimed_once_due_and_the_next_wake_is_known,
                 a_wake_is_conditional_and_makes_the_run_claimable,
@@ -92,7 +96,23 @@ macro_rules! store_conformance {
                 inbox_messages_are_numbered_per_run_and_refused_for_unknown_or_finished_runs,
                 a_message_wakes_a_suspended_run,
                 a_callback_token_is_taken_once,
-                // Issue 9, child runs (branch `children`).
+            }
+        }
+    };
+}
+
+/// The checks of child runs (a parent link, a child's end delivered to its parent's inbox in
+/// the same commit, cancel cascades), for a backend that supports `call`: instantiated like
+/// [`store_conformance!`] under another module name.
+#[macro_export]
+macro_rules! store_conformance_children {
+    ($(#[$attr:meta])* $backend:ident, $fresh:expr) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::__store_conformance_checks! {
+                [$(#[$attr])*] $fresh;
                 a_child_s_end_reaches_its_parent_s_inbox_in_the_same_commit,
                 a_cancel_request_cascades_to_unfinished_children,
             }
@@ -517,7 +537,7 @@ where
         // The old owner's lease is released (it stopped); a new worker claims the run.
         store.release_leases("old").await.unwrap();
         let claimed = store
-            .claim_runs("new", Duration::from_secs(30))
+            .claim_runs(durable::store::Claim::new("new", Duration::from_secs(30)))
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1);
@@ -584,7 +604,7 @@ where
         // Finished runs are never claimed.
         store.release_leases("w").await.unwrap();
         assert!(store
-            .claim_runs("other", Duration::from_secs(30))
+            .claim_runs(durable::store::Claim::new("other", Duration::from_secs(30)))
             .await
             .unwrap()
             .is_empty());
@@ -605,7 +625,7 @@ where
         .await;
         assert!(
             store
-                .claim_runs("me", Duration::from_secs(30))
+                .claim_runs(durable::store::Claim::new("me", Duration::from_secs(30)))
                 .await
                 .unwrap()
                 .is_empty(),
@@ -627,7 +647,7 @@ where
         );
         store.release_leases("me").await.unwrap();
         let claimed: Vec<_> = store
-            .claim_runs("you", Duration::from_secs(30))
+            .claim_runs(durable::store::Claim::new("you", Duration::from_secs(30)))
             .await
             .unwrap()
             .into_iter()
@@ -726,7 +746,7 @@ where
             [Err(Rejected::Finished)]
         );
         let claimed = store
-            .claim_runs("w2", Duration::from_secs(30))
+            .claim_runs(durable::store::Claim::new("w2", Duration::from_secs(30)))
             .await
             .unwrap();
         assert_eq!(ids(claimed.clone()), ["due"]);
@@ -747,7 +767,7 @@ where
             [Ok(())]
         );
         let again = store
-            .claim_runs("w3", Duration::from_secs(30))
+            .claim_runs(durable::store::Claim::new("w3", Duration::from_secs(30)))
             .await
             .unwrap();
         assert!(
@@ -801,7 +821,7 @@ where
         assert_eq!(store.next_wake_at().await.unwrap(), None);
         assert!(store.wake(&"waiter".into()).await.unwrap());
         let claimed = store
-            .claim_runs("w1", Duration::from_secs(30))
+            .claim_runs(durable::store::Claim::new("w1", Duration::from_secs(30)))
             .await
             .unwrap();
         let mut claimed = ids(claimed);
@@ -938,7 +958,7 @@ where
         assert_eq!(seqs(&store, "broken").await, [1, 2, 3]);
         assert_eq!(reopen("broken", 4).await, Err(Rejected::Finished));
         let claimed = store
-            .claim_runs("w2", Duration::from_secs(30))
+            .claim_runs(durable::store::Claim::new("w2", Duration::from_secs(30)))
             .await
             .unwrap();
         assert!(ids(claimed).contains(&"broken".to_owned()));

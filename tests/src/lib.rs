@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use durable::store::memory::MemoryStore;
+use durable::store::postgres::{PostgresOptions, PostgresStore};
 use durable::store::sqlite::SqliteStore;
 use durable::Store;
 
@@ -19,6 +20,74 @@ pub enum Backend {
     Memory,
     /// [`SqliteStore`] in a scratch file.
     Sqlite,
+    /// [`PostgresStore`] in a schema of its own, dropped when the [`TestStore`] is.
+    Postgres,
+}
+
+/// The environment variable naming the PostgreSQL server the tests use, e.g.
+/// `postgres://root@127.0.0.1:5432/test`.
+pub const POSTGRES_URL_VAR: &str = "DURABLE_TEST_POSTGRES_URL";
+
+/// The test server's URL, or `None` after printing (past the test harness's capture, so it
+/// shows) that `test` was skipped and why.
+pub fn postgres_url_or_skip(test: &str) -> Option<String> {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test} on PostgreSQL: {POSTGRES_URL_VAR} is not set (see the README: \
+                 e.g. {POSTGRES_URL_VAR}=postgres://root@127.0.0.1:5432/test)"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh schema name, unique to this process and call.
+pub fn scratch_schema() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "durable_test_{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Drops a PostgreSQL schema and everything in it (on a thread and runtime of its own, so it
+/// works from any context, a `Drop` included).
+pub fn drop_schema(url: &str, schema: &str) {
+    let (url, name) = (url.to_owned(), schema.to_owned());
+    let done = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            let conn = tokio::spawn(connection);
+            let dropped = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                .await
+                .map_err(|e| e.to_string());
+            drop(client);
+            let _ = conn.await;
+            dropped
+        })
+    })
+    .join();
+    if let Ok(Err(e)) = done {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("could not drop test schema {schema}: {e}\n").as_bytes(),
+        );
+    }
 }
 
 /// A store a test can close and open again, as a restarted process would.
@@ -26,16 +95,35 @@ pub struct TestStore {
     backend: Backend,
     memory: MemoryStore,
     dir: PathBuf,
+    /// The server URL and the schema, for the PostgreSQL backend.
+    postgres: Option<(String, String)>,
 }
 
 impl TestStore {
     /// A fresh, empty store.
     pub fn new(backend: Backend) -> Self {
+        let postgres = (backend == Backend::Postgres).then(|| {
+            let url = std::env::var(POSTGRES_URL_VAR)
+                .unwrap_or_else(|_| panic!("{POSTGRES_URL_VAR} is not set"));
+            (url, scratch_schema())
+        });
         Self {
             backend,
             memory: MemoryStore::new(),
-            dir: scratch_dir(),
+            dir: if backend == Backend::Postgres {
+                PathBuf::new()
+            } else {
+                scratch_dir()
+            },
+            postgres,
         }
+    }
+
+    /// The PostgreSQL URL and schema (PostgreSQL backend only).
+    pub fn postgres(&self) -> Option<(&str, &str)> {
+        self.postgres
+            .as_ref()
+            .map(|(u, s)| (u.as_str(), s.as_str()))
     }
 
     /// The backend.
@@ -57,6 +145,22 @@ impl TestStore {
                 SqliteStore::open(self.db_path())
                     .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.db_path().display())),
             ),
+            Backend::Postgres => {
+                let (url, schema) = self.postgres.as_ref().expect("set for postgres");
+                let options = PostgresOptions {
+                    pool_size: 4,
+                    ..PostgresOptions::schema(schema.clone())
+                };
+                Arc::new(PostgresStore::with_options(url, options).expect("a valid URL"))
+            }
+        }
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some((url, schema)) = &self.postgres {
+            drop_schema(url, schema);
         }
     }
 }
@@ -155,6 +259,40 @@ macro_rules! each_store {
                 #[test]
                 fn sqlite() {
                     body($crate::TestStore::new($crate::Backend::Sqlite));
+                }
+            }
+        )*
+    };
+}
+
+/// Like [`each_store!`], plus a test on PostgreSQL (in a schema of its own, dropped after),
+/// which prints that it was skipped, and why, when [`POSTGRES_URL_VAR`] is not set.
+#[macro_export]
+macro_rules! each_store_and_postgres {
+    ($(fn $name:ident($store:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                fn body($store: $crate::TestStore) $body
+
+                #[test]
+                fn memory() {
+                    body($crate::TestStore::new($crate::Backend::Memory));
+                }
+
+                #[test]
+                fn sqlite() {
+                    body($crate::TestStore::new($crate::Backend::Sqlite));
+                }
+
+                #[test]
+                fn postgres() {
+                    let test = concat!(module_path!(), "::postgres");
+                    if $crate::postgres_url_or_skip(test).is_some() {
+                        body($crate::TestStore::new($crate::Backend::Postgres));
+                    }
                 }
             }
         )*

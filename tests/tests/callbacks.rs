@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use durable::callback::Callback;
 use durable::{workflow, Client, Data, Engine, Error, RunId, RunStatus, StepError, StepEvent};
-use durable_tests::{each_store, in_runtime};
+use durable_tests::{each_store_and_postgres, in_runtime};
 
 /// (run, attempt, token) of every call of the submit function.
 static CALLS: Mutex<Vec<(String, u32, String)>> = Mutex::new(Vec::new());
@@ -57,7 +57,7 @@ async fn until_suspended(client: &Client, id: &RunId) {
     panic!("run {id} never suspended");
 }
 
-each_store! {
+each_store_and_postgres! {
     fn a_completed_callback_puts_its_payload_in_the_state_and_the_run_goes_on(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(pay).build().await.unwrap();

@@ -10,7 +10,8 @@ use durable::{
     workflow, Client, Data, Engine, Error, RunId, RunStatus, StepContext, StepError, StepEvent,
 };
 use durable_tests::{
-    count, each_store, events, in_paused_runtime, in_runtime, note, now_ms, Backend, TestStore,
+    count, each_store, each_store_and_postgres, events, in_paused_runtime, in_runtime, note,
+    now_ms, Backend, TestStore,
 };
 
 /// Notes "dropped" when the future holding it is dropped.
@@ -55,6 +56,8 @@ async fn noted(run: &RunId, what: &str) {
 fn client_of(store: &TestStore, shared: &std::sync::Arc<dyn durable::Store>) -> Client {
     match store.backend() {
         Backend::Memory => Client::new(shared.clone()),
+        // A store of its own: other connections, as another process has.
+        Backend::Postgres => Client::new(store.open()),
         Backend::Sqlite => Client::open(SqliteStore::open_client(store.db_path()).unwrap()),
     }
 }
@@ -205,7 +208,7 @@ workflow! {
     }
 }
 
-each_store! {
+each_store_and_postgres! {
     fn resume_failed_goes_on_from_the_failed_step_with_a_fresh_budget(store) {
         in_runtime(async move {
             let shared = store.open();

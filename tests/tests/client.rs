@@ -212,10 +212,9 @@ impl Store for Watched {
     }
     fn claim_runs<'a>(
         &'a self,
-        owner: &'a str,
-        lease: Duration,
+        claim: durable::store::Claim<'a>,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, durable::store::StoreError>> {
-        self.inner.claim_runs(owner, lease)
+        self.inner.claim_runs(claim)
     }
     fn renew_leases<'a>(
         &'a self,

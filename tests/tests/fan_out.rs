@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use durable::batch::{BatchResult, BatchStatus};
 use durable::{workflow, Data, Engine, StepContext, StepError, StepEvent};
-use durable_tests::{count, each_store, events, in_runtime, note};
+use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
 
 async fn enrich(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     let ops: Vec<_> = (0..4u32)
@@ -112,7 +112,7 @@ workflow! {
     images { step resize; }
 }
 
-each_store! {
+each_store_and_postgres! {
     fn a_retried_step_reuses_its_journaled_operations(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(enrichment).build().await.unwrap();

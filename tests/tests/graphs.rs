@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use durable::{workflow, Data, Engine, Error, StepContext, StepError, StepEvent, Workflow};
-use durable_tests::{count, each_store, events, in_runtime, meet_another_step, note};
+use durable_tests::{count, each_store_and_postgres, events, in_runtime, meet_another_step, note};
 use serde_json::json;
 
 /// Records the step and what it saw, then adds `<step>: true`.
@@ -173,7 +173,7 @@ fn saw(run: &durable::RunId, step: &str) -> Vec<String> {
         .collect()
 }
 
-each_store! {
+each_store_and_postgres! {
     fn a_dag_runs_each_node_when_its_dependencies_finish(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(diamond).build().await.unwrap();

@@ -124,10 +124,9 @@ impl Store for NoRenewals {
     }
     fn claim_runs<'a>(
         &'a self,
-        owner: &'a str,
-        lease: Duration,
+        claim: durable::store::Claim<'a>,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
-        self.0.claim_runs(owner, lease)
+        self.0.claim_runs(claim)
     }
     fn renew_leases<'a>(
         &'a self,
@@ -232,7 +231,7 @@ workflow! { cut_short { step hangs_once; step next; } }
 /// with no retry, which succeeds only if the previous engine let go of it.
 fn reopen(store: &durable_tests::TestStore) -> Arc<dyn Store> {
     match store.backend() {
-        Backend::Memory => store.open(),
+        Backend::Memory | Backend::Postgres => store.open(),
         Backend::Sqlite => Arc::new(
             SqliteStore::open(store.db_path()).expect("the file is free as soon as shut down"),
         ),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use durable::batch::{BatchResult, BatchStatus, CompletionReason, ItemStatus};
 use durable::{workflow, Data, Engine, StepContext, StepError};
-use durable_tests::{count, each_store, events, in_runtime, note};
+use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
 use serde_json::json;
 
 /// Per run: items running now, and the most ever at once.
@@ -127,7 +127,7 @@ fn items(spec: &[(u64, bool, u64)]) -> Data {
     Data::new().assign("items", items)
 }
 
-each_store! {
+each_store_and_postgres! {
     fn every_item_runs_under_the_limit_with_results_in_input_order(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(bulk).build().await.unwrap();

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use durable::{workflow, Data, Engine, Error, StepContext, StepError, StepEvent};
-use durable_tests::{count, each_store, events, in_runtime, meet_another_step, note};
+use durable_tests::{count, each_store_and_postgres, events, in_runtime, meet_another_step, note};
 use serde_json::json;
 
 async fn create_user(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -214,7 +214,7 @@ async fn push_two(mut v: Vec<u32>) -> Result<Vec<u32>, StepError> {
     Ok(v)
 }
 
-each_store! {
+each_store_and_postgres! {
     fn branches_start_from_the_whole_state_and_merge(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(onboard).build().await.unwrap();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use durable::batch::{BatchResult, BatchStatus, CompletionReason, ItemStatus};
 use durable::{workflow, Data, Engine, Error, StepContext, StepError, StepEvent, Workflow};
-use durable_tests::{count, each_store, events, in_runtime, note};
+use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
 use serde_json::{json, Value};
 
 /// Per run: branches running now, and the most ever at once.
@@ -247,7 +247,7 @@ fn items(failing: impl Fn(u64) -> bool, total: u64) -> Data {
     Data::new().assign("items", items)
 }
 
-each_store! {
+each_store_and_postgres! {
     fn max_concurrency_starts_branches_in_declaration_order_under_the_limit(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(limited).build().await.unwrap();

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use durable::{workflow, Data, Engine, Error, StepContext, StepError, StepEvent};
-use durable_tests::{count, each_store, events, in_runtime, note};
+use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
 
 /// Fails on its first two attempts, then succeeds.
 async fn flaky(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -92,7 +92,7 @@ fn attempt_times(history: &[durable::StepRecord]) -> Vec<u64> {
     history.iter().map(|r| r.at).collect()
 }
 
-each_store! {
+each_store_and_postgres! {
     fn a_step_is_retried_attempt_by_attempt_with_constant_backoff(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(constant_backoff).build().await.unwrap();

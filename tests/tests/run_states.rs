@@ -52,7 +52,7 @@ each_store! {
             let run = store.load_run(&cancelled).await.unwrap().unwrap();
             assert_eq!((run.status, run.error.as_deref()), (RunStatus::Cancelled, Some("withdrawn")));
             // No claim takes either: one waits to be woken, the other is finished.
-            let claimed = store.claim_runs("worker", Duration::from_secs(30)).await.unwrap();
+            let claimed = store.claim_runs(durable::store::Claim::new("worker", Duration::from_secs(30))).await.unwrap();
             assert!(claimed.is_empty(), "{claimed:?}");
             // Neither takes appends.
             for id in [&sleeping, &cancelled] {

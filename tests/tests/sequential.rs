@@ -1,7 +1,7 @@
 //! Sequential steps: order, state passing, typed state, the step context and the journal.
 
 use durable::{workflow, Data, Engine, RunStatus, StepContext, StepError, StepEvent, Workflow};
-use durable_tests::{count, each_store, events, in_runtime, note};
+use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
 use serde::{Deserialize, Serialize};
 
 async fn create_user(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -78,7 +78,7 @@ workflow! {
     introspect { step inspect; }
 }
 
-each_store! {
+each_store_and_postgres! {
     fn steps_run_in_order_and_see_the_previous_output(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(signup).build().await.unwrap();

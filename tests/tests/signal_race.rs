@@ -44,10 +44,9 @@ impl Store for LateSignal {
     }
     fn claim_runs<'a>(
         &'a self,
-        owner: &'a str,
-        lease: Duration,
+        claim: durable::store::Claim<'a>,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
-        self.inner.claim_runs(owner, lease)
+        self.inner.claim_runs(claim)
     }
     fn watch_claimable(&self) -> Result<Option<Box<dyn ClaimableWatch>>, StoreError> {
         self.inner.watch_claimable()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use durable::store::memory::MemoryStore;
 use durable::{workflow, Client, Data, Engine, Error, RunId, RunStatus, StepError, StepEvent};
-use durable_tests::{each_store, in_runtime};
+use durable_tests::{each_store, each_store_and_postgres, in_runtime};
 
 async fn prepare(data: Data) -> Result<Data, StepError> {
     Ok(data.assign("prepared", true))
@@ -45,7 +45,7 @@ async fn until_suspended(client: &Client, id: &RunId) {
     panic!("run {id} never suspended");
 }
 
-each_store! {
+each_store_and_postgres! {
     fn a_signal_sent_before_the_run_waits_is_kept(store) {
         in_runtime(async {
             // Started by a client, signalled before any engine drives it.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use durable::store::EntryKind;
 use durable::{workflow, Data, Engine, Error, RunStatus, StepContext, StepError, StepEvent};
-use durable_tests::{each_store, events, in_paused_runtime, note, now_ms};
+use durable_tests::{each_store, each_store_and_postgres, events, in_paused_runtime, note, now_ms};
 
 const HOUR: u64 = 3_600_000;
 
@@ -272,7 +272,7 @@ fn a_sleep_is_in_the_fingerprint_by_name_and_in_the_graph_as_a_node_of_its_own()
     assert!(dot.contains(r#""until_due" -> "after";"#), "{dot}");
 }
 
-each_store! {
+each_store_and_postgres! {
     fn a_wake_from_another_process_is_noticed_through_the_watch(store) {
         durable_tests::in_runtime(async move {
             let shared = store.open();
@@ -288,6 +288,8 @@ each_store! {
             // Another process (a client's connection, for SQLite) wakes it.
             let other: std::sync::Arc<dyn durable::Store> = match store.backend() {
                 durable_tests::Backend::Memory => shared.clone(),
+                // A store of its own: other connections, as another process has.
+                durable_tests::Backend::Postgres => store.open(),
                 durable_tests::Backend::Sqlite => std::sync::Arc::new(
                     durable::store::sqlite::SqliteStore::open_client(store.db_path()).unwrap(),
                 ),

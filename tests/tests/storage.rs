@@ -378,11 +378,10 @@ impl Store for SlowCommits {
     }
     fn claim_runs<'a>(
         &'a self,
-        owner: &'a str,
-        lease: Duration,
+        claim: durable::store::Claim<'a>,
     ) -> durable::BoxFuture<'a, Result<Vec<durable::store::RunRecord>, durable::store::StoreError>>
     {
-        self.inner.claim_runs(owner, lease)
+        self.inner.claim_runs(claim)
     }
     fn renew_leases<'a>(
         &'a self,

@@ -327,7 +327,7 @@ fn load_fixture_file(store: &durable_tests::TestStore, file: &str, ids: &[&str])
         durable_tests::Backend::Sqlite => {
             std::fs::copy(&fixture, store.db_path()).unwrap();
         }
-        durable_tests::Backend::Memory => {
+        durable_tests::Backend::Memory | durable_tests::Backend::Postgres => {
             let copy = durable_tests::scratch_dir().join(file);
             std::fs::copy(&fixture, &copy).unwrap();
             let source = durable::store::sqlite::SqliteStore::open(&copy).unwrap();

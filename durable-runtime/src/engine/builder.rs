@@ -18,6 +18,8 @@ pub struct EngineBuilder {
     older: Vec<Definition>,
     lease: Duration,
     commit_retry: Duration,
+    max_runs: usize,
+    poll: Option<Duration>,
 }
 
 impl EngineBuilder {
@@ -111,6 +113,55 @@ impl EngineBuilder {
         self
     }
 
+    /// The most runs this engine drives at once (default: no limit). A worker claims
+    /// unfinished runs only up to this capacity, so one worker of many cannot hoard the queue;
+    /// a run started while the engine is full is queued in the store for whichever worker is
+    /// free (this one too, once a run finishes). `max_runs(0)` makes a pure client: it starts
+    /// runs, waits for them and reads them, and other workers drive them.
+    ///
+    /// ```
+    /// # use durable::{workflow, Data, Engine, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d.assign("hi", true)) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// let store = std::sync::Arc::new(MemoryStore::new());
+    /// let client = Engine::builder_shared(store.clone()).register(hello).max_runs(0).build().await?;
+    /// let worker = Engine::builder_shared(store.clone())
+    ///     .register(hello)
+    ///     .max_runs(16)
+    ///     .poll_interval(std::time::Duration::from_millis(20))
+    ///     .build()
+    ///     .await?;
+    /// let run = client.start(hello, Data::new()).await?; // queued: the client drives nothing
+    /// assert_eq!(run.wait().await?.get::<bool>("hi"), Some(true)); // the worker ran it
+    /// # drop(worker); Ok(()) }
+    /// ```
+    pub fn max_runs(mut self, max_runs: usize) -> Self {
+        self.max_runs = max_runs;
+        self
+    }
+
+    /// How often the engine looks for runs to claim (queued ones, and those of workers
+    /// whose leases expired) when nothing tells it sooner (default: a third of the lease).
+    /// A store that can tell when runs are queued (see
+    /// [`Store::watch_claimable`](crate::store::Store::watch_claimable); PostgreSQL, by
+    /// LISTEN/NOTIFY) has them claimed at once, so this is only a floor for missed news.
+    ///
+    /// ```
+    /// # use durable::store::memory::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// let engine = durable::Engine::builder(MemoryStore::new())
+    ///     .poll_interval(std::time::Duration::from_millis(200))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll = Some(every);
+        self
+    }
+
     /// Starts the engine: claims every unfinished run in the store and resumes those whose
     /// workflow is registered. Must be called inside a tokio runtime.
     ///
@@ -169,6 +220,15 @@ impl EngineBuilder {
             changed: Default::default(),
             timer: Default::default(),
             health: Mutex::default(),
+            max_runs: self.max_runs,
+            slots: (self.max_runs < tokio::sync::Semaphore::MAX_PERMITS)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(self.max_runs))),
+            poll: self
+                .poll
+                .unwrap_or(self.lease / 3)
+                .max(Duration::from_millis(1)),
+            wake: Arc::default(),
+            backlog: Arc::default(),
         });
         // A store that cannot claim now (a full disk) still lets the engine read runs; the
         // heartbeat claims them once the store takes writes again. The error is reported.
@@ -194,6 +254,8 @@ impl Engine {
             older: Vec::new(),
             lease: DEFAULT_LEASE,
             commit_retry: DEFAULT_COMMIT_RETRY,
+            max_runs: usize::MAX,
+            poll: None,
         }
     }
 }

@@ -108,7 +108,21 @@ struct Shared {
     changed: Arc<Notify>,
     /// What went wrong in the worker last, and how often (see [`Engine::health`]).
     health: Mutex<Health>,
+    /// The most runs this engine drives at once (`usize::MAX`: no limit).
+    max_runs: usize,
+    /// One permit per run this engine may drive (`None`: no limit). A run driven holds one;
+    /// taken atomically, so a claim and a local start cannot both spend the last one.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// How often the worker looks for runs to claim when nothing wakes it sooner.
+    poll: Duration,
+    /// Wakes the worker's claimer: a run finished while runs wait for capacity.
+    wake: Arc<Notify>,
+    /// Set when the last claim took as many runs as it could: more may be waiting.
+    backlog: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// A permit to drive one run (see `Shared::slots`); `None` when capacity is unlimited.
+type Slot = Option<tokio::sync::OwnedSemaphorePermit>;
 
 impl Drop for Shared {
     /// The last handle on the engine is gone: stop driving its runs (they resume on the next
@@ -202,13 +216,28 @@ impl Engine {
             step: None,
             message: format!("the input cannot be journaled: {e}"),
         })?;
+        // At capacity (or a pure client, `max_runs(0)`): queue the run for whichever worker
+        // is free.
+        let slot = match &self.shared.slots {
+            None => Ok(None),
+            Some(slots) => Arc::clone(slots).try_acquire_owned().map(Some),
+        };
+        let drive = slot.is_ok();
         let write = Write::CreateRun(NewRun {
             id: id.clone(),
             workflow: W::NAME.to_owned(),
             fingerprint: def.fingerprint().to_owned(),
             input: text,
-            owner: self.shared.owner.clone(),
-            lease_expires_at: now_millis() + self.shared.lease.as_millis() as u64,
+            owner: if drive {
+                self.shared.owner.clone()
+            } else {
+                String::new()
+            },
+            lease_expires_at: if drive {
+                now_millis() + self.shared.lease.as_millis() as u64
+            } else {
+                0
+            },
             parent: None,
         });
         match self.shared.journal.write(write).await {
@@ -224,8 +253,18 @@ impl Engine {
             }
             Err(CommitError::Store(e)) => return Err(Error::Store(e)),
         }
-        self.shared
-            .spawn_run(def, id.clone(), 1, Vec::new(), input, None);
+        match slot {
+            Ok(slot) => self
+                .shared
+                .spawn_run(def, id.clone(), 1, Vec::new(), input, None, slot),
+            Err(_) => {
+                // Claim it here too as soon as a run of this engine finishes.
+                self.shared
+                    .backlog
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                self.shared.wake.notify_one();
+            }
+        }
         Ok(RunHandle {
             engine: self.clone(),
             id,

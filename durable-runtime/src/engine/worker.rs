@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
-use super::{lock, Active, Shared};
+use super::{lock, Active, Shared, Slot};
 use crate::clock::now_millis;
 use crate::definition::Definition;
 use crate::error::Error;
-use crate::store::{ClaimableWatch, JournalEntry, RunRecord, RunStatus, StoreErrorKind};
+use crate::store::{Claim, ClaimableWatch, JournalEntry, RunRecord, RunStatus, StoreErrorKind};
 use crate::walk::{RunTask, Walked};
 use crate::RunId;
 
@@ -38,20 +38,44 @@ impl Shared {
         }
     }
 
-    /// Claims the unfinished runs no live worker holds and resumes those it can.
+    /// Claims the unfinished runs no live worker holds, up to this engine's free capacity,
+    /// and resumes those it can.
     pub(super) async fn recover(self: &Arc<Self>) -> Result<(), Error> {
-        // Only runs this engine can drive: another worker may know the others.
-        let can_drive = |workflow: &str, fingerprint: &str| {
-            self.versions
-                .keys()
-                .any(|(name, fp)| *name == workflow && fp == fingerprint)
+        // Reserve the free capacity first, so a local start meanwhile cannot spend it too.
+        let (free, mut reserved) = match &self.slots {
+            None => (usize::MAX, None),
+            Some(slots) => {
+                let free = slots
+                    .available_permits()
+                    .saturating_sub(self.stalled_held());
+                let free = u32::try_from(free).unwrap_or(u32::MAX);
+                match Arc::clone(slots).try_acquire_many_owned(free) {
+                    Ok(permits) if free > 0 => (free as usize, Some(permits)),
+                    _ => (0, None),
+                }
+            }
         };
-        for run in self
-            .store
-            .claim_runs_for(&self.owner, self.lease, &can_drive)
-            .await?
-        {
-            self.resume(run).await?;
+        if free > 0 {
+            // Only runs this engine can drive (another worker may know the others): a
+            // registered workflow, under a registered definition (current or kept).
+            let definitions: Vec<(&str, &str)> = self
+                .versions
+                .keys()
+                .map(|(name, fingerprint)| (*name, fingerprint.as_str()))
+                .collect();
+            let claim = Claim::new(&self.owner, self.lease)
+                .limit(free)
+                .workflows(&definitions);
+            let claimed = self.store.claim_runs(claim).await?;
+            self.backlog.store(
+                reserved.is_some() && claimed.len() == free,
+                Ordering::SeqCst,
+            );
+            for run in claimed {
+                let slot = reserved.as_mut().and_then(|permits| permits.split(1));
+                self.resume(run, slot).await?;
+            }
+            // Whatever was not claimed goes back with `reserved`.
         }
         // Runs this engine stopped driving because the store failed: drive them again now
         // that it answers (the store calls above succeeded), from their journals.
@@ -72,8 +96,15 @@ impl Shared {
                     if run.status == RunStatus::Running
                         && run.owner.as_deref() == Some(self.owner.as_str()) =>
                 {
+                    let slot = match &self.slots {
+                        None => None,
+                        Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                            Ok(slot) => Some(slot),
+                            Err(_) => continue, // at capacity: on a later beat
+                        },
+                    };
                     lock(&self.stalled).remove(&id);
-                    self.resume(run).await?;
+                    self.resume(run, slot).await?;
                 }
                 // Finished meanwhile, or taken over by another worker: nothing to drive here.
                 Ok(_) => {
@@ -85,6 +116,18 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Runs this engine holds but does not drive (they cannot resume here, or the store
+    /// failed under them): they count against its capacity while it holds their leases.
+    fn stalled_held(&self) -> usize {
+        if self.max_runs == usize::MAX {
+            return 0;
+        }
+        lock(&self.stalled)
+            .values()
+            .filter(|e| !matches!(e, Error::ShutDown { .. } | Error::LeaseLost { .. }))
+            .count()
     }
 
     /// Cancels the runs this engine drives whose cancellation was requested, from this
@@ -114,7 +157,7 @@ impl Shared {
     }
 
     /// Drives a claimed run again from its journal, or records why it cannot be.
-    async fn resume(self: &Arc<Self>, run: RunRecord) -> Result<(), Error> {
+    async fn resume(self: &Arc<Self>, run: RunRecord, slot: Slot) -> Result<(), Error> {
         let def = match self.check_resumable(&run) {
             Ok(def) => def,
             Err(error) => {
@@ -150,7 +193,7 @@ impl Shared {
         };
         lock(&self.resumed).push(run.id.clone());
         let cancel = run.cancel_requested;
-        self.spawn_run(def, run.id, run.lease_token, journal, input, cancel);
+        self.spawn_run(def, run.id, run.lease_token, journal, input, cancel, slot);
         Ok(())
     }
 
@@ -174,6 +217,7 @@ impl Shared {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // a run's parts, and the permit to drive it
     pub(super) fn spawn_run(
         self: &Arc<Self>,
         def: Arc<Definition>,
@@ -182,6 +226,7 @@ impl Shared {
         journal: Vec<JournalEntry>,
         input: Value,
         cancel_requested: Option<String>,
+        slot: Slot,
     ) {
         let (tx, rx) = watch::channel(None);
         // A reason here cancels the run (see `RunTask::run_cancellable`).
@@ -202,6 +247,7 @@ impl Shared {
         let (all_active, stalled) = (Arc::clone(&self.active), Arc::clone(&self.stalled));
         let changed = Arc::clone(&self.changed);
         let timer = Arc::clone(&self.timer);
+        let (wake, backlog) = (Arc::clone(&self.wake), Arc::clone(&self.backlog));
         let run_id = id.clone();
         let handle = tokio::spawn(async move {
             // A panic of the engine itself (never a step's: those are caught per attempt) must
@@ -241,6 +287,11 @@ impl Shared {
                 }
             }
             lock(&all_active).remove(&run_id);
+            drop(slot);
+            if backlog.load(Ordering::SeqCst) {
+                // Capacity freed while runs wait: claim the next one now.
+                wake.notify_one();
+            }
             let _ = tx.send(Some(walked));
             changed.notify_waiters();
         });
@@ -327,7 +378,7 @@ const PICKUP: Duration = Duration::from_millis(50);
 /// Starts the worker's loops: the heartbeat, the timer of suspended runs, and the pickup of
 /// runs clients start (or wake, or cancel).
 pub(super) fn spawn(shared: &Arc<Shared>) {
-    tokio::spawn(heartbeat(Arc::downgrade(shared)));
+    tokio::spawn(heartbeat(Arc::downgrade(shared), Arc::clone(&shared.wake)));
     tokio::spawn(timers(Arc::downgrade(shared), Arc::clone(&shared.timer)));
     match shared.store.watch_claimable() {
         Ok(Some(watch)) => {
@@ -346,29 +397,43 @@ pub(super) fn spawn(shared: &Arc<Shared>) {
     }
 }
 
-async fn heartbeat(shared: Weak<Shared>) {
+/// Renews this engine's leases every third of the lease, and claims runs (queued ones, and
+/// those of workers that died) every poll interval (a third of the lease unless set), or at
+/// once when a finished run freed capacity while runs wait.
+async fn heartbeat(shared: Weak<Shared>, wake: Arc<Notify>) {
+    let Some((lease, poll)) = shared.upgrade().map(|s| (s.lease, s.poll)) else {
+        return;
+    };
+    let beat = (lease / 3).max(Duration::from_millis(10));
+    let mut renew_at = tokio::time::Instant::now() + beat;
     loop {
-        let lease = match shared.upgrade() {
-            Some(s) => s.lease,
-            None => return,
-        };
-        tokio::time::sleep((lease / 3).max(Duration::from_millis(10))).await;
+        let until = (tokio::time::Instant::now() + poll).min(renew_at);
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = wake.notified() => {}
+        }
         let Some(s) = shared.upgrade() else { return };
         let _beat = s.beat.lock().await;
         if s.stopped.load(Ordering::SeqCst) {
             return;
         }
-        // A failed renewal or claim is retried on the next beat (and reported); the fencing
-        // token protects the journal if a lease expires in between.
-        if let Err(error) = s.store.renew_leases(&s.owner, s.lease).await {
-            s.report("renewing leases", None, &Error::Store(error));
+        let renew = tokio::time::Instant::now() >= renew_at;
+        if renew {
+            // A failed renewal is retried on the next beat (and reported); the fencing
+            // token protects the journal if a lease expires in between.
+            if let Err(error) = s.store.renew_leases(&s.owner, s.lease).await {
+                s.report("renewing leases", None, &Error::Store(error));
+            }
+            renew_at = tokio::time::Instant::now() + beat;
         }
-        // Take over the runs of workers that died (their leases expired).
+        // Take over queued runs and the runs of workers that died (their leases expired).
         if let Err(error) = s.recover().await {
             s.report("claiming and resuming runs", None, &error);
         }
-        if let Err(error) = s.carry_out_cancels().await {
-            s.report("cancelling runs", None, &error);
+        if renew {
+            if let Err(error) = s.carry_out_cancels().await {
+                s.report("cancelling runs", None, &error);
+            }
         }
     }
 }
@@ -455,6 +520,6 @@ async fn pickup(
                 None => return,
             },
         }
-        tokio::time::sleep(PICKUP).await;
+        watch.changed(PICKUP).await;
     }
 }

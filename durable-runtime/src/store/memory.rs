@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::{
-    inbox_kinds, ClaimableWatch, Finish, InboxMessage, JournalEntry, Rejected, RunFilter,
+    inbox_kinds, Claim, ClaimableWatch, Finish, InboxMessage, JournalEntry, Rejected, RunFilter,
     RunRecord, RunStatus, Store, StoreError, Write,
 };
 use crate::clock::now_millis;
@@ -288,18 +288,9 @@ impl Store for MemoryStore {
 
     fn claim_runs<'a>(
         &'a self,
-        owner: &'a str,
-        lease: Duration,
+        claim: Claim<'a>,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
-        self.claim_runs_for(owner, lease, &|_, _| true)
-    }
-
-    fn claim_runs_for<'a>(
-        &'a self,
-        owner: &'a str,
-        lease: Duration,
-        can_drive: &'a (dyn Fn(&str, &str) -> bool + Send + Sync),
-    ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
+        let (owner, lease) = (claim.owner, claim.lease);
         let now = now_millis();
         let mut inner = self.lock();
         let inner = &mut *inner;
@@ -312,6 +303,9 @@ impl Store for MemoryStore {
         }
         let mut claimed = Vec::new();
         for (_, id) in &inner.order {
+            if claimed.len() >= claim.limit {
+                break;
+            }
             let stored = inner.runs.get_mut(id).expect("order lists stored runs");
             let free = match stored.record.owner.as_deref() {
                 None => true,
@@ -319,7 +313,7 @@ impl Store for MemoryStore {
             };
             if stored.record.status == RunStatus::Running
                 && free
-                && can_drive(&stored.record.workflow, &stored.record.fingerprint)
+                && claim.accepts(&stored.record.workflow, &stored.record.fingerprint)
             {
                 stored.record.owner = Some(owner.to_owned());
                 stored.record.lease_token += 1;

@@ -16,6 +16,8 @@ use crate::RunId;
 mod event;
 mod inbox;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -559,6 +561,76 @@ pub trait ClaimableWatch: Send + 'static {
     /// A number that changes when runs may have become claimable. Called often, on the
     /// engine's threads: it must take microseconds when nothing changed.
     fn version(&mut self) -> Result<u64, StoreError>;
+
+    /// Resolves when the worker should ask [`version`](Self::version) again: after `poll`
+    /// by default. A store told of changes (PostgreSQL, by LISTEN/NOTIFY) resolves as soon
+    /// as one is, so a run started in another process is claimed at once.
+    fn changed(&mut self, poll: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(tokio::time::sleep(poll))
+    }
+}
+
+/// What a worker asks of [`Store::claim_runs`].
+///
+/// ```
+/// use durable::store::Claim;
+/// let claim = Claim::new("worker-1", std::time::Duration::from_secs(30)).limit(16);
+/// assert_eq!((claim.owner, claim.limit), ("worker-1", 16));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim<'a> {
+    /// The claiming worker.
+    pub owner: &'a str,
+    /// How long the leases it takes last.
+    pub lease: Duration,
+    /// At most this many runs (the worker's free capacity); oldest first.
+    pub limit: usize,
+    /// Only runs of these definitions, as (workflow name, fingerprint) pairs (any run when
+    /// `None`), so a worker never holds a run it cannot drive (in a rolling deploy, runs
+    /// started under an old definition wait for a worker that still registers it).
+    pub workflows: Option<&'a [(&'a str, &'a str)]>,
+}
+
+impl<'a> Claim<'a> {
+    /// A claim of any number of runs of any workflow.
+    pub fn new(owner: &'a str, lease: Duration) -> Self {
+        Self {
+            owner,
+            lease,
+            limit: usize::MAX,
+            workflows: None,
+        }
+    }
+
+    /// At most `limit` runs.
+    pub fn limit(self, limit: usize) -> Self {
+        Self { limit, ..self }
+    }
+
+    /// Only runs of these (workflow name, fingerprint) pairs (see the field).
+    pub fn workflows(self, workflows: &'a [(&'a str, &'a str)]) -> Self {
+        Self {
+            workflows: Some(workflows),
+            ..self
+        }
+    }
+
+    /// Whether the claim takes runs of this workflow started under this fingerprint.
+    ///
+    /// ```
+    /// use durable::store::Claim;
+    /// let defs = [("signup", "f1")];
+    /// let claim = Claim::new("w", std::time::Duration::from_secs(30)).workflows(&defs);
+    /// assert!(claim.accepts("signup", "f1"));
+    /// assert!(!claim.accepts("signup", "f0"));
+    /// assert!(Claim::new("w", std::time::Duration::from_secs(30)).accepts("any", "f"));
+    /// ```
+    pub fn accepts(&self, workflow: &str, fingerprint: &str) -> bool {
+        self.workflows.is_none_or(|defs| {
+            defs.iter()
+                .any(|(w, f)| *w == workflow && *f == fingerprint)
+        })
+    }
 }
 
 /// Where runs and their journals live. One implementation per backend.
@@ -614,33 +686,21 @@ pub trait Store: Send + Sync + 'static {
         id: &'a RunId,
     ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>>;
 
-    /// Takes the lease of every running run that `owner` does not hold and whose lease has
-    /// expired or was released, or that never had an owner (a client started it); for a store
-    /// only one process can open, every running run `owner` does not hold. Sets `owner`, bumps
-    /// the token, and returns the claimed runs with their new tokens. A
-    /// [`Suspended`](RunStatus::Suspended) run is claimed only once it is due (its `wake_at`
-    /// is now or past: it is set running again, its `wake_at` cleared), found through an
-    /// index on the due time, never by reading every suspended run; otherwise it waits to be
-    /// [woken](Store::wake).
+    /// Takes the lease of up to `claim.limit` running runs, oldest first (by creation time,
+    /// then id), that `claim.owner` does not hold and whose lease has expired or was released,
+    /// or that never had an owner (a client started it); for a store only one process can
+    /// open, any running run `owner` does not hold. A store shared by several processes takes
+    /// only runs whose (workflow, fingerprint) the claim [accepts](Claim::accepts), so that a
+    /// worker never takes a run it cannot drive away from a worker that could; a store one
+    /// process drives may take any (the engine reports those it cannot drive). Sets `owner`, bumps the token, and returns the
+    /// claimed runs with their new tokens. A [`Suspended`](RunStatus::Suspended) run is
+    /// claimed only once it is due (its `wake_at` is now or past: it is set running again,
+    /// its `wake_at` cleared), found through an index on the due time, never by reading every
+    /// suspended run; otherwise it waits to be [woken](Store::wake).
     fn claim_runs<'a>(
         &'a self,
-        owner: &'a str,
-        lease: Duration,
+        claim: Claim<'a>,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>>;
-
-    /// [`claim_runs`](Store::claim_runs), but only the runs whose workflow and fingerprint
-    /// `can_drive` accepts, so that a worker never takes a run it cannot drive away from a
-    /// worker that could (on a store shared by workers with different workflows registered).
-    /// The default claims every run, which suits a store one engine drives at a time.
-    fn claim_runs_for<'a>(
-        &'a self,
-        owner: &'a str,
-        lease: Duration,
-        can_drive: &'a (dyn Fn(&str, &str) -> bool + Send + Sync),
-    ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
-        let _ = can_drive;
-        self.claim_runs(owner, lease)
-    }
 
     /// A watch on this store for runs that become claimable other than by a lease expiring:
     /// a [`Client`](crate::engine::Client) started one (a [`NewRun`] with no owner), possibly

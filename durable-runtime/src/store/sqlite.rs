@@ -44,7 +44,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::{
-    check_sequence, child_end_payload, inbox_kinds, ClaimableWatch, Finish, InboxMessage,
+    check_sequence, child_end_payload, inbox_kinds, Claim, ClaimableWatch, Finish, InboxMessage,
     JournalEntry, ParentLink, Rejected, RunFilter, RunRecord, RunStatus, Store, StoreError,
     StoreErrorKind, Write,
 };
@@ -1179,10 +1179,10 @@ impl Store for SqliteStore {
 
     fn claim_runs<'a>(
         &'a self,
-        owner: &'a str,
-        lease: Duration,
+        claim: Claim<'a>,
     ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
-        let owner = owner.to_owned();
+        let owner = claim.owner.to_owned();
+        let (lease, limit) = (claim.lease, i64::try_from(claim.limit).unwrap_or(i64::MAX));
         self.blocking(true, move |conn| {
             let now = now_millis();
             let until = (now + lease.as_millis() as u64) as i64;
@@ -1192,14 +1192,17 @@ impl Store for SqliteStore {
                 .execute([now.min(i64::MAX as u64) as i64])?;
             // This process holds the file's lock, so whoever held these leases is gone; a run
             // with no owner was started by a client (which drives nothing), released or woken.
+            // (One process drives the file: the claim takes runs of any workflow, and the
+            // engine reports those it cannot drive.)
             let mut runs = {
-                let mut stmt = tx.prepare(&format!(
+                let mut stmt = tx.prepare_cached(&format!(
                     "UPDATE durable_runs SET owner = ?1, lease_token = lease_token + 1, \
                      lease_expires_at = ?2 \
-                     WHERE status = 'running' AND (owner IS NULL OR owner != ?1) \
+                     WHERE rowid IN (SELECT rowid FROM durable_runs WHERE status = 'running' \
+                     AND (owner IS NULL OR owner != ?1) ORDER BY created_at, rowid LIMIT ?3) \
                      RETURNING {RUN_COLUMNS}"
                 ))?;
-                let rows = stmt.query_map(params![owner, until], run_from_row)?;
+                let rows = stmt.query_map(params![owner, until, limit], run_from_row)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             };
             tx.commit()?;

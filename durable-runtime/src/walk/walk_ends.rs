@@ -58,7 +58,7 @@ async fn a_suspended_walk_is_recorded_unfinished_and_unclaimable() {
     assert!(!run.status.is_finished());
     // Nobody claims it until something wakes it.
     let claimed = store
-        .claim_runs("other", Duration::from_secs(30))
+        .claim_runs(crate::store::Claim::new("other", Duration::from_secs(30)))
         .await
         .unwrap();
     assert!(claimed.is_empty(), "{claimed:?}");

@@ -111,7 +111,10 @@ where
         assert_eq!(verdicts, [Ok(())]);
         let _ = store.wake(&"p/d".into()).await.unwrap();
         let claimed = store
-            .claim_runs("w", std::time::Duration::from_secs(60))
+            .claim_runs(durable::store::Claim::new(
+                "w",
+                std::time::Duration::from_secs(60),
+            ))
             .await
             .unwrap();
         let token = claimed

@@ -121,7 +121,11 @@ where
         assert_eq!(verdicts, [Ok(())]);
         let lease = Duration::from_secs(30);
         assert!(
-            store.claim_runs("w2", lease).await.unwrap().is_empty(),
+            store
+                .claim_runs(durable::store::Claim::new("w2", lease))
+                .await
+                .unwrap()
+                .is_empty(),
             "a suspended run is not claimed"
         );
         let mut watch = store.watch_claimable().unwrap();
@@ -139,7 +143,10 @@ where
                 "the watch reports the woken run"
             );
         }
-        let claimed = store.claim_runs("w2", lease).await.unwrap();
+        let claimed = store
+            .claim_runs(durable::store::Claim::new("w2", lease))
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].lease_token, 2);
         // The claimer appends on after the journal it found.

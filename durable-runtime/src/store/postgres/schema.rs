@@ -1,0 +1,321 @@
+//! The schema, its versioned migrations, and the SQL text of every statement.
+
+use super::Inner;
+use crate::store::{StoreError, StoreErrorKind};
+
+/// The schema version this code writes and reads (the number of migrations it knows).
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// The database's clock, in milliseconds since the Unix epoch: every lease is computed on it.
+pub(crate) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. `{s}` is the quoted schema.
+/// Append only: a released migration never changes.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs and journals.
+    "CREATE TABLE {s}.durable_runs (
+         id text PRIMARY KEY,
+         pos bigint GENERATED ALWAYS AS IDENTITY,
+         workflow text NOT NULL,
+         fingerprint text NOT NULL,
+         status text NOT NULL,
+         input text NOT NULL,
+         output text,
+         error text,
+         owner text,
+         lease_token bigint NOT NULL,
+         lease_expires_at bigint NOT NULL,
+         created_at bigint NOT NULL,
+         updated_at bigint NOT NULL
+     );
+     CREATE INDEX durable_runs_runnable ON {s}.durable_runs (created_at, pos)
+         WHERE status = 'running';
+     CREATE INDEX durable_runs_owner ON {s}.durable_runs (owner) WHERE status = 'running';
+     CREATE INDEX durable_runs_newest ON {s}.durable_runs (created_at DESC, pos DESC);
+     CREATE TABLE {s}.durable_journal (
+         run_id text NOT NULL,
+         seq bigint NOT NULL,
+         step text NOT NULL,
+         kind text NOT NULL,
+         attempt integer NOT NULL,
+         payload text NOT NULL,
+         at bigint NOT NULL,
+         PRIMARY KEY (run_id, seq)
+     );",
+    // 2: suspension (wake_at, indexed where suspended), requested cancellation, the inbox,
+    // and listing in (created_at, id) order.
+    "ALTER TABLE {s}.durable_runs ADD COLUMN wake_at bigint, ADD COLUMN cancel_requested text;
+     CREATE INDEX durable_runs_wake ON {s}.durable_runs (wake_at) WHERE status = 'suspended';
+     CREATE INDEX durable_runs_cancel ON {s}.durable_runs (owner)
+         WHERE cancel_requested IS NOT NULL AND status = 'running';
+     CREATE INDEX durable_runs_listing ON {s}.durable_runs (created_at DESC, id DESC);
+     CREATE INDEX durable_runs_listing_workflow
+         ON {s}.durable_runs (workflow, created_at DESC, id DESC);
+     CREATE INDEX durable_runs_listing_status
+         ON {s}.durable_runs (status, created_at DESC, id DESC);
+     CREATE TABLE {s}.durable_inbox (
+         run_id text NOT NULL,
+         seq bigint NOT NULL,
+         kind text NOT NULL,
+         name text NOT NULL,
+         payload text NOT NULL,
+         at bigint NOT NULL,
+         PRIMARY KEY (run_id, seq)
+     );
+     CREATE UNIQUE INDEX durable_inbox_callbacks ON {s}.durable_inbox (run_id, name)
+         WHERE kind = 'callback';",
+];
+
+/// Refuses a schema name that would need quoting games (it is spliced into SQL text).
+pub(crate) fn check_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::other(format!(
+            "postgres store: `{name}` is not a usable schema name: use lowercase letters, digits \
+             and `_`, at most 48 characters, not starting with a digit"
+        )))
+    }
+}
+
+/// The SQL text of every statement, with the schema spliced in once.
+pub(crate) struct Sql {
+    pub(crate) create_runs: String,
+    pub(crate) lock_runs: String,
+    pub(crate) append_runs: String,
+    pub(crate) insert_entries: String,
+    pub(crate) finish_runs: String,
+    pub(crate) notify: String,
+    pub(crate) claim: String,
+    pub(crate) renew: String,
+    pub(crate) release: String,
+    pub(crate) load_run: String,
+    pub(crate) load_journal: String,
+    pub(crate) list_runs: String,
+    pub(crate) wake_due: String,
+    pub(crate) next_wake: String,
+    pub(crate) wake: String,
+    pub(crate) cancel_requests: String,
+    pub(crate) runs: String,
+    pub(crate) journal: String,
+    pub(crate) inbox: String,
+    /// The NOTIFY channel of this schema.
+    pub(crate) channel: String,
+}
+
+pub(crate) const RUN_COLUMNS: &str = "id, workflow, fingerprint, status, input, output, error, \
+                                      owner, lease_token, created_at, updated_at, wake_at, \
+                                      cancel_requested";
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Self {
+        let s = format!("\"{schema}\"");
+        let runs = format!("{s}.durable_runs");
+        let journal = format!("{s}.durable_journal");
+        let cols = RUN_COLUMNS;
+        let r_cols = RUN_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self {
+            // An empty owner queues the run: nobody holds it, any worker may claim it at once.
+            create_runs: format!(
+                "INSERT INTO {runs} (id, workflow, fingerprint, status, input, owner, \
+                 lease_token, lease_expires_at, created_at, updated_at) \
+                 SELECT u.id, u.workflow, u.fingerprint, 'running', u.input, NULLIF(u.owner, ''), \
+                 1, CASE WHEN u.owner = '' THEN 0 ELSE n.now + u.lease_ms END, n.now, n.now \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::bigint[]) WITH ORDINALITY AS u(id, workflow, fingerprint, input, owner, \
+                 lease_ms, i), (SELECT {NOW_MS} AS now) n ORDER BY u.i \
+                 ON CONFLICT (id) DO NOTHING RETURNING id"
+            ),
+            // In id order, so two transactions locking overlapping runs cannot deadlock.
+            lock_runs: format!(
+                "SELECT r.id, r.lease_token, r.status, \
+                 (SELECT max(j.seq) FROM {journal} j WHERE j.run_id = r.id) \
+                 FROM {runs} r WHERE r.id = ANY($1::text[]) ORDER BY r.id FOR UPDATE OF r"
+            ),
+            // The one-statement append of a batch that appends to each run at most once:
+            // lock the runs, decide each write's verdict, insert the accepted entries and
+            // finish the accepted runs, and return the verdicts. Entries found already there
+            // are a duplicate even on a finished run: a retried commit whose first try landed
+            // (and finished the run) then counts as committed, not as a lost lease.
+            append_runs: format!(
+                "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], \
+                 $4::text[], $5::text[], $6::bigint[], $14::bigint[], $15::bool[]) \
+                 WITH ORDINALITY \
+                 AS u(id, token, fstatus, output, error, first_seq, wake_at, consecutive, w)), \
+                 r AS (SELECT id, lease_token, status FROM {runs} WHERE id = ANY($1::text[]) \
+                 ORDER BY id FOR UPDATE), \
+                 v AS (SELECT u.w, u.id, u.fstatus, u.output, u.error, u.first_seq, u.wake_at, \
+                 r.lease_token AS current, \
+                 CASE WHEN r.id IS NULL THEN 'unknown' \
+                 WHEN r.lease_token <> u.token THEN 'fenced' \
+                 WHEN r.status <> 'running' THEN 'finished' \
+                 WHEN u.first_seq IS NOT NULL AND (NOT u.consecutive OR u.first_seq <> \
+                 coalesce((SELECT max(j.seq) FROM {journal} j WHERE j.run_id = u.id), 0) + 1) \
+                 THEN 'sequence' \
+                 ELSE 'ok' END AS verdict, \
+                 coalesce((SELECT max(j.seq) FROM {journal} j WHERE j.run_id = u.id), 0) AS last \
+                 FROM u LEFT JOIN r ON r.id = u.id), \
+                 ins AS (INSERT INTO {journal} (run_id, seq, step, kind, attempt, payload, at) \
+                 SELECT v.id, e.seq, e.step, e.kind, e.attempt, e.payload, e.at \
+                 FROM unnest($7::bigint[], $8::bigint[], $9::text[], $10::text[], \
+                 $11::integer[], $12::text[], $13::bigint[]) \
+                 AS e(w, seq, step, kind, attempt, payload, at) \
+                 JOIN v ON v.w = e.w AND v.verdict = 'ok'), \
+                 fin AS (UPDATE {runs} t SET status = v.fstatus, \
+                 output = coalesce(v.output, t.output), error = coalesce(v.error, t.error), \
+                 wake_at = v.wake_at, \
+                 owner = CASE WHEN v.fstatus = 'suspended' THEN NULL ELSE t.owner END, \
+                 lease_expires_at = CASE WHEN v.fstatus = 'suspended' THEN 0 \
+                 ELSE t.lease_expires_at END, \
+                 cancel_requested = CASE WHEN v.fstatus = 'suspended' THEN t.cancel_requested \
+                 ELSE NULL END, \
+                 updated_at = {NOW_MS} FROM v \
+                 WHERE t.id = v.id AND v.verdict = 'ok' AND v.fstatus IS NOT NULL) \
+                 SELECT w, verdict, current, last FROM v"
+            ),
+            insert_entries: format!(
+                "INSERT INTO {journal} (run_id, seq, step, kind, attempt, payload, at) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], \
+                 $5::integer[], $6::text[], $7::bigint[])"
+            ),
+            finish_runs: format!(
+                "UPDATE {runs} r SET status = u.status, output = u.output, error = u.error, \
+                 wake_at = u.wake_at, \
+                 owner = CASE WHEN u.status = 'suspended' THEN NULL ELSE r.owner END, \
+                 lease_expires_at = CASE WHEN u.status = 'suspended' THEN 0 \
+                 ELSE r.lease_expires_at END, \
+                 cancel_requested = CASE WHEN u.status = 'suspended' THEN r.cancel_requested \
+                 ELSE NULL END, \
+                 updated_at = {NOW_MS} \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
+                 AS u(id, status, output, error, wake_at) WHERE r.id = u.id"
+            ),
+            notify: "SELECT pg_notify($1, '')".into(),
+            // A CTE: PostgreSQL never inlines one with FOR UPDATE, so LIMIT holds.
+            claim: format!(
+                "WITH picked AS ( \
+                 SELECT id FROM {runs} \
+                 WHERE status = 'running' \
+                 AND (owner IS NULL OR (owner <> $1 AND lease_expires_at <= {NOW_MS})) \
+                 AND ($4::text[] IS NULL OR (workflow, fingerprint) IN \
+                 (SELECT * FROM unnest($4::text[], $5::text[]))) \
+                 ORDER BY created_at, pos LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 UPDATE {runs} r SET owner = $1, lease_token = r.lease_token + 1, \
+                 lease_expires_at = {NOW_MS} + $2 \
+                 FROM picked WHERE r.id = picked.id RETURNING {r_cols}, r.pos"
+            ),
+            // Due sleepers become running and nobody's (for whichever worker is free), and
+            // the workers hear of it.
+            wake_due: format!(
+                "WITH due AS (SELECT id FROM {runs} WHERE status = 'suspended' \
+                 AND wake_at <= {NOW_MS} ORDER BY wake_at LIMIT 1000 FOR UPDATE SKIP LOCKED), \
+                 woken AS (UPDATE {runs} r SET status = 'running', wake_at = NULL, owner = NULL, \
+                 lease_expires_at = 0 FROM due WHERE r.id = due.id RETURNING r.id) \
+                 SELECT pg_notify($1, '') FROM (SELECT 1 FROM woken LIMIT 1) w"
+            ),
+            next_wake: format!(
+                "SELECT wake_at FROM {runs} WHERE status = 'suspended' AND wake_at IS NOT NULL \
+                 ORDER BY wake_at LIMIT 1"
+            ),
+            wake: format!(
+                "UPDATE {runs} SET status = 'running', wake_at = NULL, owner = NULL, \
+                 lease_expires_at = 0 WHERE id = $1 AND status = 'suspended'"
+            ),
+            cancel_requests: format!(
+                "SELECT id, cancel_requested FROM {runs} WHERE owner = $1 \
+                 AND cancel_requested IS NOT NULL AND status = 'running'"
+            ),
+            runs: runs.clone(),
+            journal: journal.clone(),
+            inbox: format!("{s}.durable_inbox"),
+            renew: format!(
+                "WITH mine AS (SELECT id FROM {runs} WHERE owner = $1 AND status = 'running' \
+                 ORDER BY id FOR UPDATE) \
+                 UPDATE {runs} r SET lease_expires_at = {NOW_MS} + $2 \
+                 FROM mine WHERE r.id = mine.id"
+            ),
+            release: format!(
+                "WITH mine AS (SELECT id FROM {runs} WHERE owner = $1 ORDER BY id FOR UPDATE) \
+                 UPDATE {runs} r SET owner = NULL, lease_expires_at = 0 \
+                 FROM mine WHERE r.id = mine.id"
+            ),
+            load_run: format!("SELECT {cols} FROM {runs} WHERE id = $1"),
+            load_journal: format!(
+                "SELECT seq, step, kind, attempt, payload, at FROM {journal} \
+                 WHERE run_id = $1 ORDER BY seq"
+            ),
+            list_runs: format!(
+                "SELECT {cols} FROM {runs} \
+                 WHERE ($1::text IS NULL OR workflow = $1) AND ($2::text IS NULL OR status = $2) \
+                 AND ($4::bigint IS NULL OR (created_at, id) < ($4, $5::text)) \
+                 ORDER BY created_at DESC, id DESC LIMIT $3"
+            ),
+            channel: format!("{schema}_work"),
+        }
+    }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], in one transaction under an advisory lock keyed by
+/// the schema's name: a second worker starting at once waits, then finds it current.
+pub(crate) async fn migrate(inner: &Inner) -> Result<(), StoreError> {
+    let mut client = inner.client().await?;
+    let s = format!("\"{}\"", inner.schema);
+    let tx = client.transaction().await.map_err(|e| inner.error(e))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('durable schema ' || $1, 0))",
+        &[&inner.schema],
+    )
+    .await
+    .map_err(|e| inner.error(e))?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE IF NOT EXISTS {s}.durable_migrations (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .await
+    .map_err(|e| inner.error(e))?;
+    let current: i32 = tx
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {s}.durable_migrations"),
+            &[],
+        )
+        .await
+        .map_err(|e| inner.error(e))?
+        .get(0);
+    if current > SCHEMA_VERSION {
+        return Err(inner.error_kind(
+            StoreErrorKind::Foreign,
+            format!(
+            "the schema has version {current}, written by a newer version of durable; this one \
+             knows versions up to {SCHEMA_VERSION}: upgrade durable (the tables were not touched)"
+        ),
+        ));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as i32 + 1;
+        tx.batch_execute(&migration.replace("{s}", &s))
+            .await
+            .map_err(|e| {
+                inner.error_text(format!("migration {version}: {}", super::describe(&e)))
+            })?;
+        tx.execute(
+            &format!("INSERT INTO {s}.durable_migrations (version) VALUES ($1)"),
+            &[&version],
+        )
+        .await
+        .map_err(|e| inner.error(e))?;
+    }
+    tx.commit().await.map_err(|e| inner.error(e))
+}

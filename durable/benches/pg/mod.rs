@@ -1,0 +1,317 @@
+//! The PostgreSQL rows of the journal benchmark, run when `DURABLE_TEST_POSTGRES_URL` is set.
+//!
+//! In a schema of its own (dropped at the end) it measures:
+//! - the usual rows (seq10 / fan100 / latency / map10k) with one in-process worker;
+//! - seq10 with 1 worker and with 3 worker processes (this binary again, each starting and
+//!   driving its share of the runs): steps/s and step results per commit, from
+//!   `pg_stat_database`'s `xact_commit` around the burst;
+//! - the baselines on the same server from the same number of clients: a loop of single-row
+//!   `INSERT` commits, and (the batch limit) 100-row `INSERT`s, one per transaction;
+//! - pickup: from `start` in a client to the first step running in a worker process.
+//!
+//! Every figure comes from one run on a shared machine: read the ratios, not the absolutes.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use durable::store::postgres::{PostgresOptions, PostgresStore};
+use durable::{Data, Engine};
+
+use super::{measure, seq10, Figures};
+
+/// Set in a worker process: its schema.
+const WORKER_VAR: &str = "DURABLE_BENCH_PG_WORKER";
+const SEQ10_RUNS: usize = 500;
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("the PostgreSQL server answers");
+    tokio::spawn(connection);
+    client
+}
+
+/// Transactions committed in the database so far. PostgreSQL 15 backends report their
+/// counts when idle, and an idle backend that reported less than a second ago waits up to
+/// 10s to report again: wait that out first.
+async fn xact_commit(admin: &tokio_postgres::Client) -> i64 {
+    tokio::time::sleep(Duration::from_millis(11_000)).await;
+    admin
+        .batch_execute("SELECT pg_stat_clear_snapshot()")
+        .await
+        .unwrap();
+    admin
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn store(url: &str, schema: &str) -> PostgresStore {
+    PostgresStore::with_options(url, PostgresOptions::schema(schema)).unwrap()
+}
+
+/// If this process is a benchmark worker: on `go N` (standard input) run N seq10 workflows,
+/// print `done`, then drive whatever runs it claims until killed. Never returns then.
+pub async fn worker_if_asked(url: Option<&str>) {
+    use std::io::{BufRead, Write};
+    let Ok(schema) = std::env::var(WORKER_VAR) else {
+        return;
+    };
+    let engine = Engine::builder(store(url.expect("the URL"), &schema))
+        .register(seq10)
+        .poll_interval(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    println!("ready");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+    let n: usize = line.trim().strip_prefix("go ").unwrap().parse().unwrap();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.run(seq10, Data::new()).await.unwrap() })
+        })
+        .collect();
+    futures_all(tasks).await;
+    println!("done");
+    std::io::stdout().flush().unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+type Lines = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+fn spawn_worker(schema: &str) -> (Child, Lines) {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(WORKER_VAR, schema)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    (child, lines)
+}
+
+/// The three processes each run a third of the seq10 workflows: (steps/s, results/commit).
+async fn seq10_processes(
+    workers: &mut [(Child, Lines)],
+    admin: &tokio_postgres::Client,
+) -> (f64, f64) {
+    use std::io::Write;
+    let share = SEQ10_RUNS / workers.len();
+    let before = xact_commit(admin).await;
+    let started = Instant::now();
+    for (child, _) in workers.iter_mut() {
+        writeln!(child.stdin.as_mut().unwrap(), "go {share}").unwrap();
+    }
+    for (_, lines) in workers.iter_mut() {
+        assert_eq!(lines.next().unwrap().unwrap(), "done");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let commits = xact_commit(admin).await - before;
+    let steps = (share * workers.len() * 10) as f64;
+    (steps / secs, steps / commits as f64)
+}
+
+/// `SEQ10_RUNS` seq10 workflows started by `client`, waited for: (steps/s, results/commit).
+async fn seq10_burst(client: &Engine, admin: &tokio_postgres::Client) -> (f64, f64) {
+    let before = xact_commit(admin).await;
+    let started = Instant::now();
+    let runs = futures_all(
+        (0..SEQ10_RUNS)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move { client.run(seq10, Data::new()).await.unwrap() })
+            })
+            .collect(),
+    )
+    .await;
+    assert_eq!(runs, SEQ10_RUNS);
+    let secs = started.elapsed().as_secs_f64();
+    let commits = xact_commit(admin).await - before;
+    let steps = (SEQ10_RUNS * 10) as f64;
+    (steps / secs, steps / commits as f64)
+}
+
+async fn futures_all(tasks: Vec<tokio::task::JoinHandle<Data>>) -> usize {
+    let mut n = 0;
+    for task in tasks {
+        task.await.unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// A lone seq10 run's median latency against the median time of one single-row INSERT
+/// commit, measured in alternating turns so that the machine's load drifts out of the ratio.
+async fn latency_against_commits(engine: &Engine, url: &str, schema: &str) -> (f64, f64) {
+    let mut runs = Vec::new();
+    let mut commits = Vec::new();
+    for _ in 0..10 {
+        for _ in 0..20 {
+            let started = Instant::now();
+            engine.run(seq10, Data::new()).await.unwrap();
+            runs.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        commits.push(1e3 / insert_loop(url, schema, 1, 1, 0.3).await);
+    }
+    runs.sort_by(f64::total_cmp);
+    commits.sort_by(f64::total_cmp);
+    (runs[runs.len() / 2], commits[commits.len() / 2])
+}
+
+/// Rows/s of `clients` connections each committing `rows`-row INSERTs for `secs`.
+async fn insert_loop(url: &str, schema: &str, clients: usize, rows: usize, secs: f64) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (url, schema, stop) = (url.to_owned(), schema.to_owned(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let client = admin(&url).await;
+                let sql = if rows == 1 {
+                    format!("INSERT INTO \"{schema}\".bench_rows (v) VALUES ($1)")
+                } else {
+                    format!("INSERT INTO \"{schema}\".bench_rows (v) SELECT unnest($1::text[])")
+                };
+                let stmt = client.prepare(&sql).await.unwrap();
+                let payload: Vec<String> = (0..rows).map(|i| format!("{{\"i\":{i}}}")).collect();
+                let mut done = 0usize;
+                // Timed from here: connecting and preparing are not part of the loop.
+                let started = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    if rows == 1 {
+                        client.execute(&stmt, &[&payload[0]]).await.unwrap();
+                    } else {
+                        client.execute(&stmt, &[&payload]).await.unwrap();
+                    }
+                    done += rows;
+                }
+                done as f64 / started.elapsed().as_secs_f64()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut rate = 0.0;
+    for task in tasks {
+        rate += task.await.unwrap();
+    }
+    rate
+}
+
+/// Milliseconds from `start` in `client` to the run's first journal entry, written by a worker
+/// process: pickup plus one no-op step and its commit.
+async fn pickup_ms(client: &Engine, admin: &tokio_postgres::Client, schema: &str) -> (f64, f64) {
+    let query = format!("SELECT count(*) FROM \"{schema}\".durable_journal WHERE run_id = $1");
+    let stmt = admin.prepare(&query).await.unwrap();
+    let mut times = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let run = client.start(seq10, Data::new()).await.unwrap();
+        loop {
+            let n: i64 = admin
+                .query_one(&stmt, &[&run.id().as_str()])
+                .await
+                .unwrap()
+                .get(0);
+            if n > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        run.wait().await.unwrap();
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() * 9 / 10])
+}
+
+pub async fn rows(url: &str) {
+    let schema = format!("durable_bench_{}", std::process::id());
+    let admin = admin(url).await;
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE; CREATE SCHEMA \"{schema}\";
+             CREATE TABLE \"{schema}\".bench_rows (id bigserial PRIMARY KEY, v text NOT NULL);"
+        ))
+        .await
+        .unwrap();
+    let sync: String = admin
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // One worker in this process.
+    let figures: Figures = measure(store(url, &schema)).await;
+    let one = Engine::builder(store(url, &schema))
+        .register(seq10)
+        .build()
+        .await
+        .unwrap();
+    let (steps_1, per_commit_1) = seq10_burst(&one, &admin).await;
+    let (lone_ms, commit_ms) = latency_against_commits(&one, url, &schema).await;
+    drop(one);
+
+    // Three worker processes, each driving its share; then a client that drives nothing
+    // starts runs one at a time for them (pickup).
+    let mut workers: Vec<(Child, Lines)> = (0..3).map(|_| spawn_worker(&schema)).collect();
+    let (steps_3, per_commit_3) = seq10_processes(&mut workers, &admin).await;
+    let client = Engine::builder(store(url, &schema))
+        .register(seq10)
+        .max_runs(0)
+        .build()
+        .await
+        .unwrap();
+    let (pickup_p50, pickup_p90) = pickup_ms(&client, &admin, &schema).await;
+    for (worker, _) in &mut workers {
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
+
+    let insert_1 = insert_loop(url, &schema, 1, 1, 2.0).await;
+    let insert_3 = insert_loop(url, &schema, 3, 1, 2.0).await;
+    let batch_1 = insert_loop(url, &schema, 1, 100, 2.0).await;
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+
+    let f = &figures;
+    println!();
+    println!("PostgreSQL (synchronous_commit = {sync}), one run; ratios are what to read:");
+    println!(
+        "postgres (1 worker, in process) seq10 {:.0} wf/s {:.0} steps/s   fan100 {:.2} ms   latency median {:.2} ms p99 {:.2} ms   map10k {:.0} items/s",
+        f.seq10_workflows_per_s, f.seq10_steps_per_s, f.fan100_ms, f.latency_median_ms, f.latency_p99_ms, f.map10k_items_per_s
+    );
+    println!(
+        "seq10 x{SEQ10_RUNS}, 1 worker:    {steps_1:>8.0} steps/s, {per_commit_1:.2} step results per commit; plain single-row INSERT commits from 1 client: {insert_1:.0}/s -> ratio {:.2}",
+        steps_1 / insert_1
+    );
+    println!(
+        "seq10 x{}, 3 processes: {steps_3:>8.0} steps/s, {per_commit_3:.2} step results per commit; plain single-row INSERT commits from 3 clients: {insert_3:.0}/s -> ratio {:.2}",
+        SEQ10_RUNS / 3 * 3,
+        steps_3 / insert_3
+    );
+    println!(
+        "latency median {lone_ms:.2} ms = {:.2} x the 11 commits a seq10 run needs ({commit_ms:.3} ms each from 1 client, measured in turns with it)",
+        lone_ms / (11.0 * commit_ms)
+    );
+    println!(
+        "batch limit: 100-row INSERTs, one per transaction, 1 client: {batch_1:.0} rows/s; seq10 with 1 worker reaches {:.1}% of it",
+        100.0 * steps_1 / batch_1
+    );
+    println!(
+        "pickup from start in a client to the run's first step journaled by a worker process: p50 {pickup_p50:.2} ms, p90 {pickup_p90:.2} ms"
+    );
+}
