@@ -583,89 +583,61 @@ fn prepare_schema(conn: &Connection) -> Result<(), StoreError> {
     migrate(conn, 1)
 }
 
-/// Brings a file of schema version `from` to [`SCHEMA_VERSION`], one version per transaction.
+/// Brings a file of schema version `from` to [`SCHEMA_VERSION`]: each migration of
+/// [`MIGRATIONS`] past `from`, in order, each in a transaction of its own that also records the
+/// version it reaches, so a file left between two versions by a crash resumes from the last.
 fn migrate(conn: &Connection, from: i64) -> Result<(), StoreError> {
-    if from < 2 {
-        migrate_to_2_list_indexes(conn)?;
-    }
-    if from < 3 {
-        migrate_to_3_checksums(conn)?;
-    }
-    if from < 4 {
-        migrate_to_4_suspension(conn)?;
-    }
-    if from < 5 {
-        migrate_to_5_inbox(conn)?;
-    }
-    if from < 6 {
-        migrate_to_6_children(conn)?;
+    for &(version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > from) {
+        conn.execute_batch(&format!(
+            "BEGIN;\n{sql}\nUPDATE durable_meta SET value = '{version}' WHERE key = 'schema';\nCOMMIT;"
+        ))
+        .map_err(|e| {
+            db_error(e).context(format_args!("cannot migrate the file to schema version {version}"))
+        })?;
     }
     Ok(())
 }
 
-// ---- Migration 1 -> 2: indexes for paged listing -------------------------------------------
-/// Version 2 indexes the runs in listing order (creation time, then id), alone and after each
-/// filter `list_runs` takes, so a page costs what it returns instead of a scan and a sort of
-/// every run. The index by status leads with the status as the old `(status, workflow)` index
-/// did, so it serves the claims and lease renewals that index served, and replaces it.
-fn migrate_to_2_list_indexes(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "BEGIN;
-         DROP INDEX IF EXISTS durable_runs_by_status;
+/// Every migration: the version it reaches and its statements, each ending with `;`. A new
+/// one goes at the end, with [`SCHEMA_VERSION`] raised to its version.
+const MIGRATIONS: &[(i64, &str)] = &[
+    // Version 2 indexes the runs in listing order (creation time, then id), alone and after each
+    // filter `list_runs` takes, so a page costs what it returns instead of a scan and a sort of
+    // every run. The index by status leads with the status as the old `(status, workflow)` index
+    // did, so it serves the claims and lease renewals that index served, and replaces it.
+    (
+        2,
+        "DROP INDEX IF EXISTS durable_runs_by_status;
          CREATE INDEX durable_runs_by_created ON durable_runs (created_at, id);
          CREATE INDEX durable_runs_by_status_created ON durable_runs (status, created_at, id);
          CREATE INDEX durable_runs_by_workflow_created ON durable_runs (workflow, created_at, id);
          CREATE INDEX durable_runs_by_workflow_status_created
-             ON durable_runs (workflow, status, created_at, id);
-         UPDATE durable_meta SET value = '2' WHERE key = 'schema';
-         COMMIT;",
-    )
-    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 2"))
-}
-// ---- end of migration 1 -> 2 ----------------------------------------------------------------
-
-// ---- Migration 2 -> 3: checksums ----------------------------------------------------------
-/// Version 3 stores a checksum with each journal entry and with a run's input and its output
-/// (or error). Rows written before have none and are read as they are.
-fn migrate_to_3_checksums(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "BEGIN;
-         ALTER TABLE durable_journal ADD COLUMN checksum INTEGER;
+             ON durable_runs (workflow, status, created_at, id);",
+    ),
+    // Version 3 stores a checksum with each journal entry and with a run's input and its output
+    // (or error). Rows written before have none and are read as they are.
+    (
+        3,
+        "ALTER TABLE durable_journal ADD COLUMN checksum INTEGER;
          ALTER TABLE durable_runs ADD COLUMN input_checksum INTEGER;
-         ALTER TABLE durable_runs ADD COLUMN end_checksum INTEGER;
-         UPDATE durable_meta SET value = '3' WHERE key = 'schema';
-         COMMIT;",
-    )
-    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 3"))
-}
-// ---- end of migration 2 -> 3 ----------------------------------------------------------------
-
-// ---- Migration 3 -> 4: suspension and cancellation ------------------------------------------
-/// Version 4 keeps when a suspended run wakes (`wake_at`, indexed with the status, so a claim
-/// finds the due ones and `next_wake_at` the earliest without reading the others) and a
-/// requested cancellation (`cancel_requested`, the reason; indexed only where set).
-fn migrate_to_4_suspension(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "BEGIN;
-         ALTER TABLE durable_runs ADD COLUMN wake_at INTEGER;
+         ALTER TABLE durable_runs ADD COLUMN end_checksum INTEGER;",
+    ),
+    // Version 4 keeps when a suspended run wakes (`wake_at`, indexed with the status, so a claim
+    // finds the due ones and `next_wake_at` the earliest without reading the others) and a
+    // requested cancellation (`cancel_requested`, the reason; indexed only where set).
+    (
+        4,
+        "ALTER TABLE durable_runs ADD COLUMN wake_at INTEGER;
          ALTER TABLE durable_runs ADD COLUMN cancel_requested TEXT;
          CREATE INDEX durable_runs_by_wake ON durable_runs (status, wake_at);
          CREATE INDEX durable_runs_cancel_requested ON durable_runs (owner)
-             WHERE cancel_requested IS NOT NULL;
-         UPDATE durable_meta SET value = '4' WHERE key = 'schema';
-         COMMIT;",
-    )
-    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 4"))
-}
-// ---- end of migration 3 -> 4 ----------------------------------------------------------------
-
-// ---- Migration 4 -> 5: the inbox ------------------------------------------------------------
-/// Version 5 adds each run's inbox (signals, callback completions; see [`Store::deliver`]),
-/// numbered per run, with a unique index that lets a callback token be used once.
-fn migrate_to_5_inbox(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "BEGIN;
-         CREATE TABLE durable_inbox (
+             WHERE cancel_requested IS NOT NULL;",
+    ),
+    // Version 5 adds each run's inbox (signals, callback completions; see [`Store::deliver`]),
+    // numbered per run, with a unique index that lets a callback token be used once.
+    (
+        5,
+        "CREATE TABLE durable_inbox (
              run_id TEXT NOT NULL,
              seq INTEGER NOT NULL,
              kind TEXT NOT NULL,
@@ -675,31 +647,19 @@ fn migrate_to_5_inbox(conn: &Connection) -> Result<(), StoreError> {
              PRIMARY KEY (run_id, seq)
          ) WITHOUT ROWID;
          CREATE UNIQUE INDEX durable_inbox_callbacks ON durable_inbox (run_id, name)
-             WHERE kind = 'callback';
-         UPDATE durable_meta SET value = '5' WHERE key = 'schema';
-         COMMIT;",
-    )
-    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 5"))
-}
-// ---- end of migration 4 -> 5 ----------------------------------------------------------------
-
-// ---- Migration 5 -> 6: child runs -----------------------------------------------------------
-/// Version 6 keeps a child run's parent (`parent_run`, and `parent_step`, the path of the
-/// parent's `call` item), indexed by parent where set, so a cancellation cascades to a run's
-/// children without a scan, and a child's end reaches its parent's inbox.
-fn migrate_to_6_children(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "BEGIN;
-         ALTER TABLE durable_runs ADD COLUMN parent_run TEXT;
+             WHERE kind = 'callback';",
+    ),
+    // Version 6 keeps a child run's parent (`parent_run`, and `parent_step`, the path of the
+    // parent's `call` item), indexed by parent where set, so a cancellation cascades to a run's
+    // children without a scan, and a child's end reaches its parent's inbox.
+    (
+        6,
+        "ALTER TABLE durable_runs ADD COLUMN parent_run TEXT;
          ALTER TABLE durable_runs ADD COLUMN parent_step TEXT;
          CREATE INDEX durable_runs_by_parent ON durable_runs (parent_run)
-             WHERE parent_run IS NOT NULL;
-         UPDATE durable_meta SET value = '6' WHERE key = 'schema';
-         COMMIT;",
-    )
-    .map_err(|e| db_error(e).context("cannot migrate the file to schema version 6"))
-}
-// ---- end of migration 5 -> 6 ----------------------------------------------------------------
+             WHERE parent_run IS NOT NULL;",
+    ),
+];
 
 /// The query of `list_runs` for a filter: one per combination of the filters set, each
 /// served by an index in listing order (no scan of every run, no sort). Parameters: the
