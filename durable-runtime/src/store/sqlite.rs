@@ -490,6 +490,11 @@ fn check_header(mut file: &File) -> Result<(), StoreError> {
 
 fn connect(path: &Path, synchronous: Synchronous) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
+    // Plans must not depend on bound values. Without this, SQLite compares each `col = ?`
+    // with the partial indexes' conditions (`parent_run IS NOT NULL`, ...) using the value
+    // bound, and so recompiles a statement every time a new value is bound: every commit
+    // re-parsed its `WHERE id = ?1` statements, half of seq10's time.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     let sync = match synchronous {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
@@ -1469,7 +1474,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Cursor;
+    use crate::store::{Cursor, EntryKind, NewRun};
 
     fn scratch(name: &str) -> PathBuf {
         let dir =
@@ -1516,6 +1521,60 @@ mod tests {
             "unknown journal entry kind `x`".into(),
         );
         assert_eq!(sqlite_kind(&undecodable), StoreErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn a_commit_reuses_its_compiled_statements_whatever_run_it_writes() {
+        use rusqlite::StatementStatus;
+        let path = scratch("reprepare");
+        let store = SqliteStore::open(&path).unwrap();
+        let mut guard = lock(&store.inner.writer);
+        let conn = guard.as_mut().expect("open");
+        let run = |i: u32| RunId::from(format!("run-{i}"));
+        for i in 0..20 {
+            let create = Write::CreateRun(NewRun {
+                id: run(i),
+                workflow: "wf".into(),
+                fingerprint: "f".into(),
+                input: "{}".into(),
+                owner: "me".into(),
+                lease_expires_at: u64::MAX / 2,
+                parent: None,
+            });
+            let append = Write::Append {
+                run: run(i),
+                lease_token: 1,
+                entries: vec![JournalEntry {
+                    seq: 1,
+                    step: "s".into(),
+                    kind: EntryKind::StepCompleted,
+                    attempt: 1,
+                    payload: "{}".into(),
+                    at: 1,
+                }],
+                finish: Some(Finish::Completed("{}".into())),
+            };
+            let outcomes = commit_batch(conn, &[create, append]).unwrap();
+            assert_eq!(outcomes, [Ok(()), Ok(())]);
+        }
+        // Every statement a commit runs, as `apply` spells it (the cache hands out the same
+        // compiled statement): none was compiled again for another run's id.
+        let sql = [
+            "SELECT lease_token, status, (SELECT coalesce(max(seq), 0) FROM \
+             durable_journal WHERE run_id = ?1) FROM durable_runs WHERE id = ?1",
+            "UPDATE durable_runs SET status = ?2, output = ?3, error = ?4, updated_at = ?5, \
+             end_checksum = ?6, cancel_requested = NULL WHERE id = ?1",
+            "SELECT parent_run, parent_step FROM durable_runs WHERE id = ?1 \
+             AND parent_run IS NOT NULL",
+        ];
+        for sql in sql {
+            let stmt = conn.prepare_cached(sql).unwrap();
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");
+            assert!(stmt.get_status(StatementStatus::Run) >= 20, "{sql} is not apply's");
+        }
+        drop(guard);
+        drop(store);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
