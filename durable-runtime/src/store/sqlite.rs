@@ -253,6 +253,9 @@ impl SqliteStore {
                 .map_err(|e| db_error(e).context(&context))?;
             conn.execute_batch("PRAGMA busy_timeout = 5000;")
                 .map_err(|e| db_error(e).context(&context))?;
+            // As the engine's connections do (see `connect`): no recompiling per bound id.
+            conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+                .map_err(|e| db_error(e).context(&context))?;
             Ok(conn)
         };
         let writer = connect()?;
