@@ -873,3 +873,70 @@ fn a_connection_that_goes_silent_is_an_error_after_the_operation_timeout_not_a_h
         assert!(store.load_run(&RunId::from("s")).await.unwrap().is_some());
     });
 }
+
+async fn reserve(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "reserve");
+    Ok(data.assign("reserved", 3))
+}
+
+async fn pack(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "pack");
+    Ok(data.assign("packed", true))
+}
+
+workflow! { stock { step reserve; } }
+workflow! { shipment { call stock = stock; step pack; } }
+
+/// A parent held by one worker, its child run by another (which alone registers the child's
+/// workflow): the child's end reaches the parent through the database, wakes it, and the
+/// parent finishes with the child's output, each step having run once. Both workers poll
+/// only every 5 s, so the NOTIFYs (of the new child, of the woken parent) do the work.
+#[test]
+fn a_child_run_by_another_worker_wakes_its_parent_with_its_output() {
+    let Some(store) = pg("a_child_run_by_another_worker_wakes_its_parent_with_its_output") else {
+        return;
+    };
+    in_runtime(async {
+        let parents = Engine::builder_shared(store.open())
+            .register(shipment)
+            .poll_interval(Duration::from_secs(5))
+            .build()
+            .await
+            .unwrap();
+        let children = Engine::builder_shared(store.open())
+            .register(stock)
+            .poll_interval(Duration::from_secs(5))
+            .build()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await; // the listeners connect
+        let started = Instant::now();
+        let id = RunId::from(format!("{}s", RunId::generate()));
+        let run = parents
+            .start_with_id(shipment, id.clone(), Data::new())
+            .await
+            .unwrap();
+        let out = run.wait().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "took {:?}: a poll, not a NOTIFY",
+            started.elapsed()
+        );
+        let stock_out: serde_json::Value = out.get("stock").unwrap();
+        assert_eq!(stock_out["reserved"], 3);
+        assert_eq!(out.get::<bool>("packed"), Some(true));
+        let child = RunId::from(format!("{id}/stock"));
+        assert_eq!(count(&child, "reserve"), 1);
+        assert_eq!(count(&id, "pack"), 1);
+        let child_info = children.status(&child).await.unwrap();
+        assert_eq!(child_info.status, RunStatus::Completed);
+        let link = child_info.parent.expect("the parent link");
+        assert_eq!((link.run, link.step.as_str()), (id.clone(), "stock"));
+        // The child's end is in the parent's inbox, delivered once.
+        let inbox = store.open().load_inbox(&id).await.unwrap();
+        assert_eq!(inbox.len(), 1, "{inbox:?}");
+        assert_eq!(inbox[0].kind, "child");
+        parents.shutdown().await.unwrap();
+        children.shutdown().await.unwrap();
+    });
+}

@@ -17,8 +17,7 @@ store_conformance!(postgres, || async {
     postgres_url_or_skip("store_conformance::postgres").map(|_| TestStore::new(Backend::Postgres))
 });
 
-// Child runs (`call`): not on PostgreSQL yet, which refuses a child run with a clear error
-// (issue 10 stays open for it; see the README's Limitations).
+// Child runs (`call`), in their own modules: `children::memory::...`.
 mod children {
     use super::*;
     use durable_tests::store_conformance_children;
@@ -27,4 +26,8 @@ mod children {
         Arc::new(MemoryStore::new()) as Arc<dyn Store>
     });
     store_conformance_children!(sqlite, || async { TestStore::new(Backend::Sqlite) });
+    store_conformance_children!(postgres, || async {
+        postgres_url_or_skip("store_conformance::children::postgres")
+            .map(|_| TestStore::new(Backend::Postgres))
+    });
 }

@@ -254,8 +254,11 @@ impl SqliteStore {
             conn.execute_batch("PRAGMA busy_timeout = 5000;")
                 .map_err(|e| db_error(e).context(&context))?;
             // As the engine's connections do (see `connect`): no recompiling per bound id.
-            conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-                .map_err(|e| db_error(e).context(&context))?;
+            conn.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+                true,
+            )
+            .map_err(|e| db_error(e).context(&context))?;
             Ok(conn)
         };
         let writer = connect()?;
@@ -497,7 +500,10 @@ fn connect(path: &Path, synchronous: Synchronous) -> rusqlite::Result<Connection
     // with the partial indexes' conditions (`parent_run IS NOT NULL`, ...) using the value
     // bound, and so recompiles a statement every time a new value is bound: every commit
     // re-parsed its `WHERE id = ?1` statements, half of seq10's time.
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     let sync = match synchronous {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
@@ -1573,7 +1579,10 @@ mod tests {
         for sql in sql {
             let stmt = conn.prepare_cached(sql).unwrap();
             assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");
-            assert!(stmt.get_status(StatementStatus::Run) >= 20, "{sql} is not apply's");
+            assert!(
+                stmt.get_status(StatementStatus::Run) >= 20,
+                "{sql} is not apply's"
+            );
         }
         drop(guard);
         drop(store);

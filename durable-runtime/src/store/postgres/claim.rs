@@ -5,13 +5,22 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 use super::Inner;
-use crate::store::{Claim, EntryKind, JournalEntry, RunFilter, RunRecord, RunStatus, StoreError};
+use crate::store::{
+    Claim, EntryKind, JournalEntry, ParentLink, RunFilter, RunRecord, RunStatus, StoreError,
+};
 use crate::RunId;
 
 pub(crate) fn run_from_row(inner: &Inner, row: &Row) -> Result<RunRecord, StoreError> {
     let status: String = row.get(3);
+    let parent = match (row.get::<_, Option<String>>(13), row.get(14)) {
+        (Some(run), Some(step)) => Some(ParentLink {
+            run: RunId::from(run),
+            step,
+        }),
+        _ => None,
+    };
     Ok(RunRecord {
-        parent: None,
+        parent,
         id: RunId::from(row.get::<_, String>(0)),
         workflow: row.get(1),
         fingerprint: row.get(2),
@@ -68,7 +77,7 @@ pub(crate) async fn claim_runs(
         .map_err(|e| inner.error(e))?;
     let mut runs = rows
         .iter()
-        .map(|row| Ok((row.get::<_, i64>(13), run_from_row(inner, row)?)))
+        .map(|row| Ok((row.get::<_, i64>(15), run_from_row(inner, row)?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
     runs.sort_by_key(|(pos, run)| (run.created_at, *pos));
     Ok(runs.into_iter().map(|(_, run)| run).collect())

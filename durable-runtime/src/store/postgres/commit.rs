@@ -79,6 +79,8 @@ async fn run_fast(
     let now = now_millis();
     let (mut ids, mut workflows, mut fingerprints, mut inputs, mut owners, mut leases) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut parent_runs, mut parent_steps): (Vec<Option<&str>>, Vec<Option<&str>>) =
+        (vec![], vec![]);
     let (mut a_run, mut a_token, mut a_status, mut a_output, mut a_error, mut a_first) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut a_wake, mut a_consecutive) = (vec![], vec![]);
@@ -93,6 +95,8 @@ async fn run_fast(
                 fingerprints.push(new.fingerprint.as_str());
                 inputs.push(new.input.as_str());
                 owners.push(new.owner.as_str());
+                parent_runs.push(new.parent.as_ref().map(|p| p.run.as_str()));
+                parent_steps.push(new.parent.as_ref().map(|p| p.step.as_str()));
                 queued |= new.owner.is_empty();
                 leases.push(new.lease_expires_at.saturating_sub(now).min(MAX_LEASE_MS) as i64);
             }
@@ -151,7 +155,16 @@ async fn run_fast(
                 client
                     .query(
                         stmt,
-                        &[&ids, &workflows, &fingerprints, &inputs, &owners, &leases],
+                        &[
+                            &ids,
+                            &workflows,
+                            &fingerprints,
+                            &inputs,
+                            &owners,
+                            &leases,
+                            &parent_runs,
+                            &parent_steps,
+                        ],
                     )
                     .await
             }
@@ -256,6 +269,8 @@ async fn run(
     let mut create_at: HashMap<&str, usize> = HashMap::new();
     let (mut ids, mut workflows, mut fingerprints, mut inputs, mut owners, mut leases) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut parent_runs, mut parent_steps): (Vec<Option<&str>>, Vec<Option<&str>>) =
+        (vec![], vec![]);
     let mut queued = false;
     // The runs the batch appends to.
     let mut appended: Vec<&str> = Vec::new();
@@ -271,6 +286,8 @@ async fn run(
                 fingerprints.push(new.fingerprint.as_str());
                 inputs.push(new.input.as_str());
                 owners.push(new.owner.as_str());
+                parent_runs.push(new.parent.as_ref().map(|p| p.run.as_str()));
+                parent_steps.push(new.parent.as_ref().map(|p| p.step.as_str()));
                 queued |= new.owner.is_empty();
                 leases.push(new.lease_expires_at.saturating_sub(now).min(MAX_LEASE_MS) as i64);
             }
@@ -300,7 +317,16 @@ async fn run(
         client
             .query(
                 &create_stmt,
-                &[&ids, &workflows, &fingerprints, &inputs, &owners, &leases],
+                &[
+                    &ids,
+                    &workflows,
+                    &fingerprints,
+                    &inputs,
+                    &owners,
+                    &leases,
+                    &parent_runs,
+                    &parent_steps,
+                ],
             )
             .await
     };

@@ -376,18 +376,6 @@ impl Store for PostgresStore {
         batch: &'a [Write],
     ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>> {
         Box::pin(self.timed(async move {
-            // Child workflows need the parent link (the child's end delivered to the parent's
-            // inbox in its finishing transaction), which this store does not have yet: refuse
-            // a child run clearly rather than let its parent wait for an end never delivered.
-            if let Some(Write::CreateRun(child)) = batch
-                .iter()
-                .find(|w| matches!(w, Write::CreateRun(new) if new.parent.is_some()))
-            {
-                return Err(StoreError::other(format!(
-                    "run {}: child workflows (`call`) are not supported on the PostgreSQL store yet",
-                    child.id
-                )));
-            }
             self.ready().await?;
             commit::commit(&self.inner, batch).await
         }))

@@ -64,6 +64,48 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE UNIQUE INDEX durable_inbox_callbacks ON {s}.durable_inbox (run_id, name)
          WHERE kind = 'callback';",
+    // 3: child runs (`call`): the parent link, indexed where set (a cancellation cascades
+    // down it), and a trigger that delivers a child's end to its parent's inbox in the very
+    // statement that finishes the child, so whichever path or process commits the end, the
+    // message commits with it or not at all. The payload is `inbox::child_end_payload`'s.
+    // The parent's row lock orders this delivery with every other one to that parent.
+    "ALTER TABLE {s}.durable_runs ADD COLUMN parent_run text, ADD COLUMN parent_step text;
+     CREATE INDEX durable_runs_parent ON {s}.durable_runs (parent_run)
+         WHERE parent_run IS NOT NULL;
+     CREATE FUNCTION {s}.durable_child_ended() RETURNS trigger LANGUAGE plpgsql AS $body$
+     DECLARE
+         parent_status text;
+     BEGIN
+         SELECT status INTO parent_status FROM {s}.durable_runs
+             WHERE id = NEW.parent_run FOR UPDATE;
+         -- A parent that finished (or vanished) meanwhile has nobody to tell.
+         IF parent_status IS NULL OR parent_status IN ('completed', 'failed', 'cancelled') THEN
+             RETURN NULL;
+         END IF;
+         INSERT INTO {s}.durable_inbox (run_id, seq, kind, name, payload, at)
+             SELECT NEW.parent_run, coalesce(max(seq), 0) + 1, 'child', NEW.parent_step,
+                 CASE NEW.status
+                     WHEN 'completed' THEN '{\"ok\":' || NEW.output || '}'
+                     WHEN 'failed' THEN '{\"error\":' || to_json(NEW.error)::text || '}'
+                     ELSE '{\"cancelled\":' || to_json(NEW.error)::text || '}'
+                 END,
+                 (extract(epoch from clock_timestamp()) * 1000)::bigint
+             FROM {s}.durable_inbox WHERE run_id = NEW.parent_run;
+         -- A suspended parent wakes, nobody's, for whichever worker is free.
+         UPDATE {s}.durable_runs SET status = 'running', wake_at = NULL, owner = NULL,
+             lease_expires_at = 0
+             WHERE id = NEW.parent_run AND status = 'suspended';
+         IF FOUND THEN
+             PERFORM pg_notify(TG_TABLE_SCHEMA || '_work', '');
+         END IF;
+         RETURN NULL;
+     END
+     $body$;
+     CREATE TRIGGER durable_child_ended AFTER UPDATE OF status ON {s}.durable_runs
+         FOR EACH ROW
+         WHEN (NEW.parent_run IS NOT NULL AND OLD.status IS DISTINCT FROM NEW.status
+             AND NEW.status IN ('completed', 'failed', 'cancelled'))
+         EXECUTE FUNCTION {s}.durable_child_ended();",
 ];
 
 /// Refuses a schema name that would need quoting games (it is spliced into SQL text).
@@ -111,7 +153,7 @@ pub(crate) struct Sql {
 
 pub(crate) const RUN_COLUMNS: &str = "id, workflow, fingerprint, status, input, output, error, \
                                       owner, lease_token, created_at, updated_at, wake_at, \
-                                      cancel_requested";
+                                      cancel_requested, parent_run, parent_step";
 
 impl Sql {
     pub(crate) fn new(schema: &str) -> Self {
@@ -128,12 +170,14 @@ impl Sql {
             // An empty owner queues the run: nobody holds it, any worker may claim it at once.
             create_runs: format!(
                 "INSERT INTO {runs} (id, workflow, fingerprint, status, input, owner, \
-                 lease_token, lease_expires_at, created_at, updated_at) \
+                 lease_token, lease_expires_at, created_at, updated_at, parent_run, parent_step) \
                  SELECT u.id, u.workflow, u.fingerprint, 'running', u.input, NULLIF(u.owner, ''), \
-                 1, CASE WHEN u.owner = '' THEN 0 ELSE n.now + u.lease_ms END, n.now, n.now \
+                 1, CASE WHEN u.owner = '' THEN 0 ELSE n.now + u.lease_ms END, n.now, n.now, \
+                 u.parent_run, u.parent_step \
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                 $6::bigint[]) WITH ORDINALITY AS u(id, workflow, fingerprint, input, owner, \
-                 lease_ms, i), (SELECT {NOW_MS} AS now) n ORDER BY u.i \
+                 $6::bigint[], $7::text[], $8::text[]) WITH ORDINALITY AS u(id, workflow, \
+                 fingerprint, input, owner, lease_ms, parent_run, parent_step, i), \
+                 (SELECT {NOW_MS} AS now) n ORDER BY u.i \
                  ON CONFLICT (id) DO NOTHING RETURNING id"
             ),
             // In id order, so two transactions locking overlapping runs cannot deadlock.

@@ -90,18 +90,26 @@ pub(crate) async fn request_cancel(
         Some((status, _)) if status.is_finished() => return Ok(Err(Rejected::Finished)),
         Some(_) => {}
     }
+    // The run, then its unfinished children, theirs, and so on (a cascade), found through
+    // the index by parent, each asked to cancel and woken if it sleeps.
+    let runs = &inner.sql.runs;
     tx.execute(
         &format!(
-            "UPDATE {} SET cancel_requested = coalesce(cancel_requested, $2) WHERE id = $1",
-            inner.sql.runs
+            "WITH RECURSIVE tree AS (SELECT $1::text AS id UNION \
+             SELECT r.id FROM {runs} r JOIN tree t ON r.parent_run = t.id \
+             WHERE r.status IN ('running', 'suspended')) \
+             UPDATE {runs} r SET cancel_requested = coalesce(r.cancel_requested, $2), \
+             status = CASE WHEN r.status = 'suspended' THEN 'running' ELSE r.status END, \
+             wake_at = CASE WHEN r.status = 'suspended' THEN NULL ELSE r.wake_at END, \
+             owner = CASE WHEN r.status = 'suspended' THEN NULL ELSE r.owner END, \
+             lease_expires_at = CASE WHEN r.status = 'suspended' THEN 0 \
+             ELSE r.lease_expires_at END \
+             FROM tree WHERE r.id = tree.id"
         ),
         &[&run.as_str(), &reason],
     )
     .await
     .map_err(|e| inner.error(e))?;
-    tx.execute(&inner.sql.wake, &[&run.as_str()])
-        .await
-        .map_err(|e| inner.error(e))?;
     // The worker holding it (in any process) hears of it and cancels it.
     notify(inner, &tx).await?;
     tx.commit().await.map_err(|e| inner.error(e))?;
