@@ -7,7 +7,9 @@
 //!   `pg_stat_database`'s `xact_commit` around the burst;
 //! - the baselines on the same server from the same number of clients: a loop of single-row
 //!   `INSERT` commits, and (the batch limit) 100-row `INSERT`s, one per transaction;
-//! - pickup: from `start` in a client to the first step running in a worker process.
+//! - pickup: from `start` in a client to the first step running in a worker process;
+//! - fan100 and latency with 3 worker processes: a client that drives nothing starts the runs
+//!   one at a time and waits for each (so the figures include the pickup).
 //!
 //! Every figure comes from one run on a shared machine: read the ratios, not the absolutes.
 
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use durable::store::postgres::{PostgresOptions, PostgresStore};
 use durable::{Data, Engine};
 
-use super::{measure, seq10, Figures};
+use super::{measure, seq10, Fan100, Figures};
 
 /// Set in a worker process: its schema.
 const WORKER_VAR: &str = "DURABLE_BENCH_PG_WORKER";
@@ -65,6 +67,7 @@ pub async fn worker_if_asked(url: Option<&str>) {
     };
     let engine = Engine::builder(store(url.expect("the URL"), &schema))
         .register(seq10)
+        .register(Fan100)
         .poll_interval(Duration::from_millis(200))
         .build()
         .await
@@ -236,6 +239,31 @@ async fn pickup_ms(client: &Engine, admin: &tokio_postgres::Client, schema: &str
     (times[times.len() / 2], times[times.len() * 9 / 10])
 }
 
+/// Runs started one at a time by `client` (which drives nothing) and driven by the worker
+/// processes: (fan100 median ms, seq10 latency median ms, seq10 latency p99 ms).
+async fn through_processes(client: &Engine) -> (f64, f64, f64) {
+    let ms = |started: Instant| started.elapsed().as_secs_f64() * 1e3;
+    let mut fan = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        client.run(Fan100, Data::new()).await.unwrap();
+        fan.push(ms(started));
+    }
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        client.run(seq10, Data::new()).await.unwrap();
+        lat.push(ms(started));
+    }
+    fan.sort_by(f64::total_cmp);
+    lat.sort_by(f64::total_cmp);
+    (
+        fan[fan.len() / 2],
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+    )
+}
+
 pub async fn rows(url: &str) {
     let schema = format!("durable_bench_{}", std::process::id());
     let admin = admin(url).await;
@@ -269,11 +297,13 @@ pub async fn rows(url: &str) {
     let (steps_3, per_commit_3) = seq10_processes(&mut workers, &admin).await;
     let client = Engine::builder(store(url, &schema))
         .register(seq10)
+        .register(Fan100)
         .max_runs(0)
         .build()
         .await
         .unwrap();
     let (pickup_p50, pickup_p90) = pickup_ms(&client, &admin, &schema).await;
+    let (fan_3, lat_3, lat_p99_3) = through_processes(&client).await;
     for (worker, _) in &mut workers {
         let _ = worker.kill();
         let _ = worker.wait();
@@ -302,6 +332,9 @@ pub async fn rows(url: &str) {
         "seq10 x{}, 3 processes: {steps_3:>8.0} steps/s, {per_commit_3:.2} step results per commit; plain single-row INSERT commits from 3 clients: {insert_3:.0}/s -> ratio {:.2}",
         SEQ10_RUNS / 3 * 3,
         steps_3 / insert_3
+    );
+    println!(
+        "3 worker processes, runs started one at a time by a client that drives nothing: fan100 {fan_3:.2} ms   latency median {lat_3:.2} ms p99 {lat_p99_3:.2} ms"
     );
     println!(
         "latency median {lone_ms:.2} ms = {:.2} x the 11 commits a seq10 run needs ({commit_ms:.3} ms each from 1 client, measured in turns with it)",
