@@ -336,11 +336,11 @@ impl Engine {
     ///
     /// A run this engine drives is awaited on its task's channel. Any other (driven by another
     /// worker, suspended, or claimed here in a moment) is looked up in the store when this
-    /// engine starts or stops driving a run, and otherwise every 10 ms at first, less often
+    /// engine starts or stops driving a run, and otherwise after 1 ms at first, less often
     /// the longer it waits (every 500 ms at most).
     async fn wait_json(&self, id: &RunId) -> Result<(String, Value), Error> {
         id.check()?;
-        let mut poll = Duration::from_millis(10);
+        let mut poll = client::FIRST_POLL;
         loop {
             // Listen before looking, so a run that starts or stops being driven here between
             // the look and the sleep still wakes this waiter.
