@@ -14,10 +14,53 @@ use deadpool_postgres::Object;
 
 use super::Inner;
 use crate::clock::now_millis;
-use crate::store::{check_sequence, Finish, Rejected, RunStatus, StoreError, Write};
+use crate::store::{check_sequence, Finish, NewRun, Rejected, RunStatus, StoreError, Write};
 
 /// The longest first lease a new run gets (keeps `now + lease` far from overflowing).
 const MAX_LEASE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// The batch's new runs, column by column: the parameters of `Sql::create_runs`.
+#[derive(Default)]
+struct Creates<'a> {
+    ids: Vec<&'a str>,
+    workflows: Vec<&'a str>,
+    fingerprints: Vec<&'a str>,
+    inputs: Vec<&'a str>,
+    owners: Vec<&'a str>,
+    /// Lease lengths, not ends: the database's clock sets the end.
+    leases: Vec<i64>,
+    parent_runs: Vec<Option<&'a str>>,
+    parent_steps: Vec<Option<&'a str>>,
+}
+
+impl<'a> Creates<'a> {
+    fn push(&mut self, new: &'a NewRun, now: u64) {
+        self.ids.push(new.id.as_str());
+        self.workflows.push(new.workflow.as_str());
+        self.fingerprints.push(new.fingerprint.as_str());
+        self.inputs.push(new.input.as_str());
+        self.owners.push(new.owner.as_str());
+        self.leases
+            .push(new.lease_expires_at.saturating_sub(now).min(MAX_LEASE_MS) as i64);
+        self.parent_runs
+            .push(new.parent.as_ref().map(|p| p.run.as_str()));
+        self.parent_steps
+            .push(new.parent.as_ref().map(|p| p.step.as_str()));
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 8] {
+        [
+            &self.ids,
+            &self.workflows,
+            &self.fingerprints,
+            &self.inputs,
+            &self.owners,
+            &self.leases,
+            &self.parent_runs,
+            &self.parent_steps,
+        ]
+    }
+}
 
 /// A run the batch appends to, as locked in the database and updated by the batch so far.
 struct Locked {
@@ -77,10 +120,7 @@ async fn run_fast(
     let sql = &inner.sql;
     let db = |e| inner.error(e);
     let now = now_millis();
-    let (mut ids, mut workflows, mut fingerprints, mut inputs, mut owners, mut leases) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut parent_runs, mut parent_steps): (Vec<Option<&str>>, Vec<Option<&str>>) =
-        (vec![], vec![]);
+    let mut creates = Creates::default();
     let (mut a_run, mut a_token, mut a_status, mut a_output, mut a_error, mut a_first) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut a_wake, mut a_consecutive) = (vec![], vec![]);
@@ -90,15 +130,8 @@ async fn run_fast(
     for write in batch {
         match write {
             Write::CreateRun(new) => {
-                ids.push(new.id.as_str());
-                workflows.push(new.workflow.as_str());
-                fingerprints.push(new.fingerprint.as_str());
-                inputs.push(new.input.as_str());
-                owners.push(new.owner.as_str());
-                parent_runs.push(new.parent.as_ref().map(|p| p.run.as_str()));
-                parent_steps.push(new.parent.as_ref().map(|p| p.step.as_str()));
+                creates.push(new, now);
                 queued |= new.owner.is_empty();
-                leases.push(new.lease_expires_at.saturating_sub(now).min(MAX_LEASE_MS) as i64);
             }
             Write::Append {
                 run,
@@ -128,7 +161,7 @@ async fn run_fast(
             }
         }
     }
-    let create_stmt = if ids.is_empty() {
+    let create_stmt = if creates.ids.is_empty() {
         None
     } else {
         Some(client.prepare_cached(&sql.create_runs).await.map_err(db)?)
@@ -151,23 +184,7 @@ async fn run_fast(
     guard.open = true;
     let create = async {
         match &create_stmt {
-            Some(stmt) => {
-                client
-                    .query(
-                        stmt,
-                        &[
-                            &ids,
-                            &workflows,
-                            &fingerprints,
-                            &inputs,
-                            &owners,
-                            &leases,
-                            &parent_runs,
-                            &parent_steps,
-                        ],
-                    )
-                    .await
-            }
+            Some(stmt) => client.query(stmt, &creates.params()).await,
             None => Ok(Vec::new()),
         }
     };
@@ -267,10 +284,7 @@ async fn run(
     // New runs: the first of each id in the batch is inserted, a repeat is a duplicate.
     let now = now_millis();
     let mut create_at: HashMap<&str, usize> = HashMap::new();
-    let (mut ids, mut workflows, mut fingerprints, mut inputs, mut owners, mut leases) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut parent_runs, mut parent_steps): (Vec<Option<&str>>, Vec<Option<&str>>) =
-        (vec![], vec![]);
+    let mut creates = Creates::default();
     let mut queued = false;
     // The runs the batch appends to.
     let mut appended: Vec<&str> = Vec::new();
@@ -281,15 +295,8 @@ async fn run(
                     continue;
                 }
                 create_at.insert(new.id.as_str(), i);
-                ids.push(new.id.as_str());
-                workflows.push(new.workflow.as_str());
-                fingerprints.push(new.fingerprint.as_str());
-                inputs.push(new.input.as_str());
-                owners.push(new.owner.as_str());
-                parent_runs.push(new.parent.as_ref().map(|p| p.run.as_str()));
-                parent_steps.push(new.parent.as_ref().map(|p| p.step.as_str()));
+                creates.push(new, now);
                 queued |= new.owner.is_empty();
-                leases.push(new.lease_expires_at.saturating_sub(now).min(MAX_LEASE_MS) as i64);
             }
             Write::Append { run, .. } => appended.push(run.as_str()),
         }
@@ -311,24 +318,10 @@ async fn run(
     let begin = client.batch_execute("BEGIN");
     guard.open = true;
     let create = async {
-        if ids.is_empty() {
+        if creates.ids.is_empty() {
             return Ok(Vec::new());
         }
-        client
-            .query(
-                &create_stmt,
-                &[
-                    &ids,
-                    &workflows,
-                    &fingerprints,
-                    &inputs,
-                    &owners,
-                    &leases,
-                    &parent_runs,
-                    &parent_steps,
-                ],
-            )
-            .await
+        client.query(&create_stmt, &creates.params()).await
     };
     let lock = async {
         if appended.is_empty() {
