@@ -29,8 +29,17 @@ pub(crate) enum CommitError {
 
 struct Pending {
     write: Write,
-    ack: oneshot::Sender<Result<(), CommitError>>,
+    /// The verdict, and the write itself: see [`Returned`].
+    ack: oneshot::Sender<(Result<(), CommitError>, Returned)>,
 }
+
+/// A committed write on its way back to the run task that made it, to be dropped there.
+///
+/// Its strings were allocated on that task's thread. Freed by the writer instead, each free
+/// would take the lock of the allocating thread's malloc arena (glibc), while the runs on
+/// that thread allocate from it: measured, the writer's frees were most of seq10's futex
+/// calls (11,067 against 3,355 returned) and cost 15% of its steps/s.
+struct Returned(#[allow(dead_code)] Write);
 
 /// A handle to the writer task; cheap to clone.
 #[derive(Clone)]
@@ -88,7 +97,13 @@ impl Writer {
             if !queued {
                 return Err(stopped());
             }
-            done.await.unwrap_or_else(|_| Err(stopped()))
+            match done.await {
+                Ok((verdict, returned)) => {
+                    drop(returned);
+                    verdict
+                }
+                Err(_) => Err(stopped()),
+            }
         }
     }
 }
@@ -111,15 +126,16 @@ async fn write_loop(
                 "the store is gone: its engine was dropped or shut down",
             )),
         };
+        let returned = writes.into_iter().map(Returned);
         match outcome {
             Ok(outcomes) => {
-                for (ack, outcome) in acks.into_iter().zip(outcomes) {
-                    let _ = ack.send(outcome.map_err(CommitError::Rejected));
+                for ((ack, outcome), write) in acks.into_iter().zip(outcomes).zip(returned) {
+                    let _ = ack.send((outcome.map_err(CommitError::Rejected), write));
                 }
             }
             Err(e) => {
-                for ack in acks {
-                    let _ = ack.send(Err(CommitError::Store(e.clone())));
+                for (ack, write) in acks.into_iter().zip(returned) {
+                    let _ = ack.send((Err(CommitError::Store(e.clone())), write));
                 }
             }
         }
