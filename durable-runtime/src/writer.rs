@@ -192,9 +192,8 @@ mod tests {
     use super::*;
     use crate::step::BoxFuture;
     use crate::store::memory::MemoryStore;
-    use crate::store::{
-        EntryKind, Finish, JournalEntry, NewRun, RunFilter, RunRecord, RunStatus, StoreErrorKind,
-    };
+    use crate::store::test_writes::{append, create};
+    use crate::store::{Finish, JournalEntry, RunFilter, RunRecord, RunStatus, StoreErrorKind};
     use crate::RunId;
 
     /// A memory store whose next `lose` commits go through but report a failure of `kind`,
@@ -268,34 +267,6 @@ mod tests {
             filter: RunFilter,
         ) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
             self.inner.list_runs(filter)
-        }
-    }
-
-    fn create(id: &str) -> Write {
-        Write::CreateRun(NewRun {
-            id: id.into(),
-            workflow: "wf".into(),
-            fingerprint: "f".into(),
-            input: "{}".into(),
-            owner: "me".into(),
-            lease_expires_at: u64::MAX / 2,
-            parent: None,
-        })
-    }
-
-    fn append(id: &str, seq: u64, finish: Option<Finish>) -> Write {
-        Write::Append {
-            run: id.into(),
-            lease_token: 1,
-            entries: vec![JournalEntry {
-                seq,
-                step: format!("s{seq}"),
-                kind: EntryKind::StepCompleted,
-                attempt: 1,
-                payload: "{}".into(),
-                at: seq,
-            }],
-            finish,
         }
     }
 

@@ -846,3 +846,39 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
 }
+
+/// Writes the crate's unit tests commit: a run held by `me` and a one-entry append to it.
+#[cfg(test)]
+pub(crate) mod test_writes {
+    use super::{EntryKind, Finish, JournalEntry, NewRun, Write};
+
+    /// A new run `id` of workflow `wf`, held by `me` with a lease far in the future.
+    pub(crate) fn create(id: &str) -> Write {
+        Write::CreateRun(NewRun {
+            id: id.into(),
+            workflow: "wf".into(),
+            fingerprint: "f".into(),
+            input: "{}".into(),
+            owner: "me".into(),
+            lease_expires_at: u64::MAX / 2,
+            parent: None,
+        })
+    }
+
+    /// Entry `seq` (step `s<seq>`, completed) appended to `id` under lease token 1.
+    pub(crate) fn append(id: &str, seq: u64, finish: Option<Finish>) -> Write {
+        Write::Append {
+            run: id.into(),
+            lease_token: 1,
+            entries: vec![JournalEntry {
+                seq,
+                step: format!("s{seq}"),
+                kind: EntryKind::StepCompleted,
+                attempt: 1,
+                payload: "{}".into(),
+                at: seq,
+            }],
+            finish,
+        }
+    }
+}

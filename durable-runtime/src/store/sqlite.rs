@@ -1483,7 +1483,8 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Cursor, EntryKind, NewRun};
+    use crate::store::test_writes::{append, create};
+    use crate::store::Cursor;
 
     fn scratch(name: &str) -> PathBuf {
         let dir =
@@ -1539,30 +1540,10 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let mut guard = lock(&store.inner.writer);
         let conn = guard.as_mut().expect("open");
-        let run = |i: u32| RunId::from(format!("run-{i}"));
         for i in 0..20 {
-            let create = Write::CreateRun(NewRun {
-                id: run(i),
-                workflow: "wf".into(),
-                fingerprint: "f".into(),
-                input: "{}".into(),
-                owner: "me".into(),
-                lease_expires_at: u64::MAX / 2,
-                parent: None,
-            });
-            let append = Write::Append {
-                run: run(i),
-                lease_token: 1,
-                entries: vec![JournalEntry {
-                    seq: 1,
-                    step: "s".into(),
-                    kind: EntryKind::StepCompleted,
-                    attempt: 1,
-                    payload: "{}".into(),
-                    at: 1,
-                }],
-                finish: Some(Finish::Completed("{}".into())),
-            };
+            let run = format!("run-{i}");
+            let create = create(&run);
+            let append = append(&run, 1, Some(Finish::Completed("{}".into())));
             let outcomes = commit_batch(conn, &[create, append]).unwrap();
             assert_eq!(outcomes, [Ok(()), Ok(())]);
         }
