@@ -20,7 +20,8 @@
 //! disk, so the latency can be read as a multiple of ten fsyncs.
 //!
 //! With `DURABLE_TEST_POSTGRES_URL` set, PostgreSQL rows follow (see `pg/mod.rs`);
-//! `DURABLE_BENCH_ONLY=postgres` runs only those.
+//! `DURABLE_BENCH_ONLY=postgres` runs only those, `DURABLE_BENCH_ONLY=postgres-latency` only
+//! the lone run's latency against single-row commits (a minute, for trying a change).
 
 mod pg;
 
@@ -413,10 +414,12 @@ async fn main() {
         .ok()
         .filter(|u| !u.is_empty());
     pg::worker_if_asked(pg_url.as_deref()).await;
-    if std::env::var("DURABLE_BENCH_ONLY").as_deref() != Ok("postgres") {
+    let only = std::env::var("DURABLE_BENCH_ONLY").unwrap_or_default();
+    if !only.starts_with("postgres") {
         local_rows().await;
     }
     match pg_url {
+        Some(url) if only == "postgres-latency" => pg::latency_row(&url).await,
         Some(url) => pg::rows(&url).await,
         None => println!("PostgreSQL rows skipped: DURABLE_TEST_POSTGRES_URL is not set"),
     }

@@ -264,6 +264,38 @@ async fn through_processes(client: &Engine) -> (f64, f64, f64) {
     )
 }
 
+/// Only the lone run's latency against single-row commits, in a schema of its own.
+pub async fn latency_row(url: &str) {
+    let schema = format!("durable_bench_{}", std::process::id());
+    let admin = admin(url).await;
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE; CREATE SCHEMA \"{schema}\";
+             CREATE TABLE \"{schema}\".bench_rows (id bigserial PRIMARY KEY, v text NOT NULL);"
+        ))
+        .await
+        .unwrap();
+    let one = Engine::builder(store(url, &schema))
+        .register(seq10)
+        .build()
+        .await
+        .unwrap();
+    let (lone_ms, commit_ms) = latency_against_commits(&one, url, &schema).await;
+    drop(one);
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+    print_latency(lone_ms, commit_ms);
+}
+
+fn print_latency(lone_ms: f64, commit_ms: f64) {
+    println!(
+        "latency median {lone_ms:.2} ms = {:.2} x the 11 commits a seq10 run needs ({commit_ms:.3} ms each from 1 client, measured in turns with it)",
+        lone_ms / (11.0 * commit_ms)
+    );
+}
+
 pub async fn rows(url: &str) {
     let schema = format!("durable_bench_{}", std::process::id());
     let admin = admin(url).await;
@@ -336,10 +368,7 @@ pub async fn rows(url: &str) {
     println!(
         "3 worker processes, runs started one at a time by a client that drives nothing: fan100 {fan_3:.2} ms   latency median {lat_3:.2} ms p99 {lat_p99_3:.2} ms"
     );
-    println!(
-        "latency median {lone_ms:.2} ms = {:.2} x the 11 commits a seq10 run needs ({commit_ms:.3} ms each from 1 client, measured in turns with it)",
-        lone_ms / (11.0 * commit_ms)
-    );
+    print_latency(lone_ms, commit_ms);
     println!(
         "batch limit: 100-row INSERTs, one per transaction, 1 client: {batch_1:.0} rows/s; seq10 with 1 worker reaches {:.1}% of it",
         100.0 * steps_1 / batch_1
