@@ -1,10 +1,22 @@
-//! The hot path: one batch of writes from many runs, one transaction, two round trips.
+//! The hot path: one batch of writes from many runs, one transaction, one or two round trips.
 //!
-//! Round trip 1 (pipelined): `BEGIN`; one multi-row insert of the batch's new runs; one
-//! `SELECT … FOR UPDATE` of every run the batch appends to, with its lease token, status and
-//! last journal position. The verdict of each write is then decided here, in batch order, on
-//! rows nobody else can change until the commit. Round trip 2 (pipelined): one multi-row
-//! insert of every accepted journal entry, one update of the runs that finished, `COMMIT`.
+//! A batch of one append that does not end its run (a lone run's step) is one statement, its
+//! own transaction: it locks the run, inserts the entries if the write passes, and returns
+//! the locked row, from which the verdict is decided here ([`append_one`]).
+//!
+//! A batch that appends to each run at most once is one round trip ([`run_fast`]): one
+//! statement decides every append's verdict under the runs' row locks and inserts and
+//! finishes what passes; with creates or a NOTIFY besides, they are pipelined between
+//! `BEGIN` and `COMMIT`.
+//!
+//! Any other batch (several appends to one run, say the branches of a parallel block finishing
+//! together) takes two round trips ([`run`]). Round trip 1 (pipelined): `BEGIN`; one
+//! multi-row insert of the batch's new runs; one `SELECT … FOR UPDATE` of every run the batch
+//! appends to, with its lease token, status and last journal position. The verdict of each
+//! write is then decided here, in batch order, on rows nobody else can change until the
+//! commit. Round trip 2 (pipelined): one multi-row insert of every accepted journal entry,
+//! one update of the runs that finished, `COMMIT`.
+//!
 //! A refused write (fenced, finished, duplicate) is simply left out, so it never aborts the
 //! others.
 
@@ -14,7 +26,9 @@ use deadpool_postgres::Object;
 
 use super::Inner;
 use crate::clock::now_millis;
-use crate::store::{check_sequence, Finish, NewRun, Rejected, RunStatus, StoreError, Write};
+use crate::store::{
+    check_sequence, Finish, JournalEntry, NewRun, Rejected, RunStatus, StoreError, Write,
+};
 
 /// The longest first lease a new run gets (keeps `now + lease` far from overflowing).
 const MAX_LEASE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
@@ -78,16 +92,90 @@ pub(crate) async fn commit(
         client: Some(client),
         open: false,
     };
-    let result = if one_round_trip(batch) {
-        run_fast(inner, &mut guard, batch).await
-    } else {
-        run(inner, &mut guard, batch).await
+    let result = match batch {
+        [Write::Append {
+            run,
+            lease_token,
+            entries,
+            finish: None,
+        }] => append_one(inner, &mut guard, run.as_str(), *lease_token, entries)
+            .await
+            .map(|verdict| vec![verdict]),
+        _ if one_round_trip(batch) => run_fast(inner, &mut guard, batch).await,
+        _ => run(inner, &mut guard, batch).await,
     };
     if result.is_err() {
         // Never hand a connection back in an unknown transaction state.
         guard.discard();
     }
     result
+}
+
+/// A batch of one append that does not end its run (a lone run's step): one statement, its
+/// own transaction. It locks the run and inserts the entries if the write passes; the
+/// verdict is decided here from the locked row, in `run`'s order, and checked against what
+/// the statement inserted.
+async fn append_one(
+    inner: &Inner,
+    guard: &mut TxGuard,
+    run: &str,
+    lease_token: u64,
+    entries: &[JournalEntry],
+) -> Result<Result<(), Rejected>, StoreError> {
+    let client = guard.client.as_ref().expect("held until the end");
+    let db = |e| inner.error(e);
+    let stmt = client
+        .prepare_cached(&inner.sql.append_one)
+        .await
+        .map_err(db)?;
+    let seq: Vec<i64> = entries.iter().map(|e| e.seq as i64).collect();
+    let step: Vec<&str> = entries.iter().map(|e| e.step.as_str()).collect();
+    let kind: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    let attempt: Vec<i32> = entries.iter().map(|e| e.attempt as i32).collect();
+    let payload: Vec<&str> = entries.iter().map(|e| e.payload.as_str()).collect();
+    let at: Vec<i64> = entries.iter().map(|e| e.at as i64).collect();
+    let consecutive = entries.windows(2).all(|p| p[1].seq == p[0].seq + 1);
+    guard.open = true;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &run,
+                &(lease_token as i64),
+                &seq,
+                &step,
+                &kind,
+                &attempt,
+                &payload,
+                &at,
+                &consecutive,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    guard.open = false;
+    let Some(row) = rows.first() else {
+        return Ok(Err(Rejected::UnknownRun));
+    };
+    let current = row.get::<_, i64>(0) as u64;
+    let status: &str = row.get(1);
+    let last = row.get::<_, i64>(2) as u64;
+    let inserted = row.get::<_, i64>(3) as usize;
+    let verdict = if current != lease_token {
+        Err(Rejected::Fenced { current })
+    } else if status != RunStatus::Running.as_str() {
+        Err(Rejected::Finished)
+    } else {
+        check_sequence(last, entries.iter().map(|e| e.seq))
+    };
+    let expected = if verdict.is_ok() { entries.len() } else { 0 };
+    if inserted != expected {
+        return Err(inner.error_text(format!(
+            "run `{run}`: the append inserted {inserted} entries where its verdict ({verdict:?}) \
+             needs {expected}"
+        )));
+    }
+    Ok(verdict)
 }
 
 /// Whether the batch can be committed in one round trip: it appends to each run at most once,
@@ -110,7 +198,7 @@ fn one_round_trip(batch: &[Write]) -> bool {
 
 /// One round trip, pipelined: `BEGIN`; the creates; one statement that locks the appended
 /// runs, decides each append's verdict, inserts the accepted entries and finishes the
-/// accepted runs; `COMMIT`.
+/// accepted runs; `COMMIT`. A batch that needs one statement only sends it alone.
 async fn run_fast(
     inner: &Inner,
     guard: &mut TxGuard,
@@ -180,7 +268,21 @@ async fn run_fast(
     } else {
         None
     };
-    let begin = client.batch_execute("BEGIN");
+    // One statement is a transaction of its own: no `BEGIN` and `COMMIT` around it, which
+    // saves a lone run two messages and two server replies per step.
+    let statements = [
+        create_stmt.is_some(),
+        append_stmt.is_some(),
+        notify_stmt.is_some(),
+    ];
+    let explicit = statements.iter().filter(|&&s| s).count() > 1;
+    let begin = async {
+        if explicit {
+            client.batch_execute("BEGIN").await
+        } else {
+            Ok(())
+        }
+    };
     guard.open = true;
     let create = async {
         match &create_stmt {
@@ -223,7 +325,13 @@ async fn run_fast(
             None => Ok(0),
         }
     };
-    let commit = client.batch_execute("COMMIT");
+    let commit = async {
+        if explicit {
+            client.batch_execute("COMMIT").await
+        } else {
+            Ok(())
+        }
+    };
     let ((), created, appended, _, ()) =
         tokio::try_join!(begin, create, append, notify, commit).map_err(db)?;
     guard.open = false;
