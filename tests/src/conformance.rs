@@ -82,6 +82,7 @@ macro_rules! store_conformance {
                 a_duplicate_sequence_number_is_refused_and_leaves_nothing_behind,
                 appends_in_one_batch_apply_in_order,
                 the_lease_and_the_finish_are_checked_before_the_sequence,
+                a_write_committed_alone_gets_the_verdict_it_gets_in_a_batch,
                 a_stale_lease_token_is_fenced_off,
                 a_finished_run_is_closed,
                 claims_skip_runs_the_claimer_holds_and_leases_renew,
@@ -523,6 +524,80 @@ where
         );
         assert_eq!(seqs(&store, "r").await, [0u64; 0]);
         assert_eq!(seqs(&store, "done").await, [1]);
+    });
+}
+
+/// A batch of one write is the common case (a lone run's step) and a backend may commit it
+/// by another path than a batch of many (the PostgreSQL store does): every verdict holds
+/// there too, and a refused write leaves nothing behind.
+pub fn a_write_committed_alone_gets_the_verdict_it_gets_in_a_batch<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        commit(
+            &store,
+            vec![new_run("r", "wf", "w"), new_run("done", "wf", "w")],
+        )
+        .await;
+        commit(
+            &store,
+            vec![
+                append("r", 1, entries(&[1, 2]), None),
+                append(
+                    "done",
+                    1,
+                    entries(&[1]),
+                    Some(Finish::Completed("{}".into())),
+                ),
+            ],
+        )
+        .await;
+        let out_of_order = |expected, got| Err(Rejected::OutOfOrder { expected, got });
+        let cases = [
+            (
+                append("ghost", 1, entries(&[1]), None),
+                Err(Rejected::UnknownRun),
+            ),
+            (
+                append("r", 7, entries(&[3]), None),
+                Err(Rejected::Fenced { current: 1 }),
+            ),
+            (
+                append("done", 1, entries(&[2]), None),
+                Err(Rejected::Finished),
+            ),
+            (
+                append("r", 1, entries(&[2]), None),
+                Err(Rejected::DuplicateEntry { seq: 2 }),
+            ),
+            (
+                append("r", 1, entries(&[1, 2]), None),
+                Err(Rejected::DuplicateEntry { seq: 1 }),
+            ),
+            (append("r", 1, entries(&[4]), None), out_of_order(3, 4)),
+            (append("r", 1, entries(&[0]), None), out_of_order(3, 0)),
+            (append("r", 1, entries(&[3, 5]), None), out_of_order(4, 5)),
+            (append("r", 1, entries(&[3, 3]), None), out_of_order(4, 3)),
+        ];
+        for (write, expected) in cases {
+            let what = format!("{write:?}");
+            assert_eq!(commit(&store, vec![write]).await, [expected], "{what}");
+        }
+        assert_eq!(
+            seqs(&store, "r").await,
+            [1, 2],
+            "a refused write wrote nothing"
+        );
+        assert_eq!(seqs(&store, "done").await, [1]);
+        assert_eq!(
+            commit(&store, vec![append("r", 1, entries(&[3, 4]), None)]).await,
+            [Ok(())]
+        );
+        assert_eq!(seqs(&store, "r").await, [1, 2, 3, 4]);
+        let run = store.load_run(&"r".into()).await.unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Running);
     });
 }
 
