@@ -5,6 +5,7 @@
 //! the store as one batch: one transaction, one fsync, many steps from many runs. Under load
 //! the batches grow by themselves; a lone run pays one commit per step, as it must.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -12,8 +13,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use crate::store::{Rejected, Store, StoreError, Write};
+use crate::RunId;
 
 /// The most writes committed in one transaction; bounds the latency of one batch.
 const MAX_BATCH: usize = 4096;
@@ -114,29 +117,146 @@ fn stopped() -> CommitError {
 
 async fn write_loop(
     store: Weak<dyn Store>,
+    rx: mpsc::UnboundedReceiver<Pending>,
+    retry_for: Duration,
+) {
+    let depth = store.upgrade().map_or(1, |s| s.commits_in_flight().max(1));
+    if depth == 1 {
+        one_at_a_time(store, rx, retry_for).await;
+    } else {
+        overlapping(store, rx, retry_for, depth).await;
+    }
+}
+
+/// One batch at a time: whatever queued while the previous one committed.
+async fn one_at_a_time(
+    store: Weak<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     retry_for: Duration,
 ) {
     let mut pending = Vec::with_capacity(256);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
         let (writes, acks): (Vec<_>, Vec<_>) = pending.drain(..).map(|p| (p.write, p.ack)).unzip();
-        let outcome = match store.upgrade() {
-            Some(store) => commit_retrying(&*store, &writes, retry_for).await,
-            None => Err(StoreError::closed(
-                "the store is gone: its engine was dropped or shut down",
-            )),
-        };
-        let returned = writes.into_iter().map(Returned);
-        match outcome {
-            Ok(outcomes) => {
-                for ((ack, outcome), write) in acks.into_iter().zip(outcomes).zip(returned) {
-                    let _ = ack.send((outcome.map_err(CommitError::Rejected), write));
+        let outcome = commit_batch(&store, &writes, retry_for).await;
+        acknowledge(writes, acks, outcome);
+    }
+}
+
+/// Up to `depth` batches committing at once, none writing to a run another one in flight
+/// writes to: a write to such a run waits, and so does every later write to it, so each
+/// run's writes still commit in the order they were made. (Writes to different runs never
+/// depend on each other's order: a run task that needs another run's write, a child's
+/// creation say, waits for its acknowledgement before going on.)
+async fn overlapping(
+    store: Weak<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    retry_for: Duration,
+    depth: usize,
+) {
+    type Committed = (
+        Vec<Write>,
+        Vec<oneshot::Sender<(Result<(), CommitError>, Returned)>>,
+        Result<Vec<Result<(), Rejected>>, StoreError>,
+    );
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut received = Vec::with_capacity(256);
+    // The runs each batch in flight writes to, by task.
+    let mut busy: HashMap<tokio::task::Id, Vec<RunId>> = HashMap::new();
+    let mut in_flight: JoinSet<Committed> = JoinSet::new();
+    let mut open = true;
+    loop {
+        while in_flight.len() < depth {
+            let held: HashSet<&RunId> = busy.values().flatten().collect();
+            let batch = take_batch(&mut queue, &held);
+            if batch.is_empty() {
+                break;
+            }
+            let (writes, acks): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|p| (p.write, p.ack)).unzip();
+            let mut runs: Vec<RunId> = writes.iter().map(|w| w.run().clone()).collect();
+            runs.sort_unstable();
+            runs.dedup();
+            let store = store.clone();
+            let task = in_flight.spawn(async move {
+                let outcome = commit_batch(&store, &writes, retry_for).await;
+                (writes, acks, outcome)
+            });
+            busy.insert(task.id(), runs);
+        }
+        if !open && in_flight.is_empty() {
+            return;
+        }
+        tokio::select! {
+            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                match done {
+                    Ok((id, (writes, acks, outcome))) => {
+                        busy.remove(&id);
+                        acknowledge(writes, acks, outcome);
+                    }
+                    // A commit that panicked dropped its acknowledgements: its writes fail
+                    // as when the writer stops, and its runs are free again.
+                    Err(e) => {
+                        busy.remove(&e.id());
+                    }
                 }
             }
-            Err(e) => {
-                for (ack, write) in acks.into_iter().zip(returned) {
-                    let _ = ack.send((Err(CommitError::Store(e.clone())), write));
+            n = rx.recv_many(&mut received, MAX_BATCH), if open => {
+                if n == 0 {
+                    open = false;
+                } else {
+                    queue.extend(received.drain(..));
                 }
+            }
+        }
+    }
+}
+
+/// The next batch from `queue`, in order: up to [`MAX_BATCH`] writes to runs no batch in
+/// flight writes to (`held`). What stays keeps its order; a run's later writes stay with its
+/// first held one, since they are held for the same reason (its run, or a full batch).
+fn take_batch(queue: &mut VecDeque<Pending>, held: &HashSet<&RunId>) -> Vec<Pending> {
+    let mut batch = Vec::new();
+    let mut waiting = VecDeque::new();
+    for p in queue.drain(..) {
+        if batch.len() < MAX_BATCH && !held.contains(p.write.run()) {
+            batch.push(p);
+        } else {
+            waiting.push_back(p);
+        }
+    }
+    *queue = waiting;
+    batch
+}
+
+async fn commit_batch(
+    store: &Weak<dyn Store>,
+    writes: &[Write],
+    retry_for: Duration,
+) -> Result<Vec<Result<(), Rejected>>, StoreError> {
+    match store.upgrade() {
+        Some(store) => commit_retrying(&*store, writes, retry_for).await,
+        None => Err(StoreError::closed(
+            "the store is gone: its engine was dropped or shut down",
+        )),
+    }
+}
+
+/// Sends each write its verdict, and the write itself back to be freed by its run task.
+fn acknowledge(
+    writes: Vec<Write>,
+    acks: Vec<oneshot::Sender<(Result<(), CommitError>, Returned)>>,
+    outcome: Result<Vec<Result<(), Rejected>>, StoreError>,
+) {
+    let returned = writes.into_iter().map(Returned);
+    match outcome {
+        Ok(outcomes) => {
+            for ((ack, outcome), write) in acks.into_iter().zip(outcomes).zip(returned) {
+                let _ = ack.send((outcome.map_err(CommitError::Rejected), write));
+            }
+        }
+        Err(e) => {
+            for (ack, write) in acks.into_iter().zip(returned) {
+                let _ = ack.send((Err(CommitError::Store(e.clone())), write));
             }
         }
     }
@@ -268,6 +388,126 @@ mod tests {
         ) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
             self.inner.list_runs(filter)
         }
+    }
+
+    /// A memory store that commits up to two batches at once, each taking 20 ms, records
+    /// the runs of each batch, and panics if two batches in flight share a run.
+    #[derive(Default)]
+    struct Overlapping {
+        inner: MemoryStore,
+        in_flight: std::sync::Mutex<Vec<RunId>>,
+        batches: std::sync::Mutex<Vec<Vec<String>>>,
+        most_at_once: AtomicUsize,
+        now: AtomicUsize,
+    }
+
+    impl Store for Overlapping {
+        fn commits_in_flight(&self) -> usize {
+            2
+        }
+        fn commit<'a>(
+            &'a self,
+            batch: &'a [Write],
+        ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>> {
+            Box::pin(async move {
+                let runs: Vec<RunId> = batch.iter().map(|w| w.run().clone()).collect();
+                {
+                    let mut in_flight = self.in_flight.lock().unwrap();
+                    for run in &runs {
+                        assert!(
+                            !in_flight.contains(run),
+                            "two batches in flight write to {run}"
+                        );
+                    }
+                    in_flight.extend(runs.iter().cloned());
+                }
+                let names = runs.iter().map(|r| r.as_str().to_owned()).collect();
+                self.batches.lock().unwrap().push(names);
+                let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most_at_once.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let outcome = self.inner.commit(batch).await;
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                self.in_flight.lock().unwrap().retain(|r| !runs.contains(r));
+                outcome
+            })
+        }
+        fn load_run<'a>(
+            &'a self,
+            id: &'a RunId,
+        ) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
+            self.inner.load_run(id)
+        }
+        fn load_journal<'a>(
+            &'a self,
+            id: &'a RunId,
+        ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
+            self.inner.load_journal(id)
+        }
+        fn claim_runs<'a>(
+            &'a self,
+            claim: crate::store::Claim<'a>,
+        ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
+            self.inner.claim_runs(claim)
+        }
+        fn renew_leases<'a>(
+            &'a self,
+            owner: &'a str,
+            lease: Duration,
+        ) -> BoxFuture<'a, Result<usize, StoreError>> {
+            self.inner.renew_leases(owner, lease)
+        }
+        fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+            self.inner.release_leases(owner)
+        }
+        fn list_runs(
+            &self,
+            filter: RunFilter,
+        ) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
+            self.inner.list_runs(filter)
+        }
+    }
+
+    /// With two batches in flight, a write to a run whose earlier write is still committing
+    /// waits for it (and keeps its place before the run's later writes), while writes to other
+    /// runs go ahead in a batch of their own.
+    #[test]
+    fn overlapping_batches_never_share_a_run_and_keep_each_run_s_order() {
+        rt().block_on(async {
+            let store: Arc<Overlapping> = Arc::default();
+            store
+                .inner
+                .commit(&[create("a"), create("b")])
+                .await
+                .unwrap();
+            let weak: Weak<dyn Store> = Arc::downgrade(&(Arc::clone(&store) as Arc<dyn Store>));
+            let writer = Writer::spawn(weak, Duration::from_secs(5));
+            let pause = || tokio::time::sleep(Duration::from_millis(2));
+            let a1 = writer.submit(append("a", 1, None));
+            pause().await;
+            let b1 = writer.submit(append("b", 1, None));
+            let a2 = writer.submit(append("a", 2, None));
+            let b2 = writer.submit(append("b", 2, None));
+            let a3 = writer.submit(append("a", 3, None));
+            pause().await;
+            for (name, ack) in [("a1", a1), ("b1", b1)] {
+                assert!(ack.await.is_ok(), "{name}");
+            }
+            let (a2, b2, a3) = tokio::join!(a2, b2, a3);
+            assert!(a2.is_ok() && b2.is_ok() && a3.is_ok());
+            let batches = store.batches.lock().unwrap().clone();
+            assert_eq!(batches, [vec!["a"], vec!["b", "b"], vec!["a", "a"]]);
+            assert_eq!(store.most_at_once.load(Ordering::SeqCst), 2);
+            let seqs = |run: &'static str| {
+                let store = Arc::clone(&store);
+                async move {
+                    let journal = store.inner.load_journal(&run.into()).await.unwrap();
+                    journal.iter().map(|e| e.seq).collect::<Vec<_>>()
+                }
+            };
+            assert_eq!(seqs("a").await, [1, 2, 3]);
+            assert_eq!(seqs("b").await, [1, 2]);
+        });
     }
 
     fn rt() -> tokio::runtime::Runtime {

@@ -674,6 +674,15 @@ pub trait Store: Send + Sync + 'static {
         batch: &'a [Write],
     ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>>;
 
+    /// How many batches the journal may commit at once; 1 (the default) for a store that
+    /// commits one batch at a time anyway (one file, one writer). Batches in flight together
+    /// never write to the same run, so each run's writes still commit in the order made; a
+    /// store whose commits wait on a server gains by overlapping one batch's round trip and
+    /// fsync with the next one's work.
+    fn commits_in_flight(&self) -> usize {
+        1
+    }
+
     /// A run, if it exists.
     fn load_run<'a>(
         &'a self,

@@ -52,9 +52,15 @@ pub struct PostgresOptions {
     /// The PostgreSQL schema the store's tables live in (default `durable`). Letters, digits
     /// and `_`, at most 48 characters, not starting with a digit.
     pub schema: String,
-    /// Connections in the pool (default 8). A worker commits through one connection at a time
-    /// (the journal's group commit); the others serve reads, claims and heartbeats.
+    /// Connections in the pool (default 8). A worker commits through up to
+    /// `commits_in_flight` of them at a time; the others serve reads, claims and heartbeats.
     pub pool_size: usize,
+    /// How many batches of the journal's group commit may be committing at once (default 2),
+    /// each on a connection of its own and never two writing to the same run: while one
+    /// waits for its fsync, the server works on the next. Measured with seq10 on this
+    /// project's 2-core machine, medians of five bursts: 1 in flight 35,300 and 35,800
+    /// steps/s, 2 in flight 38,900 and 40,400. 1 commits one batch at a time.
+    pub commits_in_flight: usize,
     /// How long connecting may take before the store gives up with an error (default 5s).
     pub connect_timeout: Duration,
     /// The longest one store operation (a commit, a claim, a read) may take before it fails
@@ -74,6 +80,7 @@ impl Default for PostgresOptions {
         Self {
             schema: "durable".into(),
             pool_size: 8,
+            commits_in_flight: 2,
             connect_timeout: Duration::from_secs(5),
             idle_in_transaction_timeout: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(30),
@@ -114,6 +121,7 @@ pub(crate) struct Inner {
     schema: String,
     connect_timeout: Duration,
     operation_timeout: Duration,
+    commits_in_flight: usize,
     sql: schema::Sql,
     /// Set once the schema is known to be current.
     ready: OnceCell<()>,
@@ -228,6 +236,7 @@ impl PostgresStore {
                 schema: options.schema,
                 connect_timeout: options.connect_timeout,
                 operation_timeout: options.operation_timeout,
+                commits_in_flight: options.commits_in_flight.max(1),
                 sql,
                 ready: OnceCell::new(),
                 work: Arc::default(),
@@ -387,6 +396,10 @@ impl Store for PostgresStore {
             self.ready().await?;
             commit::commit(&self.inner, batch).await
         }))
+    }
+
+    fn commits_in_flight(&self) -> usize {
+        self.inner.commits_in_flight
     }
 
     fn load_run<'a>(
