@@ -1,8 +1,8 @@
 //! The hot path: one batch of writes from many runs, one transaction, one or two round trips.
 //!
-//! A batch of one append that does not end its run (a lone run's step) is one statement, its
-//! own transaction: it locks the run, inserts the entries if the write passes, and returns
-//! the locked row, from which the verdict is decided here ([`append_one`]).
+//! A batch of one append (a lone run's step, or its end) is one statement, its own
+//! transaction: it locks the run, writes the entries (and the end) if the write passes, and
+//! returns the locked row, from which the verdict is decided here ([`append_one`]).
 //!
 //! A batch that appends to each run at most once is one round trip ([`run_fast`]): one
 //! statement decides every append's verdict under the runs' row locks and inserts and
@@ -97,10 +97,17 @@ pub(crate) async fn commit(
             run,
             lease_token,
             entries,
-            finish: None,
-        }] => append_one(inner, &mut guard, run.as_str(), *lease_token, entries)
-            .await
-            .map(|verdict| vec![verdict]),
+            finish,
+        }] => append_one(
+            inner,
+            &mut guard,
+            run.as_str(),
+            *lease_token,
+            entries,
+            finish,
+        )
+        .await
+        .map(|verdict| vec![verdict]),
         _ if one_round_trip(batch) => run_fast(inner, &mut guard, batch).await,
         _ => run(inner, &mut guard, batch).await,
     };
@@ -111,23 +118,26 @@ pub(crate) async fn commit(
     result
 }
 
-/// A batch of one append that does not end its run (a lone run's step): one statement, its
-/// own transaction. It locks the run and inserts the entries if the write passes; the
-/// verdict is decided here from the locked row, in `run`'s order, and checked against what
-/// the statement inserted.
+/// A batch of one append (a lone run's step, or its end): one statement, its own
+/// transaction. It locks the run, writes the entries (and the end) if the write passes, and
+/// returns the locked row, from which the verdict is decided here, in `run`'s order, and
+/// checked against what the statement wrote.
 async fn append_one(
     inner: &Inner,
     guard: &mut TxGuard,
     run: &str,
     lease_token: u64,
     entries: &[JournalEntry],
+    finish: &Option<Finish>,
 ) -> Result<Result<(), Rejected>, StoreError> {
     let client = guard.client.as_ref().expect("held until the end");
     let db = |e| inner.error(e);
-    let stmt = client
-        .prepare_cached(&inner.sql.append_one)
-        .await
-        .map_err(db)?;
+    let sql = if finish.is_some() {
+        &inner.sql.finish_one
+    } else {
+        &inner.sql.append_one
+    };
+    let stmt = client.prepare_cached(sql).await.map_err(db)?;
     let seq: Vec<i64> = entries.iter().map(|e| e.seq as i64).collect();
     let step: Vec<&str> = entries.iter().map(|e| e.step.as_str()).collect();
     let kind: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
@@ -135,44 +145,53 @@ async fn append_one(
     let payload: Vec<&str> = entries.iter().map(|e| e.payload.as_str()).collect();
     let at: Vec<i64> = entries.iter().map(|e| e.at as i64).collect();
     let consecutive = entries.windows(2).all(|p| p[1].seq == p[0].seq + 1);
+    let token = lease_token as i64;
+    let (status, output, error, wake_at) = finish_columns(finish.as_ref());
+    let status = status.map(RunStatus::as_str);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &run,
+        &token,
+        &seq,
+        &step,
+        &kind,
+        &attempt,
+        &payload,
+        &at,
+        &consecutive,
+    ];
+    if finish.is_some() {
+        params.extend([
+            &status as &(dyn tokio_postgres::types::ToSql + Sync),
+            &output,
+            &error,
+            &wake_at,
+        ]);
+    }
     guard.open = true;
-    let rows = client
-        .query(
-            &stmt,
-            &[
-                &run,
-                &(lease_token as i64),
-                &seq,
-                &step,
-                &kind,
-                &attempt,
-                &payload,
-                &at,
-                &consecutive,
-            ],
-        )
-        .await
-        .map_err(db)?;
+    let rows = client.query(&stmt, &params).await.map_err(db)?;
     guard.open = false;
     let Some(row) = rows.first() else {
         return Ok(Err(Rejected::UnknownRun));
     };
     let current = row.get::<_, i64>(0) as u64;
-    let status: &str = row.get(1);
+    let run_status: &str = row.get(1);
     let last = row.get::<_, i64>(2) as u64;
-    let inserted = row.get::<_, i64>(3) as usize;
+    let wrote = (row.get::<_, i64>(3) as usize, row.get::<_, i64>(4) as usize);
     let verdict = if current != lease_token {
         Err(Rejected::Fenced { current })
-    } else if status != RunStatus::Running.as_str() {
+    } else if run_status != RunStatus::Running.as_str() {
         Err(Rejected::Finished)
     } else {
         check_sequence(last, entries.iter().map(|e| e.seq))
     };
-    let expected = if verdict.is_ok() { entries.len() } else { 0 };
-    if inserted != expected {
+    let expected = match verdict {
+        Ok(()) => (entries.len(), usize::from(finish.is_some())),
+        Err(_) => (0, 0),
+    };
+    if wrote != expected {
         return Err(inner.error_text(format!(
-            "run `{run}`: the append inserted {inserted} entries where its verdict ({verdict:?}) \
-             needs {expected}"
+            "run `{run}`: the append wrote (entries, ends) {wrote:?} where its verdict \
+             ({verdict:?}) needs {expected:?}"
         )));
     }
     Ok(verdict)
