@@ -5,15 +5,17 @@
 //! the store as one batch: one transaction, one fsync, many steps from many runs. Under load
 //! the batches grow by themselves; a lone run pays one commit per step, as it must.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 
 use crate::store::{Rejected, Store, StoreError, Write};
 use crate::RunId;
@@ -146,27 +148,21 @@ async fn one_at_a_time(
 /// writes to: a write to such a run waits, and so does every later write to it, so each
 /// run's writes still commit in the order they were made. (Writes to different runs never
 /// depend on each other's order: a run task that needs another run's write, a child's
-/// creation say, waits for its acknowledgement before going on.)
+/// creation say, waits for its acknowledgement before going on.) The commits are polled
+/// here, in the writer's task, not spawned: a lone run's write costs no extra task switch.
 async fn overlapping(
     store: Weak<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     retry_for: Duration,
     depth: usize,
 ) {
-    type Committed = (
-        Vec<Write>,
-        Vec<oneshot::Sender<(Result<(), CommitError>, Returned)>>,
-        Result<Vec<Result<(), Rejected>>, StoreError>,
-    );
     let mut queue: VecDeque<Pending> = VecDeque::new();
     let mut received = Vec::with_capacity(256);
-    // The runs each batch in flight writes to, by task.
-    let mut busy: HashMap<tokio::task::Id, Vec<RunId>> = HashMap::new();
-    let mut in_flight: JoinSet<Committed> = JoinSet::new();
+    let mut in_flight: Vec<InFlight> = Vec::new();
     let mut open = true;
     loop {
         while in_flight.len() < depth {
-            let held: HashSet<&RunId> = busy.values().flatten().collect();
+            let held: HashSet<&RunId> = in_flight.iter().flat_map(|f| &f.runs).collect();
             let batch = take_batch(&mut queue, &held);
             if batch.is_empty() {
                 break;
@@ -177,28 +173,20 @@ async fn overlapping(
             runs.sort_unstable();
             runs.dedup();
             let store = store.clone();
-            let task = in_flight.spawn(async move {
-                let outcome = commit_batch(&store, &writes, retry_for).await;
-                (writes, acks, outcome)
+            in_flight.push(InFlight {
+                runs,
+                commit: Box::pin(async move {
+                    let outcome = commit_batch(&store, &writes, retry_for).await;
+                    (writes, acks, outcome)
+                }),
             });
-            busy.insert(task.id(), runs);
         }
         if !open && in_flight.is_empty() {
             return;
         }
         tokio::select! {
-            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
-                match done {
-                    Ok((id, (writes, acks, outcome))) => {
-                        busy.remove(&id);
-                        acknowledge(writes, acks, outcome);
-                    }
-                    // A commit that panicked dropped its acknowledgements: its writes fail
-                    // as when the writer stops, and its runs are free again.
-                    Err(e) => {
-                        busy.remove(&e.id());
-                    }
-                }
+            (writes, acks, outcome) = next_committed(&mut in_flight), if !in_flight.is_empty() => {
+                acknowledge(writes, acks, outcome);
             }
             n = rx.recv_many(&mut received, MAX_BATCH), if open => {
                 if n == 0 {
@@ -209,6 +197,31 @@ async fn overlapping(
             }
         }
     }
+}
+
+type Acks = Vec<oneshot::Sender<(Result<(), CommitError>, Returned)>>;
+type Outcome = Result<Vec<Result<(), Rejected>>, StoreError>;
+/// A committed batch: its writes, their acknowledgements, and the store's answer.
+type Committed = (Vec<Write>, Acks, Outcome);
+
+/// A batch being committed, and the runs it writes to.
+struct InFlight {
+    runs: Vec<RunId>,
+    commit: Pin<Box<dyn Future<Output = Committed> + Send>>,
+}
+
+/// The first of `in_flight` to finish committing, taken out of it.
+async fn next_committed(in_flight: &mut Vec<InFlight>) -> Committed {
+    std::future::poll_fn(|cx| {
+        for i in 0..in_flight.len() {
+            if let Poll::Ready(done) = in_flight[i].commit.as_mut().poll(cx) {
+                in_flight.swap_remove(i);
+                return Poll::Ready(done);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The next batch from `queue`, in order: up to [`MAX_BATCH`] writes to runs no batch in
@@ -228,11 +241,7 @@ fn take_batch(queue: &mut VecDeque<Pending>, held: &HashSet<&RunId>) -> Vec<Pend
     batch
 }
 
-async fn commit_batch(
-    store: &Weak<dyn Store>,
-    writes: &[Write],
-    retry_for: Duration,
-) -> Result<Vec<Result<(), Rejected>>, StoreError> {
+async fn commit_batch(store: &Weak<dyn Store>, writes: &[Write], retry_for: Duration) -> Outcome {
     match store.upgrade() {
         Some(store) => commit_retrying(&*store, writes, retry_for).await,
         None => Err(StoreError::closed(
@@ -242,11 +251,7 @@ async fn commit_batch(
 }
 
 /// Sends each write its verdict, and the write itself back to be freed by its run task.
-fn acknowledge(
-    writes: Vec<Write>,
-    acks: Vec<oneshot::Sender<(Result<(), CommitError>, Returned)>>,
-    outcome: Result<Vec<Result<(), Rejected>>, StoreError>,
-) {
+fn acknowledge(writes: Vec<Write>, acks: Acks, outcome: Outcome) {
     let returned = writes.into_iter().map(Returned);
     match outcome {
         Ok(outcomes) => {
