@@ -20,8 +20,9 @@
 //! disk, so the latency can be read as a multiple of ten fsyncs.
 //!
 //! With `DURABLE_TEST_POSTGRES_URL` set, PostgreSQL rows follow (see `pg/mod.rs`);
-//! `DURABLE_BENCH_ONLY=postgres` runs only those, `DURABLE_BENCH_ONLY=postgres-latency` only
-//! the lone run's latency against single-row commits (a minute, for trying a change).
+//! `DURABLE_BENCH_ONLY=postgres` runs only those; `postgres-latency` only the lone run's
+//! latency against single-row commits, `postgres-seq10` only seq10 with one worker (each a
+//! minute or less, for trying a change).
 
 mod pg;
 
@@ -420,6 +421,7 @@ async fn main() {
     }
     match pg_url {
         Some(url) if only == "postgres-latency" => pg::latency_row(&url).await,
+        Some(url) if only == "postgres-seq10" => pg::seq10_row(&url).await,
         Some(url) => pg::rows(&url).await,
         None => println!("PostgreSQL rows skipped: DURABLE_TEST_POSTGRES_URL is not set"),
     }

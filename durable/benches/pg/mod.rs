@@ -294,8 +294,8 @@ async fn through_processes(client: &Engine) -> (f64, f64, f64) {
     )
 }
 
-/// Only the lone run's latency against single-row commits, in a schema of its own.
-pub async fn latency_row(url: &str) {
+/// A schema of its own with the baseline's table, and a client for the statistics.
+async fn bench_schema(url: &str) -> (String, tokio_postgres::Client) {
     let schema = format!("durable_bench_{}", std::process::id());
     let admin = admin(url).await;
     admin
@@ -305,11 +305,21 @@ pub async fn latency_row(url: &str) {
         ))
         .await
         .unwrap();
-    let one = Engine::builder(store(url, &schema))
+    (schema, admin)
+}
+
+async fn one_worker(url: &str, schema: &str) -> Engine {
+    Engine::builder(store(url, schema))
         .register(seq10)
         .build()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Only the lone run's latency against single-row commits, in a schema of its own.
+pub async fn latency_row(url: &str) {
+    let (schema, admin) = bench_schema(url).await;
+    let one = one_worker(url, &schema).await;
     let (lone_ms, commit_ms) = latency_against_commits(&one, url, &schema).await;
     drop(one);
     admin
@@ -317,6 +327,24 @@ pub async fn latency_row(url: &str) {
         .await
         .unwrap();
     print_latency(lone_ms, commit_ms);
+}
+
+/// Only seq10 with one worker in this process, in a schema of its own.
+pub async fn seq10_row(url: &str) {
+    let (schema, admin) = bench_schema(url).await;
+    let one = one_worker(url, &schema).await;
+    for _ in 0..20 {
+        one.run(seq10, Data::new()).await.unwrap();
+    }
+    let (steps, per_commit) = seq10_burst(&one, &admin).await;
+    drop(one);
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+    println!(
+        "seq10 x{SEQ10_RUNS} (median of {BURSTS} bursts), 1 worker: {steps:.0} steps/s, {per_commit:.2} step results per commit"
+    );
 }
 
 fn print_latency(lone_ms: f64, commit_ms: f64) {
