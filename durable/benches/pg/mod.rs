@@ -203,6 +203,60 @@ async fn latency_against_commits(engine: &Engine, url: &str, schema: &str) -> (f
     (runs[runs.len() / 2], commits[commits.len() / 2])
 }
 
+/// A lone run's commits made through the store one at a time, without the engine (its
+/// creation, nine appends, the append that ends it), each run followed by one single-row
+/// INSERT commit on another connection: (the median run's commits summed, in ms; the median
+/// INSERT commit made that way, in ms). Against the loop of [`insert_loop`], whose commits
+/// follow each other without a pause, this tells the engine's share of a lone run's latency
+/// from the price of a commit that does not come straight after another.
+async fn commits_one_at_a_time(url: &str, schema: &str) -> (f64, f64) {
+    use durable::store::{EntryKind, Finish, JournalEntry, NewRun, Store, Write};
+    let store = store(url, schema);
+    let raw = admin(url).await;
+    let insert = raw
+        .prepare(&format!(
+            "INSERT INTO \"{schema}\".bench_rows (v) VALUES ($1)"
+        ))
+        .await
+        .unwrap();
+    let (mut runs, mut inserts) = (Vec::new(), Vec::new());
+    for i in 0..100 {
+        let id = format!("one_at_a_time_{i}");
+        let started = Instant::now();
+        let create = Write::CreateRun(NewRun {
+            id: id.as_str().into(),
+            workflow: "seq10".into(),
+            fingerprint: "f".into(),
+            input: "{}".into(),
+            owner: "bench".into(),
+            lease_expires_at: u64::MAX / 4,
+            parent: None,
+        });
+        assert_eq!(store.commit(&[create]).await.unwrap(), [Ok(())]);
+        for seq in 1..=10 {
+            let append = Write::Append {
+                run: id.as_str().into(),
+                lease_token: 1,
+                entries: vec![JournalEntry {
+                    seq,
+                    step: format!("s{seq}"),
+                    kind: EntryKind::StepCompleted,
+                    attempt: 1,
+                    payload: "{}".into(),
+                    at: seq,
+                }],
+                finish: (seq == 10).then(|| Finish::Completed("{}".into())),
+            };
+            assert_eq!(store.commit(&[append]).await.unwrap(), [Ok(())]);
+        }
+        runs.push(started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
+        raw.execute(&insert, &[&"{}"]).await.unwrap();
+        inserts.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    (median(runs), median(inserts))
+}
+
 /// Rows/s of `clients` connections each committing `rows`-row INSERTs for `secs`.
 async fn insert_loop(url: &str, schema: &str, clients: usize, rows: usize, secs: f64) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
@@ -322,11 +376,12 @@ pub async fn latency_row(url: &str) {
     let one = one_worker(url, &schema).await;
     let (lone_ms, commit_ms) = latency_against_commits(&one, url, &schema).await;
     drop(one);
+    let one_at_a_time = commits_one_at_a_time(url, &schema).await;
     admin
         .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
         .await
         .unwrap();
-    print_latency(lone_ms, commit_ms);
+    print_latency(lone_ms, commit_ms, one_at_a_time);
 }
 
 /// Only seq10 with one worker in this process, in a schema of its own.
@@ -347,10 +402,15 @@ pub async fn seq10_row(url: &str) {
     );
 }
 
-fn print_latency(lone_ms: f64, commit_ms: f64) {
+fn print_latency(lone_ms: f64, commit_ms: f64, (run_commits_ms, insert_ms): (f64, f64)) {
     println!(
         "latency median {lone_ms:.2} ms = {:.2} x the 11 commits a seq10 run needs ({commit_ms:.3} ms each from 1 client, measured in turns with it)",
         lone_ms / (11.0 * commit_ms)
+    );
+    println!(
+        "  the same 11 commits made through the store one at a time, no engine: {run_commits_ms:.2} ms = {:.2} x 11 single-row INSERT commits made between them ({insert_ms:.3} ms each, {:.2} x the loop's)",
+        run_commits_ms / (11.0 * insert_ms),
+        insert_ms / commit_ms
     );
 }
 
@@ -380,6 +440,7 @@ pub async fn rows(url: &str) {
     let (steps_1, per_commit_1) = seq10_burst(&one, &admin).await;
     let (lone_ms, commit_ms) = latency_against_commits(&one, url, &schema).await;
     drop(one);
+    let one_at_a_time = commits_one_at_a_time(url, &schema).await;
 
     // Three worker processes, each driving its share; then a client that drives nothing
     // starts runs one at a time for them (pickup).
@@ -426,7 +487,7 @@ pub async fn rows(url: &str) {
     println!(
         "3 worker processes, runs started one at a time by a client that drives nothing: fan100 {fan_3:.2} ms   latency median {lat_3:.2} ms p99 {lat_p99_3:.2} ms"
     );
-    print_latency(lone_ms, commit_ms);
+    print_latency(lone_ms, commit_ms, one_at_a_time);
     println!(
         "batch limit: 100-row INSERTs, one per transaction, 1 client: {batch_1:.0} rows/s; seq10 with 1 worker reaches {:.1}% of it",
         100.0 * steps_1 / batch_1
