@@ -321,33 +321,81 @@ mod tests {
     use crate::store::{Finish, JournalEntry, RunFilter, RunRecord, RunStatus, StoreErrorKind};
     use crate::RunId;
 
-    /// A memory store whose next `lose` commits go through but report a failure of `kind`,
-    /// and whose commits are counted.
-    struct LosesAcks {
+    /// A memory store that the writer's tests watch and disturb: its commits are counted, the
+    /// next `lose` of them go through but report a failure of `kind`, and with `depth` above 1
+    /// it takes that many batches at once, each taking 20 ms, records the runs of each batch,
+    /// and panics if two batches in flight share a run.
+    struct Watched {
         inner: MemoryStore,
         lose: AtomicUsize,
         kind: StoreErrorKind,
         commits: AtomicUsize,
+        depth: usize,
+        in_flight: std::sync::Mutex<Vec<RunId>>,
+        batches: std::sync::Mutex<Vec<Vec<String>>>,
+        most_at_once: AtomicUsize,
+        now: AtomicUsize,
     }
 
-    impl LosesAcks {
+    impl Watched {
         fn new(lose: usize, kind: StoreErrorKind) -> Self {
             Self {
                 inner: MemoryStore::new(),
                 lose: AtomicUsize::new(lose),
                 kind,
                 commits: AtomicUsize::new(0),
+                depth: 1,
+                in_flight: Default::default(),
+                batches: Default::default(),
+                most_at_once: AtomicUsize::new(0),
+                now: AtomicUsize::new(0),
             }
+        }
+
+        fn overlapping(depth: usize) -> Self {
+            Self {
+                depth,
+                ..Self::new(0, StoreErrorKind::Transient)
+            }
+        }
+
+        async fn overlap(&self, batch: &[Write]) -> Result<Vec<Result<(), Rejected>>, StoreError> {
+            let runs: Vec<RunId> = batch.iter().map(|w| w.run().clone()).collect();
+            {
+                let mut in_flight = self.in_flight.lock().unwrap();
+                for run in &runs {
+                    assert!(
+                        !in_flight.contains(run),
+                        "two batches in flight write to {run}"
+                    );
+                }
+                in_flight.extend(runs.iter().cloned());
+            }
+            let names = runs.iter().map(|r| r.as_str().to_owned()).collect();
+            self.batches.lock().unwrap().push(names);
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_at_once.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let outcome = self.inner.commit(batch).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            self.in_flight.lock().unwrap().retain(|r| !runs.contains(r));
+            outcome
         }
     }
 
-    impl Store for LosesAcks {
+    impl Store for Watched {
+        fn commits_in_flight(&self) -> usize {
+            self.depth
+        }
         fn commit<'a>(
             &'a self,
             batch: &'a [Write],
         ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>> {
             Box::pin(async move {
                 self.commits.fetch_add(1, Ordering::SeqCst);
+                if self.depth > 1 {
+                    return self.overlap(batch).await;
+                }
                 let outcome = self.inner.commit(batch).await?;
                 let lost = self
                     .lose
@@ -395,82 +443,11 @@ mod tests {
         }
     }
 
-    /// A memory store that commits up to two batches at once, each taking 20 ms, records
-    /// the runs of each batch, and panics if two batches in flight share a run.
-    #[derive(Default)]
-    struct Overlapping {
-        inner: MemoryStore,
-        in_flight: std::sync::Mutex<Vec<RunId>>,
-        batches: std::sync::Mutex<Vec<Vec<String>>>,
-        most_at_once: AtomicUsize,
-        now: AtomicUsize,
-    }
-
-    impl Store for Overlapping {
-        fn commits_in_flight(&self) -> usize {
-            2
-        }
-        fn commit<'a>(
-            &'a self,
-            batch: &'a [Write],
-        ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>> {
-            Box::pin(async move {
-                let runs: Vec<RunId> = batch.iter().map(|w| w.run().clone()).collect();
-                {
-                    let mut in_flight = self.in_flight.lock().unwrap();
-                    for run in &runs {
-                        assert!(
-                            !in_flight.contains(run),
-                            "two batches in flight write to {run}"
-                        );
-                    }
-                    in_flight.extend(runs.iter().cloned());
-                }
-                let names = runs.iter().map(|r| r.as_str().to_owned()).collect();
-                self.batches.lock().unwrap().push(names);
-                let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-                self.most_at_once.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let outcome = self.inner.commit(batch).await;
-                self.now.fetch_sub(1, Ordering::SeqCst);
-                self.in_flight.lock().unwrap().retain(|r| !runs.contains(r));
-                outcome
-            })
-        }
-        fn load_run<'a>(
-            &'a self,
-            id: &'a RunId,
-        ) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
-            self.inner.load_run(id)
-        }
-        fn load_journal<'a>(
-            &'a self,
-            id: &'a RunId,
-        ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
-            self.inner.load_journal(id)
-        }
-        fn claim_runs<'a>(
-            &'a self,
-            claim: crate::store::Claim<'a>,
-        ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
-            self.inner.claim_runs(claim)
-        }
-        fn renew_leases<'a>(
-            &'a self,
-            owner: &'a str,
-            lease: Duration,
-        ) -> BoxFuture<'a, Result<usize, StoreError>> {
-            self.inner.renew_leases(owner, lease)
-        }
-        fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-            self.inner.release_leases(owner)
-        }
-        fn list_runs(
-            &self,
-            filter: RunFilter,
-        ) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
-            self.inner.list_runs(filter)
-        }
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     /// With two batches in flight, a write to a run whose earlier write is still committing
@@ -479,7 +456,7 @@ mod tests {
     #[test]
     fn overlapping_batches_never_share_a_run_and_keep_each_run_s_order() {
         rt().block_on(async {
-            let store: Arc<Overlapping> = Arc::default();
+            let store = Arc::new(Watched::overlapping(2));
             store
                 .inner
                 .commit(&[create("a"), create("b")])
@@ -515,17 +492,10 @@ mod tests {
         });
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
     #[test]
     fn a_retried_batch_that_had_committed_counts_as_committed() {
         rt().block_on(async {
-            let store = LosesAcks::new(0, StoreErrorKind::Transient);
+            let store = Watched::new(0, StoreErrorKind::Transient);
             store.commit(&[create("r")]).await.unwrap();
             // A step's entry, a new run, and another run's end: all went through the first
             // time; the retry finds them there.
@@ -559,7 +529,7 @@ mod tests {
                 StoreErrorKind::InUse,
                 StoreErrorKind::Other,
             ] {
-                let store = LosesAcks::new(1, kind);
+                let store = Watched::new(1, kind);
                 let err = commit_retrying(&store, &[create("r")], Duration::from_secs(5))
                     .await
                     .unwrap_err();
@@ -571,7 +541,7 @@ mod tests {
                 );
             }
             for kind in [StoreErrorKind::Transient, StoreErrorKind::Full] {
-                let store = LosesAcks::new(2, kind);
+                let store = Watched::new(2, kind);
                 let outcomes = commit_retrying(&store, &[create("r")], Duration::from_secs(5))
                     .await
                     .unwrap();

@@ -478,6 +478,27 @@ where
     });
 }
 
+/// Two runs held by `w` under lease token 1: `r`, running, its journal `r_seqs`, and `done`,
+/// completed after one entry.
+async fn running_and_done(store: &Arc<dyn Store>, r_seqs: &[u64]) {
+    commit(
+        store,
+        vec![new_run("r", "wf", "w"), new_run("done", "wf", "w")],
+    )
+    .await;
+    let mut writes = vec![append(
+        "done",
+        1,
+        entries(&[1]),
+        Some(Finish::Completed("{}".into())),
+    )];
+    if !r_seqs.is_empty() {
+        writes.push(append("r", 1, entries(r_seqs), None));
+    }
+    let n = writes.len();
+    assert_eq!(commit(store, writes).await, vec![Ok(()); n]);
+}
+
 /// The run, its lease and its end are checked before the sequence numbers: a zombie writer
 /// is told it was fenced off, whatever numbers it sends.
 pub fn the_lease_and_the_finish_are_checked_before_the_sequence<F, Fut>(fresh: F)
@@ -486,21 +507,7 @@ where
     Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
-        commit(
-            &store,
-            vec![new_run("r", "wf", "w"), new_run("done", "wf", "w")],
-        )
-        .await;
-        commit(
-            &store,
-            vec![append(
-                "done",
-                1,
-                entries(&[1]),
-                Some(Finish::Completed("{}".into())),
-            )],
-        )
-        .await;
+        running_and_done(&store, &[]).await;
         let verdicts = commit(
             &store,
             vec![
@@ -536,24 +543,7 @@ where
     Fut: Future<Output: FreshStore>,
 {
     with_store(fresh, |store| async move {
-        commit(
-            &store,
-            vec![new_run("r", "wf", "w"), new_run("done", "wf", "w")],
-        )
-        .await;
-        commit(
-            &store,
-            vec![
-                append("r", 1, entries(&[1, 2]), None),
-                append(
-                    "done",
-                    1,
-                    entries(&[1]),
-                    Some(Finish::Completed("{}".into())),
-                ),
-            ],
-        )
-        .await;
+        running_and_done(&store, &[1, 2]).await;
         let out_of_order = |expected, got| Err(Rejected::OutOfOrder { expected, got });
         let cases = [
             (

@@ -362,6 +362,13 @@ async fn bench_schema(url: &str) -> (String, tokio_postgres::Client) {
     (schema, admin)
 }
 
+async fn drop_schema(admin: &tokio_postgres::Client, schema: &str) {
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+}
+
 async fn one_worker(url: &str, schema: &str) -> Engine {
     Engine::builder(store(url, schema))
         .register(seq10)
@@ -377,10 +384,7 @@ pub async fn latency_row(url: &str) {
     let (lone_ms, commit_ms) = latency_against_commits(&one, url, &schema).await;
     drop(one);
     let one_at_a_time = commits_one_at_a_time(url, &schema).await;
-    admin
-        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&admin, &schema).await;
     print_latency(lone_ms, commit_ms, one_at_a_time);
 }
 
@@ -393,10 +397,7 @@ pub async fn seq10_row(url: &str) {
     }
     let (steps, per_commit) = seq10_burst(&one, &admin).await;
     drop(one);
-    admin
-        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&admin, &schema).await;
     println!(
         "seq10 x{SEQ10_RUNS} (median of {BURSTS} bursts), 1 worker: {steps:.0} steps/s, {per_commit:.2} step results per commit"
     );
@@ -415,15 +416,7 @@ fn print_latency(lone_ms: f64, commit_ms: f64, (run_commits_ms, insert_ms): (f64
 }
 
 pub async fn rows(url: &str) {
-    let schema = format!("durable_bench_{}", std::process::id());
-    let admin = admin(url).await;
-    admin
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE; CREATE SCHEMA \"{schema}\";
-             CREATE TABLE \"{schema}\".bench_rows (id bigserial PRIMARY KEY, v text NOT NULL);"
-        ))
-        .await
-        .unwrap();
+    let (schema, admin) = bench_schema(url).await;
     let sync: String = admin
         .query_one("SHOW synchronous_commit", &[])
         .await
@@ -463,10 +456,7 @@ pub async fn rows(url: &str) {
     let insert_1 = insert_loop(url, &schema, 1, 1, 2.0).await;
     let insert_3 = insert_loop(url, &schema, 3, 1, 2.0).await;
     let batch_1 = insert_loop(url, &schema, 1, 100, 2.0).await;
-    admin
-        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&admin, &schema).await;
 
     let f = &figures;
     println!();
