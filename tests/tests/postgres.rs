@@ -940,3 +940,80 @@ fn a_child_run_by_another_worker_wakes_its_parent_with_its_output() {
         children.shutdown().await.unwrap();
     });
 }
+
+/// Two batches committing at once (one worker's journal commits two) that end children of
+/// the same two parents in opposite orders: the child-ended trigger locks each parent, so
+/// without every parent locked up front, in id order with the batch's own runs, each batch
+/// could hold one parent while waiting for the other's (measured before the fix: 4 deadlocks
+/// in 60 such rounds). Every commit must go through, and every parent hear of every child.
+#[test]
+fn batches_ending_children_of_the_same_parents_at_once_do_not_deadlock() {
+    let Some(store) = pg("batches_ending_children_of_the_same_parents_at_once_do_not_deadlock")
+    else {
+        return;
+    };
+    in_runtime(async {
+        use durable::store::{Finish, ParentLink};
+        let store = store.open();
+        let run = |id: &str, parent: Option<&str>| {
+            Write::CreateRun(NewRun {
+                id: RunId::from(id),
+                workflow: "wf".into(),
+                fingerprint: "f".into(),
+                input: "{}".into(),
+                owner: "w".into(),
+                lease_expires_at: u64::MAX / 4,
+                parent: parent.map(|p| ParentLink {
+                    run: RunId::from(p),
+                    step: "s".into(),
+                }),
+            })
+        };
+        let end = |id: &str| Write::Append {
+            run: RunId::from(id),
+            lease_token: 1,
+            entries: vec![],
+            finish: Some(Finish::Completed("1".into())),
+        };
+        for round in 0..60 {
+            let (p, q) = (format!("p{round}"), format!("q{round}"));
+            let mut creates = vec![run(&p, None), run(&q, None)];
+            for i in 0..50 {
+                creates.push(run(&format!("c{round}_{i}"), Some(&p)));
+                creates.push(run(&format!("d{round}_{i}"), Some(&q)));
+            }
+            assert!(store
+                .commit(&creates)
+                .await
+                .unwrap()
+                .iter()
+                .all(Result::is_ok));
+            let (mut one, mut two) = (Vec::new(), Vec::new());
+            for i in 0..25 {
+                one.push(end(&format!("c{round}_{i}")));
+                one.push(end(&format!("d{round}_{i}")));
+            }
+            for i in 25..50 {
+                two.push(end(&format!("d{round}_{i}")));
+                two.push(end(&format!("c{round}_{i}")));
+            }
+            let (s1, s2) = (store.clone(), store.clone());
+            let one = tokio::spawn(async move { s1.commit(&one).await });
+            let two = tokio::spawn(async move { s2.commit(&two).await });
+            for verdicts in [one.await.unwrap(), two.await.unwrap()] {
+                let verdicts = verdicts.unwrap_or_else(|e| panic!("round {round}: {e}"));
+                assert!(
+                    verdicts.iter().all(Result::is_ok),
+                    "round {round}: {verdicts:?}"
+                );
+            }
+            for parent in [&p, &q] {
+                let inbox = store
+                    .load_inbox(&RunId::from(parent.as_str()))
+                    .await
+                    .unwrap();
+                assert_eq!(inbox.len(), 50, "round {round}: {parent}'s inbox");
+            }
+        }
+    });
+}

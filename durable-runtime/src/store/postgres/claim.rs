@@ -164,28 +164,42 @@ pub(crate) async fn list_runs(
     inner: &Inner,
     filter: RunFilter,
 ) -> Result<Vec<RunRecord>, StoreError> {
+    use tokio_postgres::types::ToSql;
     let client = inner.client().await?;
-    let stmt = client
-        .prepare_cached(&inner.sql.list_runs)
-        .await
-        .map_err(|e| inner.error(e))?;
     let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
     let after_at = filter
         .after
         .as_ref()
         .map(|c| c.created_at.min(i64::MAX as u64) as i64);
     let after_id = filter.after.as_ref().map(|c| c.id.as_str());
+    let status = filter.status.map(RunStatus::as_str);
+    // One statement per combination of filters, each condition written only when it is
+    // given: the connection's generic plans cannot drop an `$1 IS NULL OR …` condition, so
+    // the filter and the page would not reach the listing indexes.
+    let mut conditions = Vec::new();
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    if let Some(workflow) = &filter.workflow {
+        params.push(workflow);
+        conditions.push(format!("workflow = ${}", params.len()));
+    }
+    if let Some(status) = &status {
+        params.push(status);
+        conditions.push(format!("status = ${}", params.len()));
+    }
+    if let (Some(at), Some(id)) = (&after_at, &after_id) {
+        params.push(at);
+        params.push(id);
+        let n = params.len();
+        conditions.push(format!("(created_at, id) < (${}, ${n})", n - 1));
+    }
+    params.push(&limit);
+    let sql = inner.sql.list_runs(&conditions, params.len());
+    let stmt = client
+        .prepare_cached(&sql)
+        .await
+        .map_err(|e| inner.error(e))?;
     let rows = client
-        .query(
-            &stmt,
-            &[
-                &filter.workflow,
-                &filter.status.map(RunStatus::as_str),
-                &limit,
-                &after_at,
-                &after_id,
-            ],
-        )
+        .query(&stmt, &params)
         .await
         .map_err(|e| inner.error(e))?;
     rows.iter().map(|row| run_from_row(inner, row)).collect()

@@ -413,8 +413,9 @@ async fn run(
     let mut create_at: HashMap<&str, usize> = HashMap::new();
     let mut creates = Creates::default();
     let mut queued = false;
-    // The runs the batch appends to.
+    // The runs the batch appends to, and those it may end (their parents are locked too).
     let mut appended: Vec<&str> = Vec::new();
+    let mut ending: Vec<&str> = Vec::new();
     for (i, write) in batch.iter().enumerate() {
         match write {
             Write::CreateRun(new) => {
@@ -425,7 +426,16 @@ async fn run(
                 creates.push(new, now);
                 queued |= new.owner.is_empty();
             }
-            Write::Append { run, .. } => appended.push(run.as_str()),
+            Write::Append { run, finish, .. } => {
+                appended.push(run.as_str());
+                let ends = matches!(
+                    finish,
+                    Some(Finish::Completed(_) | Finish::Failed(_) | Finish::Cancelled(_))
+                );
+                if ends {
+                    ending.push(run.as_str());
+                }
+            }
         }
     }
     appended.sort_unstable();
@@ -454,7 +464,7 @@ async fn run(
         if appended.is_empty() {
             return Ok(Vec::new());
         }
-        client.query(&lock_stmt, &[&appended]).await
+        client.query(&lock_stmt, &[&appended, &ending]).await
     };
     // Wakes idle workers once this commits (NOTIFY is delivered at commit, never before).
     let notify = async {

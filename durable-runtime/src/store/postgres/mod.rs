@@ -59,7 +59,8 @@ pub struct PostgresOptions {
     /// each on a connection of its own and never two writing to the same run: while one
     /// waits for its fsync, the server works on the next. Measured with seq10 on this
     /// project's 2-core machine, medians of five bursts: 1 in flight 35,300 and 35,800
-    /// steps/s, 2 in flight 38,900 and 40,400. 1 commits one batch at a time.
+    /// steps/s, 2 in flight 38,900 and 40,400. 1 commits one batch at a time; at most
+    /// `pool_size - 1` are used, so one connection stays for claims and heartbeats.
     pub commits_in_flight: usize,
     /// How long connecting may take before the store gives up with an error (default 5s).
     pub connect_timeout: Duration,
@@ -236,7 +237,11 @@ impl PostgresStore {
                 schema: options.schema,
                 connect_timeout: options.connect_timeout,
                 operation_timeout: options.operation_timeout,
-                commits_in_flight: options.commits_in_flight.max(1),
+                // One connection stays for claims, heartbeats and reads.
+                commits_in_flight: options
+                    .commits_in_flight
+                    .min(options.pool_size.saturating_sub(1))
+                    .max(1),
                 sql,
                 ready: OnceCell::new(),
                 work: Arc::default(),

@@ -141,7 +141,6 @@ pub(crate) struct Sql {
     pub(crate) release: String,
     pub(crate) load_run: String,
     pub(crate) load_journal: String,
-    pub(crate) list_runs: String,
     pub(crate) wake_due: String,
     pub(crate) next_wake: String,
     pub(crate) wake: String,
@@ -182,14 +181,20 @@ impl Sql {
                  (SELECT {NOW_MS} AS now) n ORDER BY u.i \
                  ON CONFLICT (id) DO NOTHING RETURNING id"
             ),
-            // In id order, so two transactions locking overlapping runs cannot deadlock.
+            // In id order, so two transactions locking overlapping runs cannot deadlock; with
+            // the parents of the runs the batch ends ($2), whose rows the child-ended trigger
+            // locks: all taken at once in id order, two batches committing at once (or two
+            // workers) cannot each hold a parent the other's trigger waits for.
             lock_runs: format!(
-                "SELECT r.id, r.lease_token, r.status, \
-                 (SELECT max(j.seq) FROM {journal} j WHERE j.run_id = r.id) \
-                 FROM {runs} r WHERE r.id = ANY($1::text[]) ORDER BY r.id FOR UPDATE OF r"
+                "SELECT t.id, t.lease_token, t.status, \
+                 (SELECT max(j.seq) FROM {journal} j WHERE j.run_id = t.id) \
+                 FROM (SELECT unnest($1::text[]) AS id UNION SELECT c.parent_run FROM {runs} c \
+                 WHERE c.id = ANY($2::text[]) AND c.parent_run IS NOT NULL) k \
+                 JOIN {runs} t ON t.id = k.id ORDER BY t.id FOR UPDATE OF t"
             ),
             // The one-statement append of a batch that appends to each run at most once:
-            // lock the runs, decide each write's verdict, insert the accepted entries and
+            // lock the runs (and, as `lock_runs`, the parents of those it ends), decide each
+            // write's verdict, insert the accepted entries and
             // finish the accepted runs, and return the verdicts. Entries found already there
             // are a duplicate even on a finished run: a retried commit whose first try landed
             // (and finished the run) then counts as committed, not as a lost lease.
@@ -200,7 +205,10 @@ impl Sql {
                  AS u(id, token, fstatus, output, error, first_seq, wake_at, consecutive, w)), \
                  r AS (SELECT t.id, t.lease_token, t.status, \
                  (SELECT max(j.seq) FROM {journal} j WHERE j.run_id = t.id) AS last \
-                 FROM u JOIN {runs} t ON t.id = u.id ORDER BY t.id FOR UPDATE OF t), \
+                 FROM (SELECT u.id FROM u UNION SELECT c.parent_run FROM u \
+                 JOIN {runs} c ON c.id = u.id WHERE c.parent_run IS NOT NULL \
+                 AND u.fstatus IN ('completed', 'failed', 'cancelled')) k \
+                 JOIN {runs} t ON t.id = k.id ORDER BY t.id FOR UPDATE OF t), \
                  v AS (SELECT u.w, u.id, u.fstatus, u.output, u.error, u.first_seq, u.wake_at, \
                  r.lease_token AS current, \
                  CASE WHEN r.id IS NULL THEN 'unknown' \
@@ -306,14 +314,23 @@ impl Sql {
                 "SELECT seq, step, kind, attempt, payload, at FROM {journal} \
                  WHERE run_id = $1 ORDER BY seq"
             ),
-            list_runs: format!(
-                "SELECT {cols} FROM {runs} \
-                 WHERE ($1::text IS NULL OR workflow = $1) AND ($2::text IS NULL OR status = $2) \
-                 AND ($4::bigint IS NULL OR (created_at, id) < ($4, $5::text)) \
-                 ORDER BY created_at DESC, id DESC LIMIT $3"
-            ),
             channel: format!("{schema}_work"),
         }
+    }
+}
+
+impl Sql {
+    /// The listing, newest first, under `conditions` (on `$1`… in order), `LIMIT $limit`.
+    pub(crate) fn list_runs(&self, conditions: &[String], limit: usize) -> String {
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {} ", conditions.join(" AND "))
+        };
+        format!(
+            "SELECT {RUN_COLUMNS} FROM {} {filter}ORDER BY created_at DESC, id DESC LIMIT ${limit}",
+            self.runs
+        )
     }
 }
 

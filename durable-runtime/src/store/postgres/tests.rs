@@ -60,3 +60,105 @@ async fn a_lone_runs_appends_are_planned_once_per_connection() {
         .unwrap();
     assert_eq!(result, (12, 0), "(generic plans, custom plans)");
 }
+
+/// The listing's filters and its page reach the listing indexes under the connection's
+/// generic plans: each given condition is an index condition, not a filter applied to every
+/// row from the newest on (measured with `IS NULL OR` conditions on 500,000 runs: 14 ms for
+/// a status filter, 93 ms for the oldest page, against 0.1 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_filters_and_pages_are_index_conditions() {
+    let Some(url) = url_or_skip("listing_filters_and_pages_are_index_conditions") else {
+        return;
+    };
+    let schema = format!("durable_unit_listing_{}", std::process::id());
+    let options = PostgresOptions {
+        pool_size: 1,
+        ..PostgresOptions::schema(&schema)
+    };
+    let store = PostgresStore::connect_with(&url, options).await.unwrap();
+    let result = async {
+        // A table the planner knows is big enough for an index to matter.
+        let writes: Vec<_> = (0..2000).map(|i| create(&format!("r{i}"))).collect();
+        store.commit(&writes).await.unwrap();
+        let client = store.inner.client().await.unwrap();
+        // Twenty workflows and five statuses, as a real table would hold.
+        client
+            .batch_execute(&format!(
+                "UPDATE \"{schema}\".durable_runs SET workflow = 'w' || (pos % 20), \
+                 status = (ARRAY['running', 'completed', 'failed', 'cancelled', \
+                 'suspended'])[1 + pos % 5], created_at = pos; \
+                 ANALYZE \"{schema}\".durable_runs"
+            ))
+            .await
+            .unwrap();
+        let cases = [
+            (vec!["status = $1".to_owned()], "text", vec!["status"]),
+            (vec!["workflow = $1".to_owned()], "text", vec!["workflow"]),
+            (
+                vec!["(created_at, id) < ($1, $2)".to_owned()],
+                "bigint, text",
+                vec!["created_at"],
+            ),
+            (
+                vec![
+                    "workflow = $1".to_owned(),
+                    "(created_at, id) < ($2, $3)".to_owned(),
+                ],
+                "text, bigint, text",
+                vec!["workflow", "created_at"],
+            ),
+        ];
+        let mut plans = Vec::new();
+        for (i, (conditions, types, columns)) in cases.into_iter().enumerate() {
+            let limit = types.split(',').count() + 1;
+            let sql = store.inner.sql.list_runs(&conditions, limit);
+            let args = types
+                .split(", ")
+                .map(|t| match t {
+                    "text" => "'wf'",
+                    _ => "9999999999999",
+                })
+                .chain(["50"])
+                .collect::<Vec<_>>()
+                .join(", ");
+            let plan: Vec<String> = client
+                .simple_query(&format!(
+                    "PREPARE listing{i} ({types}, bigint) AS {sql}; \
+                     EXPLAIN EXECUTE listing{i} ({args})"
+                ))
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .collect();
+            let index_conditions: String = plan
+                .iter()
+                .filter(|line| line.contains("Index Cond"))
+                .cloned()
+                .collect();
+            for column in columns {
+                if !index_conditions.contains(column) {
+                    plans.push(format!(
+                        "{conditions:?}: `{column}` is no index condition in\n{}",
+                        plan.join("\n")
+                    ));
+                }
+            }
+        }
+        plans
+    }
+    .await;
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    drop(store);
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+    assert!(result.is_empty(), "{}", result.join("\n\n"));
+}
