@@ -93,6 +93,7 @@ macro_rules! store_conformance {
                 suspended_runs_are_claimed_once_due_and_the_next_wake_is_known,
                 a_wake_is_conditional_and_makes_the_run_claimable,
                 a_cancel_request_is_kept_wakes_a_sleeper_and_refuses_finished_runs,
+                a_suspension_after_a_cancel_request_leaves_the_run_claimable,
                 a_failed_run_reopens_with_one_more_entry,
                 inbox_messages_are_numbered_per_run_and_refused_for_unknown_or_finished_runs,
                 a_message_wakes_a_suspended_run,
@@ -892,6 +893,74 @@ where
         let mut claimed = ids(claimed);
         claimed.sort();
         assert_eq!(claimed, ["sleeper", "waiter"]);
+    });
+}
+
+/// A suspension that lands after a cancellation was asked for (its worker had not seen the
+/// request yet) leaves the run awake and nobody's, the request kept, so that the next claim
+/// carries the cancellation out; through a batch of one write and of two. A run without a
+/// request suspends as always.
+pub fn a_suspension_after_a_cancel_request_leaves_the_run_claimable<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        commit(
+            &store,
+            vec![
+                new_run("one", "wf", "w"),
+                new_run("two", "wf", "w"),
+                new_run("three", "wf", "w"),
+            ],
+        )
+        .await;
+        for run in ["one", "two"] {
+            let asked = store.request_cancel(&run.into(), "stop").await.unwrap();
+            assert_eq!(asked, Ok(()), "{run}");
+        }
+        let suspend = |run| {
+            append(
+                run,
+                1,
+                entries(&[1]),
+                Some(Finish::Suspended { wake_at: None }),
+            )
+        };
+        assert_eq!(commit(&store, vec![suspend("one")]).await, [Ok(())]);
+        assert_eq!(
+            commit(&store, vec![suspend("two"), suspend("three")]).await,
+            [Ok(()), Ok(())]
+        );
+        for run in ["one", "two"] {
+            let record = store.load_run(&run.into()).await.unwrap().unwrap();
+            assert_eq!(
+                (
+                    record.status,
+                    record.owner.as_deref(),
+                    record.cancel_requested.as_deref(),
+                    record.wake_at
+                ),
+                (RunStatus::Running, None, Some("stop"), None),
+                "{run}"
+            );
+        }
+        let three = store.load_run(&"three".into()).await.unwrap().unwrap();
+        assert_eq!(three.status, RunStatus::Suspended);
+        let claimed = store
+            .claim_runs(durable::store::Claim::new("v", Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let mut claimed: Vec<(String, Option<String>)> = claimed
+            .into_iter()
+            .map(|r| (r.id.as_str().to_owned(), r.cancel_requested))
+            .collect();
+        claimed.sort();
+        let stop = Some("stop".to_owned());
+        assert_eq!(
+            claimed,
+            [("one".to_owned(), stop.clone()), ("two".to_owned(), stop)]
+        );
     });
 }
 

@@ -246,3 +246,163 @@ each_store_and_postgres! {
         });
     }
 }
+
+workflow! { awaits { step first; wait_for go; } }
+
+/// A store on which a cancellation is requested just before a run's suspension commits: the
+/// race of a `cancel` with a run about to sleep, after its worker last looked for requests.
+struct CancelledAsItSuspends(std::sync::Arc<dyn durable::Store>);
+
+impl durable::Store for CancelledAsItSuspends {
+    fn commit<'a>(
+        &'a self,
+        batch: &'a [durable::store::Write],
+    ) -> durable::BoxFuture<
+        'a,
+        Result<Vec<Result<(), durable::store::Rejected>>, durable::store::StoreError>,
+    > {
+        use durable::store::{Finish, Write};
+        Box::pin(async move {
+            for write in batch {
+                if let Write::Append {
+                    run,
+                    finish: Some(Finish::Suspended { .. }),
+                    ..
+                } = write
+                {
+                    let asked = self.0.request_cancel(run, "asked as it fell asleep").await;
+                    assert_eq!(asked.unwrap(), Ok(()));
+                }
+            }
+            self.0.commit(batch).await
+        })
+    }
+    fn load_run<'a>(
+        &'a self,
+        id: &'a RunId,
+    ) -> durable::BoxFuture<'a, Result<Option<durable::store::RunRecord>, durable::store::StoreError>>
+    {
+        self.0.load_run(id)
+    }
+    fn load_journal<'a>(
+        &'a self,
+        id: &'a RunId,
+    ) -> durable::BoxFuture<'a, Result<Vec<durable::store::JournalEntry>, durable::store::StoreError>>
+    {
+        self.0.load_journal(id)
+    }
+    fn claim_runs<'a>(
+        &'a self,
+        claim: durable::store::Claim<'a>,
+    ) -> durable::BoxFuture<'a, Result<Vec<durable::store::RunRecord>, durable::store::StoreError>>
+    {
+        self.0.claim_runs(claim)
+    }
+    fn watch_claimable(
+        &self,
+    ) -> Result<Option<Box<dyn durable::store::ClaimableWatch>>, durable::store::StoreError> {
+        self.0.watch_claimable()
+    }
+    fn next_wake_at(
+        &self,
+    ) -> durable::BoxFuture<'_, Result<Option<u64>, durable::store::StoreError>> {
+        self.0.next_wake_at()
+    }
+    fn wake<'a>(
+        &'a self,
+        run: &'a RunId,
+    ) -> durable::BoxFuture<'a, Result<bool, durable::store::StoreError>> {
+        self.0.wake(run)
+    }
+    fn request_cancel<'a>(
+        &'a self,
+        run: &'a RunId,
+        reason: &'a str,
+    ) -> durable::BoxFuture<
+        'a,
+        Result<Result<(), durable::store::Rejected>, durable::store::StoreError>,
+    > {
+        self.0.request_cancel(run, reason)
+    }
+    fn cancel_requests<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> durable::BoxFuture<'a, Result<Vec<(RunId, String)>, durable::store::StoreError>> {
+        self.0.cancel_requests(owner)
+    }
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: Duration,
+    ) -> durable::BoxFuture<'a, Result<usize, durable::store::StoreError>> {
+        self.0.renew_leases(owner, lease)
+    }
+    fn release_leases<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> durable::BoxFuture<'a, Result<(), durable::store::StoreError>> {
+        self.0.release_leases(owner)
+    }
+    fn list_runs(
+        &self,
+        filter: durable::store::RunFilter,
+    ) -> durable::BoxFuture<'_, Result<Vec<durable::store::RunRecord>, durable::store::StoreError>>
+    {
+        self.0.list_runs(filter)
+    }
+    fn attach(&self) -> Result<(), durable::store::StoreError> {
+        self.0.attach()
+    }
+    fn detach(&self) {
+        self.0.detach()
+    }
+    fn close(&self) {
+        self.0.close()
+    }
+    fn deliver<'a>(
+        &'a self,
+        run: &'a RunId,
+        kind: &'a str,
+        name: &'a str,
+        payload: &'a str,
+    ) -> durable::BoxFuture<
+        'a,
+        Result<Result<u64, durable::store::Rejected>, durable::store::StoreError>,
+    > {
+        self.0.deliver(run, kind, name, payload)
+    }
+    fn load_inbox<'a>(
+        &'a self,
+        run: &'a RunId,
+    ) -> durable::BoxFuture<'a, Result<Vec<durable::store::InboxMessage>, durable::store::StoreError>>
+    {
+        self.0.load_inbox(run)
+    }
+}
+
+each_store_and_postgres! {
+    fn a_cancel_requested_as_the_run_falls_asleep_is_carried_out(store) {
+        in_runtime(async move {
+            let shared: std::sync::Arc<dyn durable::Store> =
+                std::sync::Arc::new(CancelledAsItSuspends(store.open()));
+            let engine = Engine::builder_shared(shared.clone())
+                .register(awaits)
+                .build()
+                .await
+                .unwrap();
+            let run = engine.start(awaits, Data::new()).await.unwrap();
+            let id = run.id().clone();
+            let ended = tokio::time::timeout(Duration::from_secs(10), run.wait())
+                .await
+                .unwrap_or_else(|_| panic!("run {id} still waits for `go`, its cancel pending"));
+            match ended {
+                Err(Error::RunCancelled { reason, .. }) => {
+                    assert_eq!(reason, "asked as it fell asleep")
+                }
+                other => panic!("not cancelled: {other:?}"),
+            }
+            let record = shared.load_run(&id).await.unwrap().unwrap();
+            assert_eq!(record.status, RunStatus::Cancelled);
+        });
+    }
+}

@@ -150,6 +150,15 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                     stored.record.status = RunStatus::Cancelled;
                     stored.record.error = Some(reason);
                 }
+                Some(Finish::Suspended { .. }) if stored.record.cancel_requested.is_some() => {
+                    // A cancellation asked for before the suspension landed (after its worker
+                    // last looked): the run stays awake, nobody's, for whichever worker
+                    // claims it next to carry the cancellation out.
+                    stored.record.updated_at = now;
+                    stored.record.owner = None;
+                    stored.lease_expires_at = 0;
+                    inner.claimable += 1;
+                }
                 Some(Finish::Suspended { wake_at }) => {
                     // Unfinished, and nobody's: no lease until something wakes it.
                     stored.record.updated_at = now;

@@ -837,10 +837,16 @@ fn apply(
                     (RunStatus::Cancelled, None, Some(reason), reason)
                 }
                 Some(Finish::Suspended { wake_at }) => {
-                    // Unfinished, and nobody's: no lease until something wakes it.
+                    // Unfinished, and nobody's: no lease until something wakes it. A run
+                    // whose cancellation was asked for before the suspension landed (after
+                    // its worker last looked) stays awake instead, for whichever worker
+                    // claims it next to carry the cancellation out.
                     tx.prepare_cached(
-                        "UPDATE durable_runs SET status = ?2, owner = NULL, \
-                             lease_expires_at = 0, updated_at = ?3, wake_at = ?4 WHERE id = ?1",
+                        "UPDATE durable_runs SET status = CASE WHEN cancel_requested IS NULL \
+                             THEN ?2 ELSE status END, owner = NULL, lease_expires_at = 0, \
+                             updated_at = ?3, \
+                             wake_at = CASE WHEN cancel_requested IS NULL THEN ?4 END \
+                             WHERE id = ?1",
                     )?
                     .execute(params![
                         run.as_str(),

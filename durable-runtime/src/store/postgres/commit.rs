@@ -114,6 +114,18 @@ pub(crate) async fn commit(
     if result.is_err() {
         // Never hand a connection back in an unknown transaction state.
         guard.discard();
+    } else if batch.iter().any(|w| {
+        matches!(
+            w,
+            Write::Append {
+                finish: Some(Finish::Suspended { .. }),
+                ..
+            }
+        )
+    }) {
+        // A suspension that found its run's cancellation asked for left the run awake and
+        // nobody's (see `Sql`): this process's worker looks for claimable runs at once.
+        inner.work.bump();
     }
     result
 }

@@ -127,6 +127,10 @@ pub(crate) fn check_name(name: &str) -> Result<(), StoreError> {
 }
 
 /// The SQL text of every statement, with the schema spliced in once.
+///
+/// Every statement that ends a run's walk with a suspension leaves a run whose cancellation
+/// was asked for (after its worker last looked, before the suspension landed) awake and
+/// nobody's instead: the next claim carries the cancellation out.
 pub(crate) struct Sql {
     pub(crate) create_runs: String,
     pub(crate) lock_runs: String,
@@ -225,9 +229,11 @@ impl Sql {
                  $11::integer[], $12::text[], $13::bigint[]) \
                  AS e(w, seq, step, kind, attempt, payload, at) \
                  JOIN v ON v.w = e.w AND v.verdict = 'ok'), \
-                 fin AS (UPDATE {runs} t SET status = v.fstatus, \
+                 fin AS (UPDATE {runs} t SET status = CASE WHEN v.fstatus = 'suspended' \
+                 AND t.cancel_requested IS NOT NULL THEN 'running' ELSE v.fstatus END, \
                  output = coalesce(v.output, t.output), error = coalesce(v.error, t.error), \
-                 wake_at = v.wake_at, \
+                 wake_at = CASE WHEN t.cancel_requested IS NULL OR v.fstatus <> 'suspended' \
+                 THEN v.wake_at END, \
                  owner = CASE WHEN v.fstatus = 'suspended' THEN NULL ELSE t.owner END, \
                  lease_expires_at = CASE WHEN v.fstatus = 'suspended' THEN 0 \
                  ELSE t.lease_expires_at END, \
@@ -249,8 +255,11 @@ impl Sql {
                  $5::integer[], $6::text[], $7::bigint[])"
             ),
             finish_runs: format!(
-                "UPDATE {runs} r SET status = u.status, output = u.output, error = u.error, \
-                 wake_at = u.wake_at, \
+                "UPDATE {runs} r SET status = CASE WHEN u.status = 'suspended' \
+                 AND r.cancel_requested IS NOT NULL THEN 'running' ELSE u.status END, \
+                 output = u.output, error = u.error, \
+                 wake_at = CASE WHEN r.cancel_requested IS NULL OR u.status <> 'suspended' \
+                 THEN u.wake_at END, \
                  owner = CASE WHEN u.status = 'suspended' THEN NULL ELSE r.owner END, \
                  lease_expires_at = CASE WHEN u.status = 'suspended' THEN 0 \
                  ELSE r.lease_expires_at END, \
@@ -343,8 +352,11 @@ impl Sql {
 fn one_run_append(runs: &str, journal: &str, finish: bool) -> String {
     let fin = if finish {
         format!(
-            ", fin AS (UPDATE {runs} t SET status = $10, \
-             output = coalesce($11, t.output), error = coalesce($12, t.error), wake_at = $13, \
+            ", fin AS (UPDATE {runs} t SET status = CASE WHEN $10 = 'suspended' \
+             AND t.cancel_requested IS NOT NULL THEN 'running' ELSE $10 END, \
+             output = coalesce($11, t.output), error = coalesce($12, t.error), \
+             wake_at = CASE WHEN t.cancel_requested IS NULL OR $10 <> 'suspended' \
+             THEN $13::bigint END, \
              owner = CASE WHEN $10 = 'suspended' THEN NULL ELSE t.owner END, \
              lease_expires_at = CASE WHEN $10 = 'suspended' THEN 0 ELSE t.lease_expires_at END, \
              cancel_requested = CASE WHEN $10 = 'suspended' THEN t.cancel_requested \
