@@ -188,12 +188,15 @@ impl Sql {
             // In id order, so two transactions locking overlapping runs cannot deadlock; with
             // the parents of the runs the batch ends ($2), whose rows the child-ended trigger
             // locks: all taken at once in id order, two batches committing at once (or two
-            // workers) cannot each hold a parent the other's trigger waits for.
+            // workers) cannot each hold a parent the other's trigger waits for. Each parent
+            // is looked up by its child's key (a generic plan could otherwise walk the whole
+            // index of runs that have a parent).
             lock_runs: format!(
                 "SELECT t.id, t.lease_token, t.status, \
                  (SELECT max(j.seq) FROM {journal} j WHERE j.run_id = t.id) \
-                 FROM (SELECT unnest($1::text[]) AS id UNION SELECT c.parent_run FROM {runs} c \
-                 WHERE c.id = ANY($2::text[]) AND c.parent_run IS NOT NULL) k \
+                 FROM (SELECT unnest($1::text[]) AS id UNION \
+                 SELECT (SELECT c.parent_run FROM {runs} c WHERE c.id = e.id) \
+                 FROM unnest($2::text[]) AS e(id)) k \
                  JOIN {runs} t ON t.id = k.id ORDER BY t.id FOR UPDATE OF t"
             ),
             // The one-statement append of a batch that appends to each run at most once:
@@ -209,9 +212,9 @@ impl Sql {
                  AS u(id, token, fstatus, output, error, first_seq, wake_at, consecutive, w)), \
                  r AS (SELECT t.id, t.lease_token, t.status, \
                  (SELECT max(j.seq) FROM {journal} j WHERE j.run_id = t.id) AS last \
-                 FROM (SELECT u.id FROM u UNION SELECT c.parent_run FROM u \
-                 JOIN {runs} c ON c.id = u.id WHERE c.parent_run IS NOT NULL \
-                 AND u.fstatus IN ('completed', 'failed', 'cancelled')) k \
+                 FROM (SELECT u.id FROM u UNION \
+                 SELECT (SELECT c.parent_run FROM {runs} c WHERE c.id = u.id) FROM u \
+                 WHERE u.fstatus IN ('completed', 'failed', 'cancelled')) k \
                  JOIN {runs} t ON t.id = k.id ORDER BY t.id FOR UPDATE OF t), \
                  v AS (SELECT u.w, u.id, u.fstatus, u.output, u.error, u.first_seq, u.wake_at, \
                  r.lease_token AS current, \
