@@ -316,8 +316,11 @@ impl Sql {
                  UPDATE {runs} r SET lease_expires_at = {NOW_MS} + $2 \
                  FROM mine WHERE r.id = mine.id"
             ),
+            // Only running runs hold a lease; the partial index by owner (running runs) serves
+            // it, where `owner = $1` alone read the whole table.
             release: format!(
-                "WITH mine AS (SELECT id FROM {runs} WHERE owner = $1 ORDER BY id FOR UPDATE) \
+                "WITH mine AS (SELECT id FROM {runs} WHERE owner = $1 AND status = 'running' \
+                 ORDER BY id FOR UPDATE) \
                  UPDATE {runs} r SET owner = NULL, lease_expires_at = 0 \
                  FROM mine WHERE r.id = mine.id"
             ),
