@@ -16,22 +16,44 @@ fn url_or_skip(test: &str) -> Option<String> {
     }
 }
 
+/// Runs `check` on a store over a schema of its own, with one connection (so that what the
+/// check reads through `inner.client()` is the connection the store used), then drops the
+/// store and the schema; `None` when skipped. Assert on the result after: a failed
+/// assertion inside would leave the schema behind.
+async fn on_scratch_store<T>(
+    test: &str,
+    check: impl AsyncFnOnce(&PostgresStore, &str) -> T,
+) -> Option<T> {
+    let url = url_or_skip(test)?;
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let schema = format!("durable_unit_{}_{n}", std::process::id());
+    let options = PostgresOptions {
+        pool_size: 1,
+        ..PostgresOptions::schema(&schema)
+    };
+    let store = PostgresStore::connect_with(&url, options).await.unwrap();
+    let result = check(&store, &schema).await;
+    drop(store);
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+    Some(result)
+}
+
 /// A lone run's steps commit through one prepared statement that PostgreSQL plans once per
 /// connection. With its default choice it plans anew at each of the first five executions,
 /// and at every one after for as long as its estimates favour a custom plan: in the
 /// benchmark, a planning of the batch statement cost more than the commit's fsync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_runs_appends_are_planned_once_per_connection() {
-    let Some(url) = url_or_skip("a_lone_runs_appends_are_planned_once_per_connection") else {
-        return;
-    };
-    let schema = format!("durable_unit_plans_{}", std::process::id());
-    let options = PostgresOptions {
-        pool_size: 1,
-        ..PostgresOptions::schema(&schema)
-    };
-    let store = PostgresStore::connect_with(&url, options).await.unwrap();
-    let result = async {
+    let test = "a_lone_runs_appends_are_planned_once_per_connection";
+    let Some(plans) = on_scratch_store(test, async |store, _| {
         assert_eq!(store.commit(&[create("r")]).await.unwrap(), vec![Ok(())]);
         for seq in 1..=12 {
             let verdicts = store.commit(&[append("r", seq, None)]).await.unwrap();
@@ -47,18 +69,12 @@ async fn a_lone_runs_appends_are_planned_once_per_connection() {
             .await
             .unwrap();
         (row.get::<_, i64>(0), row.get::<_, i64>(1))
-    }
-    .await;
-    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    drop(store);
-    admin
-        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
-    assert_eq!(result, (12, 0), "(generic plans, custom plans)");
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(plans, (12, 0), "(generic plans, custom plans)");
 }
 
 /// The listing's filters and its page reach the listing indexes under the connection's
@@ -67,16 +83,8 @@ async fn a_lone_runs_appends_are_planned_once_per_connection() {
 /// a status filter, 93 ms for the oldest page, against 0.1 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_filters_and_pages_are_index_conditions() {
-    let Some(url) = url_or_skip("listing_filters_and_pages_are_index_conditions") else {
-        return;
-    };
-    let schema = format!("durable_unit_listing_{}", std::process::id());
-    let options = PostgresOptions {
-        pool_size: 1,
-        ..PostgresOptions::schema(&schema)
-    };
-    let store = PostgresStore::connect_with(&url, options).await.unwrap();
-    let result = async {
+    let test = "listing_filters_and_pages_are_index_conditions";
+    let Some(result) = on_scratch_store(test, async |store, schema| {
         // A table the planner knows is big enough for an index to matter.
         let writes: Vec<_> = (0..2000).map(|i| create(&format!("r{i}"))).collect();
         store.commit(&writes).await.unwrap();
@@ -149,16 +157,10 @@ async fn listing_filters_and_pages_are_index_conditions() {
             }
         }
         plans
-    }
-    .await;
-    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    drop(store);
-    admin
-        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
+    })
+    .await
+    else {
+        return;
+    };
     assert!(result.is_empty(), "{}", result.join("\n\n"));
 }
