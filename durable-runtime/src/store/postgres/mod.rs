@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 use tokio::sync::{Notify, OnceCell};
 use tokio_postgres::NoTls;
 
@@ -224,6 +224,10 @@ impl PostgresStore {
         );
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
+            // The connection handed back last goes out first: a lone run's commits, one after
+            // another, keep to one server process that has just run, instead of waking each
+            // of the pool's in turn (a lone seq10 run: 3.4 against 3.8 ms, in turns).
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(options.connect_timeout))
             .wait_timeout(Some(options.connect_timeout * 6))
