@@ -564,6 +564,10 @@ where
                 Err(Rejected::DuplicateEntry { seq: 2 }),
             ),
             (
+                append("r", 1, entries(&[1]), None),
+                Err(Rejected::DuplicateEntry { seq: 1 }),
+            ),
+            (
                 append("r", 1, entries(&[1, 2]), None),
                 Err(Rejected::DuplicateEntry { seq: 1 }),
             ),
@@ -583,10 +587,14 @@ where
         );
         assert_eq!(seqs(&store, "done").await, [1]);
         assert_eq!(
-            commit(&store, vec![append("r", 1, entries(&[3, 4]), None)]).await,
+            commit(&store, vec![append("r", 1, entries(&[3]), None)]).await,
             [Ok(())]
         );
-        assert_eq!(seqs(&store, "r").await, [1, 2, 3, 4]);
+        assert_eq!(
+            commit(&store, vec![append("r", 1, entries(&[4, 5]), None)]).await,
+            [Ok(())]
+        );
+        assert_eq!(seqs(&store, "r").await, [1, 2, 3, 4, 5]);
         let run = store.load_run(&"r".into()).await.unwrap().unwrap();
         assert_eq!(run.status, RunStatus::Running);
     });

@@ -97,6 +97,16 @@ pub(crate) async fn commit(
             run,
             lease_token,
             entries,
+            finish: None,
+        }] if entries.len() == 1 => {
+            append_step(inner, &mut guard, run.as_str(), *lease_token, entries)
+                .await
+                .map(|verdict| vec![verdict])
+        }
+        [Write::Append {
+            run,
+            lease_token,
+            entries,
             finish,
         }] => append_one(
             inner,
@@ -128,6 +138,59 @@ pub(crate) async fn commit(
         inner.work.bump();
     }
     result
+}
+
+/// A batch of one append of one entry (a lone run's step): `Sql::append_step`, which writes
+/// the entry if it passes and nothing else. If it wrote nothing, or found the entry there
+/// already, [`append_one`] decides the verdict (and writes the entry if, meanwhile, it
+/// passes): the write lands at one of the two statements or at neither.
+async fn append_step(
+    inner: &Inner,
+    guard: &mut TxGuard,
+    run: &str,
+    lease_token: u64,
+    entries: &[JournalEntry],
+) -> Result<Result<(), Rejected>, StoreError> {
+    let client = guard.client.as_ref().expect("held until the end");
+    let stmt = client
+        .prepare_cached(&inner.sql.append_step)
+        .await
+        .map_err(|e| inner.error(e))?;
+    let entry = &entries[0];
+    let (token, seq, attempt, at) = (
+        lease_token as i64,
+        entry.seq as i64,
+        entry.attempt as i32,
+        entry.at as i64,
+    );
+    guard.open = true;
+    let wrote = client
+        .execute(
+            &stmt,
+            &[
+                &run,
+                &token,
+                &seq,
+                &entry.step,
+                &entry.kind.as_str(),
+                &attempt,
+                &entry.payload,
+                &at,
+            ],
+        )
+        .await;
+    guard.open = false;
+    match wrote {
+        Ok(1) => Ok(Ok(())),
+        Ok(0) => append_one(inner, guard, run, lease_token, entries, &None).await,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            append_one(inner, guard, run, lease_token, entries, &None).await
+        }
+        Ok(n) => Err(inner.error_text(format!(
+            "run `{run}`: the append of one entry wrote {n} rows"
+        ))),
+        Err(e) => Err(inner.error(e)),
+    }
 }
 
 /// A batch of one append (a lone run's step, or its end): one statement, its own
