@@ -546,6 +546,7 @@ where
     with_store(fresh, |store| async move {
         running_and_done(&store, &[1, 2]).await;
         let out_of_order = |expected, got| Err(Rejected::OutOfOrder { expected, got });
+        let done = || Finish::Completed(r#"{"n":6}"#.into());
         let cases = [
             (
                 append("ghost", 1, entries(&[1]), None),
@@ -575,6 +576,23 @@ where
             (append("r", 1, entries(&[0]), None), out_of_order(3, 0)),
             (append("r", 1, entries(&[3, 5]), None), out_of_order(4, 5)),
             (append("r", 1, entries(&[3, 3]), None), out_of_order(4, 3)),
+            // The same refusals when the one entry would also end the run.
+            (
+                append("r", 7, entries(&[3]), Some(done())),
+                Err(Rejected::Fenced { current: 1 }),
+            ),
+            (
+                append("done", 1, entries(&[2]), Some(done())),
+                Err(Rejected::Finished),
+            ),
+            (
+                append("r", 1, entries(&[2]), Some(done())),
+                Err(Rejected::DuplicateEntry { seq: 2 }),
+            ),
+            (
+                append("r", 1, entries(&[4]), Some(done())),
+                out_of_order(3, 4),
+            ),
         ];
         for (write, expected) in cases {
             let what = format!("{write:?}");
@@ -597,6 +615,14 @@ where
         assert_eq!(seqs(&store, "r").await, [1, 2, 3, 4, 5]);
         let run = store.load_run(&"r".into()).await.unwrap().unwrap();
         assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(
+            commit(&store, vec![append("r", 1, entries(&[6]), Some(done()))]).await,
+            [Ok(())]
+        );
+        assert_eq!(seqs(&store, "r").await, [1, 2, 3, 4, 5, 6]);
+        let run = store.load_run(&"r".into()).await.unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Completed);
+        assert_eq!(run.output.as_deref(), Some(r#"{"n":6}"#));
     });
 }
 

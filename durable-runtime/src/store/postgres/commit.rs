@@ -97,12 +97,17 @@ pub(crate) async fn commit(
             run,
             lease_token,
             entries,
-            finish: None,
-        }] if entries.len() == 1 => {
-            append_step(inner, &mut guard, run.as_str(), *lease_token, entries)
-                .await
-                .map(|verdict| vec![verdict])
-        }
+            finish,
+        }] if entries.len() == 1 => append_step(
+            inner,
+            &mut guard,
+            run.as_str(),
+            *lease_token,
+            entries,
+            finish,
+        )
+        .await
+        .map(|verdict| vec![verdict]),
         [Write::Append {
             run,
             lease_token,
@@ -140,20 +145,26 @@ pub(crate) async fn commit(
     result
 }
 
-/// A batch of one append of one entry (a lone run's step): `Sql::append_step`, which writes
-/// the entry if it passes and nothing else. If it wrote nothing, or found the entry there
-/// already, [`append_one`] decides the verdict (and writes the entry if, meanwhile, it
-/// passes): the write lands at one of the two statements or at neither.
+/// A batch of one append of one entry (a lone run's step, or its end): `Sql::append_step`
+/// (or `finish_step`), which writes the entry (and the end) if it passes and nothing else. If
+/// it wrote nothing, or found the entry there already, [`append_one`] decides the verdict
+/// (and writes, if meanwhile the write passes): the write lands at one of the two statements
+/// or at neither.
 async fn append_step(
     inner: &Inner,
     guard: &mut TxGuard,
     run: &str,
     lease_token: u64,
     entries: &[JournalEntry],
+    finish: &Option<Finish>,
 ) -> Result<Result<(), Rejected>, StoreError> {
     let client = guard.client.as_ref().expect("held until the end");
+    let sql = match finish {
+        Some(_) => &inner.sql.finish_step,
+        None => &inner.sql.append_step,
+    };
     let stmt = client
-        .prepare_cached(&inner.sql.append_step)
+        .prepare_cached(sql)
         .await
         .map_err(|e| inner.error(e))?;
     let entry = &entries[0];
@@ -163,28 +174,35 @@ async fn append_step(
         entry.attempt as i32,
         entry.at as i64,
     );
+    let kind = entry.kind.as_str();
+    let (status, output, error, wake_at) = finish_columns(finish.as_ref());
+    let status = status.map(RunStatus::as_str);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &run,
+        &token,
+        &seq,
+        &entry.step,
+        &kind,
+        &attempt,
+        &entry.payload,
+        &at,
+    ];
+    if finish.is_some() {
+        params.extend([
+            &status as &(dyn tokio_postgres::types::ToSql + Sync),
+            &output,
+            &error,
+            &wake_at,
+        ]);
+    }
     guard.open = true;
-    let wrote = client
-        .execute(
-            &stmt,
-            &[
-                &run,
-                &token,
-                &seq,
-                &entry.step,
-                &entry.kind.as_str(),
-                &attempt,
-                &entry.payload,
-                &at,
-            ],
-        )
-        .await;
+    let wrote = client.execute(&stmt, &params).await;
     guard.open = false;
     match wrote {
         Ok(1) => Ok(Ok(())),
-        Ok(0) => append_one(inner, guard, run, lease_token, entries, &None).await,
+        Ok(0) => append_one(inner, guard, run, lease_token, entries, finish).await,
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-            append_one(inner, guard, run, lease_token, entries, &None).await
+            append_one(inner, guard, run, lease_token, entries, finish).await
         }
         Ok(n) => Err(inner.error_text(format!(
             "run `{run}`: the append of one entry wrote {n} rows"

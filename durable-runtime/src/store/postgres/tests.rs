@@ -46,9 +46,9 @@ async fn on_scratch_store<T>(
     Some(result)
 }
 
-/// A lone run's steps commit through one prepared statement, `append_step` (the fallback
-/// that tells why a write was refused is never needed), that PostgreSQL plans once per
-/// connection. With its default choice it plans anew at each of the first five executions,
+/// A lone run's steps commit through one prepared statement, `append_step`, and its end
+/// through `finish_step` (the fallbacks that tell why a write was refused are never needed),
+/// which PostgreSQL plans once per connection. With its default choice it plans anew at each of the first five executions,
 /// and at every one after for as long as its estimates favour a custom plan: in the
 /// benchmark, a planning of the batch statement cost more than the commit's fsync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,10 +60,19 @@ async fn a_lone_runs_appends_are_planned_once_per_connection() {
             let verdicts = store.commit(&[append("r", seq, None)]).await.unwrap();
             assert_eq!(verdicts, vec![Ok(())], "append {seq}");
         }
+        let end = Some(crate::store::Finish::Completed("{}".into()));
+        let verdicts = store.commit(&[append("r", 13, end)]).await.unwrap();
+        assert_eq!(verdicts, vec![Ok(())], "the end");
         let client = store.inner.client().await.unwrap();
         let sql = &store.inner.sql;
         let mut plans = Vec::new();
-        for statement in [&sql.append_step, &sql.append_one] {
+        let statements = [
+            &sql.append_step,
+            &sql.finish_step,
+            &sql.append_one,
+            &sql.finish_one,
+        ];
+        for statement in statements {
             let row = client
                 .query_opt(
                     "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
@@ -82,8 +91,8 @@ async fn a_lone_runs_appends_are_planned_once_per_connection() {
     };
     assert_eq!(
         plans,
-        [Some((12, 0)), None],
-        "(generic plans, custom plans) of append_step, then append_one"
+        [Some((12, 0)), Some((1, 0)), None, None],
+        "(generic plans, custom plans) of append_step, finish_step, append_one, finish_one"
     );
 }
 
@@ -173,4 +182,105 @@ async fn listing_filters_and_pages_are_index_conditions() {
         return;
     };
     assert!(result.is_empty(), "{}", result.join("\n\n"));
+}
+
+/// A schema an older durable left at any earlier version is brought up to date when a store
+/// connects, and keeps its runs and journals: the store reads the run left mid-way and writes
+/// its next step and its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_of_any_earlier_version_is_brought_up_to_date_keeping_its_runs() {
+    let test = "a_schema_of_any_earlier_version_is_brought_up_to_date_keeping_its_runs";
+    let Some(url) = url_or_skip(test) else {
+        return;
+    };
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut failures = Vec::new();
+    for version in 1..super::SCHEMA_VERSION {
+        let schema = format!("durable_unit_{}_v{version}", std::process::id());
+        let s = format!("\"{schema}\"");
+        // What an older durable left: its migrations, then a run one step in.
+        let mut setup = format!(
+            "CREATE SCHEMA {s}; CREATE TABLE {s}.durable_migrations (version integer PRIMARY \
+             KEY, applied_at timestamptz NOT NULL DEFAULT now());"
+        );
+        for (i, migration) in super::schema::MIGRATIONS[..version as usize]
+            .iter()
+            .enumerate()
+        {
+            setup += &migration.replace("{s}", &s);
+            setup += &format!(
+                ";\nINSERT INTO {s}.durable_migrations (version) VALUES ({});",
+                i + 1
+            );
+        }
+        setup += &format!(
+            "INSERT INTO {s}.durable_runs (id, workflow, fingerprint, status, input, owner, \
+             lease_token, lease_expires_at, created_at, updated_at) \
+             VALUES ('r', 'wf', 'f', 'running', '{{}}', 'me', 1, 4000000000000000, 1, 1); \
+             INSERT INTO {s}.durable_journal VALUES ('r', 1, 's1', 'step_completed', 1, '{{}}', 1);"
+        );
+        admin.batch_execute(&setup).await.unwrap();
+        let outcome = async {
+            let store = PostgresStore::connect_with(&url, PostgresOptions::schema(&schema))
+                .await
+                .map_err(|e| e.to_string())?;
+            let run = store
+                .load_run(&"r".into())
+                .await
+                .map_err(|e| e.to_string())?;
+            let journal = store
+                .load_journal(&"r".into())
+                .await
+                .map_err(|e| e.to_string())?;
+            let end = Some(crate::store::Finish::Completed("{}".into()));
+            let verdicts = store
+                .commit(&[append("r", 2, None)])
+                .await
+                .map_err(|e| e.to_string())?;
+            let ended = store
+                .commit(&[append("r", 3, end)])
+                .await
+                .map_err(|e| e.to_string())?;
+            let after = store
+                .load_run(&"r".into())
+                .await
+                .map_err(|e| e.to_string())?;
+            let versions: Vec<i32> = admin
+                .query(
+                    &format!("SELECT version FROM {s}.durable_migrations ORDER BY version"),
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            Ok::<_, String>((
+                run.map(|r| r.status),
+                journal.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                (verdicts, ended),
+                after.map(|r| r.status),
+                versions,
+            ))
+        }
+        .await;
+        admin
+            .batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
+            .await
+            .unwrap();
+        let expected = (
+            Some(crate::store::RunStatus::Running),
+            vec![1],
+            (vec![Ok(())], vec![Ok(())]),
+            Some(crate::store::RunStatus::Completed),
+            (1..=super::SCHEMA_VERSION).collect::<Vec<_>>(),
+        );
+        if outcome.as_ref() != Ok(&expected) {
+            failures.push(format!("from version {version}: {outcome:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
