@@ -1030,10 +1030,11 @@ impl Store for SqliteStore {
         &'a self,
         batch: &'a [Write],
     ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>> {
-        // Only the journal's single writer task commits. On a multi-thread runtime it commits
-        // right here, holding its worker for the batch (one fsync, ~0.2 ms) while the other
-        // workers run steps: that saves two thread hand-offs per commit, a third of a lone
-        // run's latency (measured: median 3.2 -> 2.3 ms for ten steps). On a current-thread
+        // One batch commits at a time (`commits_in_flight` is 1): the journal's writer task
+        // or, when it is idle, the run task committing its own write. On a multi-thread
+        // runtime it commits right here, holding its worker for the batch (one fsync, ~0.2 ms)
+        // while the other workers run steps: that saves two thread hand-offs per commit, a
+        // third of a lone run's latency (measured: median 3.2 -> 2.3 ms for ten steps). On a current-thread
         // runtime that would stall every task, so the batch goes to the blocking pool.
         if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
             let result = match lock(&self.inner.writer).as_mut() {

@@ -3,7 +3,8 @@
 //! Every run task sends its writes here and waits for the acknowledgement. One writer task
 //! takes whatever has queued up while the previous batch was being committed and hands it to
 //! the store as one batch: one transaction, one fsync, many steps from many runs. Under load
-//! the batches grow by themselves; a lone run pays one commit per step, as it must.
+//! the batches grow by themselves; a lone run pays one commit per step, as it must, and when
+//! the writer is idle and load is low it commits that step in its own task ([`lane`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -19,6 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Rejected, Store, StoreError, Write};
 use crate::RunId;
+
+mod lane;
+
+use lane::{Lane, OwnCommit};
 
 /// The most writes committed in one transaction; bounds the latency of one batch.
 const MAX_BATCH: usize = 4096;
@@ -54,6 +59,10 @@ pub(crate) struct Writer {
     closing: Arc<AtomicBool>,
     /// The store, for the reads a walk makes besides its journal (a wait's inbox).
     store: Weak<dyn Store>,
+    /// Shared with the writer task: whether a write may be committed by its own task.
+    lane: Arc<Lane>,
+    /// How long a failing store is retried (see [`commit_retrying`]).
+    retry_for: Duration,
 }
 
 impl Writer {
@@ -62,11 +71,14 @@ impl Writer {
     /// batch, so dropping the engine drops the store (and an SQLite file's lock) at once.
     pub(crate) fn spawn(store: Weak<dyn Store>, retry_for: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(store.clone(), rx, retry_for));
+        let lane = Arc::new(Lane::new());
+        tokio::spawn(write_loop(store.clone(), rx, retry_for, Arc::clone(&lane)));
         Self {
             tx,
             closing: Arc::default(),
             store,
+            lane,
+            retry_for,
         }
     }
 
@@ -91,14 +103,29 @@ impl Writer {
     }
 
     /// Queues `write` now (so writes submitted one after another commit in that order) and
-    /// returns the future of its acknowledgement.
+    /// returns the future of its acknowledgement. When the writer is idle and load is low, the
+    /// write is committed by the task that polls that future instead (see [`lane`]); it
+    /// commits even if that future is dropped.
     pub(crate) fn submit(
         &self,
         write: Write,
     ) -> impl std::future::Future<Output = Result<(), CommitError>> + Send + 'static {
         let (ack, done) = oneshot::channel();
-        let queued = self.tx.send(Pending { write, ack }).is_ok();
+        let routed = self
+            .lane
+            .route(write, |write| self.tx.send(Pending { write, ack }).is_ok());
+        let (own, queued) = match routed {
+            Ok(write) => {
+                let lane = Arc::clone(&self.lane);
+                let own = OwnCommit::new(write, self.store.clone(), lane, self.retry_for);
+                (Some(own), true)
+            }
+            Err(queued) => (None, queued),
+        };
         async move {
+            if let Some(own) = own {
+                return own.await;
+            }
             if !queued {
                 return Err(stopped());
             }
@@ -121,48 +148,66 @@ async fn write_loop(
     store: Weak<dyn Store>,
     rx: mpsc::UnboundedReceiver<Pending>,
     retry_for: Duration,
+    lane: Arc<Lane>,
 ) {
     let depth = store.upgrade().map_or(1, |s| s.commits_in_flight().max(1));
     if depth == 1 {
-        one_at_a_time(store, rx, retry_for).await;
+        one_at_a_time(store, rx, retry_for, &lane).await;
     } else {
-        overlapping(store, rx, retry_for, depth).await;
+        overlapping(store, rx, retry_for, depth, &lane).await;
     }
 }
 
-/// One batch at a time: whatever queued while the previous one committed.
+/// One batch at a time: whatever queued while the previous one (or a task's own commit)
+/// committed.
 async fn one_at_a_time(
     store: Weak<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     retry_for: Duration,
+    lane: &Lane,
 ) {
     let mut pending = Vec::with_capacity(256);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
+        lane.no_own_commit().await;
         let (writes, acks): (Vec<_>, Vec<_>) = pending.drain(..).map(|p| (p.write, p.ack)).unzip();
         let outcome = commit_batch(&store, &writes, retry_for).await;
+        lane.acknowledged(writes.len());
         acknowledge(writes, acks, outcome);
     }
 }
 
-/// Up to `depth` batches committing at once, none writing to a run another one in flight
-/// writes to: a write to such a run waits, and so does every later write to it, so each
-/// run's writes still commit in the order they were made. (Writes to different runs never
-/// depend on each other's order: a run task that needs another run's write, a child's
-/// creation say, waits for its acknowledgement before going on.) The commits are polled
-/// here, in the writer's task, not spawned: a lone run's write costs no extra task switch.
+/// Up to `depth` batches committing at once (a task's own commit counts as one), none
+/// writing to a run another one in flight writes to: a write to such a run waits, and so does
+/// every later write to it, so each run's writes still commit in the order they were made.
+/// (Writes to different runs never depend on each other's order: a run task that needs
+/// another run's write, a child's creation say, waits for its acknowledgement before going
+/// on.) The commits are polled here, in the writer's task, not spawned: a write costs no
+/// extra task switch.
 async fn overlapping(
     store: Weak<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     retry_for: Duration,
     depth: usize,
+    lane: &Lane,
 ) {
     let mut queue: VecDeque<Pending> = VecDeque::new();
     let mut received = Vec::with_capacity(256);
     let mut in_flight: Vec<InFlight> = Vec::new();
     let mut open = true;
     loop {
-        while in_flight.len() < depth {
-            let held: HashSet<&RunId> = in_flight.iter().flat_map(|f| &f.runs).collect();
+        // No task starts its own commit while writes are queued here, so what is read here
+        // can only end meanwhile.
+        let own = if queue.is_empty() {
+            None
+        } else {
+            lane.own_commit()
+        };
+        while in_flight.len() + usize::from(own.is_some()) < depth {
+            let held: HashSet<&RunId> = in_flight
+                .iter()
+                .flat_map(|f| &f.runs)
+                .chain(own.as_ref())
+                .collect();
             let batch = take_batch(&mut queue, &held);
             if batch.is_empty() {
                 break;
@@ -181,11 +226,12 @@ async fn overlapping(
                 }),
             });
         }
-        if !open && in_flight.is_empty() {
+        if !open && in_flight.is_empty() && queue.is_empty() {
             return;
         }
         tokio::select! {
             (writes, acks, outcome) = next_committed(&mut in_flight), if !in_flight.is_empty() => {
+                lane.acknowledged(writes.len());
                 acknowledge(writes, acks, outcome);
             }
             n = rx.recv_many(&mut received, MAX_BATCH), if open => {
@@ -195,6 +241,7 @@ async fn overlapping(
                     queue.extend(received.drain(..));
                 }
             }
+            () = lane.own_commit_ended(), if own.is_some() => {}
         }
     }
 }
@@ -322,11 +369,13 @@ mod tests {
     use crate::RunId;
 
     /// A memory store that the writer's tests watch and disturb: its commits are counted, the
-    /// next `lose` of them go through but report a failure of `kind`, and with `depth` above 1
-    /// it takes that many batches at once, each taking 20 ms, records the runs of each batch,
-    /// and panics if two batches in flight share a run.
+    /// next `lose` of them go through but report a failure of `kind`, and once `overlapping`
+    /// it takes `depth` batches at once, each taking 20 ms, records the runs of each batch
+    /// and the task that committed it, and panics if two batches in flight share a run.
     struct Watched {
         inner: MemoryStore,
+        watching: bool,
+        tasks: std::sync::Mutex<Vec<Option<tokio::task::Id>>>,
         lose: AtomicUsize,
         kind: StoreErrorKind,
         commits: AtomicUsize,
@@ -341,6 +390,8 @@ mod tests {
         fn new(lose: usize, kind: StoreErrorKind) -> Self {
             Self {
                 inner: MemoryStore::new(),
+                watching: false,
+                tasks: Default::default(),
                 lose: AtomicUsize::new(lose),
                 kind,
                 commits: AtomicUsize::new(0),
@@ -355,6 +406,7 @@ mod tests {
         fn overlapping(depth: usize) -> Self {
             Self {
                 depth,
+                watching: true,
                 ..Self::new(0, StoreErrorKind::Transient)
             }
         }
@@ -373,6 +425,7 @@ mod tests {
             }
             let names = runs.iter().map(|r| r.as_str().to_owned()).collect();
             self.batches.lock().unwrap().push(names);
+            self.tasks.lock().unwrap().push(tokio::task::try_id());
             let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_at_once.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -393,7 +446,7 @@ mod tests {
         ) -> BoxFuture<'a, Result<Vec<Result<(), Rejected>>, StoreError>> {
             Box::pin(async move {
                 self.commits.fetch_add(1, Ordering::SeqCst);
-                if self.depth > 1 {
+                if self.watching {
                     return self.overlap(batch).await;
                 }
                 let outcome = self.inner.commit(batch).await?;
@@ -450,45 +503,96 @@ mod tests {
             .unwrap()
     }
 
+    fn watched(depth: usize, runs: &[&str]) -> (Arc<Watched>, Writer) {
+        let store = Arc::new(Watched::overlapping(depth));
+        let creates: Vec<Write> = runs.iter().map(|r| create(r)).collect();
+        let committed = futures_lite_block(store.inner.commit(&creates));
+        assert!(committed.iter().all(Result::is_ok));
+        let weak: Weak<dyn Store> = Arc::downgrade(&(Arc::clone(&store) as Arc<dyn Store>));
+        let writer = Writer::spawn(weak, Duration::from_secs(5));
+        (store, writer)
+    }
+
+    /// The memory store answers at once: its commit future is ready when first polled.
+    fn futures_lite_block<T>(future: BoxFuture<'_, Result<T, StoreError>>) -> T {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut future = future;
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(result) => result.unwrap(),
+            Poll::Pending => panic!("the memory store's commit waited"),
+        }
+    }
+
+    async fn seqs(store: &Watched, run: &str) -> Vec<u64> {
+        let journal = store.inner.load_journal(&run.into()).await.unwrap();
+        journal.iter().map(|e| e.seq).collect()
+    }
+
     /// With two batches in flight, a write to a run whose earlier write is still committing
     /// waits for it (and keeps its place before the run's later writes), while writes to other
-    /// runs go ahead in a batch of their own.
+    /// runs go ahead in a batch of their own. The first write, made with the writer idle, is
+    /// committed by the task that waits for it, and counts as one of the two.
     #[test]
     fn overlapping_batches_never_share_a_run_and_keep_each_run_s_order() {
         rt().block_on(async {
-            let store = Arc::new(Watched::overlapping(2));
-            store
-                .inner
-                .commit(&[create("a"), create("b")])
-                .await
-                .unwrap();
-            let weak: Weak<dyn Store> = Arc::downgrade(&(Arc::clone(&store) as Arc<dyn Store>));
-            let writer = Writer::spawn(weak, Duration::from_secs(5));
+            let (store, writer) = watched(2, &["a", "b"]);
             let pause = || tokio::time::sleep(Duration::from_millis(2));
-            let a1 = writer.submit(append("a", 1, None));
+            let a1 = tokio::spawn(writer.submit(append("a", 1, None)));
             pause().await;
             let b1 = writer.submit(append("b", 1, None));
             let a2 = writer.submit(append("a", 2, None));
             let b2 = writer.submit(append("b", 2, None));
             let a3 = writer.submit(append("a", 3, None));
             pause().await;
-            for (name, ack) in [("a1", a1), ("b1", b1)] {
-                assert!(ack.await.is_ok(), "{name}");
-            }
+            let a1_task = a1.id();
+            assert!(a1.await.unwrap().is_ok(), "a1");
+            assert!(b1.await.is_ok(), "b1");
             let (a2, b2, a3) = tokio::join!(a2, b2, a3);
             assert!(a2.is_ok() && b2.is_ok() && a3.is_ok());
             let batches = store.batches.lock().unwrap().clone();
             assert_eq!(batches, [vec!["a"], vec!["b", "b"], vec!["a", "a"]]);
+            let tasks = store.tasks.lock().unwrap().clone();
+            assert_eq!(tasks[0], Some(a1_task), "a1 committed in its own task");
+            assert!(tasks[1..]
+                .iter()
+                .all(|t| *t != Some(a1_task) && t.is_some()));
             assert_eq!(store.most_at_once.load(Ordering::SeqCst), 2);
-            let seqs = |run: &'static str| {
-                let store = Arc::clone(&store);
-                async move {
-                    let journal = store.inner.load_journal(&run.into()).await.unwrap();
-                    journal.iter().map(|e| e.seq).collect::<Vec<_>>()
-                }
-            };
-            assert_eq!(seqs("a").await, [1, 2, 3]);
-            assert_eq!(seqs("b").await, [1, 2]);
+            assert_eq!(seqs(&store, "a").await, [1, 2, 3]);
+            assert_eq!(seqs(&store, "b").await, [1, 2]);
+        });
+    }
+
+    /// A write committed by its own task commits even when that task stops waiting for it
+    /// midway, and the run's next write waits for it; with a store that commits one batch at
+    /// a time, so does every other write. Once the writer's last batch held several writes,
+    /// a write goes to the writer even when it is idle; after a batch of one, to its own task.
+    #[test]
+    fn a_write_committed_by_its_own_task_commits_in_order_even_if_abandoned() {
+        rt().block_on(async {
+            let (store, writer) = watched(1, &["a", "b"]);
+            let a1 = writer.submit(append("a", 1, None));
+            let waited = tokio::time::timeout(Duration::from_millis(5), a1).await;
+            assert!(waited.is_err(), "a1 was still committing when abandoned");
+            let a2 = writer.submit(append("a", 2, None));
+            let b1 = writer.submit(append("b", 1, None));
+            let (a2, b1) = tokio::join!(a2, b1);
+            assert!(a2.is_ok() && b1.is_ok());
+            assert_eq!(seqs(&store, "a").await, [1, 2]);
+            let batches = store.batches.lock().unwrap().clone();
+            assert_eq!(batches, [vec!["a"], vec!["a", "b"]]);
+            assert_eq!(store.most_at_once.load(Ordering::SeqCst), 1);
+            // After a batch of two, the writer commits even a lone write; after a batch of
+            // one, a write made with the writer idle is committed by its own task (here the
+            // test's, which has no task id).
+            assert!(writer.submit(append("a", 3, None)).await.is_ok());
+            assert!(writer.submit(append("a", 4, None)).await.is_ok());
+            let tasks = store.tasks.lock().unwrap().clone();
+            assert_eq!(tasks.len(), 4);
+            assert_eq!(tasks[0], None, "a1 started in the test's own task");
+            assert!(tasks[1].is_some() && tasks[2].is_some(), "the writer's");
+            assert_eq!(tasks[3], None, "a4 committed by the test's own task");
+            assert_eq!(seqs(&store, "a").await, [1, 2, 3, 4]);
         });
     }
 
