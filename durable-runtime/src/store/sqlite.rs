@@ -1034,8 +1034,9 @@ impl Store for SqliteStore {
         // or, when it is idle, the run task committing its own write. On a multi-thread
         // runtime it commits right here, holding its worker for the batch (one fsync, ~0.2 ms)
         // while the other workers run steps: that saves two thread hand-offs per commit, a
-        // third of a lone run's latency (measured: median 3.2 -> 2.3 ms for ten steps). On a current-thread
-        // runtime that would stall every task, so the batch goes to the blocking pool.
+        // third of a lone run's latency (measured: median 3.2 -> 2.3 ms for ten steps). On a
+        // current-thread runtime that would stall every task, so the batch goes to the
+        // blocking pool.
         if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
             let result = match lock(&self.inner.writer).as_mut() {
                 Some(conn) => commit_batch(conn, batch).map_err(|e| self.error(e)),

@@ -17,7 +17,13 @@
 //! - A write committed by its own task is committed even if that task stops waiting for it
 //!   (a parallel branch cancelled by a sibling's failure): the unfinished commit is handed to
 //!   a task of its own, as a write handed to the writer is committed whether or not anyone
-//!   waits for it.
+//!   waits for it. Only a runtime shutting down drops it, as it drops the writer's queue: the
+//!   process is ending, and the run resumes from whatever committed.
+//! - The lane is given back however the commit ends: finished, failed, panicked, or dropped
+//!   (even unpolled, outside any runtime).
+//! - The lane is taken when the write is submitted, and the write commits as its future is
+//!   polled: a caller polls it at once (every caller awaits it right after submitting), or the
+//!   writer waits for it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,8 +72,8 @@ impl Lane {
     }
 
     /// Decides where `write` goes: `Ok(write)` to be committed by the submitting task (the
-    /// lane is then taken for its run), or `Err(write)` after `send` handed it to the writer
-    /// task (`send` says whether the writer took it).
+    /// lane is then taken for its run), or `Err(sent)` after `send` handed it to the writer
+    /// task (`sent`: whether the writer took it).
     pub(super) fn route(
         &self,
         write: Write,
@@ -135,10 +141,11 @@ impl OwnCommit {
         lane: Arc<Lane>,
         retry_for: Duration,
     ) -> Self {
+        // Gives the lane back however the commit ends, even dropped unpolled.
+        let release = Release(lane);
         Self {
             commit: Some(Box::pin(async move {
-                // Gives the lane back however this ends, even dropped with its runtime.
-                let _release = Release(lane);
+                let _release = release;
                 let outcome = commit_batch(&store, std::slice::from_ref(&write), retry_for).await;
                 match outcome.map(Vec::into_iter).map(|mut v| v.next()) {
                     Ok(Some(verdict)) => verdict.map_err(CommitError::Rejected),
@@ -156,13 +163,15 @@ impl Future for OwnCommit {
     type Output = Result<(), CommitError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let commit = self
+        // Taken out while polled: if the store panics, the commit is dropped with the panic
+        // (giving the lane back), never handed on half-run by `drop`.
+        let mut commit = self
             .commit
-            .as_mut()
+            .take()
             .expect("a task's own commit polled after it ended");
         let done = commit.as_mut().poll(cx);
-        if done.is_ready() {
-            self.commit = None;
+        if done.is_pending() {
+            self.commit = Some(commit);
         }
         done
     }

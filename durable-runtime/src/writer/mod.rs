@@ -22,6 +22,8 @@ use crate::store::{Rejected, Store, StoreError, Write};
 use crate::RunId;
 
 mod lane;
+#[cfg(test)]
+mod lane_tests;
 
 use lane::{Lane, OwnCommit};
 
@@ -104,8 +106,8 @@ impl Writer {
 
     /// Queues `write` now (so writes submitted one after another commit in that order) and
     /// returns the future of its acknowledgement. When the writer is idle and load is low, the
-    /// write is committed by the task that polls that future instead (see [`lane`]); it
-    /// commits even if that future is dropped.
+    /// write is committed by the task that polls that future instead (see [`lane`]): poll it
+    /// at once (the writer waits for it meanwhile); dropped, it commits in a task of its own.
     pub(crate) fn submit(
         &self,
         write: Write,
@@ -169,6 +171,13 @@ async fn one_at_a_time(
     let mut pending = Vec::with_capacity(256);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
         lane.no_own_commit().await;
+        // What queued while a run task committed its own write joins this batch.
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => pending.push(p),
+                Err(_) => break,
+            }
+        }
         let (writes, acks): (Vec<_>, Vec<_>) = pending.drain(..).map(|p| (p.write, p.ack)).unzip();
         let outcome = commit_batch(&store, &writes, retry_for).await;
         lane.acknowledged(writes.len());

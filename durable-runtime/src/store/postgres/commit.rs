@@ -201,7 +201,8 @@ async fn append_step(
     match wrote {
         Ok(1) => Ok(Ok(())),
         Ok(0) => append_one(inner, guard, run, lease_token, entries, finish).await,
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+        // The entry is there already (a retried commit whose first try landed, say).
+        Err(e) if e.as_db_error().and_then(|e| e.constraint()) == Some("durable_journal_pkey") => {
             append_one(inner, guard, run, lease_token, entries, finish).await
         }
         Ok(n) => Err(inner.error_text(format!(

@@ -106,9 +106,6 @@ pub(crate) const MIGRATIONS: &[&str] = &[
          WHEN (NEW.parent_run IS NOT NULL AND OLD.status IS DISTINCT FROM NEW.status
              AND NEW.status IN ('completed', 'failed', 'cancelled'))
          EXECUTE FUNCTION {s}.durable_child_ended();",
-    // 4: no statement reads `durable_runs_newest` (the listing has `durable_runs_listing`,
-    // claims `durable_runs_runnable`): one index fewer to write at every creation and end.
-    "DROP INDEX {s}.durable_runs_newest;",
 ];
 
 /// Refuses a schema name that would need quoting games (it is spliced into SQL text).

@@ -48,9 +48,10 @@ async fn on_scratch_store<T>(
 
 /// A lone run's steps commit through one prepared statement, `append_step`, and its end
 /// through `finish_step` (the fallbacks that tell why a write was refused are never needed),
-/// which PostgreSQL plans once per connection. With its default choice it plans anew at each of the first five executions,
-/// and at every one after for as long as its estimates favour a custom plan: in the
-/// benchmark, a planning of the batch statement cost more than the commit's fsync.
+/// which PostgreSQL plans once per connection. With its default choice it plans anew at each
+/// of the first five executions, and at every one after for as long as its estimates favour a
+/// custom plan: in the benchmark, a planning of the batch statement cost more than the
+/// commit's fsync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_runs_appends_are_planned_once_per_connection() {
     let test = "a_lone_runs_appends_are_planned_once_per_connection";
