@@ -857,6 +857,65 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Writes the crate's unit tests commit: a run held by `me` and a one-entry append to it.
+/// For a test store wrapping another in field `$inner`: the `Store` methods it has to provide
+/// besides `commit`, forwarded.
+#[cfg(test)]
+macro_rules! forward_store_reads {
+    ($inner:ident) => {
+        fn load_run<'a>(
+            &'a self,
+            id: &'a $crate::RunId,
+        ) -> $crate::step::BoxFuture<
+            'a,
+            Result<Option<$crate::store::RunRecord>, $crate::store::StoreError>,
+        > {
+            self.$inner.load_run(id)
+        }
+        fn load_journal<'a>(
+            &'a self,
+            id: &'a $crate::RunId,
+        ) -> $crate::step::BoxFuture<
+            'a,
+            Result<Vec<$crate::store::JournalEntry>, $crate::store::StoreError>,
+        > {
+            self.$inner.load_journal(id)
+        }
+        fn claim_runs<'a>(
+            &'a self,
+            claim: $crate::store::Claim<'a>,
+        ) -> $crate::step::BoxFuture<
+            'a,
+            Result<Vec<$crate::store::RunRecord>, $crate::store::StoreError>,
+        > {
+            self.$inner.claim_runs(claim)
+        }
+        fn renew_leases<'a>(
+            &'a self,
+            owner: &'a str,
+            lease: std::time::Duration,
+        ) -> $crate::step::BoxFuture<'a, Result<usize, $crate::store::StoreError>> {
+            self.$inner.renew_leases(owner, lease)
+        }
+        fn release_leases<'a>(
+            &'a self,
+            owner: &'a str,
+        ) -> $crate::step::BoxFuture<'a, Result<(), $crate::store::StoreError>> {
+            self.$inner.release_leases(owner)
+        }
+        fn list_runs(
+            &self,
+            filter: $crate::store::RunFilter,
+        ) -> $crate::step::BoxFuture<
+            '_,
+            Result<Vec<$crate::store::RunRecord>, $crate::store::StoreError>,
+        > {
+            self.$inner.list_runs(filter)
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use forward_store_reads;
+
 #[cfg(test)]
 pub(crate) mod test_writes {
     use super::{EntryKind, Finish, JournalEntry, NewRun, Write};

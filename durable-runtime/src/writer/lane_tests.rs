@@ -13,7 +13,6 @@ use super::*;
 use crate::step::BoxFuture;
 use crate::store::memory::MemoryStore;
 use crate::store::test_writes::{append, create};
-use crate::store::{JournalEntry, RunFilter, RunRecord};
 
 /// A memory store whose commits take a random while (none, a yield, or 200 µs), which counts
 /// two commits of one run in flight at once, the most commits at once, the commits made by
@@ -99,37 +98,7 @@ impl Store for Jitter {
             outcome
         })
     }
-    fn load_run<'a>(
-        &'a self,
-        id: &'a RunId,
-    ) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
-        self.inner.load_run(id)
-    }
-    fn load_journal<'a>(
-        &'a self,
-        id: &'a RunId,
-    ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
-        self.inner.load_journal(id)
-    }
-    fn claim_runs<'a>(
-        &'a self,
-        claim: crate::store::Claim<'a>,
-    ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
-        self.inner.claim_runs(claim)
-    }
-    fn renew_leases<'a>(
-        &'a self,
-        owner: &'a str,
-        lease: Duration,
-    ) -> BoxFuture<'a, Result<usize, StoreError>> {
-        self.inner.renew_leases(owner, lease)
-    }
-    fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.release_leases(owner)
-    }
-    fn list_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
-        self.inner.list_runs(filter)
-    }
+    crate::store::forward_store_reads!(inner);
 }
 
 fn multi_thread() -> tokio::runtime::Runtime {

@@ -374,7 +374,7 @@ mod tests {
     use crate::step::BoxFuture;
     use crate::store::memory::MemoryStore;
     use crate::store::test_writes::{append, create};
-    use crate::store::{Finish, JournalEntry, RunFilter, RunRecord, RunStatus, StoreErrorKind};
+    use crate::store::{Finish, RunStatus, StoreErrorKind};
     use crate::RunId;
 
     /// A memory store that the writer's tests watch and disturb: its commits are counted, the
@@ -469,40 +469,7 @@ mod tests {
                 Ok(outcome)
             })
         }
-        fn load_run<'a>(
-            &'a self,
-            id: &'a RunId,
-        ) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
-            self.inner.load_run(id)
-        }
-        fn load_journal<'a>(
-            &'a self,
-            id: &'a RunId,
-        ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
-            self.inner.load_journal(id)
-        }
-        fn claim_runs<'a>(
-            &'a self,
-            claim: crate::store::Claim<'a>,
-        ) -> BoxFuture<'a, Result<Vec<RunRecord>, StoreError>> {
-            self.inner.claim_runs(claim)
-        }
-        fn renew_leases<'a>(
-            &'a self,
-            owner: &'a str,
-            lease: Duration,
-        ) -> BoxFuture<'a, Result<usize, StoreError>> {
-            self.inner.renew_leases(owner, lease)
-        }
-        fn release_leases<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-            self.inner.release_leases(owner)
-        }
-        fn list_runs(
-            &self,
-            filter: RunFilter,
-        ) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
-            self.inner.list_runs(filter)
-        }
+        crate::store::forward_store_reads!(inner);
     }
 
     fn rt() -> tokio::runtime::Runtime {

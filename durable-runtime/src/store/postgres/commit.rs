@@ -175,8 +175,7 @@ async fn append_step(
         entry.at as i64,
     );
     let kind = entry.kind.as_str();
-    let (status, output, error, wake_at) = finish_columns(finish.as_ref());
-    let status = status.map(RunStatus::as_str);
+    let end = EndColumns::of(finish.as_ref());
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
         &run,
         &token,
@@ -188,12 +187,7 @@ async fn append_step(
         &at,
     ];
     if finish.is_some() {
-        params.extend([
-            &status as &(dyn tokio_postgres::types::ToSql + Sync),
-            &output,
-            &error,
-            &wake_at,
-        ]);
+        params.extend(end.params());
     }
     guard.open = true;
     let wrote = client.execute(&stmt, &params).await;
@@ -240,8 +234,7 @@ async fn append_one(
     let at: Vec<i64> = entries.iter().map(|e| e.at as i64).collect();
     let consecutive = entries.windows(2).all(|p| p[1].seq == p[0].seq + 1);
     let token = lease_token as i64;
-    let (status, output, error, wake_at) = finish_columns(finish.as_ref());
-    let status = status.map(RunStatus::as_str);
+    let end = EndColumns::of(finish.as_ref());
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
         &run,
         &token,
@@ -254,12 +247,7 @@ async fn append_one(
         &consecutive,
     ];
     if finish.is_some() {
-        params.extend([
-            &status as &(dyn tokio_postgres::types::ToSql + Sync),
-            &output,
-            &error,
-            &wake_at,
-        ]);
+        params.extend(end.params());
     }
     guard.open = true;
     let rows = client.query(&stmt, &params).await.map_err(db)?;
@@ -699,6 +687,30 @@ async fn run(
 }
 
 /// The status, output, error and wake time a run's end writes.
+/// A lone run's end as the parameters of `finish_step` and `finish_one` (`$9`/`$10` on).
+struct EndColumns<'a> {
+    status: Option<&'static str>,
+    output: Option<&'a str>,
+    error: Option<&'a str>,
+    wake_at: Option<i64>,
+}
+
+impl<'a> EndColumns<'a> {
+    fn of(finish: Option<&'a Finish>) -> Self {
+        let (status, output, error, wake_at) = finish_columns(finish);
+        Self {
+            status: status.map(RunStatus::as_str),
+            output,
+            error,
+            wake_at,
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 4] {
+        [&self.status, &self.output, &self.error, &self.wake_at]
+    }
+}
+
 fn finish_columns(
     finish: Option<&Finish>,
 ) -> (Option<RunStatus>, Option<&str>, Option<&str>, Option<i64>) {
