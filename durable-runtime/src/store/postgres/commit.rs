@@ -98,31 +98,15 @@ pub(crate) async fn commit(
             lease_token,
             entries,
             finish,
-        }] if entries.len() == 1 => append_step(
-            inner,
-            &mut guard,
-            run.as_str(),
-            *lease_token,
-            entries,
-            finish,
-        )
-        .await
-        .map(|verdict| vec![verdict]),
-        [Write::Append {
-            run,
-            lease_token,
-            entries,
-            finish,
-        }] => append_one(
-            inner,
-            &mut guard,
-            run.as_str(),
-            *lease_token,
-            entries,
-            finish,
-        )
-        .await
-        .map(|verdict| vec![verdict]),
+        }] => {
+            let (run, token) = (run.as_str(), *lease_token);
+            let verdict = if entries.len() == 1 {
+                append_step(inner, &mut guard, run, token, entries, finish).await
+            } else {
+                append_one(inner, &mut guard, run, token, entries, finish).await
+            };
+            verdict.map(|verdict| vec![verdict])
+        }
         _ if one_round_trip(batch) => run_fast(inner, &mut guard, batch).await,
         _ => run(inner, &mut guard, batch).await,
     };
