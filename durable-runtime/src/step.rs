@@ -140,10 +140,11 @@ impl fmt::Debug for StepContext {
 /// Why a step attempt failed.
 ///
 /// Any `std::error::Error` converts into a `StepError` with `?`, as a retryable failure: the
-/// step is tried again while its retry policy allows. Errors that are only `Display` (such as
-/// `anyhow::Error`) convert with `.map_err(StepError::retryable)`. [`StepError::terminal`] fails the step
-/// at once, whatever retries remain (a card declined, a request the far side rejects as
-/// malformed).
+/// step is tried again while its retry policy allows. A step may also return
+/// `anyhow::Result<S>` (cargo feature `anyhow`, on by default): its error is a retryable
+/// failure too, keeping the whole chain. Errors that are only `Display` convert with
+/// `.map_err(StepError::retryable)`. [`StepError::terminal`] fails the step at once, whatever
+/// retries remain (a card declined, a request the far side rejects as malformed).
 ///
 /// The journal keeps the failure's text (with every cause in the chain); the error itself
 /// stays reachable through [`source`](StepError::source), for code that calls the step
@@ -237,6 +238,34 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
     }
 }
 
+#[cfg(feature = "anyhow")]
+impl StepError {
+    /// A retryable failure made from an `anyhow::Error`, as a step returning
+    /// `anyhow::Result<S>` fails: the message holds every cause in the chain (`{:#}`), and
+    /// [`source`](Self::source) is the error `anyhow` holds, so a downcast reaches the error a
+    /// `?` converted.
+    ///
+    /// (`StepError` cannot implement `From<anyhow::Error>` beside its `From` for every
+    /// `std::error::Error`; a step returning `anyhow::Result` needs neither.)
+    ///
+    /// ```
+    /// use durable::StepError;
+    ///
+    /// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
+    /// let err = StepError::from_anyhow(anyhow::Error::new(io).context("calling the CRM"));
+    /// assert_eq!(err.message(), "calling the CRM: slow");
+    /// assert!(!err.is_terminal());
+    /// ```
+    pub fn from_anyhow(error: anyhow::Error) -> Self {
+        Self::retryable(format!("{error:#}")).with_boxed_source(error.into())
+    }
+
+    fn with_boxed_source(mut self, source: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        self.source = Some(source);
+        self
+    }
+}
+
 impl fmt::Display for StepError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
@@ -259,16 +288,27 @@ pub struct StateOnly;
 /// Marker for step functions that take a [`StepContext`] and the state.
 #[doc(hidden)]
 pub struct ContextAndState;
+/// Marker for step functions that take only the state and return `anyhow::Result`.
+#[doc(hidden)]
+#[cfg(feature = "anyhow")]
+pub struct StateOnlyAnyhow;
+/// Marker for step functions that take a [`StepContext`] and the state and return
+/// `anyhow::Result`.
+#[doc(hidden)]
+#[cfg(feature = "anyhow")]
+pub struct ContextAndStateAnyhow;
 
 /// An async function usable as a step of a workflow whose state is `S`.
 ///
 /// Implemented for `async fn(S) -> Result<S, E>` and `async fn(StepContext, S) -> Result<S, E>`
-/// where `E` converts into [`StepError`]. You never implement it yourself.
+/// where `E` converts into [`StepError`] (any `std::error::Error + Send + Sync + 'static`, or
+/// `StepError` itself) or is `anyhow::Error` (feature `anyhow`). You never implement it
+/// yourself.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a step of a workflow whose state is `{S}`",
     label = "this step's function has the wrong signature",
     note = "write it as `async fn(state: {S}) -> Result<{S}, StepError>` or `async fn(ctx: StepContext, state: {S}) -> Result<{S}, StepError>`",
-    note = "the error type may be `StepError` or any `std::error::Error + Send + Sync + 'static` (not `String`: use `StepError::retryable(..)`)",
+    note = "the error type may be `StepError`, `anyhow::Error` or any `std::error::Error + Send + Sync + 'static` (not `String`: use `StepError::retryable(..)`)",
     note = "the future must be `Send`: hold no `Rc`, `RefCell` borrow or `std::sync::MutexGuard` across an `.await`"
 )]
 pub trait StepFn<S, Marker>: Send + Sync + 'static {
@@ -297,6 +337,30 @@ where
     fn call(&self, ctx: StepContext, state: S) -> BoxFuture<'static, Result<S, StepError>> {
         let fut = self(ctx, state);
         Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
+#[cfg(feature = "anyhow")]
+impl<S, F, Fut> StepFn<S, StateOnlyAnyhow> for F
+where
+    F: Fn(S) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<S>> + Send + 'static,
+{
+    fn call(&self, _ctx: StepContext, state: S) -> BoxFuture<'static, Result<S, StepError>> {
+        let fut = self(state);
+        Box::pin(async move { fut.await.map_err(StepError::from_anyhow) })
+    }
+}
+
+#[cfg(feature = "anyhow")]
+impl<S, F, Fut> StepFn<S, ContextAndStateAnyhow> for F
+where
+    F: Fn(StepContext, S) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<S>> + Send + 'static,
+{
+    fn call(&self, ctx: StepContext, state: S) -> BoxFuture<'static, Result<S, StepError>> {
+        let fut = self(ctx, state);
+        Box::pin(async move { fut.await.map_err(StepError::from_anyhow) })
     }
 }
 
