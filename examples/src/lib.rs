@@ -143,12 +143,13 @@ pub fn print_history(history: &[StepRecord]) {
     }
 }
 
-/// Ends `main`: prints an error with its `Display` text (not `Debug`) and fails the process.
-pub fn exit(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
+/// Ends `main`: prints an error with its chain of causes on one line (not `Debug`) and fails
+/// the process.
+pub fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }

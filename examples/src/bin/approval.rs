@@ -68,7 +68,7 @@ async fn main() -> ExitCode {
 }
 
 /// Drives the file: resumes a waiting run, or starts one, and waits for it to finish.
-async fn start() -> Result<(), Box<dyn std::error::Error>> {
+async fn start() -> anyhow::Result<()> {
     let engine = Engine::builder(SqliteStore::open(db())?)
         .register(expense)
         .build()
@@ -103,7 +103,7 @@ async fn start() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Sends signal `approved` from another process, beside the engine that holds the file.
-async fn approve(id: &str, by: &str) -> Result<(), Box<dyn std::error::Error>> {
+async fn approve(id: &str, by: &str) -> anyhow::Result<()> {
     let client = Client::open(SqliteStore::open_client(db())?);
     client
         .signal(expense, &RunId::from(id), "approved", by)

@@ -10,6 +10,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use durable::store::memory::MemoryStore;
 use durable::{data, workflow, Data, Engine, StepContext, StepError};
 use durable_examples::{finished, print_history, say, scaled, started, work};
@@ -29,14 +31,18 @@ async fn init(ctx: StepContext, input: Data) -> Result<Data, StepError> {
     Ok(data! { "user_id" => user_id })
 }
 
-async fn fetch_orders(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+/// What the orders service answers.
+const ORDERS_RESPONSE: &str = r#"[{ "id": 1001, "total": 25.0 }, { "id": 1002, "total": 12.5 }]"#;
+
+// A step may return `anyhow::Result`: `?` and `.context(..)` work as in the rest of the
+// application, and any failure is retried (the journal keeps its chain of causes).
+async fn fetch_orders(ctx: StepContext, data: Data) -> anyhow::Result<Data> {
     started(&ctx);
     work(ORDERS_LATENCY).await;
+    let orders: serde_json::Value = serde_json::from_str(ORDERS_RESPONSE)
+        .context("the orders service answered with something that is not JSON")?;
     finished(&ctx);
-    Ok(data.assign(
-        "orders",
-        json!([{ "id": 1001, "total": 25.0 }, { "id": 1002, "total": 12.5 }]),
-    ))
+    Ok(data.assign("orders", orders))
 }
 
 async fn fetch_metrics(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -83,7 +89,7 @@ async fn main() -> ExitCode {
     durable_examples::exit(run().await)
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> anyhow::Result<()> {
     let engine = Engine::builder(MemoryStore::new())
         .register(dashboard_data)
         .build()

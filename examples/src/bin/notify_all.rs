@@ -105,7 +105,7 @@ async fn main() -> ExitCode {
     durable_examples::exit(run().await)
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> anyhow::Result<()> {
     let engine = Engine::builder(MemoryStore::new())
         .register(notify_all)
         .build()

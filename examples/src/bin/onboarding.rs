@@ -85,7 +85,7 @@ async fn main() -> ExitCode {
     durable_examples::exit(run().await)
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> anyhow::Result<()> {
     let path = db_path("onboarding.db");
     say(format!("opening {}", path.display()));
     let store = SqliteStore::open(&path)?;

@@ -43,7 +43,7 @@ workflow! {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> anyhow::Result<()> {
     let dir = std::env::args_os()
         .nth(1)
         .map(std::path::PathBuf::from)

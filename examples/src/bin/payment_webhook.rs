@@ -78,7 +78,7 @@ async fn main() -> ExitCode {
     exit(result)
 }
 
-async fn start() -> Result<(), Box<dyn std::error::Error>> {
+async fn start() -> anyhow::Result<()> {
     let engine = Engine::builder(SqliteStore::open(db())?)
         .register(checkout)
         .build()
@@ -98,7 +98,7 @@ async fn start() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The provider's webhook: the payment went through.
-async fn complete(token: &str, amount: &str) -> Result<(), Box<dyn std::error::Error>> {
+async fn complete(token: &str, amount: &str) -> anyhow::Result<()> {
     let client = Client::open(SqliteStore::open_client(db())?);
     let amount: u64 = amount.parse()?;
     client
@@ -109,7 +109,7 @@ async fn complete(token: &str, amount: &str) -> Result<(), Box<dyn std::error::E
 }
 
 /// The provider's webhook: the payment failed.
-async fn fail(token: &str, reason: &str) -> Result<(), Box<dyn std::error::Error>> {
+async fn fail(token: &str, reason: &str) -> anyhow::Result<()> {
     let client = Client::open(SqliteStore::open_client(db())?);
     client.fail_callback(token, reason).await?;
     say("callback failed");

@@ -60,7 +60,7 @@ workflow! {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> anyhow::Result<()> {
     let engine = Engine::builder(MemoryStore::new())
         .register(import)
         .build()

@@ -46,7 +46,7 @@ workflow! {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> anyhow::Result<()> {
     let path = db_path("reminder.db");
     let begun = Instant::now();
     let engine = Engine::builder(SqliteStore::open(&path)?)

@@ -4,6 +4,7 @@
 //!
 //! `cargo run --bin tenant_sync [DB]` (an SQLite file, default `tenant_sync.db`).
 
+use anyhow::Context as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ workflow! {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> anyhow::Result<()> {
     let path = db_path("tenant_sync.db");
     let engine = Engine::builder(SqliteStore::open(&path)?)
         .register(tenant_sync)
@@ -48,9 +49,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     let run = engine.start(tenant_sync, input).await?;
     let out = run.wait().await?;
-    let tenants: BatchResult<Data> = out.get("tenants_synced").ok_or("no batch result")?;
+    let tenants: BatchResult<Data> = out.get("tenants_synced").context("no batch result")?;
     for tenant in tenants.get_results() {
-        let users: BatchResult<Data> = tenant.get("users_synced").ok_or("no user batch")?;
+        let users: BatchResult<Data> = tenant.get("users_synced").context("no user batch")?;
         say(format!(
             "tenant {}: {} of {} users synced",
             tenant.get::<String>("tenant").unwrap_or_default(),

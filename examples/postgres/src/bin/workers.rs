@@ -99,7 +99,7 @@ fn spawn_worker(i: usize) -> std::io::Result<Child> {
     Ok(child)
 }
 
-async fn client(workers: usize, runs: usize) -> Result<(), Box<dyn std::error::Error>> {
+async fn client(workers: usize, runs: usize) -> anyhow::Result<()> {
     println!("database {}, schema {}", url(), schema());
     let store = connect().await?;
     let children = (0..workers)
