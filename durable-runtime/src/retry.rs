@@ -120,17 +120,8 @@ impl RetryPolicy {
         if !self.jitter {
             return delay;
         }
-        delay.mul_f64(0.5 + 0.5 * random_unit())
+        delay.mul_f64(0.5 + 0.5 * fastrand::f64())
     }
-}
-
-/// A number in [0, 1) from the standard library's randomly seeded hasher, so that jitter needs
-/// no random-number crate.
-fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(crate::clock::now_millis());
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -149,6 +140,29 @@ mod tests {
             .backoff(Backoff::Constant)
             .initial(ms(10));
         assert_eq!(constant.delay_after(7), ms(10));
+    }
+
+    #[test]
+    fn exponential_multiplies_every_wait() {
+        let ms = Duration::from_millis;
+        let policy = RetryPolicy::new(5)
+            .backoff(Backoff::Exponential)
+            .initial(ms(100))
+            .multiplier(2.0);
+        assert_eq!(
+            (1..=4).map(|n| policy.delay_after(n)).collect::<Vec<_>>(),
+            [ms(100), ms(200), ms(400), ms(800)]
+        );
+    }
+
+    #[test]
+    fn jitter_spreads_the_waits() {
+        let policy = RetryPolicy::new(5)
+            .initial(Duration::from_secs(10))
+            .jitter(true);
+        let waits: std::collections::HashSet<_> =
+            (0..20).map(|_| policy.jittered_delay_after(1)).collect();
+        assert!(waits.len() > 1, "20 jittered waits, all equal: {waits:?}");
     }
 
     #[test]

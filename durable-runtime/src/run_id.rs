@@ -1,16 +1,16 @@
 //! Run ids: unique, time-ordered strings.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::Error;
 
 /// The id of one run of a workflow.
 ///
-/// Generated ids are 32 hex digits: milliseconds since the epoch, then a per-process random
-/// prefix and a counter, so they sort by creation time and do not collide across processes.
+/// Generated ids are UUIDs of version 7 in their usual text form
+/// (`0190a0b4-7d2c-7c4e-9a51-3f0e8c2b6d41`): milliseconds since the epoch, then random bits,
+/// so they sort by creation time (and, within one process, in the order made) and do not
+/// collide across processes and machines.
 /// A caller may choose its own id instead (an order number, say) with
 /// [`Engine::start_with_id`](crate::Engine::start_with_id).
 ///
@@ -24,7 +24,9 @@ use crate::Error;
 /// assert_eq!(id.as_str(), "order-1234");
 /// assert!(id.check().is_ok());
 /// assert!(durable::RunId::from("").check().is_err());
-/// assert_ne!(durable::RunId::generate(), durable::RunId::generate());
+/// let (first, second) = (durable::RunId::generate(), durable::RunId::generate());
+/// assert!(first < second, "in the order made");
+/// assert_eq!(first.as_str().len(), 36);
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RunId(Arc<str>);
@@ -32,23 +34,7 @@ pub struct RunId(Arc<str>);
 impl RunId {
     /// A fresh unique id.
     pub fn generate() -> Self {
-        static PROCESS: OnceLock<u64> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let process = *PROCESS.get_or_init(|| {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u32(std::process::id());
-            h.finish()
-        });
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let millis = crate::clock::now_millis();
-        RunId(
-            format!(
-                "{millis:012x}{:08x}{:012x}",
-                process as u32,
-                n & 0xffff_ffff_ffff
-            )
-            .into(),
-        )
+        RunId(uuid::Uuid::now_v7().hyphenated().to_string().into())
     }
 
     /// The id as text.
