@@ -111,6 +111,15 @@ pub fn failed(ctx: &StepContext, error: impl std::fmt::Display) {
     ));
 }
 
+/// A time the engine reports (Unix milliseconds) as people read it: RFC 3339 in UTC, to the
+/// millisecond.
+pub fn time(unix_ms: u64) -> String {
+    i64::try_from(unix_ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| format!("{unix_ms} ms after 1970"), |t| format!("{t:.3}"))
+}
+
 /// Prints a run's journal (from `Engine::history`) as a table: step, attempt, event.
 pub fn print_history(history: &[StepRecord]) {
     println!("  {:<4} {:<22} {:<8} event", "seq", "step", "attempt");
@@ -126,12 +135,16 @@ pub fn print_history(history: &[StepRecord]) {
                 error,
                 optional: true,
             } => format!("failed (optional, went on): {error}"),
-            StepEvent::SleepStarted { wake_at } => format!("sleep started, wakes at {wake_at}"),
+            StepEvent::SleepStarted { wake_at } => {
+                format!("sleep started, wakes at {}", time(*wake_at))
+            }
             StepEvent::Resumed { attempts } => {
                 format!("resumed after {attempts} failed attempts")
             }
             StepEvent::Waiting { deadline: None } => "waiting".to_owned(),
-            StepEvent::Waiting { deadline: Some(at) } => format!("waiting (times out at {at} ms)"),
+            StepEvent::Waiting { deadline: Some(at) } => {
+                format!("waiting (times out at {})", time(*at))
+            }
             StepEvent::Received { inbox, value } => format!("received #{inbox}: {value}"),
             StepEvent::CallbackCreated { .. } => "callback token made".to_owned(),
             StepEvent::ChildStarted { child } => format!("child run {child} started"),

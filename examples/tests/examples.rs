@@ -246,7 +246,7 @@ fn order_processing_takes_about_its_critical_path_and_writes_the_graph() {
 fn bulk_notify_tolerates_the_bounces() {
     let out = stdout_of(&mut example(env!("CARGO_BIN_EXE_bulk_notify")));
     assert!(
-        out.contains("campaign Completed (AllCompleted): 10 sent, 2 failed of 12"),
+        out.contains("campaign completed (every item ran to its end): 10 sent, 2 failed of 12"),
         "{out}"
     );
     assert!(

@@ -81,6 +81,34 @@ fn run(command: &mut Command) -> (bool, String, String) {
     )
 }
 
+/// Like [`run`], but kills the command and fails the test if it has not ended within `bound`.
+fn run_within(command: &mut Command, bound: std::time::Duration) -> (bool, String, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || std::io::read_to_string(&mut stdout).unwrap_or_default());
+    let err = std::thread::spawn(move || std::io::read_to_string(&mut stderr).unwrap_or_default());
+    let deadline = std::time::Instant::now() + bound;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "the command did not end within {bound:?}; it printed:\n{}",
+                out.join().unwrap()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (status.success(), out.join().unwrap(), err.join().unwrap())
+}
+
 #[test]
 fn approval_waits_for_the_signal_a_second_invocation_sends() {
     let db = scratch_db("approval");
@@ -160,5 +188,39 @@ fn payment_webhook_fails_the_run_when_the_callback_fails() {
     assert!(
         out.contains("failed: callback `paid` failed: card declined"),
         "{out}"
+    );
+}
+
+#[test]
+fn approval_approved_while_no_start_runs_finishes_on_the_next_start() {
+    let db = scratch_db("approval-killed");
+    let mut started = Started::until(APPROVAL, &db, "waiting for approval");
+    let id = started
+        .line
+        .split("approval approve ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run id in {:?}", started.line))
+        .to_owned();
+    started.child.kill().unwrap();
+    let _ = started.finish();
+    let (ok, stdout, stderr) = run(command(APPROVAL, &db).args(["approve", &id, "ann"]));
+    assert!(ok, "{stdout}{stderr}");
+    // The next start drives the approved run to its end instead of starting another (which
+    // would wait for its own approval: the bound fails the test then).
+    let (ok, out, stderr) = run_within(
+        command(APPROVAL, &db).arg("start"),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(ok, "{out}{stderr}");
+    assert!(
+        out.contains(&format!("run {id} was unfinished: resumed it")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("approval approve {id} ")), "{out}");
+    assert!(out.contains("paid, approved by ann"), "{out}");
+    assert!(
+        !out.contains("prepare_request: started"),
+        "a new run started:\n{out}"
     );
 }

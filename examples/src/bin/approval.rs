@@ -73,19 +73,29 @@ async fn start() -> anyhow::Result<()> {
         .register(expense)
         .build()
         .await?;
+    // A run the engine resumed as it started (one approved while no `start` ran, say), else
+    // one still waiting, else a new one.
+    let resumed = engine.resumed().into_iter().next();
     let waiting = engine
         .list(RunFilter {
             workflow: Some("expense".into()),
             status: Some(RunStatus::Suspended),
             ..RunFilter::default()
         })
-        .await?;
-    let id = match waiting.first() {
-        Some(run) => {
-            say(format!("run {} is still waiting for its approval", run.id));
-            run.id.clone()
+        .await?
+        .into_iter()
+        .map(|run| run.id)
+        .next();
+    let id = match (resumed, waiting) {
+        (Some(id), _) => {
+            say(format!("run {id} was unfinished: resumed it"));
+            id
         }
-        None => {
+        (None, Some(id)) => {
+            say(format!("run {id} is still waiting for its approval"));
+            id
+        }
+        (None, None) => {
             let run = engine
                 .start(expense, Data::new().assign("amount", 120))
                 .await?;

@@ -45,7 +45,7 @@ async fn report(data: Data) -> Result<Data, StepError> {
         .get("sends")
         .ok_or_else(|| StepError::terminal("no batch"))?;
     say(format!(
-        "campaign {:?} ({:?}): {} sent, {} failed of {}",
+        "campaign {} ({}): {} sent, {} failed of {}",
         batch.status,
         batch.completion_reason,
         batch.success_count,

@@ -10,10 +10,13 @@
 //! `send_welcome_email` fails on its first attempt to show a retry.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use durable::store::sqlite::SqliteStore;
-use durable::{data, workflow, Data, Engine, RunFilter, RunId, StepContext, StepError};
+use durable::{
+    data, workflow, Client, Data, Engine, RunFilter, RunId, StepContext, StepError, Store,
+};
 use durable_examples::{db_path, failed, finished, print_history, say, started, work};
 
 const STEP_TIME: Duration = Duration::from_secs(1);
@@ -88,9 +91,20 @@ async fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let path = db_path("onboarding.db");
     say(format!("opening {}", path.display()));
-    let store = SqliteStore::open(&path)?;
-    // Building the engine resumes every unfinished run in the file.
-    let engine = Engine::builder(store)
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path)?);
+    // Building the engine resumes every unfinished run in the file: say which before it does.
+    let unfinished = Client::new(Arc::clone(&store))
+        .list(RunFilter::default())
+        .await?
+        .into_iter()
+        .filter(|run| !run.status.is_finished());
+    for run in unfinished {
+        say(format!(
+            "resuming run {} (finished steps are not run again)",
+            run.id
+        ));
+    }
+    let engine = Engine::builder_shared(store)
         .register(onboard_user)
         .build()
         .await?;
@@ -111,11 +125,6 @@ async fn run() -> anyhow::Result<()> {
         say(format!("run {} started", run.id()));
         vec![run.id().clone()]
     } else {
-        for id in &resumed {
-            say(format!(
-                "resuming run {id} (finished steps are not run again)"
-            ));
-        }
         resumed
     };
 

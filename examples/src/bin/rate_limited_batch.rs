@@ -66,6 +66,7 @@ async fn run() -> anyhow::Result<()> {
         .build()
         .await?;
     let begun = Instant::now();
+    say("importing 40 rows, at most 5 API calls at once");
     let out = engine.run(import, Data::new()).await?;
     say(format!(
         "imported {} rows with {} API calls (40 rows + 4 retried) in {} ms",
