@@ -1,10 +1,11 @@
 //! The orchwf e-commerce order as a `dag`: each step starts as soon as the steps it comes
 //! after have finished, so the whole order takes about as long as its critical path
 //! (validate -> check inventory -> reserve -> ship -> email: 750 ms), not the sum of its steps
-//! (1050 ms). Also writes the order's step graph as Mermaid (`order_processing.mmd`) and
-//! Graphviz (`order_processing.dot`) picture sources.
+//! (1050 ms). Also shows the order's step graph: printed as Mermaid, or, given a directory,
+//! written there as Mermaid (`order_processing.mmd`) and Graphviz (`order_processing.dot`)
+//! picture sources.
 //!
-//! `cargo run --bin order_processing [DIR]` (DIR for the two files, default: current dir).
+//! `cargo run --bin order_processing [DIR]`
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -44,17 +45,21 @@ workflow! {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let dir = std::env::args_os()
-        .nth(1)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| ".".into());
     let definition = order_processing.definition();
-    std::fs::write(dir.join("order_processing.mmd"), definition.to_mermaid())?;
-    std::fs::write(dir.join("order_processing.dot"), definition.to_dot())?;
-    say(format!(
-        "wrote {0}/order_processing.mmd and {0}/order_processing.dot",
-        dir.display()
-    ));
+    match std::env::args_os().nth(1).map(std::path::PathBuf::from) {
+        Some(dir) => {
+            std::fs::write(dir.join("order_processing.mmd"), definition.to_mermaid())?;
+            std::fs::write(dir.join("order_processing.dot"), definition.to_dot())?;
+            say(format!(
+                "wrote {0}/order_processing.mmd and {0}/order_processing.dot",
+                dir.display()
+            ));
+        }
+        None => {
+            say("the order's step graph as Mermaid (give a directory to write .mmd and .dot files):");
+            println!("{}", definition.to_mermaid());
+        }
+    }
 
     let engine = Engine::builder(MemoryStore::new())
         .register(order_processing)
