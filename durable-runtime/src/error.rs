@@ -50,6 +50,12 @@ pub enum Error {
         /// The run.
         run_id: RunId,
     },
+    /// A run of a workflow this engine has not registered was asked to start: nothing was
+    /// written.
+    NotRegistered {
+        /// The workflow.
+        workflow: String,
+    },
     /// The run started under another definition of its workflow (steps added, removed, renamed
     /// or reordered since). Its journal is untouched; register the old definition to finish it.
     DefinitionChanged {
@@ -172,6 +178,11 @@ impl fmt::Display for Error {
                 run_id,
                 failure,
             } => write!(f, "workflow `{workflow}` run {run_id} failed: {}", failure.message),
+            Error::NotRegistered { workflow } => write!(
+                f,
+                "cannot start a run of workflow `{workflow}`: it is not registered with this \
+                 engine (register it: Engine::builder(store).register({workflow}))"
+            ),
             Error::UnknownWorkflow { workflow, run_id } => write!(
                 f,
                 "run {run_id} belongs to workflow `{workflow}`, which is not registered with this \

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use durable::store::sqlite::SqliteStore;
-use durable::{Data, Engine, Error, RunId, RunStatus, StepContext, StepError, Workflow};
+use durable::{Data, Engine, Error, RunFilter, RunId, RunStatus, StepContext, StepError, Workflow};
 use durable_tests::{
     count, each_store, in_runtime, note, open_sqlite_retrying, scratch_dir, Backend, TestStore,
 };
@@ -119,7 +119,13 @@ each_store! {
             assert!(err.is_none());
             let engine = Engine::builder_shared(TestStore::new(store.backend()).open()).build().await.unwrap();
             let err = engine.start(v1::evolving, Data::new()).await.err().unwrap();
-            assert!(err.to_string().contains("workflow `evolving`, which is not registered"), "{err}");
+            assert!(matches!(&err, Error::NotRegistered { workflow } if workflow == "evolving"), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                "cannot start a run of workflow `evolving`: it is not registered with this engine \
+                 (register it: Engine::builder(store).register(evolving))"
+            );
+            assert!(engine.list(RunFilter::default()).await.unwrap().is_empty(), "nothing was written");
         });
     }
 

@@ -200,9 +200,8 @@ impl Engine {
                 .workflows
                 .get(W::NAME)
                 .cloned()
-                .ok_or_else(|| Error::UnknownWorkflow {
+                .ok_or_else(|| Error::NotRegistered {
                     workflow: W::NAME.to_owned(),
-                    run_id: id.clone(),
                 })?;
         let input = input.into_json().map_err(|e| Error::BadState {
             workflow: W::NAME.to_owned(),
