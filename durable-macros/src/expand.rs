@@ -38,6 +38,14 @@ pub fn expand(workflow: &Workflow, checked: syn::Result<()>) -> TokenStream {
             TokenStream::new(),
         ),
     };
+    // A private state type in a `pub` workflow is an error of the impl below ("private type in
+    // public interface"): spanned so that it points at the user's `pub`.
+    let vis_span = match vis {
+        syn::Visibility::Inherited => name.span(),
+        vis => vis.span(),
+    };
+    let state_type = quote_spanned! {vis_span=> type State = #state; };
+    let impl_kw = quote_spanned! {vis_span=> impl };
     quote! {
         #errors
 
@@ -51,8 +59,8 @@ pub fn expand(workflow: &Workflow, checked: syn::Result<()>) -> TokenStream {
         )]
         #vis struct #name;
 
-        impl ::durable::__private::Workflow for #name {
-            type State = #state;
+        #impl_kw ::durable::__private::Workflow for #name {
+            #state_type
             const NAME: &'static str = #name_str;
 
             fn definition(&self) -> ::durable::__private::Definition {
