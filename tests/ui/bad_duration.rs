@@ -9,6 +9,9 @@ workflow! {
         step e(retry(max_attempts = 3, max_interval = 5 s));
         step f(retry(max_attempts = 3, initial = 5sec));
         step g(retry(max_attempts = 3, initial = -5s));
+        step h(timeout = 2 seconds);
+        step i(timeout = 3 days);
+        sleep cool_down(for = 2 weeks);
     }
 }
 

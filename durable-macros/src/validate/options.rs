@@ -367,22 +367,40 @@ pub(super) fn choice<T: Copy>(
 /// A duration such as `500ms`, `1.5s`, `5m` or `1h`, in whole milliseconds.
 pub(super) fn duration(cx: &mut Ctxt, opt: &Opt, example: &str) -> Option<u64> {
     let tokens = value(cx, opt, example)?;
+    let units: Vec<&str> = DURATION_UNITS.iter().map(|(unit, _)| *unit).collect();
     let (digits, suffix) = match literal(tokens) {
         Some(Lit::Int(n)) => (n.base10_digits().to_owned(), n.suffix().to_owned()),
         Some(Lit::Float(f)) => (f.base10_digits().to_owned(), f.suffix().to_owned()),
         _ => {
-            cx.error(
-                tokens,
-                format_args!("expected a duration: a number and a unit, as in `{example}`"),
-            );
+            let message = match spaced_unit(tokens) {
+                // `2 seconds`, `5 s`: the unit is written apart from the number.
+                Some((digits, word)) => match known_unit(&word, &units) {
+                    Some(unit) => format!(
+                        "write the unit right after the number, as in `{digits}{unit}`; the \
+                         duration units are {}",
+                        suggest::all_of(&units)
+                    ),
+                    None => format!(
+                        "unknown duration unit `{word}`; write a number with its unit right \
+                         after it, as in `{example}` (the duration units are {})",
+                        suggest::all_of(&units)
+                    ),
+                },
+                None => format!(
+                    "expected a duration: a number and a unit, as in `{example}`; the duration \
+                     units are {}",
+                    suggest::all_of(&units)
+                ),
+            };
+            cx.error(tokens, message);
             return None;
         }
     };
-    let units: Vec<&str> = DURATION_UNITS.iter().map(|(unit, _)| *unit).collect();
     let Some(&(_, unit_ms)) = DURATION_UNITS.iter().find(|(unit, _)| *unit == suffix) else {
         let message = if suffix.is_empty() {
             format!(
-                "`{digits}` has no unit; write `{digits}ms`, `{digits}s`, `{digits}m` or `{digits}h`"
+                "`{digits}` has no unit; write `{digits}ms`, `{digits}s`, `{digits}m`, \
+                 `{digits}h` or `{digits}d`"
             )
         } else {
             unknown_unit(&suffix, &units)
@@ -403,21 +421,49 @@ pub(super) fn duration(cx: &mut Ctxt, opt: &Opt, example: &str) -> Option<u64> {
     }
 }
 
-/// The message for a duration unit that is not one of `units`, with the usual spellings of
-/// the units (`sec`, `min`, ...) mapped to the DSL's.
-pub(super) fn unknown_unit(suffix: &str, units: &[&str]) -> String {
+/// A number then a word (`2 seconds`, `5 s`): the number's digits and the word.
+fn spaced_unit(tokens: &TokenStream) -> Option<(String, String)> {
+    let mut iter = tokens.clone().into_iter();
+    let (Some(TokenTree::Literal(number)), Some(TokenTree::Ident(word)), None) =
+        (iter.next(), iter.next(), iter.next())
+    else {
+        return None;
+    };
+    let digits = match Lit::new(number) {
+        Lit::Int(n) if n.suffix().is_empty() => n.base10_digits().to_owned(),
+        Lit::Float(f) if f.suffix().is_empty() => f.base10_digits().to_owned(),
+        _ => return None,
+    };
+    Some((digits, word.to_string()))
+}
+
+/// The DSL's unit for `word`: a unit itself, or one of its usual spellings (`sec`, `min`, ...).
+fn known_unit<'a>(word: &str, units: &[&'a str]) -> Option<&'a str> {
     const SPELLINGS: &[(&str, &[&str])] = &[
         ("ms", &["msec", "msecs", "millis", "milliseconds"]),
         ("s", &["sec", "secs", "second", "seconds"]),
         ("m", &["min", "mins", "minute", "minutes"]),
         ("h", &["hr", "hrs", "hour", "hours"]),
+        ("d", &["day", "days"]),
     ];
-    let valid = format!("the duration units are {}", suggest::all_of(units));
-    match SPELLINGS
+    units
         .iter()
-        .find(|(_, spellings)| spellings.contains(&suffix))
-    {
-        Some((unit, _)) => {
+        .copied()
+        .find(|unit| *unit == word)
+        .or_else(|| {
+            SPELLINGS
+                .iter()
+                .find(|(_, spellings)| spellings.contains(&word))
+                .and_then(|(unit, _)| units.iter().copied().find(|u| u == unit))
+        })
+}
+
+/// The message for a duration unit that is not one of `units`, with the usual spellings of
+/// the units (`sec`, `min`, ...) mapped to the DSL's.
+pub(super) fn unknown_unit(suffix: &str, units: &[&str]) -> String {
+    let valid = format!("the duration units are {}", suggest::all_of(units));
+    match known_unit(suffix, units) {
+        Some(unit) => {
             format!("unknown duration unit `{suffix}`; write `{unit}` instead ({valid})")
         }
         None => format!("unknown duration unit `{suffix}`; {valid}"),
