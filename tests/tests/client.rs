@@ -311,3 +311,78 @@ fn waiting_on_a_run_another_worker_drives_polls_the_store_less_and_less() {
         );
     });
 }
+
+/// Fails for good until the fix is deployed (`FIXED`), counting its attempts.
+static FIXED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static CHARGES: AtomicUsize = AtomicUsize::new(0);
+static PREPARED: AtomicUsize = AtomicUsize::new(0);
+
+async fn prepare(data: Data) -> Result<Data, StepError> {
+    PREPARED.fetch_add(1, Ordering::SeqCst);
+    Ok(data.assign("prepared", true))
+}
+
+async fn charge(data: Data) -> Result<Data, StepError> {
+    CHARGES.fetch_add(1, Ordering::SeqCst);
+    if !FIXED.load(Ordering::SeqCst) {
+        return Err(StepError::terminal("the card service rejected the request"));
+    }
+    Ok(data.assign("charged", true))
+}
+
+workflow! {
+    checkout {
+        step prepare;
+        step charge;
+    }
+}
+
+#[test]
+fn a_client_beside_the_engine_holding_an_sqlite_file_resumes_a_failed_run() {
+    let db = scratch_dir().join("runs.db");
+    in_runtime(async move {
+        let engine = Engine::builder(SqliteStore::open(&db).unwrap())
+            .register(checkout)
+            .build()
+            .await
+            .unwrap();
+        let run = engine.start(checkout, Data::new()).await.unwrap();
+        let failed = tokio::time::timeout(Duration::from_secs(60), run.wait())
+            .await
+            .expect("the run ends within 60 s");
+        assert!(matches!(failed, Err(Error::RunFailed { .. })), "{failed:?}");
+        // The fix is deployed; an operator resumes the run from another connection to the
+        // file (a CLI, say), which the engine holds.
+        FIXED.store(true, Ordering::SeqCst);
+        let client = Client::open(SqliteStore::open_client(&db).unwrap());
+        client.resume_failed(run.id()).await.unwrap();
+        let output: Data = tokio::time::timeout(Duration::from_secs(60), client.wait(run.id()))
+            .await
+            .expect("the engine drives the resumed run to its end within 60 s")
+            .unwrap();
+        assert_eq!(output.get::<bool>("charged"), Some(true));
+        assert_eq!(
+            PREPARED.load(Ordering::SeqCst),
+            1,
+            "a finished step never runs again"
+        );
+        assert_eq!(
+            CHARGES.load(Ordering::SeqCst),
+            2,
+            "the failed step ran once more"
+        );
+        // Resumed once: a second resume finds it completed.
+        let again = client.resume_failed(run.id()).await.unwrap_err();
+        assert!(
+            matches!(
+                again,
+                Error::RunNotInState {
+                    status: RunStatus::Completed,
+                    ..
+                }
+            ),
+            "{again:?}"
+        );
+        engine.shutdown().await.unwrap();
+    });
+}

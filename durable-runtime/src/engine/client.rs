@@ -11,10 +11,13 @@ use serde_json::Value;
 
 use super::parse_failure;
 use super::records::{self, RunInfo, RunPage, StepRecord};
+use crate::clock::now_millis;
 use crate::data::State;
 use crate::definition::Workflow;
 use crate::error::Error;
-use crate::store::{Cursor, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, Write};
+use crate::store::{
+    Cursor, Event, JournalEntry, NewRun, Rejected, RunFilter, RunRecord, RunStatus, Store, Write,
+};
 use crate::RunId;
 
 /// How long [`Client::wait`] first sleeps between two looks at the store; it doubles up to
@@ -203,6 +206,106 @@ impl Client {
             .load_run(id)
             .await?
             .ok_or_else(|| Error::RunNotFound { run_id: id.clone() })
+    }
+
+    /// Resumes a failed run from the step that failed it, from this process or another (a
+    /// CLI beside the engine that holds an SQLite file, an operator's tool on PostgreSQL):
+    /// the step gets a fresh attempt budget, every step that had finished is kept, and the
+    /// engine driving the store claims the run and drives it on, within its watch's delay or
+    /// at most a heartbeat. See [`Engine::resume_failed`](super::Engine::resume_failed),
+    /// which does the same and drives the run itself.
+    ///
+    /// The engine that claims the run must have registered the definition it started under;
+    /// one that has not reports the run (see [`Error::UnknownWorkflow`]) and leaves its
+    /// journal untouched.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunNotFound`] for an unknown run; [`Error::RunNotInState`] for a run that has
+    /// not failed (nothing is changed then).
+    ///
+    /// ```
+    /// # use durable::{workflow, Client, Data, Error, StepError};
+    /// # use durable::store::memory::MemoryStore;
+    /// # async fn greet(d: Data) -> Result<Data, StepError> { Ok(d) }
+    /// # workflow! { hello { step greet; } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), durable::Error> {
+    /// let client = Client::open(MemoryStore::new());
+    /// let id = client.start(hello, Data::new()).await?;
+    /// // Not failed (no engine drove it yet): nothing to resume.
+    /// let err = client.resume_failed(&id).await.unwrap_err();
+    /// assert!(matches!(err, Error::RunNotInState { .. }));
+    /// # Ok(()) }
+    /// ```
+    pub async fn resume_failed(&self, id: &RunId) -> Result<(), Error> {
+        id.check()?;
+        self.reopen_failed(id, |_| Ok(())).await
+    }
+
+    /// Records that the failed run `id` resumes: a `resumed` entry for each step that failed
+    /// it, and the run set running with no owner, once `check` accepts the run.
+    pub(super) async fn reopen_failed(
+        &self,
+        id: &RunId,
+        check: impl FnOnce(&RunRecord) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let run = self.load(id).await?;
+        if run.status != RunStatus::Failed {
+            return Err(Error::RunNotInState {
+                workflow: run.workflow,
+                run_id: id.clone(),
+                status: run.status,
+                action: "resume",
+            });
+        }
+        check(&run)?;
+        let journal = self.store.load_journal(id).await?;
+        let last = journal.last().map_or(0, |e| e.seq);
+        // The steps that failed the run get a fresh budget; an optional step that failed
+        // before was skipped for good, and stays so (replay must go the same way).
+        let failure = parse_failure(run.error.as_deref());
+        let at = now_millis();
+        let entries: Vec<JournalEntry> = failure
+            .steps
+            .iter()
+            .zip(last + 1..)
+            .map(|(step, seq)| {
+                let (kind, payload) = Event::Resumed {
+                    attempts: step.attempts,
+                }
+                .encode();
+                JournalEntry {
+                    seq,
+                    step: step.step.clone(),
+                    kind,
+                    attempt: step.attempts,
+                    payload,
+                    at,
+                }
+            })
+            .collect();
+        match self.store.reopen(id, &entries).await? {
+            Ok(()) => Ok(()),
+            Err(Rejected::UnknownRun) => Err(Error::RunNotFound { run_id: id.clone() }),
+            // Resumed (or changed) meanwhile by someone else.
+            Err(_) => {
+                let now = self.load(id).await?;
+                Err(match now.status {
+                    RunStatus::Failed => Error::BadState {
+                        workflow: now.workflow.clone(),
+                        run_id: id.clone(),
+                        step: None,
+                        message: "its journal changed while it was being resumed; try again".into(),
+                    },
+                    status => Error::RunNotInState {
+                        workflow: now.workflow,
+                        run_id: id.clone(),
+                        status,
+                        action: "resume",
+                    },
+                })
+            }
+        }
     }
 
     /// Cancels an unfinished run, from this process or another (a CLI beside the engine):

@@ -1,9 +1,7 @@
 //! Steering runs from outside: cancelling one, resuming a failed one.
 
-use super::{parse_failure, Engine};
-use crate::clock::now_millis;
+use super::Engine;
 use crate::error::Error;
-use crate::store::{Event, JournalEntry, Rejected, RunStatus};
 use crate::RunId;
 
 impl Engine {
@@ -106,64 +104,10 @@ impl Engine {
     /// [`Definition::fingerprint`]: crate::Definition::fingerprint
     pub async fn resume_failed(&self, id: &RunId) -> Result<(), Error> {
         id.check()?;
-        let run = self.shared.client.load(id).await?;
-        if run.status != RunStatus::Failed {
-            return Err(Error::RunNotInState {
-                workflow: run.workflow,
-                run_id: id.clone(),
-                status: run.status,
-                action: "resume",
-            });
-        }
-        self.shared.check_resumable(&run)?;
-        let journal = self.shared.store.load_journal(id).await?;
-        let last = journal.last().map_or(0, |e| e.seq);
-        // The steps that failed the run get a fresh budget; an optional step that failed
-        // before was skipped for good, and stays so (replay must go the same way).
-        let failure = parse_failure(run.error.as_deref());
-        let at = now_millis();
-        let entries: Vec<JournalEntry> = failure
-            .steps
-            .iter()
-            .zip(last + 1..)
-            .map(|(step, seq)| {
-                let (kind, payload) = Event::Resumed {
-                    attempts: step.attempts,
-                }
-                .encode();
-                JournalEntry {
-                    seq,
-                    step: step.step.clone(),
-                    kind,
-                    attempt: step.attempts,
-                    payload,
-                    at,
-                }
-            })
-            .collect();
-        let not_failed = |status| Error::RunNotInState {
-            workflow: run.workflow.clone(),
-            run_id: id.clone(),
-            status,
-            action: "resume",
-        };
-        match self.shared.store.reopen(id, &entries).await? {
-            Ok(()) => {}
-            Err(Rejected::UnknownRun) => return Err(Error::RunNotFound { run_id: id.clone() }),
-            // Resumed (or changed) meanwhile by someone else.
-            Err(_) => {
-                let now = self.shared.client.load(id).await?;
-                return Err(match now.status {
-                    RunStatus::Failed => Error::BadState {
-                        workflow: now.workflow.clone(),
-                        run_id: id.clone(),
-                        step: None,
-                        message: "its journal changed while it was being resumed; try again".into(),
-                    },
-                    status => not_failed(status),
-                });
-            }
-        }
+        self.shared
+            .client
+            .reopen_failed(id, |run| self.shared.check_resumable(run).map(drop))
+            .await?;
         let _beat = self.shared.beat.lock().await;
         if !self
             .shared
