@@ -70,8 +70,8 @@ use syn::parse_macro_input;
 /// ```
 ///
 /// The whole reference (every item, its options and defaults, what blocks write into the
-/// state, and every compile-time error) is the `durable` crate's documentation: the README's
-/// section "DSL reference", kept in one place so the two cannot drift apart.
+/// state, and every compile-time error) is the `durable` crate's DSL guide, `durable::guide::dsl`
+/// (the file `durable/docs/dsl.md`), kept in one place so the two cannot drift apart.
 #[proc_macro]
 pub fn workflow(input: TokenStream) -> TokenStream {
     let workflow = parse_macro_input!(input as ast::Workflow);

@@ -1,8 +1,9 @@
 //! The engine, journal, retries, merges and stores behind the `durable` crate.
 //!
 //! Users depend on `durable`, which re-exports this crate next to the `workflow!` macro; see
-//! its documentation for the tour. This crate knows nothing of the macro: the macro builds a
+//! its documentation for the guides (`durable::guide`). This crate knows nothing of the macro: the macro builds a
 //! [`Definition`] and the engine runs it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod batch;
 pub mod callback;

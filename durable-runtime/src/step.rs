@@ -399,9 +399,10 @@ where
 /// CPU-heavy work, `std::thread::sleep`, a `std::sync::Mutex` held for long. Await it inside
 /// the step; a panic in `f` is a failed (retryable) attempt.
 ///
-/// A step must not block the thread it runs on (see the README's "What a step may not do"):
-/// blocked, that thread runs none of the engine's other tasks, so other runs' steps and
-/// commits may wait for it, and the step's `timeout` cannot fire until it returns. Through
+/// A step must not block the thread it runs on (see "What a step may not do" in the `durable`
+/// crate's guide `durable::guide::engine`): blocked, that thread runs none of the engine's
+/// other tasks, so other runs' steps and commits may wait for it, and the step's `timeout`
+/// cannot fire until it returns. Through
 /// `blocking` the step only awaits, so `timeout` fails the attempt on time. The blocking
 /// thread itself cannot be stopped: it finishes `f` in the background and its result is
 /// dropped, so make `f` safe to run again (the next attempt runs it anew).

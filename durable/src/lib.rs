@@ -1,6 +1,115 @@
-// The crate's documentation is the README: the one copy of the tour and the DSL reference,
-// whose Rust code blocks are compiled (and run, unless `no_run`) as this crate's doc tests.
-#![doc = include_str!("../../README.md")]
+//! Durable workflows as a Rust macro. You write a workflow as a [`workflow!`] block of steps
+//! (plain `async fn`s), parallel blocks, maps, sleeps and waits; the [`Engine`] journals every
+//! finished step, so a process that crashes or is killed resumes where it stopped and never
+//! runs a finished step again. There is no server: the engine is a library inside your program,
+//! keeping its runs in an embedded SQLite file by default, or in PostgreSQL, where many worker
+//! processes on many machines share them.
+//!
+//! # Install
+//!
+//! ```sh
+//! cargo add durable
+//! cargo add tokio --features macros,rt-multi-thread
+//! cargo add anyhow    # if your steps return anyhow::Result, as one below does
+//! ```
+//!
+//! | cargo feature | default | what it brings |
+//! | --- | --- | --- |
+//! | `sqlite` | yes | [`SqliteStore`](store::sqlite::SqliteStore): runs in one SQLite file (SQLite is bundled: a C compiler builds it) |
+//! | `anyhow` | yes | steps may return `anyhow::Result<S>`: `?` on any error, with no `map_err`, the chain of causes journaled |
+//! | `postgres` | no | [`PostgresStore`](store::postgres::PostgresStore): many worker processes sharing runs in PostgreSQL |
+//!
+//! ```sh
+//! cargo add durable --features postgres                                   # SQLite and PostgreSQL
+//! cargo add durable --no-default-features --features postgres,anyhow     # PostgreSQL only
+//! ```
+//!
+//! A typed state (`workflow! { name(state = T) { ... } }`) is a serde type:
+//! `cargo add serde --features derive`.
+//!
+//! The minimum supported Rust version is 1.95.
+//!
+//! # A first workflow
+//!
+//! ```no_run
+//! use durable::store::sqlite::SqliteStore;
+//! use durable::{data, workflow, Data, Engine, StepContext, StepError};
+//!
+//! async fn create_user(data: Data) -> Result<Data, StepError> {
+//!     Ok(data.assign("user_id", 42))
+//! }
+//!
+//! // A step may take a StepContext first: run id, step name, attempt, idempotency key.
+//! async fn send_welcome_email(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+//!     let _key = ctx.idempotency_key(); // the same on every attempt: give it to the mailer
+//!     Ok(data.assign("email_sent", true))
+//! }
+//!
+//! // A step may return anyhow::Result too.
+//! async fn provision_workspace(data: Data) -> anyhow::Result<Data> {
+//!     Ok(data.assign("workspace_id", "ws-42"))
+//! }
+//!
+//! async fn complete(data: Data) -> Result<Data, StepError> {
+//!     Ok(data.assign("onboarded", true))
+//! }
+//!
+//! workflow! {
+//!     /// Doc comments become the workflow's description.
+//!     pub onboard_user {
+//!         step create_user;
+//!         parallel {
+//!             step send_welcome_email(retry(max_attempts = 3, backoff = exponential, initial = 200ms));
+//!             step provision_workspace;
+//!         }
+//!         step complete;
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), durable::Error> {
+//!     let store = SqliteStore::open("app.db")?;
+//!     // Building the engine resumes every unfinished run of the registered workflows.
+//!     let engine = Engine::builder(store).register(onboard_user).build().await?;
+//!     let output = engine.run(onboard_user, data! { "name" => "Ada" }).await?;
+//!     assert_eq!(output.get::<bool>("onboarded"), Some(true));
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Kill the process while the parallel steps run and start it again: building the engine
+//! resumes the run, `create_user` does not run again, and each parallel step that had
+//! finished is not run again either. A step still running when the process died runs again,
+//! which is what its idempotency key is for.
+//!
+//! # Guides
+//!
+//! - [The DSL](guide::dsl): everything a `workflow!` can hold (retries, timeouts, optional
+//!   steps, parallel blocks and their merges, dags, maps, typed states), every option and
+//!   default, and the mistakes the macro reports.
+//! - [Running workflows](guide::engine): starting, waiting, listing; a [`Client`] in another
+//!   process; cancelling and resuming failed runs; stopping; what a step must not do.
+//! - [Stores](guide::stores): memory for tests, SQLite, PostgreSQL.
+//! - [Waiting](guide::waiting): durable sleeps, signals, callbacks from outside systems, and
+//!   child workflows.
+//! - [PostgreSQL workers](guide::postgres): many worker processes on many machines sharing
+//!   runs, and what each guarantee means across them.
+//! - [Guarantees](guide::guarantees): what durable promises, failure semantics, what the
+//!   journal accepts, versioning, limitations.
+//!
+//! The repository's `examples/` run with `cargo run --bin NAME`: `onboarding` (press Ctrl-C
+//! mid-way, run it again, watch it resume), `dashboard`, `notify_all`, `order_processing`,
+//! `bulk_notify`, `rate_limited_batch`, `tenant_sync`, `reminder`, `approval`,
+//! `payment_webhook`, and `workers` on PostgreSQL.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod guide;
+
+/// The README's Rust examples, compiled and run as doc tests (docs.rs shows the guides
+/// instead).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 
 pub use durable_macros::workflow;
 /// The step graph of a definition (its kinds of nodes: [`graph::GraphKind`]).

@@ -90,7 +90,7 @@ each_store! {
 
 async fn blocks_its_thread(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     note(&ctx, "blocks started");
-    // What a step must not do (see the README): block the thread it runs on.
+    // What a step must not do (see the guide `durable::guide::engine`): block the thread it runs on.
     std::thread::sleep(Duration::from_secs(2));
     Ok(data.assign("blocked", true))
 }

@@ -38,8 +38,9 @@ impl EngineBuilder {
     }
 
     /// Keeps an older definition of a registered workflow, so that runs started under it
-    /// finish on it while new runs start on the current one (see the README's versioning
-    /// rule). Usually the old `workflow!` kept in a module of its own:
+    /// finish on it while new runs start on the current one (see "Versioning" in the `durable`
+    /// crate's guide `durable::guide::guarantees`). Usually the old `workflow!` kept in a
+    /// module of its own:
     ///
     /// ```
     /// # use durable::{Data, Engine, StepError};

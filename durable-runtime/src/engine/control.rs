@@ -6,7 +6,7 @@ use crate::RunId;
 
 impl Engine {
     /// Cancels an unfinished run: its steps in flight are cancelled (their futures dropped),
-    /// no further step starts, and it ends [`Cancelled`](RunStatus::Cancelled) with
+    /// no further step starts, and it ends [`Cancelled`](crate::RunStatus::Cancelled) with
     /// `reason`; a cancelled run never resumes. A run this engine drives is cancelled at
     /// once; a sleeping one is woken and ended; one another engine drives is ended by it
     /// when its watch or heartbeat sees the request (see [`Client::cancel`]). Returns once
