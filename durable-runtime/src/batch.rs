@@ -270,6 +270,48 @@ fn allowed_by_percentage(percentage: f64, total: usize) -> usize {
     (millionths * total as u128 / (100 * SCALE)) as usize
 }
 
+/// As people read it: `completed`, `failed`.
+impl std::fmt::Display for BatchStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BatchStatus::Completed => "completed",
+            BatchStatus::Failed => "failed",
+        })
+    }
+}
+
+/// As people read it, e.g. `every item ran to its end`.
+///
+/// ```
+/// use durable::batch::CompletionReason;
+///
+/// assert_eq!(
+///     CompletionReason::FailureToleranceExceeded.to_string(),
+///     "more items failed than tolerated"
+/// );
+/// ```
+impl std::fmt::Display for CompletionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CompletionReason::AllCompleted => "every item ran to its end",
+            CompletionReason::MinSuccessfulReached => "enough items succeeded",
+            CompletionReason::FailureToleranceExceeded => "more items failed than tolerated",
+        })
+    }
+}
+
+/// As people read it: `succeeded`, `failed`, `cancelled`, `not started`.
+impl std::fmt::Display for ItemStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ItemStatus::Succeeded => "succeeded",
+            ItemStatus::Failed => "failed",
+            ItemStatus::Cancelled => "cancelled",
+            ItemStatus::NotStarted => "not started",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,47 +466,5 @@ mod tests {
             p.decided(3, 0),
             Some((BatchStatus::Completed, CompletionReason::AllCompleted))
         );
-    }
-}
-
-/// As people read it: `completed`, `failed`.
-impl std::fmt::Display for BatchStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BatchStatus::Completed => "completed",
-            BatchStatus::Failed => "failed",
-        })
-    }
-}
-
-/// As people read it, e.g. `every item ran to its end`.
-///
-/// ```
-/// use durable::batch::CompletionReason;
-///
-/// assert_eq!(
-///     CompletionReason::FailureToleranceExceeded.to_string(),
-///     "more items failed than tolerated"
-/// );
-/// ```
-impl std::fmt::Display for CompletionReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CompletionReason::AllCompleted => "every item ran to its end",
-            CompletionReason::MinSuccessfulReached => "enough items succeeded",
-            CompletionReason::FailureToleranceExceeded => "more items failed than tolerated",
-        })
-    }
-}
-
-/// As people read it: `succeeded`, `failed`, `cancelled`, `not started`.
-impl std::fmt::Display for ItemStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ItemStatus::Succeeded => "succeeded",
-            ItemStatus::Failed => "failed",
-            ItemStatus::Cancelled => "cancelled",
-            ItemStatus::NotStarted => "not started",
-        })
     }
 }
