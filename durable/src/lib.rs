@@ -77,10 +77,10 @@
 //! }
 //! ```
 //!
-//! Kill the process while the parallel steps run and start it again: building the engine
-//! resumes the run, `create_user` does not run again, and each parallel step that had
-//! finished is not run again either. A step still running when the process died runs again,
-//! which is what its idempotency key is for.
+//! If the process dies mid-run, the next `build` on the same file resumes that run
+//! ([`engine.resumed()`](Engine::resumed) lists it, [`engine.wait(&id)`](Engine::wait) waits
+//! for it): `create_user` and every parallel step that had finished are not run again; a step
+//! that was still running runs again, which is what its idempotency key is for.
 //!
 //! # Guides
 //!
