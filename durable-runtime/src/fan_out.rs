@@ -140,7 +140,8 @@ impl StepContext {
     }
 
     /// Processes every item, at most `limit` at a time, best effort: the batch result holds
-    /// each item's result or error.
+    /// each item's result or error. As in a map without a completion policy, any failure
+    /// makes the batch `Failed` (`FailureToleranceExceeded`: none is tolerated).
     ///
     /// ```
     /// # use durable::{StepContext, StepError};
@@ -194,13 +195,17 @@ impl StepContext {
             .iter()
             .filter(|i| i.status == ItemStatus::Failed)
             .count();
+        // Every item ran; as in a map without a policy, no failure is tolerated.
+        let (status, completion_reason) = match failed {
+            0 => (BatchStatus::Completed, CompletionReason::AllCompleted),
+            _ => (
+                BatchStatus::Failed,
+                CompletionReason::FailureToleranceExceeded,
+            ),
+        };
         Ok(BatchResult {
-            status: if failed == 0 {
-                BatchStatus::Completed
-            } else {
-                BatchStatus::Failed
-            },
-            completion_reason: CompletionReason::AllCompleted,
+            status,
+            completion_reason,
             total_count: total,
             started_count: total,
             success_count: total - failed,
