@@ -59,6 +59,27 @@ impl Drop for DropNote {
     }
 }
 
+/// Like [`DropNote`], but its drop first blocks its thread for 200 ms, as the cancellation of
+/// a step that closes a connection may: a cancelled step not yet dropped stays in the way long
+/// enough to be seen. (The time is not what a test waits for: it only widens the window in
+/// which a wrong engine shows.)
+pub struct SlowDropNote(pub StepContext, pub String);
+
+impl Drop for SlowDropNote {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(200));
+        note(&self.0, format!("dropped {}", self.1));
+    }
+}
+
+/// [`hold_until_cancelled`] whose cancellation takes a while ([`SlowDropNote`]).
+pub async fn hold_until_cancelled_slowly(ctx: &StepContext, what: &str) {
+    let _guard = SlowDropNote(ctx.clone(), what.to_owned());
+    note(ctx, format!("holding {what}"));
+    std::future::pending::<()>().await;
+    note(ctx, format!("finished {what}"));
+}
+
 /// Notes `holding WHAT`, then never returns: only a cancellation ends it, which notes
 /// `dropped WHAT`. Should it ever return, it notes `finished WHAT` first.
 pub async fn hold_until_cancelled(ctx: &StepContext, what: &str) {

@@ -15,6 +15,12 @@
 //! next) and a started one that still waits suspends again, holding its slot. The started
 //! children are therefore always the first `min(total, finished + limit)`, whichever order
 //! they finish in, so a resumed walk starts no child a live one would not have.
+//!
+//! # Cancellation
+//!
+//! When the batch is decided, or a child fails fast, the children still running are
+//! cancelled, and the loop returns only once their tasks (and their own blocks' tasks) are
+//! gone ([`Tasks`]): none of their steps runs past the batch's decision.
 
 use std::future::Future;
 
@@ -23,6 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::batch::{BatchItem, BatchResult, BatchStatus, CompletionReason, ItemStatus};
 use crate::error::RunFailure;
+use crate::tasks::Tasks;
 
 use super::{Abort, Done, RunTask, Suspensions};
 
@@ -50,7 +57,7 @@ impl RunTask {
     /// child that fails for good is recorded when `keep_failures`; otherwise its failure is
     /// returned at once, which cancels the children still running (`fail_fast`). Once no
     /// child runs and some suspended, the batch suspends as a whole (unless `decide` decided
-    /// first).
+    /// first). Whatever it returns, the children it cancelled are gone by then.
     pub(super) async fn run_limited<Fut>(
         &self,
         path: &str,
@@ -70,6 +77,7 @@ impl RunTask {
             failed: 0,
             started: 0,
         };
+        let group = Tasks::nested(&self.tasks);
         let mut running = JoinSet::new();
         let mut suspended = Suspensions::default();
         // Children that suspended: each still holds its slot (it ends in a later walk).
@@ -81,7 +89,7 @@ impl RunTask {
             while running.len() + waiting < limit && tally.started < total {
                 let i = tally.started;
                 let child = start(i);
-                running.spawn(async move { (i, child.await) });
+                running.spawn(group.task(async move { (i, child.await) }));
                 tally.started += 1;
             }
             let Some(joined) = running.join_next().await else {
@@ -110,7 +118,8 @@ impl RunTask {
                 Err(abort) => break Err(abort),
             }
         };
-        running.abort_all();
+        running.shutdown().await;
+        group.idle().await;
         let decision = ended?;
         match suspended.abort() {
             Some(suspend) if decision.is_none() => Err(suspend),
