@@ -152,6 +152,19 @@ mod tests {
     }
 
     #[test]
+    fn exponential_multiplies_each_wait_by_the_multiplier() {
+        let ms = Duration::from_millis;
+        let doubling = RetryPolicy::new(5)
+            .backoff(Backoff::Exponential)
+            .initial(ms(10))
+            .multiplier(2.0);
+        assert_eq!(
+            (1..=4).map(|n| doubling.delay_after(n)).collect::<Vec<_>>(),
+            [ms(10), ms(20), ms(40), ms(80)]
+        );
+    }
+
+    #[test]
     fn waits_are_capped_and_jitter_stays_in_bounds() {
         let policy = RetryPolicy::new(50)
             .initial(Duration::from_secs(1))
