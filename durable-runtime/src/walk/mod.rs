@@ -276,10 +276,9 @@ impl RunTask {
     /// [`run`](Self::run), until `cancel` holds a reason: then the walk is dropped at once
     /// (the step attempts in flight with it: their futures are dropped, their tasks aborted),
     /// nothing more starts, and once the aborted tasks are gone ([`Tasks`]) the run is
-    /// journaled cancelled with that reason. A reason
-    /// there from the start cancels the run before anything runs. Should the run have
-    /// finished meanwhile (its end committed), the cancellation is refused by the store
-    /// and the run keeps its end.
+    /// journaled cancelled with that reason. A reason there from the start cancels the run
+    /// before anything runs. Should the run have finished meanwhile (its end committed), the
+    /// cancellation is refused by the store and the run keeps its end.
     pub(crate) async fn run_cancellable(
         self: Arc<Self>,
         input: Value,
