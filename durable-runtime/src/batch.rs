@@ -189,7 +189,8 @@ impl<T> BatchResult<T> {
 pub(crate) struct Policy {
     pub(crate) total: usize,
     pub(crate) min_successful: Option<usize>,
-    /// The most failures that still leave the batch able to succeed; `None`: no limit.
+    /// The most failures that still leave the batch able to succeed; `None` without a policy:
+    /// nothing ends the batch early, and any failure fails it once every item ran.
     pub(crate) allowed_failures: Option<usize>,
 }
 
@@ -219,42 +220,45 @@ impl Policy {
     }
 
     /// Whether the batch is decided with these counts, and how.
-    /// The reason is [`CompletionReason::AllCompleted`] whenever every item ran to its end,
-    /// even when the last one also reached `min_successful` or exceeded the tolerance.
+    ///
+    /// The reason is decided in the AWS durable-execution SDK's order: more failures than
+    /// tolerated is [`CompletionReason::FailureToleranceExceeded`], even when every item ran
+    /// to its end (without a policy no failure is tolerated, though every item runs); else
+    /// every item ran to its end is [`CompletionReason::AllCompleted`], even when the last
+    /// one also reached `min_successful`; else `min_successful` items succeeded is
+    /// [`CompletionReason::MinSuccessfulReached`]. So a batch failed by its failures has the
+    /// reason `FailureToleranceExceeded`, whenever they came.
     pub(crate) fn decided(
         &self,
         succeeded: usize,
         failed: usize,
     ) -> Option<(BatchStatus, CompletionReason)> {
         let all = succeeded + failed == self.total;
-        let reason = |early| match all {
-            true => CompletionReason::AllCompleted,
-            false => early,
+        let exceeded = match self.allowed_failures {
+            Some(allowed) => failed > allowed,
+            // No policy: nothing ends the batch early, and any failure fails it.
+            None => all && failed > 0,
         };
-        if self
-            .allowed_failures
-            .is_some_and(|allowed| failed > allowed)
-        {
+        if exceeded {
             return Some((
                 BatchStatus::Failed,
-                reason(CompletionReason::FailureToleranceExceeded),
+                CompletionReason::FailureToleranceExceeded,
             ));
+        }
+        if all {
+            // Every item succeeded and still fewer than `min_successful` (an array shorter
+            // than it): failed, though no failure was one too many.
+            let status = match self.min_successful.is_some_and(|m| succeeded < m) {
+                true => BatchStatus::Failed,
+                false => BatchStatus::Completed,
+            };
+            return Some((status, CompletionReason::AllCompleted));
         }
         if self.min_successful.is_some_and(|m| succeeded >= m) {
             return Some((
                 BatchStatus::Completed,
-                reason(CompletionReason::MinSuccessfulReached),
+                CompletionReason::MinSuccessfulReached,
             ));
-        }
-        if all {
-            let too_many = self.allowed_failures.is_none() && failed > 0;
-            let too_few = self.min_successful.is_some_and(|m| succeeded < m);
-            let status = if too_many || too_few {
-                BatchStatus::Failed
-            } else {
-                BatchStatus::Completed
-            };
-            return Some((status, CompletionReason::AllCompleted));
         }
         None
     }
@@ -353,8 +357,11 @@ mod tests {
         assert_eq!(p.decided(0, 4), None, "one item can still succeed");
         assert_eq!(
             p.decided(0, 5),
-            Some((BatchStatus::Failed, CompletionReason::AllCompleted)),
-            "every item ran to its end"
+            Some((
+                BatchStatus::Failed,
+                CompletionReason::FailureToleranceExceeded
+            )),
+            "every item ran to its end, and too many failed"
         );
         let p = Policy::new(5, Some(2), None, None);
         assert_eq!(
@@ -366,27 +373,71 @@ mod tests {
         );
     }
 
+    /// The AWS durable-execution SDK's completion-reason cases
+    /// (`concurrent-execution-handler.test.ts`, and the examples
+    /// `map/failure-threshold-exceeded-count` and `-percentage`), as counts.
     #[test]
-    fn the_reason_is_all_completed_when_the_last_item_decides() {
-        // min_successful = 1, item 0 failed, item 1 (the last) succeeded.
+    fn the_reason_follows_the_sdks_order() {
+        use BatchStatus::*;
+        use CompletionReason::*;
+        // Items 1..5 where 1-3 fail, `toleratedFailureCount: 2` or `toleratedFailurePercentage:
+        // 50`: exceeded, whether the third failure came last or first.
+        for p in [
+            Policy::new(5, None, Some(2), None),
+            Policy::new(5, None, None, Some(50.0)),
+        ] {
+            assert_eq!(p.decided(2, 2), None);
+            assert_eq!(p.decided(2, 3), Some((Failed, FailureToleranceExceeded)));
+            assert_eq!(p.decided(0, 3), Some((Failed, FailureToleranceExceeded)));
+            assert_eq!(p.decided(3, 2), Some((Completed, AllCompleted)));
+        }
+        // "should stop on toleratedFailureCount" (1 of 3) and "...Percentage" (40% of 3).
+        for p in [
+            Policy::new(3, None, Some(1), None),
+            Policy::new(3, None, None, Some(40.0)),
+        ] {
+            assert_eq!(p.decided(0, 1), None);
+            assert_eq!(p.decided(0, 2), Some((Failed, FailureToleranceExceeded)));
+            assert_eq!(p.decided(1, 2), Some((Failed, FailureToleranceExceeded)));
+        }
+        // "should stop early with minSuccessful".
+        let p = Policy::new(3, Some(1), None, None);
+        assert_eq!(p.decided(1, 0), Some((Completed, MinSuccessfulReached)));
+        // "should complete when all items finish with some failures but minSuccessful met":
+        // the last item reaching `min_successful` is every item having run.
         let p = Policy::new(2, Some(1), None, None);
         assert_eq!(p.decided(0, 1), None);
-        assert_eq!(
-            p.decided(1, 1),
-            Some((BatchStatus::Completed, CompletionReason::AllCompleted))
-        );
-        // The last item exceeds the tolerance: failed, but every item ran.
+        assert_eq!(p.decided(1, 1), Some((Completed, AllCompleted)));
+        // Without a policy (the SDK's empty completion config) no failure is tolerated: every
+        // item runs here, and the batch fails with the tolerance exceeded.
+        let p = Policy::new(2, None, None, None);
+        assert_eq!(p.decided(0, 1), None, "every item runs");
+        assert_eq!(p.decided(1, 1), Some((Failed, FailureToleranceExceeded)));
+        assert_eq!(p.decided(2, 0), Some((Completed, AllCompleted)));
+        // The last item exceeding the tolerance: every item ran, and the tolerance decides.
         let p = Policy::new(3, None, Some(0), None);
+        assert_eq!(p.decided(2, 1), Some((Failed, FailureToleranceExceeded)));
+    }
+
+    #[test]
+    fn an_array_shorter_than_min_successful_fails_having_run_every_item() {
+        let p = Policy::new(2, Some(3), None, None);
+        assert_eq!(p.decided(1, 0), None);
         assert_eq!(
-            p.decided(2, 1),
+            p.decided(2, 0),
             Some((BatchStatus::Failed, CompletionReason::AllCompleted))
         );
         assert_eq!(
-            p.decided(1, 1),
+            p.decided(0, 1),
             Some((
                 BatchStatus::Failed,
                 CompletionReason::FailureToleranceExceeded
             ))
+        );
+        let p = Policy::new(0, Some(1), None, None);
+        assert_eq!(
+            p.decided(0, 0),
+            Some((BatchStatus::Failed, CompletionReason::AllCompleted))
         );
     }
 
@@ -460,7 +511,10 @@ mod tests {
         assert_eq!(p.decided(1, 1), None);
         assert_eq!(
             p.decided(2, 1),
-            Some((BatchStatus::Failed, CompletionReason::AllCompleted))
+            Some((
+                BatchStatus::Failed,
+                CompletionReason::FailureToleranceExceeded
+            ))
         );
         assert_eq!(
             p.decided(3, 0),

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::batch::{BatchItem, BatchResult, BatchStatus, CompletionReason, ItemStatus};
 use crate::step::{BoxFuture, StepContext, StepError};
+use crate::tasks::Tasks;
 
 /// The result of [`StepContext::fan_out`]: per operation its result or error, and counts.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,7 +141,8 @@ impl StepContext {
     }
 
     /// Processes every item, at most `limit` at a time, best effort: the batch result holds
-    /// each item's result or error.
+    /// each item's result or error. As in a map without a completion policy, any failure
+    /// makes the batch `Failed` (`FailureToleranceExceeded`: none is tolerated).
     ///
     /// ```
     /// # use durable::{StepContext, StepError};
@@ -194,13 +196,17 @@ impl StepContext {
             .iter()
             .filter(|i| i.status == ItemStatus::Failed)
             .count();
+        // Every item ran; as in a map without a policy, no failure is tolerated.
+        let (status, completion_reason) = match failed {
+            0 => (BatchStatus::Completed, CompletionReason::AllCompleted),
+            _ => (
+                BatchStatus::Failed,
+                CompletionReason::FailureToleranceExceeded,
+            ),
+        };
         Ok(BatchResult {
-            status: if failed == 0 {
-                BatchStatus::Completed
-            } else {
-                BatchStatus::Failed
-            },
-            completion_reason: CompletionReason::AllCompleted,
+            status,
+            completion_reason,
             total_count: total,
             started_count: total,
             success_count: total - failed,
@@ -242,28 +248,39 @@ impl StepContext {
             }
         }
         let mut pending = pending.into_iter();
+        // Inside a run, the operations' tasks are counted with the run's, so that nothing
+        // that cancels them goes on before they are gone.
+        let group = self.ops().map(|journal| Tasks::nested(&journal.tasks()));
         let mut running = JoinSet::new();
-        loop {
+        let ended = loop {
             while running.len() < limit.max(1) {
                 let Some((i, path, op)) = pending.next() else {
                     break;
                 };
-                running.spawn(async move { (i, path, op().await) });
+                let op = async move { (i, path, op().await) };
+                match &group {
+                    Some(group) => running.spawn(group.task(op)),
+                    None => running.spawn(op),
+                };
             }
             let Some(joined) = running.join_next().await else {
-                break;
+                break Ok(());
             };
-            let (i, path, result) = joined
-                .map_err(|e| StepError::retryable(format!("an operation of {call} died: {e}")))?;
-            let outcome = match result {
-                Ok(value) => {
-                    let text = crate::encode::to_text(&value).map_err(|e| {
-                        StepError::terminal(format!(
-                            "operation {path}: its output does not encode: {e}"
-                        ))
-                    })?;
-                    Ok((value, text))
+            let (i, path, result) = match joined {
+                Ok(joined) => joined,
+                Err(e) => {
+                    let error = format!("an operation of {call} died: {e}");
+                    break Err(StepError::retryable(error));
                 }
+            };
+            let outcome = match result {
+                Ok(value) => match crate::encode::to_text(&value) {
+                    Ok(text) => Ok((value, text)),
+                    Err(e) => {
+                        let error = format!("operation {path}: its output does not encode: {e}");
+                        break Err(StepError::terminal(error));
+                    }
+                },
                 Err(error) => Err(error),
             };
             let journaled = match &outcome {
@@ -271,16 +288,23 @@ impl StepContext {
                 Err(error) => Err(error.message().to_owned()),
             };
             if let Some(journal) = self.ops() {
-                journal.record(path, self.attempt(), journaled).await?;
+                if let Err(error) = journal.record(path, self.attempt(), journaled).await {
+                    break Err(error);
+                }
             }
             match outcome {
                 Ok((value, _)) => outcomes[i] = Some(Ok(value)),
-                // Returning drops the JoinSet: the other operations are cancelled.
-                Err(error) if fail_fast => return Err(error),
+                // The other operations are cancelled.
+                Err(error) if fail_fast => break Err(error),
                 Err(error) => outcomes[i] = Some(Err(error.message().to_owned())),
             }
+        };
+        // The operations cancelled are gone before the failure goes on.
+        running.shutdown().await;
+        if let Some(group) = group {
+            group.idle().await;
         }
-        Ok(outcomes)
+        ended.map(|()| outcomes)
     }
 }
 

@@ -24,6 +24,7 @@ pub mod retry;
 mod run_id;
 pub mod step;
 pub mod store;
+mod tasks;
 mod walk;
 mod writer;
 

@@ -143,15 +143,15 @@ mod tests {
     }
 
     #[test]
-    fn exponential_multiplies_every_wait() {
+    fn exponential_multiplies_each_wait_by_the_multiplier() {
         let ms = Duration::from_millis;
-        let policy = RetryPolicy::new(5)
+        let doubling = RetryPolicy::new(5)
             .backoff(Backoff::Exponential)
-            .initial(ms(100))
+            .initial(ms(10))
             .multiplier(2.0);
         assert_eq!(
-            (1..=4).map(|n| policy.delay_after(n)).collect::<Vec<_>>(),
-            [ms(100), ms(200), ms(400), ms(800)]
+            (1..=4).map(|n| doubling.delay_after(n)).collect::<Vec<_>>(),
+            [ms(10), ms(20), ms(40), ms(80)]
         );
     }
 

@@ -58,6 +58,8 @@ pub(crate) trait OpJournal: Send + Sync {
         attempt: u32,
         outcome: Result<String, String>,
     ) -> BoxFuture<'static, Result<(), StepError>>;
+    /// The run's group of spawned tasks, for the operations' tasks to nest in.
+    fn tasks(&self) -> Arc<crate::tasks::Tasks>;
 }
 
 impl StepContext {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use durable::batch::{BatchResult, BatchStatus};
 use durable::{workflow, Data, Engine, StepContext, StepError, StepEvent};
+use durable_tests::gates::{bounded, hold_until_cancelled_slowly, until_noted};
 use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
 
 async fn enrich(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -40,31 +41,27 @@ workflow! {
 }
 
 async fn validate(ctx: StepContext, data: Data) -> Result<Data, StepError> {
-    struct Cancelled(StepContext);
-    impl Drop for Cancelled {
-        fn drop(&mut self) {
-            note(&self.0, "slow check dropped");
-        }
-    }
-    let slow = {
+    type Check = Box<dyn FnOnce() -> durable::BoxFuture<'static, Result<bool, StepError>> + Send>;
+    // Runs until cancelled; its cancellation takes a while (see `SlowDropNote`).
+    let slow: Check = {
         let ctx = ctx.clone();
         Box::new(move || {
             Box::pin(async move {
-                let _guard = Cancelled(ctx.clone());
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                note(&ctx, "slow check finished");
+                hold_until_cancelled_slowly(&ctx, "slow check").await;
                 Ok(true)
-            }) as durable::BoxFuture<'static, Result<bool, StepError>>
+            })
         })
-            as Box<dyn FnOnce() -> durable::BoxFuture<'static, Result<bool, StepError>> + Send>
     };
-    let failing = Box::new(|| {
-        Box::pin(async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            Err(StepError::terminal("card declined"))
-        }) as durable::BoxFuture<'static, Result<bool, StepError>>
-    })
-        as Box<dyn FnOnce() -> durable::BoxFuture<'static, Result<bool, StepError>> + Send>;
+    // Fails once the slow check has started, so that its failure always has one to cancel.
+    let failing: Check = {
+        let ctx = ctx.clone();
+        Box::new(move || {
+            Box::pin(async move {
+                until_noted(ctx.run_id(), "holding slow check", 1).await;
+                Err(StepError::terminal("card declined"))
+            })
+        })
+    };
     let results = ctx.fan_out_fail(vec![slow, failing]).await?;
     Ok(data.assign("valid", results))
 }
@@ -146,10 +143,12 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(validation).build().await.unwrap();
             let run = engine.start(validation, Data::new()).await.unwrap();
-            let err = run.wait().await.unwrap_err().to_string();
+            let err = bounded("the run to fail", run.wait()).await.unwrap_err().to_string();
             assert!(err.ends_with("step `validate` failed after 1 attempt: card declined"), "{err}");
+            // When `wait` tells the run failed, the cancelled operation is gone already.
             let ev = events(run.id());
-            assert!(ev.contains(&"slow check dropped".to_owned()) && !ev.contains(&"slow check finished".to_owned()), "{ev:?}");
+            assert!(ev.contains(&"dropped slow check".to_owned()), "{ev:?}");
+            assert!(!ev.contains(&"finished slow check".to_owned()), "{ev:?}");
         });
     }
 

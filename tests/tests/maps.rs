@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use durable::batch::{BatchResult, BatchStatus, CompletionReason, ItemStatus};
 use durable::{workflow, Data, Engine, StepContext, StepError};
+use durable_tests::gates::{bounded, hold_until_cancelled_slowly, until_noted};
 use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
 use serde_json::json;
 
@@ -116,6 +117,36 @@ workflow! {
             }
             step fine;
         }
+    }
+}
+
+/// Item 0 runs until cancelled (slowly: see `SlowDropNote`); item 1 fails once item 0 runs.
+async fn check(ctx: StepContext, item: Data) -> Result<Data, StepError> {
+    if item.get::<u64>("n") == Some(0) {
+        hold_until_cancelled_slowly(&ctx, "item 0").await;
+        return Ok(item);
+    }
+    until_noted(ctx.run_id(), "holding item 0", 1).await;
+    Err(StepError::terminal("item 1 is bad"))
+}
+
+/// Fails the run if the batch failed, telling what it saw of item 0 then.
+async fn judge(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    let seen = events(ctx.run_id()).join(", ");
+    note(&ctx, format!("judge saw: {seen}"));
+    let batch: BatchResult<Data> = data
+        .get("checked")
+        .ok_or_else(|| StepError::terminal("no batch result"))?;
+    batch.throw_if_error().map_err(StepError::terminal)?;
+    Ok(data)
+}
+
+workflow! {
+    strict {
+        map checked(over = items, tolerated_failures = 0) {
+            step check;
+        }
+        step judge;
     }
 }
 
@@ -244,6 +275,27 @@ each_store_and_postgres! {
             let err = run.wait().await.unwrap_err().to_string();
             assert!(err.contains("parallel block (processed, fine) failed: map `processed` runs over the state's array `missing`, but the state holds nothing there"), "{err}");
             assert_eq!(count(run.id(), "fine"), 1, "the other branch ran to its end");
+        });
+    }
+
+    fn a_failure_past_the_tolerance_fails_fast_without_waiting_for_the_other_items(store) {
+        in_runtime(async {
+            let engine = Engine::builder_shared(store.open()).register(strict).build().await.unwrap();
+            let run = engine.start(strict, Data::new().assign("items", json!([{"n": 0}, {"n": 1}]))).await.unwrap();
+            // Item 0 never ends by itself: the run ends only if the failure cancels it.
+            let err = bounded("the map to fail fast", run.wait()).await.unwrap_err().to_string();
+            assert!(err.contains("item 1: item 1 is bad"), "{err}");
+            let id = run.id();
+            assert_eq!(count(id, "finished item 0"), 0, "{:?}", events(id));
+            // Cancelled, and gone before the step after the map ran.
+            let judged = events(id).into_iter().find(|e| e.starts_with("judge saw: ")).expect("judge ran");
+            assert!(judged.contains("dropped item 0"), "{judged}");
+            let history = engine.history(id).await.unwrap();
+            let decision = history.iter().find(|r| r.step == "checked").expect("the decision is journaled");
+            let durable::StepEvent::Completed { output } = &decision.event else { panic!("{decision:?}") };
+            let batch: BatchResult<Data> = serde_json::from_value(output["checked"].clone()).unwrap();
+            assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Failed, CompletionReason::FailureToleranceExceeded));
+            assert_eq!(batch.items[0].status, ItemStatus::Cancelled);
         });
     }
 

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use durable::{workflow, Data, Engine, Error, StepContext, StepError, StepEvent};
+use durable_tests::gates::bounded;
 use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
 
 /// Fails on its first two attempts, then succeeds.
@@ -44,6 +45,12 @@ workflow! {
     exhausted {
         step always_fails(retry(max_attempts = 3, backoff = linear, initial = 5ms));
         step never_runs;
+    }
+}
+
+workflow! {
+    doubling {
+        step always_fails(retry(max_attempts = 4, backoff = exponential, initial = 5ms, multiplier = 2.0));
     }
 }
 
@@ -134,6 +141,30 @@ each_store_and_postgres! {
             assert!((40..400).contains(&first_gap), "first wait {first_gap}ms");
             assert!((120..600).contains(&second_gap), "second wait {second_gap}ms");
             assert!(second_gap > first_gap, "{first_gap}ms then {second_gap}ms");
+        });
+    }
+
+    fn each_exponential_backoff_doubles_the_one_before_up_to_the_third_retry(store) {
+        in_runtime(async {
+            let engine = Engine::builder_shared(store.open()).register(doubling).build().await.unwrap();
+            let run = engine.start(doubling, Data::new()).await.unwrap();
+            bounded("the run to fail", run.wait()).await.unwrap_err();
+            // A failed attempt's entry is stamped when it failed, and holds when the next was
+            // due: their difference is the backoff the engine chose, whatever the clock did.
+            let backoffs: Vec<(u32, u64)> = engine
+                .history(run.id())
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|r| match r.event {
+                    StepEvent::AttemptFailed { retry_at, .. } => Some((r.attempt, retry_at - r.at)),
+                    _ => None,
+                })
+                .collect();
+            // 5 ms, then twice that, then twice again: the gap before attempt 4 is 4 x 5 ms
+            // (a linear backoff would give 15 ms).
+            assert_eq!(backoffs, [(1, 5), (2, 10), (3, 20)]);
+            assert_eq!(count(run.id(), "always_fails"), 4);
         });
     }
 

@@ -124,8 +124,10 @@ pub enum StepEvent {
     Failed {
         /// The last error.
         error: String,
-        /// Whether the step is `optional`, so the workflow went on without its output; when
-        /// `false` the failure failed the run (or, inside a map, the item). Taken from the
+        /// Whether the item is `optional` (a step, a `wait_for`, a `callback`, whose submit
+        /// function's failure at `NAME/submit` is the callback's, a `call`), so the workflow
+        /// went on without its output; when `false` the failure failed the run (or, inside a
+        /// map, the item). Taken from the
         /// definition the run started under, or when that is not registered here, from the
         /// run's record: a failure the run's own failure does not list did not fail it.
         optional: bool,
@@ -238,8 +240,7 @@ pub(super) fn optional_steps<'a>(
         .map(|(_, def)| def);
     let failure = (run.status == RunStatus::Failed).then(|| parse_failure(run.error.as_deref()));
     move |path: &str| match definition {
-        // Step names are unique in a workflow; inside maps the path is `map[i]/step`.
-        Some(def) => is_optional(def.nodes(), path.rsplit('/').next().unwrap_or(path)),
+        Some(def) => is_optional(def.nodes(), item_named(path)),
         None => match &failure {
             Some(failure) => !failure.steps.iter().any(|s| s.step == path),
             None => run.status == RunStatus::Completed,
@@ -247,11 +248,46 @@ pub(super) fn optional_steps<'a>(
     }
 }
 
+/// The name of the item whose failure a journal path records. Item names are unique in a
+/// workflow, and only maps add a level to a path (`map[i]/step`), so it is the last segment;
+/// except for a callback's submit function, `NAME/submit`, the one path whose last segment
+/// follows a segment that is no map item: its failure is the callback's.
+fn item_named(path: &str) -> &str {
+    let mut segments = path.rsplit('/');
+    let last = segments.next().unwrap_or(path);
+    match segments.next() {
+        Some(callback) if !callback.ends_with(']') => callback,
+        _ => last,
+    }
+}
+
+/// Whether the item `name` is `optional`: every kind of item that can be.
 fn is_optional(nodes: &[Node], name: &str) -> bool {
     nodes.iter().any(|node| match node {
         Node::Step(step) => step.name == name && step.options.optional,
         Node::Wait(wait) => wait.name == name && wait.options.optional,
         Node::Callback(cb) => cb.name == name && cb.options.optional,
-        other => is_optional(other.children(), name),
+        Node::Call(call) => call.name == name && call.options.optional,
+        Node::Sleep(_) => false,
+        Node::Seq(_) | Node::Parallel(_) | Node::Dag(_) | Node::Map(_) => {
+            is_optional(node.children(), name)
+        }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::item_named;
+
+    #[test]
+    fn a_path_names_its_item_and_a_submit_function_its_callback() {
+        assert_eq!(item_named("email"), "email");
+        assert_eq!(item_named("sends[3]/send"), "send");
+        assert_eq!(item_named("tenants[0]/users[2]/sync"), "sync");
+        // A step may be named `submit`; a callback's submit function is under the callback.
+        assert_eq!(item_named("submit"), "submit");
+        assert_eq!(item_named("sends[1]/submit"), "submit");
+        assert_eq!(item_named("paid/submit"), "paid");
+        assert_eq!(item_named("sends[1]/paid/submit"), "paid");
+    }
 }

@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 use crate::definition::DagNode;
 use crate::error::StepFailure;
 use crate::merge::{merge, BranchResult, Merge};
+use crate::tasks::Tasks;
 
 use super::written::ERRORS_HINT;
 use super::{block_names, child, written, Abort, Done, RunTask, Scope, Suspensions};
@@ -26,10 +27,11 @@ impl RunTask {
         let n = dag.nodes.len();
         let mut results: Vec<Option<Done>> = (0..n).map(|_| None).collect();
         let mut started = vec![false; n];
+        let group = Tasks::nested(&self.tasks);
         let mut running = JoinSet::new();
         // A node that suspends starts none of its dependents; the others go on.
         let mut suspended = Suspensions::default();
-        loop {
+        let ended = 'nodes: loop {
             for i in 0..n {
                 if started[i] || !deps[i].iter().all(|&d| results[d].is_some()) {
                     continue;
@@ -41,24 +43,39 @@ impl RunTask {
                         output: &results[d].as_ref().expect("finished").state,
                     })
                     .collect();
-                let input = merge(Merge::DeepMerge, &snapshot, &inputs)
-                    .map_err(|e| self.merge_failure("dag", &dag.nodes, e))?;
+                let input = match merge(Merge::DeepMerge, &snapshot, &inputs) {
+                    Ok(input) => input,
+                    Err(e) => break 'nodes Err(self.merge_failure("dag", &dag.nodes, e)),
+                };
                 started[i] = true;
                 let (run, child, scope) = (Arc::clone(self), child(address, i), Arc::clone(&scope));
-                running.spawn(async move { (i, run.exec_node(child, input, scope).await) });
+                running.spawn(
+                    group.task(async move { (i, run.exec_node(child, input, scope).await) }),
+                );
             }
             let Some(joined) = running.join_next().await else {
-                break;
+                break Ok(());
             };
-            let (i, result) = joined.map_err(|e| {
-                Abort::Engine(self.bad_state("dag", format!("a node task died: {e}")))
-            })?;
+            let (i, result) = match joined {
+                Ok(joined) => joined,
+                Err(e) => {
+                    let message = format!("a node task died: {e}");
+                    break Err(Abort::Engine(self.bad_state("dag", message)));
+                }
+            };
             let Some(result) = suspended.keep(result) else {
                 continue;
             };
-            // A failure returns at once; dropping the JoinSet cancels the nodes still running.
-            results[i] = Some(result?);
-        }
+            match result {
+                Ok(done) => results[i] = Some(done),
+                // A failure ends the block at once, cancelling the nodes still running.
+                Err(abort) => break Err(abort),
+            }
+        };
+        // Cancelled nodes are gone before the failure goes on.
+        running.shutdown().await;
+        group.idle().await;
+        ended?;
         if let Some(suspend) = suspended.abort() {
             return Err(suspend);
         }

@@ -35,6 +35,7 @@ use crate::definition::{Definition, Node};
 use crate::error::{Error, RunFailure, StepFailure};
 use crate::step::BoxFuture;
 use crate::store::{Event, Finish, JournalEntry, Rejected, StoreError, Write};
+use crate::tasks::Tasks;
 use crate::writer::{CommitError, Writer};
 use crate::RunId;
 
@@ -151,6 +152,8 @@ pub(crate) struct RunTask {
     /// message after it, delivered while the run was suspending, wakes the run again (see
     /// `wait::wake_if_delivered_meanwhile`).
     inbox_seen: std::sync::atomic::AtomicU64,
+    /// The tasks its walk spawned: its end is committed only once they are all gone.
+    tasks: Arc<Tasks>,
 }
 
 /// The position of a node in the definition tree: an index per level.
@@ -260,6 +263,7 @@ impl RunTask {
             ops: Mutex::new(ops),
             taken: Mutex::new(taken),
             inbox_seen: Default::default(),
+            tasks: Tasks::root(),
         }
     }
 
@@ -271,10 +275,10 @@ impl RunTask {
 
     /// [`run`](Self::run), until `cancel` holds a reason: then the walk is dropped at once
     /// (the step attempts in flight with it: their futures are dropped, their tasks aborted),
-    /// nothing more starts, and the run is journaled cancelled with that reason. A reason
-    /// there from the start cancels the run before anything runs. Should the run have
-    /// finished meanwhile (its end committed), the cancellation is refused by the store
-    /// and the run keeps its end.
+    /// nothing more starts, and once the aborted tasks are gone ([`Tasks`]) the run is
+    /// journaled cancelled with that reason. A reason there from the start cancels the run
+    /// before anything runs. Should the run have finished meanwhile (its end committed), the
+    /// cancellation is refused by the store and the run keeps its end.
     pub(crate) async fn run_cancellable(
         self: Arc<Self>,
         input: Value,
@@ -345,6 +349,10 @@ impl RunTask {
                 };
             }
         };
+        // Branches, items and operations cancelled on the way here (a failure failing fast,
+        // the cancellation dropping the walk) were only asked to stop: the run ends once they
+        // have, so that when its waiters learn the end, none of its steps still runs.
+        self.tasks.idle().await;
         match self.append(Vec::new(), Some(finish)).await {
             Ok(_) => Walked::Ended(outcome),
             Err(Abort::Engine(error)) => Walked::Ended(Err(error)),

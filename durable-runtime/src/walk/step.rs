@@ -154,6 +154,10 @@ impl RunTask {
 struct Ops(Arc<RunTask>);
 
 impl OpJournal for Ops {
+    fn tasks(&self) -> Arc<crate::tasks::Tasks> {
+        Arc::clone(&self.0.tasks)
+    }
+
     fn finished(&self, path: &str) -> Option<String> {
         self.0
             .ops
