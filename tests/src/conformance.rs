@@ -806,7 +806,15 @@ fn now_ms() -> u64 {
 }
 
 fn suspend(run: &str, token: u64, wake_at: Option<u64>) -> Write {
-    append(run, token, Vec::new(), Some(Finish::Suspended { wake_at }))
+    append(
+        run,
+        token,
+        Vec::new(),
+        Some(Finish::Suspended {
+            wake_at,
+            inbox_seen: None,
+        }),
+    )
 }
 
 /// A suspended run has no owner and takes no append; a claim takes it once its `wake_at`
@@ -958,7 +966,10 @@ where
                 run,
                 1,
                 entries(&[1]),
-                Some(Finish::Suspended { wake_at: None }),
+                Some(Finish::Suspended {
+                    wake_at: None,
+                    inbox_seen: None,
+                }),
             )
         };
         assert_eq!(commit(&store, vec![suspend("one")]).await, [Ok(())]);

@@ -114,7 +114,10 @@ where
                 "r",
                 1,
                 vec![entry(1, "a")],
-                Some(Finish::Suspended { wake_at: None }),
+                Some(Finish::Suspended {
+                    wake_at: None,
+                    inbox_seen: None,
+                }),
             )],
         )
         .await;
