@@ -986,7 +986,8 @@ const WAKE_DUE_SQL: &str = "UPDATE durable_runs SET status = 'running', wake_at 
 /// claim that follows (runs a version before 7 suspended with a message already there; this
 /// version never leaves one so): the whole of the `durable_runs_unread` index, which holds
 /// only them, so it costs nothing when there are none.
-const WAKE_UNREAD_SQL: &str = "UPDATE durable_runs SET status = 'running', wake_at = NULL, \
+const WAKE_UNREAD_SQL: &str = "UPDATE durable_runs INDEXED BY durable_runs_unread \
+                               SET status = 'running', wake_at = NULL, \
                                owner = NULL, lease_expires_at = 0 \
                                WHERE status = 'suspended' AND inbox_last > inbox_seen";
 
@@ -1674,6 +1675,98 @@ mod tests {
             );
         }
         drop(guard);
+        drop(store);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn runs_that_slept_through_a_message_are_found_through_their_own_index() {
+        let path = scratch("unread-plan");
+        let store = SqliteStore::open(&path).unwrap();
+        let guard = lock(&store.inner.reader);
+        let plan = plan(guard.as_ref().expect("open"), WAKE_UNREAD_SQL);
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        // The whole of the partial index, which holds only those runs: no read of another.
+        assert_eq!(plan[0], "SCAN durable_runs USING INDEX durable_runs_unread");
+        drop(guard);
+        drop(store);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A file version 6 left with a run suspended though its inbox held a message (the bug
+    /// of version 6: a crash between its suspension and the in-memory look that would have
+    /// woken it) is migrated, and the next claim takes that run, and only it: a run suspended
+    /// with an empty inbox stays asleep.
+    #[test]
+    fn a_run_version_6_left_asleep_with_a_message_is_claimed_after_the_upgrade() {
+        let path = scratch("stuck-v6");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE durable_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+                 INSERT INTO durable_meta VALUES ('schema', '1');
+                 CREATE TABLE durable_runs (id TEXT NOT NULL UNIQUE, workflow TEXT NOT NULL,
+                     fingerprint TEXT NOT NULL, status TEXT NOT NULL, input TEXT NOT NULL,
+                     output TEXT, error TEXT, owner TEXT, lease_token INTEGER NOT NULL,
+                     lease_expires_at INTEGER NOT NULL, created_at INTEGER NOT NULL,
+                     updated_at INTEGER NOT NULL);
+                 CREATE INDEX durable_runs_by_status ON durable_runs (status, workflow);
+                 CREATE TABLE durable_journal (run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                     step TEXT NOT NULL, kind TEXT NOT NULL, attempt INTEGER NOT NULL,
+                     payload TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (run_id, seq))
+                     WITHOUT ROWID;",
+            )
+            .unwrap();
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 6) {
+                conn.execute_batch(&format!(
+                    "{sql}\nUPDATE durable_meta SET value = '{version}' WHERE key = 'schema';"
+                ))
+                .unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO durable_runs (id, workflow, fingerprint, status, input, lease_token,
+                     lease_expires_at, created_at, updated_at)
+                     VALUES ('stuck', 'wf', 'f', 'suspended', '{}', 3, 0, 1, 1),
+                            ('asleep', 'wf', 'f', 'suspended', '{}', 3, 0, 2, 2);
+                 INSERT INTO durable_inbox (run_id, seq, kind, name, payload, at)
+                     VALUES ('stuck', 1, 'signal', 'go', 'true', 5);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let claim = Claim::new("w", Duration::from_secs(30));
+        let claimed = runtime.block_on(store.claim_runs(claim)).unwrap();
+        let claimed: Vec<(&str, RunStatus, u64)> = claimed
+            .iter()
+            .map(|r| (r.id.as_str(), r.status, r.lease_token))
+            .collect();
+        assert_eq!(claimed, [("stuck", RunStatus::Running, 4)]);
+        // The message from before the upgrade has no checksum and is read as it is.
+        let inbox = runtime.block_on(store.load_inbox(&"stuck".into())).unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(inbox[0].payload, "true");
+        // Suspended again having seen it, it stays asleep; nor does the other wake.
+        let nap = Finish::Suspended {
+            wake_at: None,
+            inbox_seen: Some(1),
+        };
+        let write = Write::Append {
+            run: "stuck".into(),
+            lease_token: 4,
+            entries: Vec::new(),
+            finish: Some(nap),
+        };
+        let committed = runtime.block_on(async { store.commit(&[write]).await });
+        assert_eq!(committed.unwrap(), [Ok(())]);
+        let claim = Claim::new("w", Duration::from_secs(30));
+        assert!(runtime
+            .block_on(store.claim_runs(claim))
+            .unwrap()
+            .is_empty());
         drop(store);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
