@@ -25,7 +25,7 @@ use durable_tests::{drop_schema, postgres_url_or_skip, scratch_dir, scratch_sche
 
 const CHILD: &str = env!("CARGO_BIN_EXE_stuck_child");
 /// Processes killed per kind and store.
-const LIFETIMES: usize = 8;
+const LIFETIMES: usize = 12;
 /// Runs each of them starts.
 const RUNS: usize = 100;
 
