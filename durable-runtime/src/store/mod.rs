@@ -750,9 +750,11 @@ pub trait Store: Send + Sync + 'static {
     /// Makes a [`Suspended`](RunStatus::Suspended) run claimable now (running, no owner, its
     /// `wake_at` cleared), in one conditional write: `Ok(false)` when it was not suspended
     /// (unknown, running or finished), so of two wakers only one wakes it. A watch
-    /// ([`watch_claimable`](Store::watch_claimable)) reports the run claimable. Used by
-    /// signals, callbacks, children and cancellation. The default refuses: the store cannot
-    /// wake runs.
+    /// ([`watch_claimable`](Store::watch_claimable)) reports the run claimable. For a waker
+    /// without a message: signals, callbacks and children wake their run in
+    /// [`deliver`](Store::deliver)'s transaction, and a cancellation in
+    /// [`request_cancel`](Store::request_cancel)'s. The default refuses: the store cannot wake
+    /// runs.
     fn wake<'a>(&'a self, run: &'a RunId) -> BoxFuture<'a, Result<bool, StoreError>> {
         let _ = run;
         Box::pin(std::future::ready(Err(StoreError::other(

@@ -15,8 +15,16 @@
 //! instead of coming back as a valid, wrong output. A run's input and its output (or error)
 //! carry a checksum too, verified by [`load_run`](Store::load_run) (so by `wait` and `status`)
 //! and, for the input, when the run's journal is loaded to resume it; listing runs does not
-//! verify. Rows written before checksums existed (schema version 1, migrated in place on open)
-//! have none and are read as they are.
+//! verify. Each inbox message carries one too (of its number, kind, name, payload and time),
+//! verified by [`load_inbox`](Store::load_inbox). Rows written before checksums existed
+//! (schema version 1, and inbox messages before version 7, migrated in place on open) have
+//! none and are read as they are.
+//!
+//! A run's row keeps the number of its last inbox message (`inbox_last`, set by every
+//! delivery) and how far its last suspension had seen (`inbox_seen`): a suspension whose waits
+//! did not see the last message leaves the run awake, in the batch's transaction, and a claim
+//! wakes any suspended run with `inbox_last > inbox_seen` (only a file an older version wrote
+//! holds one) through a partial index of those alone.
 //!
 //! A [`Client`](crate::engine::Client) in another process (a CLI, a dashboard) opens the file
 //! beside the engine with [`SqliteStore::open_client`]: without the exclusive lock, under
