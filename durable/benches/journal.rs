@@ -343,6 +343,7 @@ async fn sleep100k_case(dir: &std::path::Path) {
                         }],
                         finish: Some(Finish::Suspended {
                             wake_at: Some(wake_at),
+                            inbox_seen: None,
                         }),
                     });
                 }

@@ -46,9 +46,11 @@ use durable::RunId;
 
 use crate::{in_runtime, TestStore};
 
+mod behind;
 mod children;
 mod claims;
 mod inbox;
+pub use behind::*;
 pub use children::*;
 pub use claims::*;
 pub use inbox::*;
@@ -98,6 +100,8 @@ macro_rules! store_conformance {
                 inbox_messages_are_numbered_per_run_and_refused_for_unknown_or_finished_runs,
                 a_message_wakes_a_suspended_run,
                 a_callback_token_is_taken_once,
+                // Issue 18: no run sleeps through a message that reached its inbox.
+                a_suspension_after_a_message_it_did_not_see_leaves_the_run_claimable,
             }
         }
     };
@@ -117,6 +121,34 @@ macro_rules! store_conformance_children {
                 [$(#[$attr])*] $fresh;
                 a_child_s_end_reaches_its_parent_s_inbox_in_the_same_commit,
                 a_cancel_request_cascades_to_unfinished_children,
+            }
+        }
+    };
+}
+
+/// The checks of what a stored database can hold that the `Store` API never writes (a run an
+/// earlier version of durable left suspended through a message, an inbox row edited by hand),
+/// for a backend whose data outlives the process: the factory returns something that is
+/// both a [`FreshStore`] and a [`Backdoor`](crate::Backdoor) to its tables (a
+/// [`TestStore`] is, for SQLite and PostgreSQL). Instantiated like [`store_conformance!`].
+///
+/// ```
+/// use durable_tests::{store_conformance_behind_its_back, Backend, TestStore};
+///
+/// store_conformance_behind_its_back!(sqlite, || async { TestStore::new(Backend::Sqlite) });
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! store_conformance_behind_its_back {
+    ($(#[$attr:meta])* $backend:ident, $fresh:expr) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::__store_conformance_checks! {
+                [$(#[$attr])*] $fresh;
+                a_run_that_slept_through_a_message_is_claimed,
+                an_inbox_message_changed_behind_the_store_s_back_is_refused,
             }
         }
     };
@@ -806,7 +838,15 @@ fn now_ms() -> u64 {
 }
 
 fn suspend(run: &str, token: u64, wake_at: Option<u64>) -> Write {
-    append(run, token, Vec::new(), Some(Finish::Suspended { wake_at }))
+    append(
+        run,
+        token,
+        Vec::new(),
+        Some(Finish::Suspended {
+            wake_at,
+            inbox_seen: None,
+        }),
+    )
 }
 
 /// A suspended run has no owner and takes no append; a claim takes it once its `wake_at`
@@ -958,7 +998,10 @@ where
                 run,
                 1,
                 entries(&[1]),
-                Some(Finish::Suspended { wake_at: None }),
+                Some(Finish::Suspended {
+                    wake_at: None,
+                    inbox_seen: None,
+                }),
             )
         };
         assert_eq!(commit(&store, vec![suspend("one")]).await, [Ok(())]);

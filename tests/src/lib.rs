@@ -11,8 +11,11 @@ use durable::store::postgres::{PostgresOptions, PostgresStore};
 use durable::store::sqlite::SqliteStore;
 use durable::Store;
 
+mod backdoor;
 pub mod conformance;
 pub mod gates;
+
+pub use backdoor::Backdoor;
 
 /// Which backend a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

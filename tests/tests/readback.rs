@@ -529,7 +529,10 @@ fn a_file_from_before_checksums_is_migrated_and_its_entries_without_checksums_ar
         // file is migrated through every version in storage_legacy.rs).
         let conn = rusqlite::Connection::open(store.db_path()).unwrap();
         conn.execute_batch(
-            "ALTER TABLE durable_journal DROP COLUMN checksum;
+            "DROP INDEX durable_runs_unread;
+             ALTER TABLE durable_runs DROP COLUMN inbox_last;
+             ALTER TABLE durable_runs DROP COLUMN inbox_seen;
+             ALTER TABLE durable_journal DROP COLUMN checksum;
              ALTER TABLE durable_runs DROP COLUMN input_checksum;
              ALTER TABLE durable_runs DROP COLUMN end_checksum;
              DROP TABLE durable_inbox;
@@ -561,7 +564,7 @@ fn a_file_from_before_checksums_is_migrated_and_its_entries_without_checksums_ar
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(schema, "6");
+    assert_eq!(schema, "7");
     // Old entries keep no checksum; new ones have one.
     let sums: Vec<(String, Option<i64>)> = conn
         .prepare("SELECT step, checksum FROM durable_journal WHERE run_id = ?1 ORDER BY seq")

@@ -45,7 +45,7 @@ each_store! {
     fn stores_keep_suspended_and_cancelled_runs(store) {
         in_runtime(async move {
             let store = store.open();
-            let sleeping = ended(&*store, "sleeping", Finish::Suspended { wake_at: None }).await;
+            let sleeping = ended(&*store, "sleeping", Finish::Suspended { wake_at: None, inbox_seen: None }).await;
             let cancelled = ended(&*store, "cancelled", Finish::Cancelled("withdrawn".into())).await;
             let run = store.load_run(&sleeping).await.unwrap().unwrap();
             assert_eq!((run.status, run.owner.as_deref()), (RunStatus::Suspended, None));
@@ -71,7 +71,7 @@ each_store! {
     fn the_engine_reads_cancelled_runs_and_leaves_suspended_ones_waiting(store) {
         in_runtime(async move {
             let shared = store.open();
-            let sleeping = ended(&*shared, "sleeping", Finish::Suspended { wake_at: None }).await;
+            let sleeping = ended(&*shared, "sleeping", Finish::Suspended { wake_at: None, inbox_seen: None }).await;
             let cancelled = ended(&*shared, "cancelled", Finish::Cancelled("withdrawn".into())).await;
             let engine = Engine::builder_shared(shared).register(hello).build().await.unwrap();
             // The suspended run is not resumed: it waits to be woken.

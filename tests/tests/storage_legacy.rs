@@ -470,10 +470,11 @@ fn opening_a_version_1_file_migrates_it_in_place() {
         "durable_runs_by_workflow_created",
         "durable_runs_by_workflow_status_created",
         "durable_runs_cancel_requested",
+        "durable_runs_unread",
     ];
     assert_eq!(
         indexes(&path),
-        ("6".to_owned(), expected.map(String::from).to_vec())
+        ("7".to_owned(), expected.map(String::from).to_vec())
     );
     let conn = rusqlite::Connection::open(&path).unwrap();
     let unchecked: i64 = conn

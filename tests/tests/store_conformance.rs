@@ -31,3 +31,17 @@ mod children {
             .map(|_| TestStore::new(Backend::Postgres))
     });
 }
+
+// What a database can hold that the Store API never writes (a run an earlier version left
+// asleep through a message, an inbox row edited by hand): the stores whose data outlives the
+// process. A memory store's can do neither.
+mod behind_its_back {
+    use super::*;
+    use durable_tests::store_conformance_behind_its_back;
+
+    store_conformance_behind_its_back!(sqlite, || async { TestStore::new(Backend::Sqlite) });
+    store_conformance_behind_its_back!(postgres, || async {
+        postgres_url_or_skip("store_conformance::behind_its_back::postgres")
+            .map(|_| TestStore::new(Backend::Postgres))
+    });
+}

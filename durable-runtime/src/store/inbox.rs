@@ -6,6 +6,13 @@
 //! message is never marked consumed in the inbox: the journal event that took it records its
 //! inbox sequence number, so the unconsumed messages are those no journal event names, and
 //! taking a message is exactly-once by the journal's own fencing.
+//!
+//! A message that comes while its run is still running (after a wait looked, before the
+//! run's suspension commits) wakes nothing; the suspension itself then finds it: it carries
+//! the last message its waits had seen ([`Finish::Suspended`](super::Finish::Suspended)'s
+//! `inbox_seen`), and the store leaves the run awake when a later one is there, in the
+//! transaction that would have suspended it. So whichever commits first, the message or the
+//! suspension, the run is awake after both, and no crash between two steps can lose that.
 
 /// What kind of message an [`InboxMessage`] is (the store keeps the name as text).
 pub mod kinds {
@@ -36,6 +43,23 @@ pub struct InboxMessage {
     pub at: u64,
 }
 
+/// Why a store refuses inbox message `message` of `run`: it does not match its checksum. A
+/// callback's token is a secret, so a callback message is named by its number alone.
+pub(crate) fn damaged_message(run: &crate::RunId, message: &InboxMessage) -> String {
+    let what = match message.kind.as_str() {
+        kinds::SIGNAL => format!("(signal `{}`)", message.name),
+        kinds::CALLBACK => "(a callback's completion)".to_owned(),
+        kinds::CHILD => format!("(the end of the child run of `{}`)", message.name),
+        other => format!("(of kind `{other}`)"),
+    };
+    format!(
+        "run {run}: inbox message {} {what} does not match its checksum, so the store was \
+         damaged or changed outside durable; the run is left as it is and does not take the \
+         message: restore the store from a backup",
+        message.seq
+    )
+}
+
 /// The payload of the [`child`](kinds::CHILD) message a store delivers to a child run's
 /// parent when `finish` ends the child: `{"ok": <output>}`, `{"error": "<error>"}` or
 /// `{"cancelled": "<reason>"}`; `None` for a suspension, which ends nothing.
@@ -47,7 +71,8 @@ pub struct InboxMessage {
 /// assert_eq!(done.as_deref(), Some(r#"{"ok":{"n":1}}"#));
 /// let failed = child_end_payload(&Finish::Failed("boom".into()));
 /// assert_eq!(failed.as_deref(), Some(r#"{"error":"boom"}"#));
-/// assert_eq!(child_end_payload(&Finish::Suspended { wake_at: None }), None);
+/// let nap = Finish::Suspended { wake_at: None, inbox_seen: None };
+/// assert_eq!(child_end_payload(&nap), None);
 /// ```
 pub fn child_end_payload(finish: &super::Finish) -> Option<String> {
     use super::Finish;

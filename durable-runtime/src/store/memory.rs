@@ -150,16 +150,22 @@ fn apply(inner: &mut Inner, write: Write, now: u64) -> Result<(), Rejected> {
                     stored.record.status = RunStatus::Cancelled;
                     stored.record.error = Some(reason);
                 }
-                Some(Finish::Suspended { .. }) if stored.record.cancel_requested.is_some() => {
-                    // A cancellation asked for before the suspension landed (after its worker
-                    // last looked): the run stays awake, nobody's, for whichever worker
-                    // claims it next to carry the cancellation out.
+                Some(Finish::Suspended { inbox_seen, .. })
+                    if stored.record.cancel_requested.is_some()
+                        || inbox_seen.is_some_and(|seen| {
+                            stored.inbox.last().is_some_and(|m| m.seq > seen)
+                        }) =>
+                {
+                    // A cancellation asked for, or a message delivered, before the suspension
+                    // landed (after its worker last looked): the run stays awake, nobody's,
+                    // for whichever worker claims it next to carry the cancellation out or
+                    // take the message.
                     stored.record.updated_at = now;
                     stored.record.owner = None;
                     stored.lease_expires_at = 0;
                     inner.claimable += 1;
                 }
-                Some(Finish::Suspended { wake_at }) => {
+                Some(Finish::Suspended { wake_at, .. }) => {
                     // Unfinished, and nobody's: no lease until something wakes it.
                     stored.record.updated_at = now;
                     stored.record.status = RunStatus::Suspended;

@@ -174,6 +174,12 @@ pub struct JournalEntry {
 /// and is not claimed by [`Store::claim_runs`] until it is due (its `wake_at` passed) or
 /// [woken](Store::wake); the others are finished and refuse every later append with
 /// [`Rejected::Finished`].
+///
+/// A suspension never sleeps through what has already come, decided in the transaction that
+/// applies it: when the run's cancellation was requested ([`Store::request_cancel`]), or its
+/// inbox holds a message numbered past what the suspension has seen (`inbox_seen`), the run
+/// is left running with no owner (and no `wake_at`) instead, claimable at once, so the next
+/// claim drives it on and takes the message (or carries the cancellation out).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
     /// Completed with this output (JSON text).
@@ -187,6 +193,12 @@ pub enum Finish {
         /// When it wakes by itself, in milliseconds since the Unix epoch (the earliest
         /// deadline it waits for); `None`: only an event ([`Store::wake`]) wakes it.
         wake_at: Option<u64>,
+        /// The last inbox message the run's waits had seen when they looked and found
+        /// nothing to take ([`InboxMessage::seq`]; 0 for an empty inbox; the lowest, when
+        /// several waits looked): a message numbered past it came while the run was
+        /// suspending, and leaves the run awake (see above). `None`: no wait looked at the
+        /// inbox (a sleep alone), so no message concerns the suspension.
+        inbox_seen: Option<u64>,
     },
 }
 
@@ -705,7 +717,11 @@ pub trait Store: Send + Sync + 'static {
     /// claimed runs with their new tokens. A [`Suspended`](RunStatus::Suspended) run is
     /// claimed only once it is due (its `wake_at` is now or past: it is set running again,
     /// its `wake_at` cleared), found through an index on the due time, never by reading every
-    /// suspended run; otherwise it waits to be [woken](Store::wake).
+    /// suspended run, or when its inbox holds a message delivered after its suspension was
+    /// recorded that did not wake it (a state this contract never leaves behind, but a
+    /// database written by an earlier version of durable may hold: such runs are found
+    /// through an index that holds only them); otherwise it waits to be
+    /// [woken](Store::wake).
     fn claim_runs<'a>(
         &'a self,
         claim: Claim<'a>,
@@ -734,9 +750,11 @@ pub trait Store: Send + Sync + 'static {
     /// Makes a [`Suspended`](RunStatus::Suspended) run claimable now (running, no owner, its
     /// `wake_at` cleared), in one conditional write: `Ok(false)` when it was not suspended
     /// (unknown, running or finished), so of two wakers only one wakes it. A watch
-    /// ([`watch_claimable`](Store::watch_claimable)) reports the run claimable. Used by
-    /// signals, callbacks, children and cancellation. The default refuses: the store cannot
-    /// wake runs.
+    /// ([`watch_claimable`](Store::watch_claimable)) reports the run claimable. For a waker
+    /// without a message: signals, callbacks and children wake their run in
+    /// [`deliver`](Store::deliver)'s transaction, and a cancellation in
+    /// [`request_cancel`](Store::request_cancel)'s. The default refuses: the store cannot wake
+    /// runs.
     fn wake<'a>(&'a self, run: &'a RunId) -> BoxFuture<'a, Result<bool, StoreError>> {
         let _ = run;
         Box::pin(std::future::ready(Err(StoreError::other(
@@ -846,7 +864,11 @@ pub trait Store: Send + Sync + 'static {
         ))))
     }
 
-    /// `run`'s inbox, in sequence order (empty for an unknown run). The default: empty.
+    /// `run`'s inbox, in sequence order (empty for an unknown run). A store that writes
+    /// messages somewhere they can be damaged or edited (a file, a server) keeps a checksum
+    /// with each and refuses one that does not match it with a
+    /// [`Corrupt`](StoreErrorKind::Corrupt) error naming the run and the message, rather than
+    /// hand a run a payload nobody sent. The default: empty.
     fn load_inbox<'a>(
         &'a self,
         run: &'a RunId,

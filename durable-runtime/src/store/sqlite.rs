@@ -15,8 +15,16 @@
 //! instead of coming back as a valid, wrong output. A run's input and its output (or error)
 //! carry a checksum too, verified by [`load_run`](Store::load_run) (so by `wait` and `status`)
 //! and, for the input, when the run's journal is loaded to resume it; listing runs does not
-//! verify. Rows written before checksums existed (schema version 1, migrated in place on open)
-//! have none and are read as they are.
+//! verify. Each inbox message carries one too (of its number, kind, name, payload and time),
+//! verified by [`load_inbox`](Store::load_inbox). Rows written before checksums existed
+//! (schema version 1, and inbox messages before version 7, migrated in place on open) have
+//! none and are read as they are.
+//!
+//! A run's row keeps the number of its last inbox message (`inbox_last`, set by every
+//! delivery) and how far its last suspension had seen (`inbox_seen`): a suspension whose waits
+//! did not see the last message leaves the run awake, in the batch's transaction, and a claim
+//! wakes any suspended run with `inbox_last > inbox_seen` (only a file an older version wrote
+//! holds one) through a partial index of those alone.
 //!
 //! A [`Client`](crate::engine::Client) in another process (a CLI, a dashboard) opens the file
 //! beside the engine with [`SqliteStore::open_client`]: without the exclusive lock, under
@@ -54,7 +62,7 @@ use crate::RunId;
 
 /// The schema version this code writes and reads. A file of an older version is migrated in
 /// place when opened (see [`migrate`]).
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -383,6 +391,17 @@ fn checksum(seq: u64, step: &str, kind: &str, attempt: u32, payload: &str, at: u
     ])
 }
 
+/// An inbox message's checksum: 64-bit FNV-1a over every stored field but the run's id.
+fn inbox_checksum(seq: u64, kind: &str, name: &str, payload: &str, at: u64) -> i64 {
+    fnv1a(&[
+        &seq.to_le_bytes(),
+        kind.as_bytes(),
+        name.as_bytes(),
+        payload.as_bytes(),
+        &at.to_le_bytes(),
+    ])
+}
+
 /// The checksum of a run's input, output or error.
 fn text_checksum(text: &str) -> i64 {
     fnv1a(&[text.as_bytes()])
@@ -673,6 +692,25 @@ const MIGRATIONS: &[(i64, &str)] = &[
          CREATE INDEX durable_runs_by_parent ON durable_runs (parent_run)
              WHERE parent_run IS NOT NULL;",
     ),
+    // Version 7 stores a checksum with each inbox message (those delivered before have none
+    // and are read as they are), and keeps on each run the number of its last inbox message
+    // (`inbox_last`, set by every delivery) and how far its last suspension had seen
+    // (`inbox_seen`): a suspension with a message past what it saw leaves the run awake, and
+    // a suspended run with `inbox_last > inbox_seen` slept through a message. Runs suspended
+    // before this version count as having seen nothing, so each with a message in its inbox
+    // is claimed once (one replay for those that had taken theirs, the release of those
+    // stuck), found through an index that holds only such runs.
+    (
+        7,
+        "ALTER TABLE durable_inbox ADD COLUMN checksum INTEGER;
+         ALTER TABLE durable_runs ADD COLUMN inbox_last INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE durable_runs ADD COLUMN inbox_seen INTEGER NOT NULL DEFAULT 0;
+         UPDATE durable_runs SET inbox_last =
+             (SELECT max(seq) FROM durable_inbox WHERE run_id = durable_runs.id)
+             WHERE id IN (SELECT run_id FROM durable_inbox);
+         CREATE INDEX durable_runs_unread ON durable_runs (created_at)
+             WHERE status = 'suspended' AND inbox_last > inbox_seen;",
+    ),
 ];
 
 /// The query of `list_runs` for a filter: one per combination of the filters set, each
@@ -836,23 +874,30 @@ fn apply(
                 Some(Finish::Cancelled(reason)) => {
                     (RunStatus::Cancelled, None, Some(reason), reason)
                 }
-                Some(Finish::Suspended { wake_at }) => {
+                Some(Finish::Suspended {
+                    wake_at,
+                    inbox_seen,
+                }) => {
                     // Unfinished, and nobody's: no lease until something wakes it. A run
-                    // whose cancellation was asked for before the suspension landed (after
-                    // its worker last looked) stays awake instead, for whichever worker
-                    // claims it next to carry the cancellation out.
+                    // whose cancellation was asked for, or that has an inbox message past
+                    // what its waits saw, before the suspension landed (after its worker last
+                    // looked) stays awake instead, for whichever worker claims it next to
+                    // carry the cancellation out or take the message. Either way it has seen
+                    // its inbox up to here.
                     tx.prepare_cached(
                         "UPDATE durable_runs SET status = CASE WHEN cancel_requested IS NULL \
-                             THEN ?2 ELSE status END, owner = NULL, lease_expires_at = 0, \
-                             updated_at = ?3, \
-                             wake_at = CASE WHEN cancel_requested IS NULL THEN ?4 END \
-                             WHERE id = ?1",
+                             AND (?5 IS NULL OR inbox_last <= ?5) THEN ?2 ELSE status END, \
+                             wake_at = CASE WHEN cancel_requested IS NULL \
+                             AND (?5 IS NULL OR inbox_last <= ?5) THEN ?4 END, \
+                             owner = NULL, lease_expires_at = 0, updated_at = ?3, \
+                             inbox_seen = inbox_last WHERE id = ?1",
                     )?
                     .execute(params![
                         run.as_str(),
                         RunStatus::Suspended.as_str(),
                         now,
-                        wake_at.map(|at| at.min(i64::MAX as u64) as i64)
+                        wake_at.map(|at| at.min(i64::MAX as u64) as i64),
+                        inbox_seen.map(|seen| seen.min(i64::MAX as u64) as i64)
                     ])?;
                     return Ok(Ok(()));
                 }
@@ -945,6 +990,15 @@ const WAKE_DUE_SQL: &str = "UPDATE durable_runs SET status = 'running', wake_at 
                             owner = NULL, lease_expires_at = 0 \
                             WHERE status = 'suspended' AND wake_at <= ?1";
 
+/// Sets the suspended runs that slept through a message running again, unowned, for the
+/// claim that follows (runs a version before 7 suspended with a message already there; this
+/// version never leaves one so): the whole of the `durable_runs_unread` index, which holds
+/// only them, so it costs nothing when there are none.
+const WAKE_UNREAD_SQL: &str = "UPDATE durable_runs INDEXED BY durable_runs_unread \
+                               SET status = 'running', wake_at = NULL, \
+                               owner = NULL, lease_expires_at = 0 \
+                               WHERE status = 'suspended' AND inbox_last > inbox_seen";
+
 /// The earliest due time of a suspended run: the first row of the same index range.
 const NEXT_WAKE_SQL: &str = "SELECT wake_at FROM durable_runs WHERE status = 'suspended' \
                              AND wake_at IS NOT NULL ORDER BY wake_at LIMIT 1";
@@ -970,11 +1024,14 @@ fn deliver_in(
     payload: &str,
     now: i64,
 ) -> rusqlite::Result<Result<u64, Rejected>> {
-    let status: Option<String> = tx
-        .prepare_cached("SELECT status FROM durable_runs WHERE id = ?1")?
-        .query_row([run.as_str()], |r| r.get(0))
+    let found: Option<(String, i64)> = tx
+        .prepare_cached(
+            "SELECT status, (SELECT coalesce(max(seq), 0) FROM durable_inbox WHERE run_id = ?1) \
+             FROM durable_runs WHERE id = ?1",
+        )?
+        .query_row([run.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some(status) = status else {
+    let Some((status, last)) = found else {
         return Ok(Err(Rejected::UnknownRun));
     };
     if RunStatus::parse(&status).is_none_or(RunStatus::is_finished) {
@@ -992,21 +1049,25 @@ fn deliver_in(
             return Ok(Err(Rejected::DuplicateEntry { seq: seq as u64 }));
         }
     }
-    let seq: i64 = tx
-        .prepare_cached(
-            "INSERT INTO durable_inbox (run_id, seq, kind, name, payload, at) \
-             SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM durable_inbox \
-             WHERE run_id = ?1 RETURNING seq",
-        )?
-        .query_row(params![run.as_str(), kind, name, payload, now], |r| {
-            r.get(0)
-        })?;
-    // A suspended run wakes: running, nobody's, claimable at once.
+    let seq = last + 1;
+    let sum = inbox_checksum(seq as u64, kind, name, payload, now as u64);
     tx.prepare_cached(
-        "UPDATE durable_runs SET status = 'running', owner = NULL, lease_expires_at = 0, \
-         wake_at = NULL, updated_at = ?2 WHERE id = ?1 AND status = 'suspended'",
+        "INSERT INTO durable_inbox (run_id, seq, kind, name, payload, at, checksum) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![run.as_str(), now])?;
+    .execute(params![run.as_str(), seq, kind, name, payload, now, sum])?;
+    // The run's row knows its last message (a suspension compares what it saw against it),
+    // and a suspended run wakes: running, nobody's, claimable at once.
+    tx.prepare_cached(
+        "UPDATE durable_runs SET inbox_last = ?3, \
+         owner = CASE WHEN status = 'suspended' THEN NULL ELSE owner END, \
+         lease_expires_at = CASE WHEN status = 'suspended' THEN 0 ELSE lease_expires_at END, \
+         wake_at = CASE WHEN status = 'suspended' THEN NULL ELSE wake_at END, \
+         updated_at = CASE WHEN status = 'suspended' THEN ?2 ELSE updated_at END, \
+         status = CASE WHEN status = 'suspended' THEN 'running' ELSE status END \
+         WHERE id = ?1",
+    )?
+    .execute(params![run.as_str(), now, seq])?;
     Ok(Ok(seq as u64))
 }
 
@@ -1169,9 +1230,11 @@ impl Store for SqliteStore {
             let now = now_millis();
             let until = (now + lease.as_millis() as u64) as i64;
             let tx = conn.transaction()?;
-            // The due sleepers first, through the (status, wake_at) index: running again.
+            // The due sleepers first, through the (status, wake_at) index, and any run that
+            // slept through a message: running again.
             tx.prepare_cached(WAKE_DUE_SQL)?
                 .execute([now.min(i64::MAX as u64) as i64])?;
+            tx.prepare_cached(WAKE_UNREAD_SQL)?.execute([])?;
             // This process holds the file's lock, so whoever held these leases is gone; a run
             // with no owner was started by a client (which drives nothing), released or woken.
             // (One process drives the file: the claim takes runs of any workflow, and the
@@ -1431,21 +1494,47 @@ impl Store for SqliteStore {
         run: &'a RunId,
     ) -> BoxFuture<'a, Result<Vec<InboxMessage>, StoreError>> {
         let run = run.clone();
-        self.blocking(false, move |conn| {
+        let path = self.inner.path.display().to_string();
+        let loaded = self.blocking(false, move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, kind, name, payload, at FROM durable_inbox WHERE run_id = ?1 \
-                 ORDER BY seq",
+                "SELECT seq, kind, name, payload, at, checksum FROM durable_inbox \
+                 WHERE run_id = ?1 ORDER BY seq",
             )?;
             let rows = stmt.query_map([run.as_str()], |r| {
-                Ok(InboxMessage {
+                let message = InboxMessage {
                     seq: r.get::<_, i64>(0)? as u64,
                     kind: r.get(1)?,
                     name: r.get(2)?,
                     payload: r.get(3)?,
                     at: r.get::<_, i64>(4)? as u64,
-                })
+                };
+                // Messages delivered before version 7 have none and are read as they are.
+                let stored: Option<i64> = r.get(5)?;
+                let intact = stored.is_none_or(|sum| {
+                    sum == inbox_checksum(
+                        message.seq,
+                        &message.kind,
+                        &message.name,
+                        &message.payload,
+                        message.at,
+                    )
+                });
+                Ok((message, intact))
             })?;
-            rows.collect()
+            let mut inbox = Vec::new();
+            for row in rows {
+                let (message, intact) = row?;
+                if !intact {
+                    return Ok(Err(super::inbox::damaged_message(&run, &message)));
+                }
+                inbox.push(message);
+            }
+            Ok(Ok(inbox))
+        });
+        Box::pin(async move {
+            loaded
+                .await?
+                .map_err(|e| StoreError::corrupt(format!("sqlite store `{path}`: {e}")))
         })
     }
 
@@ -1594,6 +1683,98 @@ mod tests {
             );
         }
         drop(guard);
+        drop(store);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn runs_that_slept_through_a_message_are_found_through_their_own_index() {
+        let path = scratch("unread-plan");
+        let store = SqliteStore::open(&path).unwrap();
+        let guard = lock(&store.inner.reader);
+        let plan = plan(guard.as_ref().expect("open"), WAKE_UNREAD_SQL);
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        // The whole of the partial index, which holds only those runs: no read of another.
+        assert_eq!(plan[0], "SCAN durable_runs USING INDEX durable_runs_unread");
+        drop(guard);
+        drop(store);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A file version 6 left with a run suspended though its inbox held a message (the bug
+    /// of version 6: a crash between its suspension and the in-memory look that would have
+    /// woken it) is migrated, and the next claim takes that run, and only it: a run suspended
+    /// with an empty inbox stays asleep.
+    #[test]
+    fn a_run_version_6_left_asleep_with_a_message_is_claimed_after_the_upgrade() {
+        let path = scratch("stuck-v6");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE durable_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+                 INSERT INTO durable_meta VALUES ('schema', '1');
+                 CREATE TABLE durable_runs (id TEXT NOT NULL UNIQUE, workflow TEXT NOT NULL,
+                     fingerprint TEXT NOT NULL, status TEXT NOT NULL, input TEXT NOT NULL,
+                     output TEXT, error TEXT, owner TEXT, lease_token INTEGER NOT NULL,
+                     lease_expires_at INTEGER NOT NULL, created_at INTEGER NOT NULL,
+                     updated_at INTEGER NOT NULL);
+                 CREATE INDEX durable_runs_by_status ON durable_runs (status, workflow);
+                 CREATE TABLE durable_journal (run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                     step TEXT NOT NULL, kind TEXT NOT NULL, attempt INTEGER NOT NULL,
+                     payload TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (run_id, seq))
+                     WITHOUT ROWID;",
+            )
+            .unwrap();
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 6) {
+                conn.execute_batch(&format!(
+                    "{sql}\nUPDATE durable_meta SET value = '{version}' WHERE key = 'schema';"
+                ))
+                .unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO durable_runs (id, workflow, fingerprint, status, input, lease_token,
+                     lease_expires_at, created_at, updated_at)
+                     VALUES ('stuck', 'wf', 'f', 'suspended', '{}', 3, 0, 1, 1),
+                            ('asleep', 'wf', 'f', 'suspended', '{}', 3, 0, 2, 2);
+                 INSERT INTO durable_inbox (run_id, seq, kind, name, payload, at)
+                     VALUES ('stuck', 1, 'signal', 'go', 'true', 5);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let claim = Claim::new("w", Duration::from_secs(30));
+        let claimed = runtime.block_on(store.claim_runs(claim)).unwrap();
+        let claimed: Vec<(&str, RunStatus, u64)> = claimed
+            .iter()
+            .map(|r| (r.id.as_str(), r.status, r.lease_token))
+            .collect();
+        assert_eq!(claimed, [("stuck", RunStatus::Running, 4)]);
+        // The message from before the upgrade has no checksum and is read as it is.
+        let inbox = runtime.block_on(store.load_inbox(&"stuck".into())).unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(inbox[0].payload, "true");
+        // Suspended again having seen it, it stays asleep; nor does the other wake.
+        let nap = Finish::Suspended {
+            wake_at: None,
+            inbox_seen: Some(1),
+        };
+        let write = Write::Append {
+            run: "stuck".into(),
+            lease_token: 4,
+            entries: Vec::new(),
+            finish: Some(nap),
+        };
+        let committed = runtime.block_on(async { store.commit(&[write]).await });
+        assert_eq!(committed.unwrap(), [Ok(())]);
+        let claim = Claim::new("w", Duration::from_secs(30));
+        assert!(runtime
+            .block_on(store.claim_runs(claim))
+            .unwrap()
+            .is_empty());
         drop(store);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }

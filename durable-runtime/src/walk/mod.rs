@@ -15,6 +15,14 @@
 //! [`Finish::Suspended`] with that time: the store clears its owner and lease, and the run's
 //! task ends (a suspended run holds no task, no thread, no memory beyond its row).
 //!
+//! A message that reaches the run's inbox after a wait looked and before that record
+//! commits finds the run running, so its delivery wakes nothing. The record therefore
+//! carries how far the waits saw the inbox (`inbox_seen`: the lowest last seq seen by a look
+//! that found nothing), and the store, in the same transaction, leaves the run awake and
+//! nobody's when a later message is there, as it does for a cancellation requested
+//! meanwhile. Nothing is checked after the commit, so no crash can fall between the message
+//! and the wake.
+//!
 //! The store makes the run claimable again when it is due (its `wake_at` passed: the next
 //! claim takes it) or woken ([`Store::wake`](crate::store::Store::wake), by a signal, a
 //! callback, a cancellation). The claim resumes it like any run: the walk replays its journal
@@ -148,9 +156,11 @@ pub(crate) struct RunTask {
     /// The inbox messages waits took (journaled, or being journaled by this process), so that
     /// no two waits take one message.
     taken: Mutex<std::collections::HashSet<u64>>,
-    /// The highest inbox seq a wait has seen, plus one (0: no wait looked at the inbox): a
-    /// message after it, delivered while the run was suspending, wakes the run again (see
-    /// `wait::wake_if_delivered_meanwhile`).
+    /// The last inbox seq seen by the looks that found nothing to take (the lowest, when
+    /// several waits looked; `u64::MAX`: no such look): the suspension carries it
+    /// (`Finish::Suspended`'s `inbox_seen`), and the store leaves the run awake if a later
+    /// message is there. The lowest, because a message after it may be for the wait that
+    /// looked first, although a later look (of another branch) saw it.
     inbox_seen: std::sync::atomic::AtomicU64,
     /// The tasks its walk spawned: its end is committed only once they are all gone.
     tasks: Arc<Tasks>,
@@ -262,7 +272,7 @@ impl RunTask {
             history,
             ops: Mutex::new(ops),
             taken: Mutex::new(taken),
-            inbox_seen: Default::default(),
+            inbox_seen: std::sync::atomic::AtomicU64::new(u64::MAX),
             tasks: Tasks::root(),
         }
     }
@@ -336,14 +346,15 @@ impl RunTask {
                 (Finish::Cancelled(reason), Err(error))
             }
             Err(Abort::Suspend { until, reason }) => {
-                return match self
-                    .append(Vec::new(), Some(Finish::Suspended { wake_at: until }))
-                    .await
-                {
-                    Ok(_) => {
-                        self.wake_if_delivered_meanwhile().await;
-                        Walked::Suspended { until, reason }
-                    }
+                // The store decides against what the waits saw, in the suspension's own
+                // transaction, whether a message came meanwhile (the run then stays awake).
+                let seen = self.inbox_seen.load(std::sync::atomic::Ordering::SeqCst);
+                let finish = Finish::Suspended {
+                    wake_at: until,
+                    inbox_seen: (seen != u64::MAX).then_some(seen),
+                };
+                return match self.append(Vec::new(), Some(finish)).await {
+                    Ok(_) => Walked::Suspended { until, reason },
                     Err(Abort::Engine(error)) => Walked::Ended(Err(error)),
                     Err(_) => unreachable!("appending only fails for the engine"),
                 };

@@ -6,7 +6,10 @@
 //! message taken is journaled with its inbox seq (`Received`), which is what marks it taken,
 //! so that two waits of one name take two successive signals. With nothing there and time
 //! left, the run suspends until the deadline; a delivery wakes it and the walk, replayed,
-//! comes back here. A deadline passed is a failed attempt, retried (a new wait) or failing
+//! comes back here. A look that found nothing records how far it saw the inbox, and the
+//! suspension carries it to the store, which leaves the run awake if a message came after
+//! the look (`Finish::Suspended`'s `inbox_seen`): in the transaction that suspends, so a
+//! crash can never come between the message and the wake. A deadline passed is a failed attempt, retried (a new wait) or failing
 //! the item, which `optional` skips.
 
 use std::sync::atomic::Ordering;
@@ -254,45 +257,21 @@ impl RunTask {
             ))))
         })?;
         let last = inbox.last().map_or(0, |m| m.seq);
-        self.inbox_seen.fetch_max(last + 1, Ordering::SeqCst);
         let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
         let found = inbox
             .into_iter()
             .find(|m| m.kind == kind && m.name == name && !taken.contains(&m.seq));
-        if let Some(message) = &found {
-            taken.insert(message.seq);
-        }
-        Ok(found)
-    }
-
-    /// After the run was recorded suspended: a message delivered between a wait's look at the
-    /// inbox and that record found the run still running, so it woke nothing; wake the run
-    /// now (the store's wake is conditional, so a second waker changes nothing). A delivery
-    /// after the record woke the run itself.
-    pub(super) async fn wake_if_delivered_meanwhile(&self) {
-        let seen = self.inbox_seen.load(Ordering::SeqCst);
-        if seen == 0 {
-            return;
-        }
-        let Some(store) = self.journal.store() else {
-            return;
-        };
-        let newer = match store.load_inbox(&self.run_id).await {
-            Ok(inbox) => inbox.last().is_some_and(|m| m.seq + 1 > seen),
-            // Unknown: wake it, to look again (a spurious wake costs one replay).
-            Err(_) => true,
-        };
-        if newer {
-            if let Err(error) = store.wake(&self.run_id).await {
-                tracing::warn!(
-                    run = self.run_id.as_str(),
-                    workflow = self.def.name(),
-                    %error,
-                    "a message came while the run suspended, and waking it failed: it waits \
-                     for its deadline or the next message"
-                );
+        match &found {
+            Some(message) => {
+                taken.insert(message.seq);
+            }
+            // This wait may suspend the run, having seen the inbox up to `last`: a message
+            // after it, come meanwhile, must keep the run awake (see `RunTask::inbox_seen`).
+            None => {
+                self.inbox_seen.fetch_min(last, Ordering::SeqCst);
             }
         }
+        Ok(found)
     }
 
     /// Journals a wait's final failure and fails the run, or skips the item if optional.

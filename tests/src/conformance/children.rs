@@ -50,7 +50,10 @@ where
             None
         );
         // The parent suspends, waiting for its children.
-        let suspend = Finish::Suspended { wake_at: None };
+        let suspend = Finish::Suspended {
+            wake_at: None,
+            inbox_seen: None,
+        };
         commit(
             &store,
             vec![append("p", 1, vec![entry(1, "a")], Some(suspend))],
@@ -59,6 +62,7 @@ where
         // A child's suspension tells the parent nothing.
         let nap = Finish::Suspended {
             wake_at: Some(u64::MAX / 4),
+            inbox_seen: None,
         };
         commit(
             &store,
@@ -158,7 +162,10 @@ where
             vec![append("p/b", 1, vec![entry(1, "s")], Some(done))],
         )
         .await;
-        let nap = Finish::Suspended { wake_at: None };
+        let nap = Finish::Suspended {
+            wake_at: None,
+            inbox_seen: None,
+        };
         commit(
             &store,
             vec![append("p/a/x", 1, vec![entry(1, "s")], Some(nap))],

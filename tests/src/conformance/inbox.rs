@@ -114,7 +114,10 @@ where
                 "r",
                 1,
                 vec![entry(1, "a")],
-                Some(Finish::Suspended { wake_at: None }),
+                Some(Finish::Suspended {
+                    wake_at: None,
+                    inbox_seen: None,
+                }),
             )],
         )
         .await;
@@ -205,5 +208,104 @@ where
                 message(4, inbox_kinds::SIGNAL, "tok-1", "6"),
             ]
         );
+    });
+}
+
+/// A suspension that lands after a message its waits did not see (delivered after they
+/// looked, while the run still ran, so the delivery woke nothing) leaves the run awake and
+/// nobody's, without a wake time, for the next claim to take the message: committed alone
+/// with no entry or with one, beside another run's suspension, or after another append to
+/// the run in the same batch. A suspension that saw every message, or where no wait looked
+/// (`inbox_seen: None`), or that saw an empty inbox, suspends; none of those is claimed,
+/// and a run that took its message and suspends again stays asleep.
+pub fn a_suspension_after_a_message_it_did_not_see_leaves_the_run_claimable<F, Fut>(fresh: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output: FreshStore>,
+{
+    with_store(fresh, |store| async move {
+        let missed = ["alone", "step", "pair_a", "pair_b", "twice"];
+        let kept = ["saw", "no_look", "empty"];
+        let runs: Vec<_> = missed
+            .iter()
+            .chain(&kept)
+            .map(|run| new_run(run, "wf", "w"))
+            .collect();
+        commit(&store, runs).await;
+        for run in missed.iter().chain(&["saw", "no_look"]) {
+            let delivered = deliver(&store, run, inbox_kinds::SIGNAL, "go", "1").await;
+            assert_eq!(delivered, Ok(1), "{run}");
+        }
+        let later = Some(u64::MAX / 4);
+        let nap = |inbox_seen| {
+            Some(Finish::Suspended {
+                wake_at: later,
+                inbox_seen,
+            })
+        };
+        let suspend = |run, entries, inbox_seen| append(run, 1, entries, nap(inbox_seen));
+        let batches = [
+            vec![suspend("alone", Vec::new(), Some(0))],
+            vec![suspend("step", vec![entry(1, "a")], Some(0))],
+            vec![
+                suspend("pair_a", vec![entry(1, "a")], Some(0)),
+                suspend("pair_b", Vec::new(), Some(0)),
+            ],
+            vec![
+                append("twice", 1, vec![entry(1, "a")], None),
+                suspend("twice", vec![entry(2, "b")], Some(0)),
+            ],
+            vec![suspend("saw", Vec::new(), Some(1))],
+            vec![suspend("no_look", Vec::new(), None)],
+            vec![suspend("empty", Vec::new(), Some(0))],
+        ];
+        for batch in batches {
+            let verdicts = commit(&store, batch.clone()).await;
+            assert!(
+                verdicts.iter().all(Result::is_ok),
+                "{batch:?}: {verdicts:?}"
+            );
+        }
+        for run in missed {
+            let record = store.load_run(&run.into()).await.unwrap().unwrap();
+            assert_eq!(
+                (record.status, record.owner.as_deref(), record.wake_at),
+                (RunStatus::Running, None, None),
+                "{run}: a message came after its waits looked"
+            );
+        }
+        for run in kept {
+            let record = store.load_run(&run.into()).await.unwrap().unwrap();
+            assert_eq!(
+                (record.status, record.wake_at),
+                (RunStatus::Suspended, later),
+                "{run}"
+            );
+        }
+        let lease = Duration::from_secs(30);
+        let claimed = store
+            .claim_runs(durable::store::Claim::new("v", lease))
+            .await
+            .unwrap();
+        let mut claimed: Vec<(String, u64)> = claimed
+            .into_iter()
+            .map(|r| (r.id.to_string(), r.lease_token))
+            .collect();
+        claimed.sort();
+        let mut expected: Vec<(String, u64)> =
+            missed.iter().map(|run| (run.to_string(), 2)).collect();
+        expected.sort();
+        assert_eq!(claimed, expected);
+        // The claimer took the message and suspends having seen it: asleep, and not claimed.
+        let again = append("alone", 2, Vec::new(), nap(Some(1)));
+        assert_eq!(commit(&store, vec![again]).await, [Ok(())]);
+        let alone = store.load_run(&"alone".into()).await.unwrap().unwrap();
+        assert_eq!(alone.status, RunStatus::Suspended);
+        // (By the same claimer: a store one process drives hands another one its runs.)
+        let claimed = store
+            .claim_runs(durable::store::Claim::new("v", lease))
+            .await
+            .unwrap();
+        assert!(claimed.is_empty(), "{claimed:?}");
     });
 }

@@ -122,8 +122,9 @@ pub(crate) async fn commit(
             }
         )
     }) {
-        // A suspension that found its run's cancellation asked for left the run awake and
-        // nobody's (see `Sql`): this process's worker looks for claimable runs at once.
+        // A suspension that found its run's cancellation asked for, or a message it had not
+        // seen, left the run awake and nobody's (see `Sql`): this process's worker looks for
+        // claimable runs at once.
         inner.work.bump();
     }
     result
@@ -296,7 +297,7 @@ async fn run_fast(
     let mut creates = Creates::default();
     let (mut a_run, mut a_token, mut a_status, mut a_output, mut a_error, mut a_first) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut a_wake, mut a_consecutive) = (vec![], vec![]);
+    let (mut a_wake, mut a_consecutive, mut a_seen) = (vec![], vec![], vec![]);
     let (mut e_w, mut e_seq, mut e_step, mut e_kind, mut e_attempt, mut e_payload, mut e_at) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut queued = false;
@@ -314,9 +315,10 @@ async fn run_fast(
             } => {
                 a_run.push(run.as_str());
                 a_token.push(*lease_token as i64);
-                let (status, output, error, wake_at) = finish_columns(finish.as_ref());
+                let (status, output, error, wake_at, seen) = finish_columns(finish.as_ref());
                 a_status.push(status.map(RunStatus::as_str));
                 a_wake.push(wake_at);
+                a_seen.push(seen);
                 a_consecutive.push(entries.windows(2).all(|p| p[1].seq == p[0].seq + 1));
                 a_output.push(output);
                 a_error.push(error);
@@ -397,6 +399,7 @@ async fn run_fast(
                             &e_at,
                             &a_wake,
                             &a_consecutive,
+                            &a_seen,
                         ],
                     )
                     .await
@@ -562,8 +565,8 @@ async fn run(
     let mut verdicts = Vec::with_capacity(batch.len());
     let (mut e_run, mut e_seq, mut e_step, mut e_kind, mut e_attempt, mut e_payload, mut e_at) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut f_run, mut f_status, mut f_output, mut f_error, mut f_wake) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut f_run, mut f_status, mut f_output, mut f_error, mut f_wake, mut f_seen) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for (i, write) in batch.iter().enumerate() {
         let verdict = match write {
             Write::CreateRun(new) => {
@@ -606,13 +609,14 @@ async fn run(
                                 }
                                 if let Some(finish) = finish {
                                     locked.running = false;
-                                    let (status, output, error, wake_at) =
+                                    let (status, output, error, wake_at, seen) =
                                         finish_columns(Some(finish));
                                     f_run.push(run.as_str());
                                     f_status.push(status.map_or("running", RunStatus::as_str));
                                     f_output.push(output);
                                     f_error.push(error);
                                     f_wake.push(wake_at);
+                                    f_seen.push(seen);
                                 }
                                 Ok(())
                             }
@@ -658,7 +662,10 @@ async fn run(
         match &finish_stmt {
             Some(stmt) => {
                 client
-                    .execute(stmt, &[&f_run, &f_status, &f_output, &f_error, &f_wake])
+                    .execute(
+                        stmt,
+                        &[&f_run, &f_status, &f_output, &f_error, &f_wake, &f_seen],
+                    )
                     .await
             }
             None => Ok(0),
@@ -670,45 +677,64 @@ async fn run(
     Ok(verdicts)
 }
 
-/// The status, output, error and wake time a run's end writes.
 /// A lone run's end as the parameters of `finish_step` and `finish_one` (`$9`/`$10` on).
 struct EndColumns<'a> {
     status: Option<&'static str>,
     output: Option<&'a str>,
     error: Option<&'a str>,
     wake_at: Option<i64>,
+    seen: Option<i64>,
 }
 
 impl<'a> EndColumns<'a> {
     fn of(finish: Option<&'a Finish>) -> Self {
-        let (status, output, error, wake_at) = finish_columns(finish);
+        let (status, output, error, wake_at, seen) = finish_columns(finish);
         Self {
             status: status.map(RunStatus::as_str),
             output,
             error,
             wake_at,
+            seen,
         }
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 4] {
-        [&self.status, &self.output, &self.error, &self.wake_at]
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
+        [
+            &self.status,
+            &self.output,
+            &self.error,
+            &self.wake_at,
+            &self.seen,
+        ]
     }
 }
 
-fn finish_columns(
-    finish: Option<&Finish>,
-) -> (Option<RunStatus>, Option<&str>, Option<&str>, Option<i64>) {
+/// The status, output, error, wake time and inbox seq seen that a run's end writes.
+type EndParts<'a> = (
+    Option<RunStatus>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn finish_columns(finish: Option<&Finish>) -> EndParts<'_> {
+    let end = |status, output, error| (Some(status), output, error, None, None);
     match finish {
-        Some(Finish::Completed(o)) => (Some(RunStatus::Completed), Some(o.as_str()), None, None),
-        Some(Finish::Failed(e)) => (Some(RunStatus::Failed), None, Some(e.as_str()), None),
-        Some(Finish::Cancelled(r)) => (Some(RunStatus::Cancelled), None, Some(r.as_str()), None),
-        Some(Finish::Suspended { wake_at }) => (
+        Some(Finish::Completed(o)) => end(RunStatus::Completed, Some(o.as_str()), None),
+        Some(Finish::Failed(e)) => end(RunStatus::Failed, None, Some(e.as_str())),
+        Some(Finish::Cancelled(r)) => end(RunStatus::Cancelled, None, Some(r.as_str())),
+        Some(Finish::Suspended {
+            wake_at,
+            inbox_seen,
+        }) => (
             Some(RunStatus::Suspended),
             None,
             None,
             wake_at.map(|at| at.min(i64::MAX as u64) as i64),
+            inbox_seen.map(|seen| seen.min(i64::MAX as u64) as i64),
         ),
-        None => (None, None, None, None),
+        None => (None, None, None, None, None),
     }
 }
 

@@ -17,6 +17,11 @@
 //! `INSERT … SELECT FROM unnest(…)` of every journal entry + one `UPDATE` of finished runs +
 //! `COMMIT`), with prepared statements.
 //!
+//! A suspension is decided against the run's inbox under the run's row lock, in the statement
+//! that records it: a message delivered after the run's waits looked leaves it awake (see
+//! `schema::end_assignments`). Each inbox message carries a SHA-256 checksum the server
+//! computes on insert, verified when the inbox is loaded.
+//!
 //! The schema lives in a PostgreSQL schema of its own (`durable` unless told otherwise), so
 //! several applications, or tests, can share one database. It is created, or migrated, on
 //! first use under a transaction-scoped advisory lock, so workers starting at once do not race.

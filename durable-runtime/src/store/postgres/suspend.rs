@@ -9,6 +9,7 @@ use super::Inner;
 use crate::clock::now_millis;
 use crate::store::{
     check_sequence, inbox_kinds, InboxMessage, JournalEntry, Rejected, RunStatus, StoreError,
+    StoreErrorKind,
 };
 use crate::RunId;
 
@@ -246,24 +247,30 @@ pub(crate) async fn load_inbox(
     run: &RunId,
 ) -> Result<Vec<InboxMessage>, StoreError> {
     let client = inner.client().await?;
-    let rows = client
-        .query(
-            &format!(
-                "SELECT seq, kind, name, payload, at FROM {} WHERE run_id = $1 ORDER BY seq",
-                inner.sql.inbox
-            ),
-            &[&run.as_str()],
-        )
+    let stmt = client
+        .prepare_cached(&inner.sql.load_inbox)
         .await
         .map_err(|e| inner.error(e))?;
-    Ok(rows
-        .iter()
-        .map(|r| InboxMessage {
+    let rows = client
+        .query(&stmt, &[&run.as_str()])
+        .await
+        .map_err(|e| inner.error(e))?;
+    let mut inbox = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let message = InboxMessage {
             seq: r.get::<_, i64>(0) as u64,
             kind: r.get(1),
             name: r.get(2),
             payload: r.get(3),
             at: r.get::<_, i64>(4) as u64,
-        })
-        .collect())
+        };
+        // Messages delivered before schema version 4 have no checksum and are read as they
+        // are.
+        if !r.get::<_, bool>(5) {
+            let why = crate::store::inbox::damaged_message(run, &message);
+            return Err(inner.error_kind(StoreErrorKind::Corrupt, why));
+        }
+        inbox.push(message);
+    }
+    Ok(inbox)
 }

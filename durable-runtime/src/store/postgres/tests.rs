@@ -285,3 +285,144 @@ async fn a_schema_of_any_earlier_version_is_brought_up_to_date_keeping_its_runs(
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The claim's look for runs that slept through a message reads the partial index that
+/// holds only them, never the suspended runs as a whole (there may be millions waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_that_slept_through_a_message_are_found_through_their_own_index() {
+    let test = "runs_that_slept_through_a_message_are_found_through_their_own_index";
+    let Some(plan) = on_scratch_store(test, async |store, schema| {
+        let writes: Vec<_> = (0..2000).map(|i| create(&format!("r{i}"))).collect();
+        store.commit(&writes).await.unwrap();
+        let client = store.inner.client().await.unwrap();
+        client
+            .batch_execute(&format!(
+                "UPDATE \"{schema}\".durable_runs SET status = 'suspended', owner = NULL, \
+                 wake_at = 4000000000000 + pos WHERE pos % 2 = 0; \
+                 ANALYZE \"{schema}\".durable_runs"
+            ))
+            .await
+            .unwrap();
+        let plan: Vec<String> = client
+            .simple_query(&format!(
+                "PREPARE wake_due (text) AS {}; EXPLAIN EXECUTE wake_due ('c')",
+                store.inner.sql.wake_due
+            ))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        plan
+    })
+    .await
+    else {
+        return;
+    };
+    let shown = plan.join("\n");
+    // The CTE that finds them, up to the next part of the statement.
+    let unread: Vec<&String> = plan
+        .iter()
+        .skip_while(|line| !line.contains("CTE unread"))
+        .skip(1)
+        .take_while(|line| !line.contains("CTE "))
+        .collect();
+    assert!(
+        unread
+            .iter()
+            .any(|line| line.contains("Index Scan using durable_runs_unread")),
+        "{shown}"
+    );
+    assert!(
+        !unread.iter().any(|line| line.contains("Seq Scan")),
+        "{shown}"
+    );
+}
+
+/// A schema version 3 left with a run suspended though its inbox held a message (the bug of
+/// version 3: a crash between its suspension and the in-memory look that would have woken
+/// it) is brought up to date, and the next claim takes that run, and only it; suspended
+/// again having seen the message, it stays asleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_version_3_left_asleep_with_a_message_is_claimed_after_the_upgrade() {
+    let test = "a_run_version_3_left_asleep_with_a_message_is_claimed_after_the_upgrade";
+    let Some(url) = url_or_skip(test) else {
+        return;
+    };
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let schema = format!("durable_unit_{}_stuck_v3", std::process::id());
+    let s = format!("\"{schema}\"");
+    let mut setup = format!(
+        "CREATE SCHEMA {s}; CREATE TABLE {s}.durable_migrations (version integer PRIMARY \
+         KEY, applied_at timestamptz NOT NULL DEFAULT now());"
+    );
+    for (i, migration) in super::schema::MIGRATIONS[..3].iter().enumerate() {
+        setup += &migration.replace("{s}", &s);
+        setup += &format!(
+            ";\nINSERT INTO {s}.durable_migrations (version) VALUES ({});",
+            i + 1
+        );
+    }
+    setup += &format!(
+        "INSERT INTO {s}.durable_runs (id, workflow, fingerprint, status, input, owner, \
+         lease_token, lease_expires_at, created_at, updated_at) VALUES \
+         ('stuck', 'wf', 'f', 'suspended', '{{}}', NULL, 3, 0, 1, 1), \
+         ('asleep', 'wf', 'f', 'suspended', '{{}}', NULL, 3, 0, 2, 2); \
+         INSERT INTO {s}.durable_inbox VALUES ('stuck', 1, 'signal', 'go', 'true', 5);"
+    );
+    admin.batch_execute(&setup).await.unwrap();
+    let outcome = async {
+        let store = PostgresStore::connect_with(&url, PostgresOptions::schema(&schema))
+            .await
+            .map_err(|e| e.to_string())?;
+        let claim = || crate::store::Claim::new("w", std::time::Duration::from_secs(30));
+        let claimed = store.claim_runs(claim()).await.map_err(|e| e.to_string())?;
+        let claimed: Vec<(String, u64)> = claimed
+            .iter()
+            .map(|r| (r.id.to_string(), r.lease_token))
+            .collect();
+        // Read as it is, though it has no checksum.
+        let inbox = store
+            .load_inbox(&"stuck".into())
+            .await
+            .map_err(|e| e.to_string())?;
+        let nap = crate::store::Finish::Suspended {
+            wake_at: None,
+            inbox_seen: Some(1),
+        };
+        let write = crate::store::Write::Append {
+            run: "stuck".into(),
+            lease_token: 4,
+            entries: Vec::new(),
+            finish: Some(nap),
+        };
+        let suspended = store.commit(&[write]).await.map_err(|e| e.to_string())?;
+        let again = store.claim_runs(claim()).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((
+            claimed,
+            inbox.iter().map(|m| m.payload.clone()).collect::<Vec<_>>(),
+            suspended,
+            again.len(),
+        ))
+    }
+    .await;
+    admin
+        .batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Ok((
+            vec![("stuck".to_owned(), 4)],
+            vec!["true".to_owned()],
+            vec![Ok(())],
+            0
+        ))
+    );
+}
