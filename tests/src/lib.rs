@@ -12,6 +12,7 @@ use durable::store::sqlite::SqliteStore;
 use durable::Store;
 
 pub mod conformance;
+pub mod thaw;
 
 /// Which backend a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

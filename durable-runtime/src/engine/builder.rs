@@ -203,6 +203,8 @@ impl EngineBuilder {
             workflows.insert(def.name(), def);
         }
         let owner = format!("{}-{}", std::process::id(), RunId::generate());
+        let leases =
+            crate::lease::Leases::new(Arc::downgrade(&self.store), owner.clone(), self.lease);
         let shared = Arc::new(Shared {
             journal: Writer::spawn(Arc::downgrade(&self.store), self.commit_retry),
             client: Client::new(Arc::clone(&self.store)),
@@ -211,6 +213,7 @@ impl EngineBuilder {
             versions,
             owner,
             lease: self.lease,
+            leases,
             active: Arc::default(),
             stalled: Arc::default(),
             resumed: Mutex::default(),

@@ -76,6 +76,9 @@ impl RunTask {
                     run_id: self.run_id.clone(),
                 }));
             }
+            // The lease must hold as the attempt starts: checked last, so nothing is awaited
+            // between the check and the step's first poll (see `lease.rs`).
+            self.hold_lease().await?;
             let ctx = StepContext::with_journal(
                 self.def.name(),
                 self.run_id.clone(),
@@ -154,6 +157,20 @@ impl RunTask {
 struct Ops(Arc<RunTask>);
 
 impl OpJournal for Ops {
+    fn lease_live(&self) -> bool {
+        self.0.lease.live()
+    }
+
+    fn confirm_lease(&self) -> BoxFuture<'static, Result<(), StepError>> {
+        let run = Arc::clone(&self.0);
+        Box::pin(async move {
+            run.lease
+                .confirm()
+                .await
+                .map_err(|why| StepError::retryable(run.unconfirmed(why)))
+        })
+    }
+
     fn finished(&self, path: &str) -> Option<String> {
         self.0
             .ops
