@@ -1,5 +1,7 @@
 //! One step: replay it from the journal or run it attempt by attempt, with retries,
 //! timeouts and panics, and journal each outcome; and the journal its sub-operations use.
+//! Every attempt (and every sub-operation) starts only while the run's lease surely holds
+//! (`RunTask::hold_lease`, `lease.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
