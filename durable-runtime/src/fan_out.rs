@@ -257,7 +257,17 @@ impl StepContext {
                 let Some((i, path, op)) = pending.next() else {
                     break;
                 };
-                let op = async move { (i, path, op().await) };
+                let journal = self.ops().cloned();
+                let op = async move {
+                    // The run's lease must hold as the operation starts: checked in its own
+                    // task, right before it (see `lease.rs`); a lost lease fails it unstarted.
+                    if let Some(journal) = journal.filter(|j| !j.lease_live()) {
+                        if let Err(error) = journal.confirm_lease().await {
+                            return (i, path, Err(error));
+                        }
+                    }
+                    (i, path, op().await)
+                };
                 match &group {
                     Some(group) => running.spawn(group.task(op)),
                     None => running.spawn(op),

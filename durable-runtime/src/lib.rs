@@ -18,6 +18,7 @@ pub mod fan_out;
 #[doc(hidden)]
 pub mod fields;
 pub mod graph;
+mod lease;
 pub mod merge;
 mod panic;
 pub mod retry;

@@ -49,6 +49,12 @@ struct ContextInner {
 
 /// The journal as a step's sub-operations see it.
 pub(crate) trait OpJournal: Send + Sync {
+    /// Whether the run's lease surely holds now (see `lease.rs`): checked right before each
+    /// sub-operation starts.
+    fn lease_live(&self) -> bool;
+    /// Shows the run's lease live again after its deadline passed, or fails (the lease is
+    /// lost, or the store failed): the sub-operation must not start then.
+    fn confirm_lease(&self) -> BoxFuture<'static, Result<(), StepError>>;
     /// The journaled output of a finished sub-operation.
     fn finished(&self, path: &str) -> Option<String>;
     /// Journals a sub-operation's outcome (`Ok(output)` or `Err(error)`), durably.

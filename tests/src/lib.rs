@@ -14,6 +14,7 @@ use durable::Store;
 mod backdoor;
 pub mod conformance;
 pub mod gates;
+pub mod thaw;
 
 pub use backdoor::Backdoor;
 

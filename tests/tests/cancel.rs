@@ -1,5 +1,5 @@
 //! Steering runs: `cancel` (from the engine's process or from a Client, mid-step and
-//! mid-sleep) and `resume_failed`.
+//! mid-sleep, and while no engine drives the run) and `resume_failed`.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -249,11 +249,36 @@ each_store_and_postgres! {
 
 workflow! { awaits { step first; wait_for go; } }
 
-/// A store on which a cancellation is requested just before a run's suspension commits: the
-/// race of a `cancel` with a run about to sleep, after its worker last looked for requests.
-struct CancelledAsItSuspends(std::sync::Arc<dyn durable::Store>);
+/// A store that steers how cancellations reach a worker.
+struct Steered {
+    inner: std::sync::Arc<dyn durable::Store>,
+    /// A cancellation is requested just before a run's suspension commits: the race of a
+    /// `cancel` with a run about to sleep, after its worker last looked for requests.
+    cancel_as_it_suspends: bool,
+    /// The worker's periodic look-up of cancel requests finds none, so a request made while
+    /// no engine drove the run reaches the worker through the claim alone.
+    no_cancel_lookups: bool,
+}
 
-impl durable::Store for CancelledAsItSuspends {
+impl Steered {
+    fn cancelling_as_it_suspends(inner: std::sync::Arc<dyn durable::Store>) -> Self {
+        Self {
+            inner,
+            cancel_as_it_suspends: true,
+            no_cancel_lookups: false,
+        }
+    }
+
+    fn without_cancel_lookups(inner: std::sync::Arc<dyn durable::Store>) -> Self {
+        Self {
+            inner,
+            cancel_as_it_suspends: false,
+            no_cancel_lookups: true,
+        }
+    }
+}
+
+impl durable::Store for Steered {
     fn commit<'a>(
         &'a self,
         batch: &'a [durable::store::Write],
@@ -263,18 +288,21 @@ impl durable::Store for CancelledAsItSuspends {
     > {
         use durable::store::{Finish, Write};
         Box::pin(async move {
-            for write in batch {
+            for write in batch.iter().filter(|_| self.cancel_as_it_suspends) {
                 if let Write::Append {
                     run,
                     finish: Some(Finish::Suspended { .. }),
                     ..
                 } = write
                 {
-                    let asked = self.0.request_cancel(run, "asked as it fell asleep").await;
+                    let asked = self
+                        .inner
+                        .request_cancel(run, "asked as it fell asleep")
+                        .await;
                     assert_eq!(asked.unwrap(), Ok(()));
                 }
             }
-            self.0.commit(batch).await
+            self.inner.commit(batch).await
         })
     }
     fn load_run<'a>(
@@ -282,37 +310,37 @@ impl durable::Store for CancelledAsItSuspends {
         id: &'a RunId,
     ) -> durable::BoxFuture<'a, Result<Option<durable::store::RunRecord>, durable::store::StoreError>>
     {
-        self.0.load_run(id)
+        self.inner.load_run(id)
     }
     fn load_journal<'a>(
         &'a self,
         id: &'a RunId,
     ) -> durable::BoxFuture<'a, Result<Vec<durable::store::JournalEntry>, durable::store::StoreError>>
     {
-        self.0.load_journal(id)
+        self.inner.load_journal(id)
     }
     fn claim_runs<'a>(
         &'a self,
         claim: durable::store::Claim<'a>,
     ) -> durable::BoxFuture<'a, Result<Vec<durable::store::RunRecord>, durable::store::StoreError>>
     {
-        self.0.claim_runs(claim)
+        self.inner.claim_runs(claim)
     }
     fn watch_claimable(
         &self,
     ) -> Result<Option<Box<dyn durable::store::ClaimableWatch>>, durable::store::StoreError> {
-        self.0.watch_claimable()
+        self.inner.watch_claimable()
     }
     fn next_wake_at(
         &self,
     ) -> durable::BoxFuture<'_, Result<Option<u64>, durable::store::StoreError>> {
-        self.0.next_wake_at()
+        self.inner.next_wake_at()
     }
     fn wake<'a>(
         &'a self,
         run: &'a RunId,
     ) -> durable::BoxFuture<'a, Result<bool, durable::store::StoreError>> {
-        self.0.wake(run)
+        self.inner.wake(run)
     }
     fn request_cancel<'a>(
         &'a self,
@@ -322,42 +350,45 @@ impl durable::Store for CancelledAsItSuspends {
         'a,
         Result<Result<(), durable::store::Rejected>, durable::store::StoreError>,
     > {
-        self.0.request_cancel(run, reason)
+        self.inner.request_cancel(run, reason)
     }
     fn cancel_requests<'a>(
         &'a self,
         owner: &'a str,
     ) -> durable::BoxFuture<'a, Result<Vec<(RunId, String)>, durable::store::StoreError>> {
-        self.0.cancel_requests(owner)
+        if self.no_cancel_lookups {
+            return Box::pin(std::future::ready(Ok(Vec::new())));
+        }
+        self.inner.cancel_requests(owner)
     }
     fn renew_leases<'a>(
         &'a self,
         owner: &'a str,
         lease: Duration,
     ) -> durable::BoxFuture<'a, Result<usize, durable::store::StoreError>> {
-        self.0.renew_leases(owner, lease)
+        self.inner.renew_leases(owner, lease)
     }
     fn release_leases<'a>(
         &'a self,
         owner: &'a str,
     ) -> durable::BoxFuture<'a, Result<(), durable::store::StoreError>> {
-        self.0.release_leases(owner)
+        self.inner.release_leases(owner)
     }
     fn list_runs(
         &self,
         filter: durable::store::RunFilter,
     ) -> durable::BoxFuture<'_, Result<Vec<durable::store::RunRecord>, durable::store::StoreError>>
     {
-        self.0.list_runs(filter)
+        self.inner.list_runs(filter)
     }
     fn attach(&self) -> Result<(), durable::store::StoreError> {
-        self.0.attach()
+        self.inner.attach()
     }
     fn detach(&self) {
-        self.0.detach()
+        self.inner.detach()
     }
     fn close(&self) {
-        self.0.close()
+        self.inner.close()
     }
     fn deliver<'a>(
         &'a self,
@@ -369,14 +400,14 @@ impl durable::Store for CancelledAsItSuspends {
         'a,
         Result<Result<u64, durable::store::Rejected>, durable::store::StoreError>,
     > {
-        self.0.deliver(run, kind, name, payload)
+        self.inner.deliver(run, kind, name, payload)
     }
     fn load_inbox<'a>(
         &'a self,
         run: &'a RunId,
     ) -> durable::BoxFuture<'a, Result<Vec<durable::store::InboxMessage>, durable::store::StoreError>>
     {
-        self.0.load_inbox(run)
+        self.inner.load_inbox(run)
     }
 }
 
@@ -384,7 +415,7 @@ each_store_and_postgres! {
     fn a_cancel_requested_as_the_run_falls_asleep_is_carried_out(store) {
         in_runtime(async move {
             let shared: std::sync::Arc<dyn durable::Store> =
-                std::sync::Arc::new(CancelledAsItSuspends(store.open()));
+                std::sync::Arc::new(Steered::cancelling_as_it_suspends(store.open()));
             let engine = Engine::builder_shared(shared.clone())
                 .register(awaits)
                 .build()
@@ -403,6 +434,77 @@ each_store_and_postgres! {
             }
             let record = shared.load_run(&id).await.unwrap().unwrap();
             assert_eq!(record.status, RunStatus::Cancelled);
+        });
+    }
+}
+
+/// Waits (at most 10 s) for `id` to end, driven by `engine`; it must end cancelled for
+/// `reason`.
+async fn ends_cancelled(engine: &Engine, id: &RunId, reason: &str) {
+    let ended = tokio::time::timeout(Duration::from_secs(10), engine.wait::<Data>(id))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "run {id} did not end within 10 s of the engine's start, its cancel pending; its \
+                 steps did {:?}",
+                events(id)
+            )
+        });
+    assert_cancelled(ended, id, reason);
+}
+
+each_store_and_postgres! {
+    fn a_cancel_requested_while_no_engine_drives_the_run_is_carried_out_by_the_claim(store) {
+        in_runtime(async move {
+            // A run stopped mid-step by a shutdown: unfinished, nobody's.
+            let first_engine = Engine::builder_shared(store.open()).register(stuck).build().await.unwrap();
+            let id = first_engine.start(stuck, Data::new()).await.unwrap().id().clone();
+            noted(&id, "hanging").await;
+            first_engine.shutdown().await.unwrap();
+            // The aborted attempt is dropped by its task, maybe after `shutdown` returned.
+            noted(&id, "dropped").await;
+            assert_eq!(events(&id), ["first", "hanging", "dropped"]);
+            let shared = store.open();
+            Client::new(shared.clone()).cancel(&id, "asked while nobody drove it").await.unwrap();
+            // Only the claim can carry the request out: the worker's look-ups find none.
+            let steered: std::sync::Arc<dyn durable::Store> =
+                std::sync::Arc::new(Steered::without_cancel_lookups(shared.clone()));
+            let engine = Engine::builder_shared(steered).register(stuck).build().await.unwrap();
+            ends_cancelled(&engine, &id, "asked while nobody drove it").await;
+            // The step in flight at the shutdown did not run again, nor anything after it.
+            assert_eq!(events(&id), ["first", "hanging", "dropped"]);
+            let journal = shared.load_journal(&id).await.unwrap();
+            assert!(journal.iter().all(|e| e.step == "first"), "{journal:?}");
+            let record = shared.load_run(&id).await.unwrap().unwrap();
+            assert_eq!(
+                (record.status, record.error.as_deref()),
+                (RunStatus::Cancelled, Some("asked while nobody drove it"))
+            );
+            engine.shutdown().await.unwrap();
+        });
+    }
+
+    fn a_cancel_requested_while_a_run_sleeps_with_no_engine_is_carried_out_by_the_claim(store) {
+        in_runtime(async move {
+            let first_engine = Engine::builder_shared(store.open()).register(sleepy).build().await.unwrap();
+            let id = first_engine.start(sleepy, Data::new()).await.unwrap().id().clone();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while first_engine.status(&id).await.unwrap().status != RunStatus::Suspended {
+                assert!(Instant::now() < deadline, "run {id} never fell asleep");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            first_engine.shutdown().await.unwrap();
+            let shared = store.open();
+            // The request wakes it: running, nobody's, for the next claim.
+            Client::new(shared.clone()).cancel(&id, "no longer wanted").await.unwrap();
+            let steered: std::sync::Arc<dyn durable::Store> =
+                std::sync::Arc::new(Steered::without_cancel_lookups(shared.clone()));
+            let engine = Engine::builder_shared(steered).register(sleepy).build().await.unwrap();
+            ends_cancelled(&engine, &id, "no longer wanted").await;
+            assert_eq!(events(&id), ["first"]);
+            let record = shared.load_run(&id).await.unwrap().unwrap();
+            assert_eq!(record.status, RunStatus::Cancelled);
+            engine.shutdown().await.unwrap();
         });
     }
 }

@@ -1,6 +1,7 @@
 //! What only the PostgreSQL store has to prove: migrations that do not race, clear errors,
-//! other workers' live leases honoured, claims that never take a run twice, fencing of a
-//! late worker, recovery through killed connections, and prompt pickup of queued runs.
+//! other workers' live leases honoured, claims that never take a run twice nor wait behind a
+//! locked row, fencing of a late worker, recovery through killed connections, and prompt
+//! pickup of queued runs.
 //!
 //! Each test uses a schema of its own, dropped afterwards. Without `DURABLE_TEST_POSTGRES_URL`
 //! each prints that it was skipped.
@@ -306,6 +307,84 @@ fn concurrent_claims_never_take_a_run_twice_and_respect_workflows() {
             got.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["old"]
         );
+    });
+}
+
+/// Claims on a server where another transaction holds two claimable runs' rows (a queued
+/// run, and a sleeper fallen due): the claim takes the others at once and leaves those two,
+/// instead of waiting behind the locks (a claim without `SKIP LOCKED` waits, and with it
+/// every worker's heartbeat). Once the locks go, the next claim takes them.
+#[test]
+fn a_claim_skips_the_runs_another_transaction_has_locked_instead_of_waiting_for_them() {
+    let Some(store) =
+        pg("a_claim_skips_the_runs_another_transaction_has_locked_instead_of_waiting_for_them")
+    else {
+        return;
+    };
+    let (url, schema) = store
+        .postgres()
+        .map(|(u, s)| (u.to_owned(), s.to_owned()))
+        .unwrap();
+    in_runtime(async {
+        use durable::store::Finish;
+        let store = store.open();
+        let held = Write::CreateRun(NewRun {
+            owner: "sleeper-owner".into(),
+            lease_expires_at: durable_tests::now_ms() + 60_000,
+            ..match queued("due", "wf") {
+                Write::CreateRun(new) => new,
+                _ => unreachable!(),
+            }
+        });
+        let batch = [
+            queued("q1", "wf"),
+            queued("q2", "wf"),
+            queued("q3", "wf"),
+            held,
+        ];
+        assert!(store
+            .commit(&batch)
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok));
+        // `due` sleeps until a time long past: claimable, once woken by the claim.
+        let sleep = Write::Append {
+            run: RunId::from("due"),
+            lease_token: 1,
+            entries: Vec::new(),
+            finish: Some(Finish::Suspended {
+                wake_at: Some(1),
+                inbox_seen: None,
+            }),
+        };
+        assert_eq!(store.commit(&[sleep]).await.unwrap(), [Ok(())]);
+
+        let locker = sql(&url).await;
+        locker
+            .batch_execute(&format!(
+                "BEGIN; SELECT id FROM \"{schema}\".durable_runs WHERE id IN ('q2', 'due') \
+                 FOR UPDATE"
+            ))
+            .await
+            .unwrap();
+        let claim = Claim::new("w", Duration::from_secs(30)).limit(10);
+        let claimed = tokio::time::timeout(Duration::from_secs(5), store.claim_runs(claim))
+            .await
+            .expect("the claim still waits after 5 s behind rows another transaction locked")
+            .unwrap();
+        let ids: Vec<&str> = claimed.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["q1", "q3"], "the unlocked runs, and only those");
+
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        let claim = Claim::new("w", Duration::from_secs(30)).limit(10);
+        let claimed = tokio::time::timeout(Duration::from_secs(5), store.claim_runs(claim))
+            .await
+            .expect("a claim with nothing locked answers within 5 s")
+            .unwrap();
+        let mut ids: Vec<&str> = claimed.iter().map(|r| r.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["due", "q2"], "once the locks are gone");
     });
 }
 

@@ -71,7 +71,10 @@ impl EngineBuilder {
 
     /// How long this engine's claim on a run lasts without a heartbeat (default 30s). Only
     /// stores shared by several processes use it: a dead worker's runs are taken over when
-    /// its leases expire.
+    /// its leases expire. The engine renews its leases every third of it, and starts a step
+    /// only within four fifths of it after the claim or renewal that last showed the run its
+    /// own; past that (a paused process, failed renewals) it renews and reads the run back
+    /// first. Keep it well above the store's round trip.
     ///
     /// ```
     /// # use durable::{workflow, Data, Engine, StepError};
@@ -204,6 +207,8 @@ impl EngineBuilder {
             workflows.insert(def.name(), def);
         }
         let owner = format!("{}-{}", std::process::id(), RunId::generate());
+        let leases =
+            crate::lease::Leases::new(Arc::downgrade(&self.store), owner.clone(), self.lease);
         let shared = Arc::new(Shared {
             journal: Writer::spawn(Arc::downgrade(&self.store), self.commit_retry),
             client: Client::new(Arc::clone(&self.store)),
@@ -212,6 +217,7 @@ impl EngineBuilder {
             versions,
             owner,
             lease: self.lease,
+            leases,
             active: Arc::default(),
             stalled: Arc::default(),
             resumed: Mutex::default(),

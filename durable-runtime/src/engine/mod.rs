@@ -85,6 +85,8 @@ struct Shared {
     versions: HashMap<(&'static str, String), Arc<Definition>>,
     owner: String,
     lease: Duration,
+    /// Until when this engine surely holds each run it drives (see `lease.rs`).
+    leases: Arc<crate::lease::Leases>,
     /// Runs this engine drives now, with the channel their outcome arrives on. Shared with
     /// the run tasks, which never hold the engine itself (so dropping it lets go of the store).
     active: Arc<Mutex<HashMap<RunId, Active>>>,
@@ -147,6 +149,8 @@ struct Active {
     task: AbortHandle,
     /// A reason sent here cancels the run (see `RunTask::run_cancellable`).
     cancel: watch::Sender<Option<String>>,
+    /// Its lease, which the heartbeat's renewals extend.
+    lease: Arc<crate::lease::RunLease>,
 }
 
 impl Engine {
@@ -222,6 +226,9 @@ impl Engine {
             Some(slots) => Arc::clone(slots).try_acquire_owned().map(Some),
         };
         let drive = slot.is_ok();
+        // Read before the lease's expiry is set: the store's expiry is no earlier than this
+        // plus the lease (see `lease.rs`).
+        let sent = self.shared.leases.now();
         let write = Write::CreateRun(NewRun {
             id: id.clone(),
             workflow: W::NAME.to_owned(),
@@ -253,9 +260,11 @@ impl Engine {
             Err(CommitError::Store(e)) => return Err(Error::Store(e)),
         }
         match slot {
-            Ok(slot) => self
-                .shared
-                .spawn_run(def, id.clone(), 1, Vec::new(), input, None, slot),
+            Ok(slot) => {
+                let lease = self.shared.leases.run(id.clone(), 1, sent);
+                self.shared
+                    .spawn_run(def, id.clone(), lease, Vec::new(), input, None, slot)
+            }
             Err(_) => {
                 // Claim it here too as soon as a run of this engine finishes.
                 self.shared

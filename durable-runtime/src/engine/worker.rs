@@ -13,6 +13,7 @@ use super::{lock, Active, Shared, Slot};
 use crate::clock::now_millis;
 use crate::definition::Definition;
 use crate::error::Error;
+use crate::lease::RunLease;
 use crate::store::{Claim, ClaimableWatch, JournalEntry, RunRecord, RunStatus, StoreErrorKind};
 use crate::walk::{RunTask, Walked};
 use crate::RunId;
@@ -66,6 +67,8 @@ impl Shared {
             let claim = Claim::new(&self.owner, self.lease)
                 .limit(free)
                 .workflows(&definitions);
+            // Read before the claim is sent: each claimed lease lasts from then on at least.
+            let sent = self.leases.now();
             let claimed = self.store.claim_runs(claim).await?;
             self.backlog.store(
                 reserved.is_some() && claimed.len() == free,
@@ -73,7 +76,7 @@ impl Shared {
             );
             for run in claimed {
                 let slot = reserved.as_mut().and_then(|permits| permits.split(1));
-                self.resume(run, slot).await?;
+                self.resume(run, sent, slot).await?;
             }
             // Whatever was not claimed goes back with `reserved`.
         }
@@ -91,6 +94,10 @@ impl Shared {
             .map(|(id, _)| id.clone())
             .collect();
         for id in failed {
+            // A run read afterwards as this engine's, under the token it is read with, was
+            // so when the last renewal ran: its lease lasts from that renewal on (`lease.rs`).
+            // Before any renewal, from the epoch of `leases`: this engine took it after.
+            let renewed = self.leases.last_renewal().unwrap_or(0);
             match self.store.load_run(&id).await {
                 Ok(Some(run))
                     if run.status == RunStatus::Running
@@ -104,7 +111,7 @@ impl Shared {
                         },
                     };
                     lock(&self.stalled).remove(&id);
-                    self.resume(run, slot).await?;
+                    self.resume(run, renewed, slot).await?;
                 }
                 // Finished meanwhile, or taken over by another worker: nothing to drive here.
                 Ok(_) => {
@@ -156,8 +163,9 @@ impl Shared {
         }
     }
 
-    /// Drives a claimed run again from its journal, or records why it cannot be.
-    async fn resume(self: &Arc<Self>, run: RunRecord, slot: Slot) -> Result<(), Error> {
+    /// Drives a claimed run again from its journal, or records why it cannot be; its lease
+    /// was taken (or last shown this engine's) by a request sent at `sent` (see `lease.rs`).
+    async fn resume(self: &Arc<Self>, run: RunRecord, sent: u64, slot: Slot) -> Result<(), Error> {
         let def = match self.check_resumable(&run) {
             Ok(def) => def,
             Err(error) => {
@@ -193,7 +201,8 @@ impl Shared {
         };
         lock(&self.resumed).push(run.id.clone());
         let cancel = run.cancel_requested;
-        self.spawn_run(def, run.id, run.lease_token, journal, input, cancel, slot);
+        let lease = self.leases.run(run.id.clone(), run.lease_token, sent);
+        self.spawn_run(def, run.id, lease, journal, input, cancel, slot);
         Ok(())
     }
 
@@ -222,7 +231,7 @@ impl Shared {
         self: &Arc<Self>,
         def: Arc<Definition>,
         id: RunId,
-        token: u64,
+        lease: Arc<RunLease>,
         journal: Vec<JournalEntry>,
         input: Value,
         cancel_requested: Option<String>,
@@ -235,7 +244,7 @@ impl Shared {
         let task = Arc::new(RunTask::new(
             def,
             id.clone(),
-            token,
+            Arc::clone(&lease),
             self.journal.clone(),
             journal,
         ));
@@ -302,6 +311,7 @@ impl Shared {
                 outcome: rx,
                 task: handle.abort_handle(),
                 cancel,
+                lease,
             },
         );
         drop(active);
@@ -419,10 +429,17 @@ async fn heartbeat(shared: Weak<Shared>, wake: Arc<Notify>) {
         }
         let renew = tokio::time::Instant::now() >= renew_at;
         if renew {
-            // A failed renewal is retried on the next beat (and reported); the fencing
-            // token protects the journal if a lease expires in between.
-            if let Err(error) = s.store.renew_leases(&s.owner, s.lease).await {
-                s.report("renewing leases", None, &Error::Store(error));
+            // A failed renewal is retried on the next beat (and reported); meanwhile a run
+            // whose deadline passes shows its lease before its next step (`lease.rs`), and the
+            // fencing token protects the journal if a lease expires in between.
+            let sent = s.leases.now();
+            match s.store.renew_leases(&s.owner, s.lease).await {
+                Ok(_) => {
+                    let active = lock(&s.active);
+                    s.leases
+                        .renewed(sent, active.values().map(|run| &*run.lease));
+                }
+                Err(error) => s.report("renewing leases", None, &Error::Store(error)),
             }
             renew_at = tokio::time::Instant::now() + beat;
         }

@@ -807,7 +807,11 @@ pub trait Store: Send + Sync + 'static {
         ))))
     }
 
-    /// Extends the leases `owner` holds; returns how many it still holds.
+    /// Extends the leases `owner` holds (its running runs) to the store's now plus `lease`;
+    /// returns how many it still holds. The expiry must count from no earlier than the
+    /// request was made, as a claim's and a created run's: a worker counts each lease from
+    /// just before it sent the request, and starts steps only until then plus four fifths of
+    /// the lease (see "Fencing" in ARCHITECTURE.md).
     fn renew_leases<'a>(
         &'a self,
         owner: &'a str,

@@ -58,6 +58,8 @@ impl RunTask {
         let deadline = match history.and_then(|h| h.child.as_ref().zip(h.waiting)) {
             Some((_, (_, deadline))) => deadline,
             None => {
+                // Creating the child is not fenced by the parent's token: the lease must hold.
+                self.hold_lease().await?;
                 self.create_child(call, &path, &child, &input).await?;
                 let deadline = call
                     .options
@@ -93,6 +95,7 @@ impl RunTask {
         match deadline {
             Some(due) if due <= now_millis() => {
                 // Nobody waits for it any more.
+                self.hold_lease().await?;
                 if let Some(store) = self.journal.store() {
                     let reason = format!("its parent run {} stopped waiting", self.run_id);
                     let _ = store.request_cancel(&child, &reason).await;

@@ -28,7 +28,14 @@ async fn a_step_s_boxed_future_fits_the_allocator_s_thread_cache() {
     let def = Arc::new(Definition::new("wf", "", vec![step]));
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let journal = Writer::spawn(Arc::downgrade(&store), Duration::from_secs(1));
-    let task = Arc::new(RunTask::new(def, RunId::from("r"), 1, journal, Vec::new()));
+    let lease = crate::lease::RunLease::unbounded(RunId::from("r"), 1);
+    let task = Arc::new(RunTask::new(
+        def,
+        RunId::from("r"),
+        lease,
+        journal,
+        Vec::new(),
+    ));
     let future = task.exec_node(vec![0], Value::Null, Arc::from(""));
     let size = std::mem::size_of_val(&*future);
     assert!(

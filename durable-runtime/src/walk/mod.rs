@@ -41,6 +41,7 @@ use crate::changes;
 use crate::clock::now_millis;
 use crate::definition::{Definition, Node};
 use crate::error::{Error, RunFailure, StepFailure};
+use crate::lease::{RunLease, Unconfirmed};
 use crate::step::BoxFuture;
 use crate::store::{Event, Finish, JournalEntry, Rejected, StoreError, Write};
 use crate::tasks::Tasks;
@@ -140,7 +141,9 @@ struct Completion {
 pub(crate) struct RunTask {
     def: Arc<Definition>,
     run_id: RunId,
-    lease_token: u64,
+    /// The run's lease: the token its writes carry, and until when it surely holds (checked
+    /// before anything of the user's starts: [`RunTask::hold_lease`]).
+    lease: Arc<RunLease>,
     journal: Writer,
     /// The last sequence number used, and whether the journal still follows it; the lock also
     /// orders submission to the journal, so a run's entries commit in sequence order (the
@@ -174,7 +177,7 @@ impl RunTask {
     pub(crate) fn new(
         def: Arc<Definition>,
         run_id: RunId,
-        lease_token: u64,
+        lease: Arc<RunLease>,
         journal: Writer,
         entries: Vec<JournalEntry>,
     ) -> Self {
@@ -263,7 +266,7 @@ impl RunTask {
             final_step,
             def,
             run_id,
-            lease_token,
+            lease,
             journal,
             seq: Mutex::new(Sequence {
                 last: last_seq,
@@ -489,7 +492,7 @@ impl RunTask {
             }
             let write = Write::Append {
                 run: self.run_id.clone(),
-                lease_token: self.lease_token,
+                lease_token: self.lease.token(),
                 entries,
                 finish,
             };
@@ -503,6 +506,34 @@ impl RunTask {
                 seq.broken.get_or_insert_with(|| error.clone());
                 Err(Abort::Engine(error))
             }
+        }
+    }
+
+    /// Makes sure the run's lease holds before something of the user's starts (a step's
+    /// attempt, a sub-operation, a child run): at once while its deadline is ahead (the
+    /// per-step cost: a clock read and an atomic load); past it, after showing the store still
+    /// gives the run to this engine under its token. A lost lease stops the run without
+    /// writing anything (see `lease.rs`). Call it with nothing awaited between it and the
+    /// start it guards.
+    async fn hold_lease(&self) -> Result<(), Abort> {
+        if self.lease.live() {
+            return Ok(());
+        }
+        // Boxed: the slow path's future stays out of every step's.
+        Box::pin(self.lease.confirm())
+            .await
+            .map_err(|why| Abort::Engine(self.unconfirmed(why)))
+    }
+
+    /// The error a run stops with when it cannot show its lease.
+    fn unconfirmed(&self, why: Unconfirmed) -> Error {
+        let workflow = self.def.name().to_owned();
+        let run_id = self.run_id.clone();
+        match why {
+            Unconfirmed::Lost => Error::LeaseLost { workflow, run_id },
+            Unconfirmed::Store(e) => Error::Store(e.context(format_args!(
+                "workflow `{workflow}` run {run_id}: showing its lease before the next step"
+            ))),
         }
     }
 

@@ -1,5 +1,7 @@
 //! One step: replay it from the journal or run it attempt by attempt, with retries,
 //! timeouts and panics, and journal each outcome; and the journal its sub-operations use.
+//! Every attempt (and every sub-operation) starts only while the run's lease surely holds
+//! (`RunTask::hold_lease`, `lease.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +78,9 @@ impl RunTask {
                     run_id: self.run_id.clone(),
                 }));
             }
+            // The lease must hold as the attempt starts: checked last, so nothing is awaited
+            // between the check and the step's first poll (see `lease.rs`).
+            self.hold_lease().await?;
             let ctx = StepContext::with_journal(
                 self.def.name(),
                 self.run_id.clone(),
@@ -156,6 +161,20 @@ struct Ops(Arc<RunTask>);
 impl OpJournal for Ops {
     fn tasks(&self) -> Arc<crate::tasks::Tasks> {
         Arc::clone(&self.0.tasks)
+    }
+
+    fn lease_live(&self) -> bool {
+        self.0.lease.live()
+    }
+
+    fn confirm_lease(&self) -> BoxFuture<'static, Result<(), StepError>> {
+        let run = Arc::clone(&self.0);
+        Box::pin(async move {
+            run.lease
+                .confirm()
+                .await
+                .map_err(|why| StepError::retryable(run.unconfirmed(why)))
+        })
     }
 
     fn finished(&self, path: &str) -> Option<String> {

@@ -27,7 +27,8 @@ async fn started(store: &Arc<dyn Store>, id: &str) -> RunTask {
     let created = store.commit(&[Write::CreateRun(new)]).await.unwrap();
     assert_eq!(created, [Ok(())]);
     let journal = Writer::spawn(Arc::downgrade(store), Duration::from_secs(1));
-    RunTask::new(def, RunId::from(id), 1, journal, Vec::new())
+    let lease = crate::lease::RunLease::unbounded(RunId::from(id), 1);
+    RunTask::new(def, RunId::from(id), lease, journal, Vec::new())
 }
 
 #[tokio::test]
