@@ -141,15 +141,12 @@ impl TestStore {
         self.dir.join("durable.db")
     }
 
-    /// Opens the store: the same contents every time. An SQLite file is opened once, with
-    /// no retry: the previous engine on it must have let go of it.
+    /// Opens the store: the same contents every time. An SQLite file still held by a
+    /// previous engine (dropped, its tasks not yet gone) is waited for, up to 60 s.
     pub fn open(&self) -> Arc<dyn Store> {
         match self.backend {
             Backend::Memory => Arc::new(self.memory.clone()),
-            Backend::Sqlite => Arc::new(
-                SqliteStore::open(self.db_path())
-                    .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.db_path().display())),
-            ),
+            Backend::Sqlite => Arc::new(open_sqlite_retrying(&self.db_path())),
             Backend::Postgres => {
                 let (url, schema) = self.postgres.as_ref().expect("set for postgres");
                 let options = PostgresOptions {
@@ -170,18 +167,24 @@ impl Drop for TestStore {
     }
 }
 
-/// Opens an SQLite store, waiting briefly for a previous engine of this process (whose
-/// runtime is being torn down) to let go of the file.
+/// Opens an SQLite store, waiting (up to 60 s) for a previous engine of this process (dropped,
+/// or its runtime being torn down) to let go of the file.
 pub fn open_sqlite_retrying(path: &Path) -> SqliteStore {
-    let mut last = None;
-    for _ in 0..200 {
+    // A dropped engine's tasks let go of the file a moment after the drop (later still on a
+    // busy machine): wait for that, not for a fixed time; any other error fails at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
         match SqliteStore::open(path) {
             Ok(store) => return store,
-            Err(e) => last = Some(e),
+            Err(e)
+                if e.kind() == durable::store::StoreErrorKind::InUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("cannot open {}: {e}", path.display()),
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("cannot open {}: {:?}", path.display(), last)
 }
 
 /// A new empty directory under the target directory's tmp folder.
