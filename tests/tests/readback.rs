@@ -99,6 +99,34 @@ durable::workflow! {
     }
 }
 
+/// Assigns a value nested 100,000 levels deep: far too deep to store, and, were it dropped
+/// recursively, deep enough to overflow the stack. Retries would not help: it is refused for good.
+async fn assign_deep(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "assign_deep");
+    Ok(data.assign("deep", nested(100_000)))
+}
+
+durable::workflow! {
+    pub deep_assign {
+        step assign_deep(retry(max_attempts = 3, backoff = constant, initial = 1ms));
+        step a;
+    }
+}
+
+/// A typed state holding JSON: the engine cannot take the type apart, only refuse it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Holder {
+    deep: Value,
+}
+
+async fn hold_deep(ctx: StepContext, mut holder: Holder) -> Result<Holder, StepError> {
+    note(&ctx, "hold_deep");
+    holder.deep = nested(100_000);
+    Ok(holder)
+}
+
+durable::workflow! { pub deep_holder(state = Holder) { step hold_deep; } }
+
 /// A `fan_out` whose operation returns a NaN.
 async fn measure(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     note(&ctx, "measure");
@@ -196,6 +224,52 @@ each_store! {
             assert_eq!(runs[0].output.as_ref().unwrap()["deep"], nested(99));
             let out: Value = engine.wait(&runs[0].id).await.unwrap();
             assert_eq!(out["deep"], nested(99));
+        });
+    }
+
+    fn a_value_nested_100000_deep_fails_its_step_and_no_process_aborts(store) {
+        let failed = |id: &RunId, workflow: &str, step: &str, key: &str| {
+            format!(
+                "workflow `{workflow}` run {id} failed: step `{step}` failed after 1 attempt: the \
+                 step's output does not encode as JSON: {key}it nests arrays and objects more \
+                 than 100 levels deep, which could not be read back from the journal (the limit \
+                 is durable::data::MAX_DEPTH)"
+            )
+        };
+        let (assigned, held) = in_runtime(async {
+            let engine = Engine::builder_shared(store.open())
+                .register(deep_assign)
+                .register(deep_holder)
+                .build()
+                .await
+                .unwrap();
+            let run = engine.start(deep_assign, Data::new()).await.unwrap();
+            let id = run.id().clone();
+            let err = run.wait().await.unwrap_err();
+            assert_eq!(err.to_string(), failed(&id, "deep_assign", "assign_deep", "key `deep`: "));
+            assert_eq!((count(&id, "assign_deep"), count(&id, "a")), (1, 0), "refused for good");
+            let run = engine.start(deep_holder, Holder { deep: json!(null) }).await.unwrap();
+            let held = run.id().clone();
+            let err = run.wait().await.unwrap_err();
+            assert_eq!(err.to_string(), failed(&held, "deep_holder", "hold_deep", ""));
+            (id, held)
+        });
+        // A later process builds its engine and finds both runs failed: no step runs again.
+        if store.backend() == Backend::Sqlite {
+            drop(open_sqlite_retrying(&store.db_path()));
+        }
+        in_runtime(async {
+            let engine = Engine::builder_shared(store.open())
+                .register(deep_assign)
+                .register(deep_holder)
+                .build()
+                .await
+                .unwrap();
+            for id in [&assigned, &held] {
+                assert_eq!(engine.status(id).await.unwrap().status, RunStatus::Failed);
+            }
+            assert!(engine.resumed().is_empty());
+            assert_eq!((count(&assigned, "assign_deep"), count(&held, "hold_deep")), (1, 1));
         });
     }
 
