@@ -576,7 +576,9 @@ mod tests {
         let mut data = Data::new();
         data.set("deep", deep());
         assert!(!data.contains("deep"));
-        assert!(into_text(deep()).unwrap_err().starts_with("it nests arrays"));
+        assert!(into_text(deep())
+            .unwrap_err()
+            .starts_with("it nests arrays"));
         assert!(crate::State::into_json(deep()).is_err());
         // A state of a type that cannot be taken apart is refused all the same.
         #[derive(serde::Serialize, serde::Deserialize)]
@@ -605,7 +607,11 @@ mod tests {
         assert!(into_value(Counted(1.5)).is_ok());
         assert!(into_value(Counted(f64::NAN)).is_err());
         assert!(into_text(Counted(f64::INFINITY)).is_err());
-        assert_eq!(DROPPED.load(Ordering::SeqCst), 3, "shallow values are dropped");
+        assert_eq!(
+            DROPPED.load(Ordering::SeqCst),
+            3,
+            "shallow values are dropped"
+        );
         // After a refusal for depth, the next shallow refusal is not taken for one.
         assert!(into_value(deep_vec()).is_err());
         assert!(into_value(Counted(f64::NAN)).is_err());

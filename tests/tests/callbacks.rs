@@ -145,6 +145,44 @@ each_store_and_postgres! {
         });
     }
 
+    fn a_completion_json_cannot_hold_is_refused_and_never_stored_as_null(store) {
+        in_runtime(async {
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone()).register(pay).build().await.unwrap();
+            let client = Client::new(shared.clone());
+            let run = engine.start(pay, Data::new()).await.unwrap();
+            let id = run.id();
+            until_suspended(&client, id).await;
+            let token = calls(id)[0].1.clone();
+            let refused = |what: &str| {
+                format!(
+                    "cannot complete the callback of workflow `pay` run {id} step `paid`: the \
+                     payload does not encode as JSON: it holds the number {what}, which JSON \
+                     cannot represent (JSON has no NaN or infinity); store such a number as a \
+                     string or an Option instead"
+                )
+            };
+            let err = engine.complete_callback(&token, ("amount", f64::INFINITY)).await.unwrap_err();
+            assert!(matches!(err, Error::CallbackRefused { .. }), "{err:?}");
+            assert_eq!(err.to_string(), refused("inf"));
+            let err = client.complete_callback(&token, f64::NAN).await.unwrap_err();
+            assert_eq!(err.to_string(), refused("NaN"));
+            assert!(shared.load_inbox(id).await.unwrap().is_empty(), "nothing stored");
+            // The token is still good: the refused completions did not use it.
+            client.complete_callback(&token, 12.5).await.unwrap();
+            let output = run.wait().await.unwrap();
+            assert_eq!(output.get::<f64>("paid"), Some(12.5));
+            // A failure's text is delivered as written.
+            let run = engine.start(pay, Data::new()).await.unwrap();
+            until_suspended(&client, run.id()).await;
+            let token = calls(run.id())[0].1.clone();
+            client.fail_callback(&token, "the amount was NaN").await.unwrap();
+            let err = run.wait().await.unwrap_err();
+            assert!(err.to_string().ends_with("the amount was NaN"), "{err}");
+            engine.shutdown().await.unwrap();
+        });
+    }
+
     fn a_forged_or_foreign_token_is_refused(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(pay).build().await.unwrap();

@@ -343,6 +343,31 @@ each_store! {
                 "{err}"
             );
             assert!(matches!(engine.status(&RunId::from("cold")).await, Err(Error::RunNotFound { .. })));
+            // From a client too, and with `Data`, naming the key.
+            let client = engine.client();
+            let err = client
+                .start_with_id(typed_nan, "warm", Reading { celsius: f64::NAN })
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().starts_with(
+                    "workflow `typed_nan` run warm: the input does not encode as JSON: it holds \
+                     the number NaN"
+                ),
+                "{err}"
+            );
+            let err = client
+                .start_with_id(nan_flow, "ratio", Data::new().assign("ratio", f64::INFINITY))
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().starts_with(
+                    "workflow `nan_flow` run ratio: the input does not encode as JSON: key \
+                     `ratio`: it holds the number inf"
+                ),
+                "{err}"
+            );
+            assert!(engine.list(RunFilter::default()).await.unwrap().iter().all(|r| r.id.as_str() != "warm" && r.id.as_str() != "ratio"));
         });
     }
 

@@ -83,7 +83,7 @@ each_store! {
             tokio::time::sleep(Duration::from_secs(3600 + 60 + 600)).await;
             let history = engine.history(run.id()).await.unwrap();
             assert!(history.iter().any(|r| matches!(r.event, StepEvent::AttemptFailed { .. })), "{history:?}");
-            engine.signal(run.id(), "approved", "late but in time").await.unwrap();
+            engine.signal(retried, run.id(), "approved", "late but in time").await.unwrap();
             let output = run.wait().await.unwrap();
             assert_eq!(output.get::<String>("approved").as_deref(), Some("late but in time"));
             engine.shutdown().await.unwrap();
@@ -176,7 +176,7 @@ fn a_resumed_retry_waits_from_when_the_retry_was_due() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert_eq!(deadline, Some(retry_at + 3_600_000));
-        engine.signal(&id, "approved", true).await.unwrap();
+        engine.signal(retried, &id, "approved", true).await.unwrap();
         let output: Data = engine.wait(&id).await.unwrap();
         assert_eq!(output.get::<bool>("approved"), Some(true));
         engine.shutdown().await.unwrap();
