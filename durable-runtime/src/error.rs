@@ -137,13 +137,15 @@ pub enum Error {
         reason: String,
     },
     /// A callback's completion (or failure) was refused, and nothing was stored: the token is
-    /// no token, its run is unknown or finished, or the token was used already.
+    /// no token, its run is unknown or finished, the run made no such token, the token was
+    /// used already, or the payload does not encode as JSON.
     CallbackRefused {
-        /// The run's workflow, when known.
+        /// The run's workflow, when the run exists.
         workflow: Option<String>,
-        /// The run the token routes to, when it is a token.
+        /// The run the token routes to (a token names its run), when it reads as a token.
         run_id: Option<RunId>,
-        /// The callback's step, when the run made this token.
+        /// The callback's step, when the run made this token (finished or not); `None` for a
+        /// token the run never made, whose secret tells nothing of the step it imitates.
         step: Option<String>,
         /// Why, in words.
         reason: String,

@@ -283,14 +283,9 @@ async fn complete<T: Serialize>(
         return Err(refuse(None, Some(&id), None, "no run with this id".into()));
     };
     let workflow = Some(run.workflow.as_str());
-    if run.status.is_finished() {
-        let reason = format!(
-            "the run has finished ({}): its tokens are good no more",
-            run.status.as_str()
-        );
-        return Err(refuse(workflow, Some(&id), None, reason));
-    }
-    // The run must have made this token (journaled before its submit function ran).
+    // The run must have made this token (journaled before its submit function ran); that
+    // entry names the callback's step, for a finished run too. A token the run did not make
+    // (a forged secret) names no step: nothing tells which one it was meant for.
     let journal = store.load_journal(&id).await.map_err(Error::Store)?;
     let step = journal.into_iter().find_map(|entry| {
         (entry.kind == EntryKind::CallbackCreated)
@@ -309,6 +304,13 @@ async fn complete<T: Serialize>(
             "the run made no callback with this token".into(),
         ));
     };
+    if run.status.is_finished() {
+        let reason = format!(
+            "the run has finished ({}): its tokens are good no more",
+            run.status.as_str()
+        );
+        return Err(refuse(workflow, Some(&id), Some(&step), reason));
+    }
     // `{"ok": payload}`, encoded in one pass with the payload itself (not a `Value` made of it
     // first, which would have turned NaN and infinities into `null`).
     let text = match outcome {
