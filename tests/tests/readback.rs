@@ -503,6 +503,56 @@ fn a_stored_value_too_deep_to_read_stalls_only_its_run_and_never_crashes_the_eng
     });
 }
 
+#[test]
+fn a_damaged_run_reports_one_cause_to_status_and_wait() {
+    let (store, ids) = journal_checksum_test_store();
+    {
+        // Too deep to read, and not what durable wrote: its checksum says so first.
+        let deep = format!("{{\"x\": {}{}}}", "[".repeat(1_000), "]".repeat(1_000));
+        let conn = rusqlite::Connection::open(store.db_path()).unwrap();
+        let sql = "UPDATE durable_runs SET input = ?1 WHERE id = ?2";
+        assert_eq!(conn.execute(sql, [&deep, ids[0].as_str()]).unwrap(), 1);
+        // The other run's journal entry is changed the same way: its record is intact.
+        let sql = "UPDATE durable_journal SET payload = ?1 WHERE run_id = ?2 AND step = 'a'";
+        assert_eq!(conn.execute(sql, [&deep, ids[1].as_str()]).unwrap(), 1);
+    }
+    in_runtime(async {
+        let engine = engine_for(&store, gated).await;
+        let checksum = |id: &RunId, what: &str| {
+            format!(
+                "sqlite store `{}`: run {id}{what} does not match its checksum, so the file was \
+                 damaged or changed outside durable; the run is left as it is: restore the file \
+                 from a backup",
+                store.db_path().display()
+            )
+        };
+        // The record cannot be read: both say why, in the same words.
+        let waited = engine.wait::<Data>(&ids[0]).await.unwrap_err().to_string();
+        let status = engine.status(&ids[0]).await.unwrap_err().to_string();
+        assert_eq!(
+            waited,
+            format!("store error: {}", checksum(&ids[0], ": its stored input"))
+        );
+        assert_eq!(status, waited);
+        // The journal cannot be read: the record can, and tells why the engine does not drive
+        // the run, as the waiter hears it.
+        let waited = engine.wait::<Data>(&ids[1]).await.unwrap_err().to_string();
+        let info = engine.status(&ids[1]).await.unwrap();
+        assert_eq!(info.status, RunStatus::Running);
+        let stalled = info.stalled.map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(stalled, waited);
+        assert!(
+            waited.ends_with(&checksum(&ids[1], " step `a` (journal entry 1): the entry")),
+            "{waited}"
+        );
+        assert_eq!(
+            (count(&ids[0], "gate"), count(&ids[1], "gate")),
+            (1, 1),
+            "neither went on"
+        );
+    });
+}
+
 fn journal_checksum_test_store() -> (TestStore, Vec<RunId>) {
     let store = TestStore::new(Backend::Sqlite);
     let ids = leave_unfinished(&store, 2);

@@ -46,7 +46,14 @@ pub struct RunInfo {
     pub output: Option<Value>,
     /// Why it failed, once failed.
     pub failure: Option<RunFailure>,
-    /// Why this engine cannot drive it, if it is unfinished and stuck here.
+    /// Why this engine does not drive the run although it is unfinished, as
+    /// [`Engine::wait`](crate::Engine::wait) reports it: its workflow, or the definition it
+    /// started under, is not registered here; its journal or stored input cannot be read
+    /// (damaged, changed outside durable, nested too deep); the store failed under it, or
+    /// another worker took its lease over; this engine shut down. The engine stalls such a
+    /// run alone and drives the others. A run whose record itself cannot be read has no
+    /// `RunInfo`: [`Engine::status`](crate::Engine::status) fails with that cause, as `wait`
+    /// does. Always `None` from a [`Client`](crate::Client), which drives nothing.
     pub stalled: Option<Error>,
     /// The definition fingerprint it started under.
     pub fingerprint: String,
