@@ -9,6 +9,7 @@ use crate::RunId;
 
 /// Why a run failed, as journaled with the run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunFailure {
     /// The failed steps: one for a sequential step or a fail-fast block, every failed branch
     /// for a `complete_all` block; none when the engine itself could not go on.
@@ -19,6 +20,7 @@ pub struct RunFailure {
 
 /// One step's final failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StepFailure {
     /// The step's path.
     pub step: String,

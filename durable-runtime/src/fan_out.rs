@@ -18,6 +18,7 @@ use crate::step::{BoxFuture, StepContext, StepError};
 
 /// The result of [`StepContext::fan_out`]: per operation its result or error, and counts.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct FanOutResult<T> {
     /// Each operation's result, `None` where it failed; in input order.
     pub results: Vec<Option<T>>,

@@ -33,6 +33,7 @@ impl<W: Workflow> RunHandle<W> {
 
 /// What the store knows of a run.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RunInfo {
     /// Its id.
     pub id: RunId,
@@ -87,6 +88,7 @@ impl RunInfo {
 
 /// A page of [`Engine::list_page`](crate::Engine::list_page).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RunPage {
     /// The runs, newest first.
     pub runs: Vec<RunInfo>,
@@ -96,6 +98,7 @@ pub struct RunPage {
 
 /// One entry of a run's history.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct StepRecord {
     /// Position in the journal, from 1.
     pub seq: u64,
@@ -111,6 +114,7 @@ pub struct StepRecord {
 
 /// What happened to a step.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum StepEvent {
     /// It finished with this output.
     Completed {
