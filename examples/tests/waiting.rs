@@ -1,10 +1,11 @@
 //! The examples whose runs wait for another process: `approval` (a signal sent by a second
 //! invocation) and `payment_webhook` (a callback completed or failed by a second invocation).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
+
+mod bounded;
+use bounded::{output_within, wait_within, Lines};
 
 const APPROVAL: &str = env!("CARGO_BIN_EXE_approval");
 const PAYMENT: &str = env!("CARGO_BIN_EXE_payment_webhook");
@@ -31,49 +32,54 @@ struct Started {
     child: Child,
     /// The line that contained the marker.
     line: String,
-    /// Everything it prints, up to its end.
-    rest: JoinHandle<Vec<String>>,
+    /// Its output, read as it comes.
+    lines: Lines,
+    /// What its run waits for, to say so if it never ends.
+    waits_for: &'static str,
 }
 
 impl Started {
-    /// Starts `bin start` and reads its output up to a line containing `marker`.
+    /// Starts `bin start` and reads its output up to a line containing `marker`; its run
+    /// then `waits_for` something a second invocation sends.
     // The child is waited for by `finish`, or here when its output ends early.
     #[allow(clippy::zombie_processes)]
-    fn until(bin: &str, db: &Path, marker: &str) -> Self {
+    fn until(bin: &str, db: &Path, marker: &str, waits_for: &'static str) -> Self {
         let mut child = command(bin, db)
             .arg("start")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut seen = Vec::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                let status = child.wait();
-                panic!("`{bin} start` ended ({status:?}) before `{marker}`: {seen:?}");
+        let mut lines = Lines::of(child.stdout.take().unwrap());
+        match lines.until(marker) {
+            Some(line) => Started {
+                child,
+                line,
+                lines,
+                waits_for,
+            },
+            None => {
+                let status = wait_within(&mut child, "its end", String::new);
+                panic!(
+                    "`{bin} start` ended ({status:?}) before `{marker}`: {:?}",
+                    lines.seen
+                );
             }
-            if line.contains(marker) {
-                let rest = std::thread::spawn(move || {
-                    let mut lines = seen;
-                    lines.extend(reader.lines().map_while(Result::ok));
-                    lines
-                });
-                return Started { child, line, rest };
-            }
-            seen.push(line);
         }
     }
 
     /// Waits for its end: whether it succeeded, and all it printed.
     fn finish(mut self) -> (bool, String) {
-        let ok = self.child.wait().unwrap().success();
-        (ok, self.rest.join().unwrap().join("\n"))
+        let lines = &mut self.lines;
+        let ok = wait_within(&mut self.child, self.waits_for, || {
+            format!("{:?}", lines.so_far())
+        })
+        .success();
+        (ok, self.lines.rest().join("\n"))
     }
 }
 
 fn run(command: &mut Command) -> (bool, String, String) {
-    let out = command.output().unwrap();
+    let out = output_within(command, "the message it sends to be stored");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -84,7 +90,12 @@ fn run(command: &mut Command) -> (bool, String, String) {
 #[test]
 fn approval_waits_for_the_signal_a_second_invocation_sends() {
     let db = scratch_db("approval");
-    let started = Started::until(APPROVAL, &db, "waiting for approval");
+    let started = Started::until(
+        APPROVAL,
+        &db,
+        "waiting for approval",
+        "its run's signal `approved`",
+    );
     let id = started
         .line
         .split("approval approve ")
@@ -129,7 +140,7 @@ fn token_of(line: &str) -> String {
 #[test]
 fn payment_webhook_waits_for_the_callback_a_second_invocation_completes() {
     let db = scratch_db("payment-complete");
-    let started = Started::until(PAYMENT, &db, "token=");
+    let started = Started::until(PAYMENT, &db, "token=", "its run's callback `paid`");
     let token = token_of(&started.line);
     let (ok, stdout, stderr) = run(command(PAYMENT, &db).args(["complete", &token, "4200"]));
     assert!(ok, "{stdout}{stderr}");
@@ -151,7 +162,7 @@ fn payment_webhook_waits_for_the_callback_a_second_invocation_completes() {
 #[test]
 fn payment_webhook_fails_the_run_when_the_callback_fails() {
     let db = scratch_db("payment-fail");
-    let started = Started::until(PAYMENT, &db, "token=");
+    let started = Started::until(PAYMENT, &db, "token=", "its run's callback `paid`");
     let token = token_of(&started.line);
     let (ok, stdout, stderr) = run(command(PAYMENT, &db).args(["fail", &token, "card declined"]));
     assert!(ok, "{stdout}{stderr}");

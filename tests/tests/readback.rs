@@ -10,7 +10,8 @@ use durable::{
     Data, Engine, Error, RunFilter, RunId, RunStatus, StepContext, StepError, StepEvent, Workflow,
 };
 use durable_tests::{
-    count, each_store, in_runtime, note, open_sqlite_retrying, scratch_dir, Backend, TestStore,
+    count, each_store, in_runtime, note, open_sqlite_retrying, run_to_end, scratch_dir,
+    wait_for_handle, wait_for_run, Backend, TestStore,
 };
 use serde_json::{json, Value};
 
@@ -193,7 +194,7 @@ each_store! {
             for depth in [200, 1_000, 100_000] {
                 let run = engine.start(deep_flow, json!({ "depth": depth })).await.unwrap();
                 let id = run.id().clone();
-                let err = run.wait().await.unwrap_err();
+                let err = wait_for_handle(&engine, &run).await.unwrap_err();
                 assert!(matches!(err, Error::RunFailed { .. }), "{err}");
                 assert_eq!(
                     err.to_string(),
@@ -212,7 +213,7 @@ each_store! {
                 assert_eq!(info.status, RunStatus::Failed);
             }
             // At the limit, the state is journaled and read back.
-            let out = engine.run(deep_flow, json!({ "depth": 99 })).await.unwrap();
+            let out = run_to_end(&engine, deep_flow, json!({ "depth": 99 })).await.unwrap();
             assert_eq!(out["deep"], nested(99));
         });
         // And a new engine reads every stored run back.
@@ -222,7 +223,7 @@ each_store! {
             let runs = engine.list(done).await.unwrap();
             assert_eq!(runs.len(), 1);
             assert_eq!(runs[0].output.as_ref().unwrap()["deep"], nested(99));
-            let out: Value = engine.wait(&runs[0].id).await.unwrap();
+            let out: Value = wait_for_run(&engine, &runs[0].id).await.unwrap();
             assert_eq!(out["deep"], nested(99));
         });
     }
@@ -245,12 +246,12 @@ each_store! {
                 .unwrap();
             let run = engine.start(deep_assign, Data::new()).await.unwrap();
             let id = run.id().clone();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert_eq!(err.to_string(), failed(&id, "deep_assign", "assign_deep", "key `deep`: "));
             assert_eq!((count(&id, "assign_deep"), count(&id, "a")), (1, 0), "refused for good");
             let run = engine.start(deep_holder, Holder { deep: json!(null) }).await.unwrap();
             let held = run.id().clone();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert_eq!(err.to_string(), failed(&held, "deep_holder", "hold_deep", ""));
             (id, held)
         });
@@ -296,7 +297,7 @@ each_store! {
             let engine = engine_for(&store, nan_flow).await;
             let run = engine.start(nan_flow, Data::new()).await.unwrap();
             let id = run.id().clone();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             // Terminal: the same computation gives NaN again, so it is not retried.
             assert_eq!(
                 err.to_string(),
@@ -319,7 +320,7 @@ each_store! {
             let engine = engine_for(&store, typed_nan).await;
             let run = engine.start(typed_nan, Reading { celsius: 20.0 }).await.unwrap();
             let id = run.id().clone();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert!(
                 err.to_string().starts_with(&format!(
                     "workflow `typed_nan` run {id} failed: step `overheat` failed after 1 attempt: \
@@ -378,7 +379,7 @@ each_store! {
             let input = Data::new().assign("items", json!([{ "depth": 97 }, { "depth": 1 }]));
             let run = engine.start(deep_map, input).await.unwrap();
             let id = run.id().clone();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!(
@@ -398,7 +399,7 @@ each_store! {
             let engine = engine_for(&store, fan_nan).await;
             let run = engine.start(fan_nan, Data::new()).await.unwrap();
             let id = run.id().clone();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert!(
                 err.to_string().starts_with(&format!(
                     "workflow `fan_nan` run {id} failed: step `measure` failed after 1 attempt: \
@@ -433,7 +434,7 @@ each_store! {
                 let id = RunId::from(id);
                 assert_eq!(engine.status(&id).await.unwrap_err().to_string(), format!("{message}{rule}"));
                 assert_eq!(engine.history(&id).await.unwrap_err().to_string(), format!("{message}{rule}"));
-                assert_eq!(engine.wait::<Data>(&id).await.unwrap_err().to_string(), format!("{message}{rule}"));
+                assert_eq!(wait_for_run::<Data>(&engine, &id).await.unwrap_err().to_string(), format!("{message}{rule}"));
             }
             assert!(engine.list(RunFilter::default()).await.unwrap().is_empty(), "nothing was written");
             // 255 bytes, any script, is fine.
@@ -466,7 +467,7 @@ fn a_stored_value_too_deep_to_read_stalls_only_its_run_and_never_crashes_the_eng
     }
     in_runtime(async {
         let engine = engine_for(&store, gated).await;
-        let err = engine.wait::<Data>(&ids[0]).await.unwrap_err();
+        let err = wait_for_run::<Data>(&engine, &ids[0]).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -475,7 +476,7 @@ fn a_stored_value_too_deep_to_read_stalls_only_its_run_and_never_crashes_the_eng
                 ids[0]
             )
         );
-        let err = engine.wait::<Data>(&ids[1]).await.unwrap_err();
+        let err = wait_for_run::<Data>(&engine, &ids[1]).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -497,7 +498,7 @@ fn a_stored_value_too_deep_to_read_stalls_only_its_run_and_never_crashes_the_eng
             matches!(&history[0].event, StepEvent::Completed { output: Value::String(s) } if s.len() == deep.len())
         );
         // The third run is not held up.
-        let out: Data = engine.wait(&ids[2]).await.unwrap();
+        let out: Data = wait_for_run(&engine, &ids[2]).await.unwrap();
         assert_eq!(out.get::<bool>("gate"), Some(true));
         assert_eq!(count(&ids[2], "a"), 1);
     });
@@ -527,7 +528,10 @@ fn a_damaged_run_reports_one_cause_to_status_and_wait() {
             )
         };
         // The record cannot be read: both say why, in the same words.
-        let waited = engine.wait::<Data>(&ids[0]).await.unwrap_err().to_string();
+        let waited = wait_for_run::<Data>(&engine, &ids[0])
+            .await
+            .unwrap_err()
+            .to_string();
         let status = engine.status(&ids[0]).await.unwrap_err().to_string();
         assert_eq!(
             waited,
@@ -536,7 +540,10 @@ fn a_damaged_run_reports_one_cause_to_status_and_wait() {
         assert_eq!(status, waited);
         // The journal cannot be read: the record can, and tells why the engine does not drive
         // the run, as the waiter hears it.
-        let waited = engine.wait::<Data>(&ids[1]).await.unwrap_err().to_string();
+        let waited = wait_for_run::<Data>(&engine, &ids[1])
+            .await
+            .unwrap_err()
+            .to_string();
         let info = engine.status(&ids[1]).await.unwrap();
         assert_eq!(info.status, RunStatus::Running);
         let stalled = info.stalled.map(|e| e.to_string()).unwrap_or_default();
@@ -576,7 +583,7 @@ fn a_flipped_byte_in_a_journal_entry_is_refused_naming_run_and_step() {
     }
     in_runtime(async {
         let engine = engine_for(&store, gated).await;
-        let err = engine.wait::<Data>(&ids[0]).await.unwrap_err();
+        let err = wait_for_run::<Data>(&engine, &ids[0]).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -610,7 +617,7 @@ fn a_flipped_byte_in_a_journal_entry_is_refused_naming_run_and_step() {
         assert_eq!(count(&ids[0], "a"), 1, "the damaged step was not run again");
         assert_eq!(count(&ids[0], "gate"), 1, "the run did not go on");
         // The other run resumes.
-        let out: Data = engine.wait(&ids[1]).await.unwrap();
+        let out: Data = wait_for_run(&engine, &ids[1]).await.unwrap();
         assert_eq!(out.get::<i64>("n"), Some(7));
         assert_eq!(count(&ids[1], "a"), 1);
     });
@@ -639,14 +646,14 @@ fn a_changed_run_input_or_output_is_refused_naming_the_run() {
     );
     in_runtime(async {
         let engine = engine_for(&store, gated).await;
-        let err = engine.wait::<Data>(&ids[0]).await.unwrap_err();
+        let err = wait_for_run::<Data>(&engine, &ids[0]).await.unwrap_err();
         // The waiter reads the run's record itself, whose input fails its checksum.
         assert_eq!(
             err.to_string(),
             format!("store error: {}", damaged(&ids[0], "input"))
         );
         assert_eq!(count(&ids[0], "gate"), 1, "the run did not go on");
-        let out: Data = engine.wait(&ids[1]).await.unwrap();
+        let out: Data = wait_for_run(&engine, &ids[1]).await.unwrap();
         assert_eq!(out.get::<i64>("n"), Some(7));
         let err = engine.status(&ids[0]).await.unwrap_err();
         assert_eq!(
@@ -660,7 +667,7 @@ fn a_changed_run_input_or_output_is_refused_naming_the_run() {
     );
     in_runtime(async {
         let engine = engine_for(&store, gated).await;
-        let err = engine.wait::<Data>(&ids[1]).await.unwrap_err();
+        let err = wait_for_run::<Data>(&engine, &ids[1]).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("store error: {}", damaged(&ids[1], "output"))
@@ -696,7 +703,7 @@ fn a_file_from_before_checksums_is_migrated_and_its_entries_without_checksums_ar
     in_runtime(async {
         let engine = engine_for(&store, gated).await;
         for id in &ids {
-            let out: Data = engine.wait(id).await.unwrap();
+            let out: Data = wait_for_run(&engine, id).await.unwrap();
             assert_eq!(out.get::<i64>("n"), Some(7));
             assert_eq!(count(id, "a"), 1);
         }

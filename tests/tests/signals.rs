@@ -8,7 +8,9 @@ use std::time::Duration;
 use durable::store::memory::MemoryStore;
 use durable::Store as _;
 use durable::{workflow, Client, Data, Engine, Error, RunId, RunStatus, StepError, StepEvent};
-use durable_tests::{each_store, each_store_and_postgres, in_runtime};
+use durable_tests::{
+    each_store, each_store_and_postgres, in_runtime, wait_for_handle, wait_for_run,
+};
 
 async fn prepare(data: Data) -> Result<Data, StepError> {
     Ok(data.assign("prepared", true))
@@ -55,7 +57,7 @@ each_store_and_postgres! {
             client.signal(review, &id, "approved", "ann").await.unwrap();
             drop(client);
             let engine = Engine::builder_shared(store.open()).register(review).build().await.unwrap();
-            let output: Data = engine.wait(&id).await.unwrap();
+            let output: Data = wait_for_run(&engine, &id).await.unwrap();
             assert_eq!(output.get::<String>("approved").as_deref(), Some("ann"));
             assert_eq!(output.get::<String>("finished_by").as_deref(), Some("ann"));
             let history = engine.history(&id).await.unwrap();
@@ -79,7 +81,7 @@ each_store_and_postgres! {
             let record = shared.load_run(run.id()).await.unwrap().unwrap();
             assert_eq!(record.owner, None);
             engine.signal(review, run.id(), "approved", "bob").await.unwrap();
-            let output = run.wait().await.unwrap();
+            let output = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(output.get::<String>("finished_by").as_deref(), Some("bob"));
             let steps: Vec<_> = engine.history(run.id()).await.unwrap().into_iter().map(|r| r.step).collect();
             assert_eq!(steps, ["prepare", "approved", "approved", "finish"]);
@@ -96,7 +98,7 @@ each_store_and_postgres! {
             client.signal(batch_review, &id, "vote", "second").await.unwrap();
             drop(client);
             let engine = Engine::builder_shared(store.open()).register(batch_review).build().await.unwrap();
-            let output: Data = engine.wait(&id).await.unwrap();
+            let output: Data = wait_for_run(&engine, &id).await.unwrap();
             let items: serde_json::Value = output.get("items").unwrap_or_else(|| panic!("{output:?}"));
             let votes: Vec<_> = items["items"].as_array().unwrap_or_else(|| panic!("{items}")).iter().map(|r| r["result"]["vote"].clone()).collect();
             assert_eq!(votes, [serde_json::json!("first"), serde_json::json!("second")], "{items}");
@@ -125,7 +127,7 @@ each_store_and_postgres! {
             assert!(shared.load_inbox(run.id()).await.unwrap().is_empty(), "nothing stored");
 
             engine.signal(review, run.id(), "approved", "ann").await.unwrap();
-            run.wait().await.unwrap();
+            wait_for_handle(&engine, &run).await.unwrap();
             let err = engine.signal(review, run.id(), "approved", "late").await.unwrap_err();
             assert_eq!(
                 err.to_string(),
@@ -169,7 +171,7 @@ each_store_and_postgres! {
             assert!(shared.load_inbox(id).await.unwrap().is_empty(), "nothing stored");
             // The run still waits, and takes the next good signal.
             engine.signal(review, id, "approved", "ann").await.unwrap();
-            let output = run.wait().await.unwrap();
+            let output = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(output.get::<String>("approved").as_deref(), Some("ann"));
             engine.shutdown().await.unwrap();
         });
@@ -184,7 +186,7 @@ each_store! {
             let run = engine.start(review, Data::new()).await.unwrap();
             until_suspended(&engine.client(), run.id()).await;
             engine.cancel(run.id(), "no longer needed").await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert!(matches!(err, Error::RunCancelled { .. }), "{err:?}");
             let err = engine.signal(review, run.id(), "approved", "late").await.unwrap_err();
             assert!(err.to_string().ends_with("the run has finished (cancelled)"), "{err}");
