@@ -91,7 +91,8 @@ pub async fn within_real_time<F: Future>(bound: Duration, fut: F) -> Option<F::O
     out
 }
 
-/// "run X of workflow `W` did not end within 60 s: it was waiting for ...", from what the
+/// "run X of workflow `W` did not end within 60 s: it is suspended, and was waiting for
+/// `approved`: a message, until T ms", from what the
 /// store holds: its status, why the engine does not drive it, and the items of its journal
 /// that started and did not end.
 async fn not_ended(reader: Reader<'_>, id: &RunId) -> String {
@@ -143,7 +144,7 @@ async fn not_ended(reader: Reader<'_>, id: &RunId) -> String {
         };
         open.push((record.step.clone(), waits));
     }
-    text.push_str(": it was waiting for ");
+    text.push_str(", and was waiting for ");
     if open.is_empty() {
         let last = history.last().map_or("none".to_owned(), |r| {
             format!("entry {} of step `{}`: {:?}", r.seq, r.step, r.event)
@@ -156,7 +157,7 @@ async fn not_ended(reader: Reader<'_>, id: &RunId) -> String {
     } else {
         let items: Vec<String> = open
             .iter()
-            .map(|(step, waits)| format!("`{step}` waiting for {waits}"))
+            .map(|(step, waits)| format!("`{step}`: {waits}"))
             .collect();
         text.push_str(&items.join("; "));
     }

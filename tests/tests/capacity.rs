@@ -60,7 +60,7 @@ each_store_and_postgres! {
             }
             let started = Instant::now();
             for run in &runs {
-                let out = wait_for_handle(&engine, &run).await.unwrap();
+                let out = wait_for_handle(&engine, run).await.unwrap();
                 assert_eq!(out.get::<bool>("worked"), Some(true));
                 assert_eq!(count(run.id(), "work"), 1, "each run's step ran once");
             }

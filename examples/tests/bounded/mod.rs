@@ -25,7 +25,7 @@ pub fn output_within(command: &mut Command, what: &str) -> Output {
         .expect("the example starts");
     let stdout = drain(child.stdout.take().expect("piped"));
     let stderr = drain(child.stderr.take().expect("piped"));
-    let status = wait_within(&mut child, what, || String::new());
+    let status = wait_within(&mut child, what, || "(read only at its end)".to_owned());
     Output {
         status,
         stdout: stdout.join().expect("stdout reader"),
