@@ -75,7 +75,7 @@ impl Engine {
     ) -> Result<(), Error> {
         id.check()?;
         let store = &*self.shared.store;
-        let run = run_of(store, &workflow, id, name).await?;
+        let run = run_of::<W>(store, id, name).await?;
         // The definition the run started under, when registered here: it may wait for a
         // signal the current one no longer does.
         let started_under = self
@@ -143,7 +143,7 @@ impl Client {
         payload: impl Serialize,
     ) -> Result<(), Error> {
         id.check()?;
-        let run = run_of(&*self.store, &workflow, id, name).await?;
+        let run = run_of::<W>(&*self.store, id, name).await?;
         deliver_signal(&*self.store, &workflow.definition(), &run, name, payload).await
     }
 
@@ -175,10 +175,9 @@ fn refused(run: Option<&RunRecord>, id: &RunId, name: &str, reason: String) -> E
     }
 }
 
-/// The run, if it exists, is unfinished and is a run of `workflow`.
+/// The run, if it exists, is unfinished and is a run of workflow `W`.
 async fn run_of<W: Workflow>(
     store: &dyn Store,
-    _workflow: &W,
     id: &RunId,
     name: &str,
 ) -> Result<RunRecord, Error> {
