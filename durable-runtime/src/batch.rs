@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 /// assert!(batch.throw_if_error().unwrap_err().contains("item 1: bounced"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BatchResult<T> {
     /// Completed, or failed (more failures than tolerated, or too few successes).
     pub status: BatchStatus,
@@ -56,6 +57,7 @@ pub struct BatchResult<T> {
 /// One item of a [`BatchResult`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "T: Deserialize<'de>"))]
+#[non_exhaustive]
 pub struct BatchItem<T> {
     /// Its position in the input (for a parallel block, in declaration order).
     pub index: usize,
@@ -99,6 +101,7 @@ where
 /// The outcome of a whole batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BatchStatus {
     /// Enough items succeeded.
     Completed,
@@ -109,6 +112,7 @@ pub enum BatchStatus {
 /// Why a batch stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CompletionReason {
     /// Every item ran to its end.
     AllCompleted,
@@ -121,6 +125,7 @@ pub enum CompletionReason {
 /// What became of one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ItemStatus {
     /// It succeeded.
     Succeeded,

@@ -113,6 +113,11 @@ impl Data {
     /// than [`MAX_DEPTH`]) is not stored: the state remembers the refusal, and the step that
     /// returns it fails with an error naming `key`. Use [`try_assign`](Data::try_assign) to
     /// handle that error in the step instead.
+    ///
+    /// A value refused for its nesting is not dropped either: a value nested, say, 100,000
+    /// levels deep would overflow the stack as Rust drops it, level by level, and abort the
+    /// process. It is forgotten instead (its memory is not freed); pass a reference
+    /// (`assign(key, &value)`) to keep such a value yours.
     pub fn assign(mut self, key: impl Into<String>, value: impl Serialize) -> Self {
         self.set(key, value);
         self
@@ -130,7 +135,7 @@ impl Data {
         key: impl Into<String>,
         value: impl Serialize,
     ) -> Result<Self, serde_json::Error> {
-        self.0.insert(key.into(), crate::encode::to_value(&value)?);
+        self.0.insert(key.into(), crate::encode::into_value(value)?);
         Ok(self)
     }
 
@@ -148,7 +153,7 @@ impl Data {
     /// ```
     pub fn set(&mut self, key: impl Into<String>, value: impl Serialize) {
         let key = key.into();
-        match crate::encode::to_value(&value) {
+        match crate::encode::into_value(value) {
             Ok(value) => {
                 // A later good value for the same key replaces the refused one.
                 if self.1.as_ref().is_some_and(|r| r.key == key) {
@@ -243,13 +248,9 @@ pub trait State: Serialize + DeserializeOwned + Send + 'static {
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> State for T {
     fn into_json(self) -> Result<Value, serde_json::Error> {
-        let json = crate::encode::to_value(&self);
-        if json.is_err() {
-            // Perhaps refused for nesting thousands of levels deep: dropping that recursively
-            // could overflow the stack.
-            crate::encode::drop_flat(self);
-        }
-        json
+        // A state refused for its nesting may nest thousands of levels deep: dropping it
+        // recursively could overflow the stack, so it is taken apart without recursion.
+        crate::encode::into_value_static(self)
     }
     fn from_json(value: Value) -> Result<Self, serde_json::Error> {
         serde_json::from_value(value)

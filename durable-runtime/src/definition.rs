@@ -111,6 +111,7 @@ impl std::fmt::Debug for StateType {
 }
 
 /// One element of a workflow's body.
+#[non_exhaustive]
 pub enum Node {
     /// A single step.
     Step(StepNode),
@@ -163,6 +164,7 @@ pub enum Node {
 /// assert!(def.to_mermaid().contains(r#"payment[["call payment = payment"]]"#));
 /// assert!(def.to_dot().contains(r#""payment" [shape=box3d, label="call payment = payment"];"#));
 /// ```
+#[non_exhaustive]
 pub struct CallNode {
     /// The item's name: the state key of the child's input and output, and its journal path.
     pub name: &'static str,
@@ -179,6 +181,7 @@ pub struct CallNode {
 /// the oldest one not taken yet; the signal's payload goes into the state under `NAME`.
 /// `options.timeout` bounds each attempt's wait: a timeout is a failed attempt, retried by
 /// `options.retry` (each attempt waits anew) and skipped when `options.optional`.
+#[non_exhaustive]
 pub struct WaitNode {
     /// The signal's name, the key its payload lands under and the wait's journal path.
     pub name: &'static str,
@@ -192,6 +195,7 @@ pub struct WaitNode {
 /// state under `NAME`) or [`fail_callback`](crate::Engine::fail_callback) (the item fails).
 /// `options.timeout` bounds the wait; a timeout or a failed callback fails the item for
 /// good (no retry: the token is good once), unless `options.optional`.
+#[non_exhaustive]
 pub struct CallbackNode {
     /// The callback's name, the key its payload lands under and its journal path.
     pub name: &'static str,
@@ -223,6 +227,7 @@ pub struct CallbackNode {
 /// assert!(def.to_mermaid().contains("wait_a_day --> remind"));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SleepNode {
     /// Its name, under which the journal records its wake time.
     pub name: &'static str,
@@ -232,6 +237,7 @@ pub struct SleepNode {
 
 /// When a [`SleepNode`] ends.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Wake {
     /// This long after the sleep starts.
     For(Duration),
@@ -243,6 +249,7 @@ pub enum Wake {
 
 /// A map block: its nodes run once per element of the state's array `over`, with the element
 /// as their state; the batch result goes into the state under `name`.
+#[non_exhaustive]
 pub struct MapNode {
     /// The block's name: the state key of its batch result, and its items' journal prefix.
     pub name: &'static str,
@@ -283,6 +290,7 @@ impl MapOptions {
 }
 
 /// A named sequence: its nodes run one after another.
+#[non_exhaustive]
 pub struct SeqNode {
     /// The sequence's name, unique in its workflow (a dag's `after` can name it).
     pub name: &'static str,
@@ -291,6 +299,7 @@ pub struct SeqNode {
 }
 
 /// A dependency graph of nodes.
+#[non_exhaustive]
 pub struct DagNode {
     /// The nodes, in declaration order.
     pub nodes: Vec<Node>,
@@ -299,6 +308,7 @@ pub struct DagNode {
 }
 
 /// A step: a named async function with its options.
+#[non_exhaustive]
 pub struct StepNode {
     /// The step's name, unique in its workflow; its journal entries are keyed by it.
     pub name: &'static str,
@@ -320,6 +330,7 @@ pub struct StepOptions {
 }
 
 /// A parallel block.
+#[non_exhaustive]
 pub struct ParallelNode {
     /// `parallel NAME(...)`: the state key of its batch result and the journal key of its
     /// decision; `None` for an unnamed block, which stores neither.

@@ -15,6 +15,7 @@
 //! edit) gives a clear error on its run instead of a crash.
 
 use std::any::Any;
+use std::cell::Cell;
 
 use serde::ser::{self, Serialize, Serializer};
 use serde_json::Value;
@@ -36,9 +37,70 @@ pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, serde_
     serde_json::to_value(Guarded { value, depth: 0 })
 }
 
+thread_local! {
+    /// Set when the last serialization through a [`Guard`] on this thread stopped at
+    /// [`MAX_DEPTH`] (see [`refused_for_depth`]).
+    static TOO_DEEP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `encode` (one serialization through a [`Guard`]) and tells whether it stopped at
+/// [`MAX_DEPTH`]: then the value may nest far deeper still, too deep to drop recursively.
+fn refused_for_depth<R>(encode: impl FnOnce() -> R) -> (R, bool) {
+    TOO_DEEP.with(|flag| flag.set(false));
+    let out = encode();
+    (out, TOO_DEEP.with(|flag| flag.replace(false)))
+}
+
+/// [`to_value`] of a value the caller hands over (a state, an argument of
+/// [`Data::assign`](crate::Data::assign)), which it disposes of without recursing through it
+/// when it was refused for its nesting (see [`dispose_deep`]).
+pub(crate) fn into_value<T: Serialize>(value: T) -> Result<Value, serde_json::Error> {
+    let (json, too_deep) = refused_for_depth(|| to_value(&value));
+    if too_deep {
+        dispose_deep(value);
+    }
+    json
+}
+
+/// [`to_text`] of a value the caller hands over (a signal's or a callback's payload), disposed
+/// of as by [`into_value`].
+pub(crate) fn into_text<T: Serialize>(value: T) -> Result<String, String> {
+    let (text, too_deep) = refused_for_depth(|| to_text(&value));
+    if too_deep {
+        dispose_deep(value);
+    }
+    text
+}
+
+/// [`into_value`] for a `'static` value: JSON ([`Value`] or [`Data`]) refused for its nesting
+/// is dismantled without recursion ([`drop_flat`]) instead of being forgotten.
+pub(crate) fn into_value_static<T: Serialize + 'static>(
+    value: T,
+) -> Result<Value, serde_json::Error> {
+    let (json, too_deep) = refused_for_depth(|| to_value(&value));
+    if too_deep {
+        if let Err(other) = drop_flat(value) {
+            dispose_deep(other);
+        }
+    }
+    json
+}
+
+/// Gets rid of a value refused for nesting past [`MAX_DEPTH`] without dropping it: Rust drops
+/// nested values recursively (serde_json's [`Value`] included), so a value nested 100,000
+/// levels deep would overflow the thread's stack and abort the process. A value of a type not
+/// known here cannot be taken apart without `unsafe` (a generic argument may borrow, so it
+/// cannot be downcast), so it is forgotten: its memory stays allocated, once per refusal (which
+/// fails its step for good). A reference handed over (`assign("k", &value)`) leaks nothing:
+/// its owner drops the value.
+fn dispose_deep<T>(value: T) {
+    std::mem::forget(value);
+}
+
 /// Drops `value` without recursion when it is JSON ([`Value`] or [`Data`]): a refused state may
-/// nest far deeper than a recursive drop can go on a thread's stack. Other types drop as usual.
-pub(crate) fn drop_flat<T: 'static>(value: T) {
+/// nest far deeper than a recursive drop can go on a thread's stack. Any other type is handed
+/// back, for the caller to drop or dispose of.
+pub(crate) fn drop_flat<T: 'static>(value: T) -> Result<(), T> {
     let mut slot = Some(value);
     let any: &mut dyn Any = &mut slot;
     let root = if let Some(value) = any.downcast_mut::<Option<Value>>() {
@@ -46,9 +108,17 @@ pub(crate) fn drop_flat<T: 'static>(value: T) {
     } else if let Some(data) = any.downcast_mut::<Option<Data>>() {
         data.take().map(|d| Value::Object(d.0))
     } else {
-        None
+        return Err(slot.take().expect("still in the slot"));
     };
-    let mut stack: Vec<Value> = root.into_iter().collect();
+    if let Some(root) = root {
+        dismantle(root);
+    }
+    Ok(())
+}
+
+/// Drops a JSON value one container at a time, so its nesting never reaches the stack.
+fn dismantle(root: Value) {
+    let mut stack = vec![root];
     while let Some(value) = stack.pop() {
         match value {
             Value::Array(items) => stack.extend(items),
@@ -107,6 +177,7 @@ fn too_deep(text: &str, limit: usize) -> Option<usize> {
 
 fn deeper<E: ser::Error>(depth: usize) -> Result<usize, E> {
     if depth >= MAX_DEPTH {
+        TOO_DEEP.with(|flag| flag.set(true));
         Err(E::custom(format_args!(
             "it nests arrays and objects more than {MAX_DEPTH} levels deep, which could not be \
              read back from the journal (the limit is durable::data::MAX_DEPTH)"
@@ -487,6 +558,68 @@ mod tests {
             .unwrap(),
             r#"{"x":[1.5],"y":-0.5}"#
         );
+    }
+
+    #[test]
+    fn values_refused_for_depth_are_never_dropped_recursively() {
+        // 100,000 levels: dropping one recursively overflows a test thread's stack. Built
+        // without `json!`, which copies its argument recursively.
+        let deep = || {
+            let mut v = json!(1);
+            for _ in 0..100_000 {
+                v = Value::Array(vec![v]);
+            }
+            v
+        };
+        let err = Data::new().try_assign("deep", deep()).unwrap_err();
+        assert!(err.to_string().starts_with("it nests arrays"), "{err}");
+        let mut data = Data::new();
+        data.set("deep", deep());
+        assert!(!data.contains("deep"));
+        assert!(into_text(deep())
+            .unwrap_err()
+            .starts_with("it nests arrays"));
+        assert!(crate::State::into_json(deep()).is_err());
+        // A state of a type that cannot be taken apart is refused all the same.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Holder {
+            deep: Value,
+        }
+        assert!(crate::State::into_json(Holder { deep: deep() }).is_err());
+    }
+
+    #[test]
+    fn only_values_refused_for_depth_are_kept_from_dropping() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static DROPPED: AtomicUsize = AtomicUsize::new(0);
+        /// Serializes as `x`, counting its drops.
+        struct Counted(f64);
+        impl Serialize for Counted {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_f64(self.0)
+            }
+        }
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                DROPPED.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        assert!(into_value(Counted(1.5)).is_ok());
+        assert!(into_value(Counted(f64::NAN)).is_err());
+        assert!(into_text(Counted(f64::INFINITY)).is_err());
+        assert_eq!(
+            DROPPED.load(Ordering::SeqCst),
+            3,
+            "shallow values are dropped"
+        );
+        // After a refusal for depth, the next shallow refusal is not taken for one.
+        assert!(into_value(deep_vec()).is_err());
+        assert!(into_value(Counted(f64::NAN)).is_err());
+        assert_eq!(DROPPED.load(Ordering::SeqCst), 4);
+
+        fn deep_vec() -> Value {
+            nested(MAX_DEPTH + 1)
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::RunId;
 
 /// Why a run failed, as journaled with the run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunFailure {
     /// The failed steps: one for a sequential step or a fail-fast block, every failed branch
     /// for a `complete_all` block; none when the engine itself could not go on.
@@ -19,6 +20,7 @@ pub struct RunFailure {
 
 /// One step's final failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StepFailure {
     /// The step's path.
     pub step: String,
@@ -143,13 +145,15 @@ pub enum Error {
         reason: String,
     },
     /// A callback's completion (or failure) was refused, and nothing was stored: the token is
-    /// no token, its run is unknown or finished, or the token was used already.
+    /// no token, its run is unknown or finished, the run made no such token, the token was
+    /// used already, or the payload does not encode as JSON.
     CallbackRefused {
-        /// The run's workflow, when known.
+        /// The run's workflow, when the run exists.
         workflow: Option<String>,
-        /// The run the token routes to, when it is a token.
+        /// The run the token routes to (a token names its run), when it reads as a token.
         run_id: Option<RunId>,
-        /// The callback's step, when the run made this token.
+        /// The callback's step, when the run made this token (finished or not); `None` for a
+        /// token the run never made, whose secret tells nothing of the step it imitates.
         step: Option<String>,
         /// Why, in words.
         reason: String,

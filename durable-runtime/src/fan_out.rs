@@ -19,6 +19,7 @@ use crate::tasks::Tasks;
 
 /// The result of [`StepContext::fan_out`]: per operation its result or error, and counts.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct FanOutResult<T> {
     /// Each operation's result, `None` where it failed; in input order.
     pub results: Vec<Option<T>>,

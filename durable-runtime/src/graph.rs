@@ -27,6 +27,7 @@ use crate::definition::{Definition, MapOptions, Node, StepOptions, Wake};
 /// assert!(order.definition().to_mermaid().contains("validate --> charge"));
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Graph {
     /// Every step, depth first in declaration order.
     pub steps: Vec<GraphStep>,
@@ -36,6 +37,7 @@ pub struct Graph {
 
 /// One step of a [`Graph`], or another item that takes its place in the order (a sleep).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct GraphStep {
     /// The step's name.
     pub name: &'static str,

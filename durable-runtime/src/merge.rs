@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 /// How a parallel block combines its branches' results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Merge {
     /// Merge every branch's changes recursively into the snapshot, in declaration order; on a
     /// conflict between two non-objects the later-declared branch wins. The default.
@@ -22,6 +23,7 @@ pub enum Merge {
 
 /// What a parallel block does when a branch fails for good (its retries spent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum OnError {
     /// Cancel the other branches at once and fail the block with that error. The default.
     #[default]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 /// How the wait between attempts grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Backoff {
     /// The same wait every time: `initial`.
     Constant,

@@ -148,6 +148,8 @@ pub fn print_history(history: &[StepRecord]) {
             StepEvent::Received { inbox, value } => format!("received #{inbox}: {value}"),
             StepEvent::CallbackCreated { .. } => "callback token made".to_owned(),
             StepEvent::ChildStarted { child } => format!("child run {child} started"),
+            // `StepEvent` is non-exhaustive: an event of a later version prints as it is.
+            other => format!("{other:?}"),
         };
         println!(
             "  {:<4} {:<22} {:<8} {event}",

@@ -1,9 +1,11 @@
 //! Runs each example binary and checks what it prints; kills the onboarding example mid-run
 //! and checks that the next start resumes it without re-running finished steps.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+mod bounded;
+use bounded::{output_within, Lines};
 
 /// A scratch database path for one test, with any leftovers of an earlier run removed.
 fn scratch_db(name: &str) -> PathBuf {
@@ -30,9 +32,10 @@ fn example(bin: &str) -> Command {
     command
 }
 
-/// Runs the command to its end, asserts it succeeded and returns its stdout.
+/// Runs the command to its end (its runs' ends, bounded), asserts it succeeded and returns
+/// its stdout.
 fn stdout_of(command: &mut Command) -> String {
-    let output = command.output().expect("the example starts");
+    let output = output_within(command, "its runs to end");
     let stdout = String::from_utf8(output.stdout).expect("utf-8 output");
     assert!(
         output.status.success(),
@@ -107,20 +110,15 @@ fn onboarding_killed_mid_run_resumes_without_rerunning_finished_steps() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("the example starts");
-    let mut seen = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.expect("utf-8 output");
-        seen.push_str(&line);
-        seen.push('\n');
-        if ["send_welcome_email", "provision_workspace", "setup_billing"]
+    let mut lines = Lines::of(child.stdout.take().unwrap());
+    lines.until_where("line saying a step of the parallel block started", |line| {
+        ["send_welcome_email", "provision_workspace", "setup_billing"]
             .iter()
             .any(|step| line.contains(&format!("{step}: started")))
-        {
-            break;
-        }
-    }
+    });
     child.kill().expect("kill the example");
     child.wait().expect("reap the example");
+    let seen = lines.seen.join("\n");
     assert!(seen.contains("create_user: finished"), "{seen}");
     assert!(!seen.contains("completed"), "killed too late:\n{seen}");
 

@@ -1,10 +1,11 @@
 //! The examples whose runs wait for another process: `approval` (a signal sent by a second
 //! invocation) and `payment_webhook` (a callback completed or failed by a second invocation).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
+
+mod bounded;
+use bounded::{output_within, wait_within, Lines};
 
 const APPROVAL: &str = env!("CARGO_BIN_EXE_approval");
 const PAYMENT: &str = env!("CARGO_BIN_EXE_payment_webhook");
@@ -31,49 +32,54 @@ struct Started {
     child: Child,
     /// The line that contained the marker.
     line: String,
-    /// Everything it prints, up to its end.
-    rest: JoinHandle<Vec<String>>,
+    /// Its output, read as it comes.
+    lines: Lines,
+    /// What its run waits for, to say so if it never ends.
+    waits_for: &'static str,
 }
 
 impl Started {
-    /// Starts `bin start` and reads its output up to a line containing `marker`.
+    /// Starts `bin start` and reads its output up to a line containing `marker`; its run
+    /// then `waits_for` something a second invocation sends.
     // The child is waited for by `finish`, or here when its output ends early.
     #[allow(clippy::zombie_processes)]
-    fn until(bin: &str, db: &Path, marker: &str) -> Self {
+    fn until(bin: &str, db: &Path, marker: &str, waits_for: &'static str) -> Self {
         let mut child = command(bin, db)
             .arg("start")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut seen = Vec::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                let status = child.wait();
-                panic!("`{bin} start` ended ({status:?}) before `{marker}`: {seen:?}");
+        let mut lines = Lines::of(child.stdout.take().unwrap());
+        match lines.until(marker) {
+            Some(line) => Started {
+                child,
+                line,
+                lines,
+                waits_for,
+            },
+            None => {
+                let status = wait_within(&mut child, "its end", String::new);
+                panic!(
+                    "`{bin} start` ended ({status:?}) before `{marker}`: {:?}",
+                    lines.seen
+                );
             }
-            if line.contains(marker) {
-                let rest = std::thread::spawn(move || {
-                    let mut lines = seen;
-                    lines.extend(reader.lines().map_while(Result::ok));
-                    lines
-                });
-                return Started { child, line, rest };
-            }
-            seen.push(line);
         }
     }
 
     /// Waits for its end: whether it succeeded, and all it printed.
     fn finish(mut self) -> (bool, String) {
-        let ok = self.child.wait().unwrap().success();
-        (ok, self.rest.join().unwrap().join("\n"))
+        let lines = &mut self.lines;
+        let ok = wait_within(&mut self.child, self.waits_for, || {
+            format!("{:?}", lines.so_far())
+        })
+        .success();
+        (ok, self.lines.rest().join("\n"))
     }
 }
 
 fn run(command: &mut Command) -> (bool, String, String) {
-    let out = command.output().unwrap();
+    let out = output_within(command, "the message it sends to be stored");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -81,38 +87,15 @@ fn run(command: &mut Command) -> (bool, String, String) {
     )
 }
 
-/// Like [`run`], but kills the command and fails the test if it has not ended within `bound`.
-fn run_within(command: &mut Command, bound: std::time::Duration) -> (bool, String, String) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || std::io::read_to_string(&mut stdout).unwrap_or_default());
-    let err = std::thread::spawn(move || std::io::read_to_string(&mut stderr).unwrap_or_default());
-    let deadline = std::time::Instant::now() + bound;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!(
-                "the command did not end within {bound:?}; it printed:\n{}",
-                out.join().unwrap()
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    (status.success(), out.join().unwrap(), err.join().unwrap())
-}
-
 #[test]
 fn approval_waits_for_the_signal_a_second_invocation_sends() {
     let db = scratch_db("approval");
-    let started = Started::until(APPROVAL, &db, "waiting for approval");
+    let started = Started::until(
+        APPROVAL,
+        &db,
+        "waiting for approval",
+        "its run's signal `approved`",
+    );
     let id = started
         .line
         .split("approval approve ")
@@ -157,7 +140,7 @@ fn token_of(line: &str) -> String {
 #[test]
 fn payment_webhook_waits_for_the_callback_a_second_invocation_completes() {
     let db = scratch_db("payment-complete");
-    let started = Started::until(PAYMENT, &db, "token=");
+    let started = Started::until(PAYMENT, &db, "token=", "its run's callback `paid`");
     let token = token_of(&started.line);
     let (ok, stdout, stderr) = run(command(PAYMENT, &db).args(["complete", &token, "4200"]));
     assert!(ok, "{stdout}{stderr}");
@@ -179,7 +162,7 @@ fn payment_webhook_waits_for_the_callback_a_second_invocation_completes() {
 #[test]
 fn payment_webhook_fails_the_run_when_the_callback_fails() {
     let db = scratch_db("payment-fail");
-    let started = Started::until(PAYMENT, &db, "token=");
+    let started = Started::until(PAYMENT, &db, "token=", "its run's callback `paid`");
     let token = token_of(&started.line);
     let (ok, stdout, stderr) = run(command(PAYMENT, &db).args(["fail", &token, "card declined"]));
     assert!(ok, "{stdout}{stderr}");
@@ -194,7 +177,12 @@ fn payment_webhook_fails_the_run_when_the_callback_fails() {
 #[test]
 fn approval_approved_while_no_start_runs_finishes_on_the_next_start() {
     let db = scratch_db("approval-killed");
-    let mut started = Started::until(APPROVAL, &db, "waiting for approval");
+    let mut started = Started::until(
+        APPROVAL,
+        &db,
+        "waiting for approval",
+        "its run's signal `approved`",
+    );
     let id = started
         .line
         .split("approval approve ")
@@ -208,10 +196,7 @@ fn approval_approved_while_no_start_runs_finishes_on_the_next_start() {
     assert!(ok, "{stdout}{stderr}");
     // The next start drives the approved run to its end instead of starting another (which
     // would wait for its own approval: the bound fails the test then).
-    let (ok, out, stderr) = run_within(
-        command(APPROVAL, &db).arg("start"),
-        std::time::Duration::from_secs(60),
-    );
+    let (ok, out, stderr) = run(command(APPROVAL, &db).arg("start"));
     assert!(ok, "{out}{stderr}");
     assert!(
         out.contains(&format!("run {id} was unfinished: resumed it")),

@@ -1,5 +1,7 @@
 //! Shared helpers of the integration tests: stores to run every behaviour against, scratch
-//! directories, and a log of side effects to count which steps really ran.
+//! directories, a log of side effects to count which steps really ran, and bounded waits on
+//! runs ([`wait_for_run`] and friends: every test that waits for a run's end goes through
+//! one, so a lost wake-up fails the test, saying what the run waited for, instead of hanging).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,11 +14,17 @@ use durable::store::sqlite::SqliteStore;
 use durable::Store;
 
 mod backdoor;
+mod bounded;
 pub mod conformance;
 pub mod gates;
 pub mod thaw;
 
 pub use backdoor::Backdoor;
+
+pub use bounded::{
+    bounded, client_wait_for_handle, client_wait_for_run, run_to_end, wait_for_handle,
+    wait_for_run, within_real_time, Reader, RUN_BOUND,
+};
 
 /// Which backend a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

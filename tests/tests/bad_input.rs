@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use durable::store::sqlite::SqliteStore;
 use durable::{Data, Engine, Error, RunFilter, RunId, RunStatus, StepContext, StepError, Workflow};
 use durable_tests::{
-    count, each_store, in_runtime, note, open_sqlite_retrying, scratch_dir, Backend, TestStore,
+    count, each_store, in_runtime, note, open_sqlite_retrying, scratch_dir, wait_for_run, Backend,
+    TestStore,
 };
 
 async fn a(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -73,7 +74,7 @@ each_store! {
                 .await
                 .unwrap();
             assert!(engine.resumed().is_empty());
-            let err = engine.wait::<Data>(&id).await.unwrap_err();
+            let err = wait_for_run::<Data>(&engine, &id).await.unwrap_err();
             assert!(matches!(err, Error::UnknownWorkflow { .. }), "{err}");
             assert_eq!(
                 err.to_string(),
@@ -88,7 +89,7 @@ each_store! {
         in_runtime(async {
             // Registering it again finishes the run without redoing `a`.
             let engine = Engine::builder_shared(store.open()).register(v1::evolving).build().await.unwrap();
-            let out: Data = engine.wait(&id).await.unwrap();
+            let out: Data = wait_for_run(&engine, &id).await.unwrap();
             assert_eq!(out.get::<bool>("gate"), Some(true));
             assert_eq!(count(&id, "a"), 1);
         });
@@ -99,7 +100,7 @@ each_store! {
         after_lease_expiry();
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(v2::evolving).build().await.unwrap();
-            let err = engine.wait::<Data>(&id).await.unwrap_err();
+            let err = wait_for_run::<Data>(&engine, &id).await.unwrap_err();
             let Error::DefinitionChanged { started_under, registered, .. } = &err else { panic!("{err}") };
             assert_eq!(started_under, v1::evolving.definition().fingerprint());
             assert_eq!(registered, v2::evolving.definition().fingerprint());
@@ -132,7 +133,7 @@ each_store! {
     fn an_unknown_run_id_is_reported(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).build().await.unwrap();
-            let err = engine.wait::<Data>(&RunId::from("nope")).await.unwrap_err();
+            let err = wait_for_run::<Data>(&engine, &RunId::from("nope")).await.unwrap_err();
             assert_eq!(err.to_string(), "no run nope in the store");
         });
     }
@@ -224,7 +225,7 @@ fn a_tampered_journal_entry_is_a_clear_error_naming_the_step() {
             .build()
             .await
             .unwrap();
-        let err = engine.wait::<Data>(&id).await.unwrap_err();
+        let err = wait_for_run::<Data>(&engine, &id).await.unwrap_err();
         let text = err.to_string();
         assert!(
             text.starts_with(&format!(

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use durable::step::blocking;
 use durable::{workflow, Data, Engine, Error, StepContext, StepError};
-use durable_tests::{count, each_store, in_runtime, note};
+use durable_tests::{count, each_store, in_runtime, note, run_to_end, wait_for_handle};
 
 async fn sleeps_in_blocking(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     note(&ctx, "blocking started");
@@ -56,11 +56,11 @@ each_store! {
             }
             // Another run's five steps and their commits do not wait for the blocked thread.
             let ticks = Instant::now();
-            let out = engine.run(five_ticks, Data::new()).await.unwrap();
+            let out = run_to_end(&engine, five_ticks, Data::new()).await.unwrap();
             assert_eq!(out.get::<u32>("ticks"), Some(5));
             assert!(ticks.elapsed() < Duration::from_secs(1), "{:?}", ticks.elapsed());
             // The timeout fails the attempt on time, long before the blocking call returns.
-            let err = slow.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &slow).await.unwrap_err();
             let failed_after = started.elapsed();
             assert!(failed_after < Duration::from_millis(1500), "{failed_after:?}");
             assert!(matches!(err, Error::RunFailed { .. }), "{err:?}");
@@ -79,9 +79,9 @@ each_store! {
                 .build()
                 .await
                 .unwrap();
-            let out = engine.run(blocking_sum, Data::new().assign("n", 100)).await.unwrap();
+            let out = run_to_end(&engine, blocking_sum, Data::new().assign("n", 100)).await.unwrap();
             assert_eq!(out.get::<u64>("sum"), Some(5050));
-            let err = engine.run(blocking_panic, Data::new()).await.unwrap_err().to_string();
+            let err = run_to_end(&engine, blocking_panic, Data::new()).await.unwrap_err().to_string();
             assert!(err.contains("panics_in_blocking"), "{err}");
             assert!(err.contains("the blocking code panicked: the sync client blew up"), "{err}");
         });
@@ -115,13 +115,13 @@ each_store! {
             let other = engine.clone();
             let ticks = tokio::spawn(async move {
                 let started = Instant::now();
-                other.run(five_ticks, Data::new()).await.map(|out| (out, started.elapsed()))
+                run_to_end(&other, five_ticks, Data::new()).await.map(|out| (out, started.elapsed()))
             });
             let (out, took) = ticks.await.unwrap().unwrap();
             assert_eq!(out.get::<u32>("ticks"), Some(5));
             assert!(took < Duration::from_secs(1), "{took:?}");
             // The blocked attempt could not be cancelled, but it overran its timeout: it fails.
-            let err = slow.wait().await.unwrap_err().to_string();
+            let err = wait_for_handle(&engine, &slow).await.unwrap_err().to_string();
             assert!(err.contains("blocks_its_thread"), "{err}");
             assert!(err.contains("timed out after 300ms"), "{err}");
             assert!(err.contains("durable::step::blocking"), "{err}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use durable::callback::Callback;
 use durable::{workflow, Client, Data, Engine, Error, RunId, RunStatus, StepError, StepEvent};
-use durable_tests::{each_store_and_postgres, in_runtime};
+use durable_tests::{each_store_and_postgres, in_runtime, wait_for_handle, wait_for_run};
 
 /// (run, attempt, token) of every call of the submit function.
 static CALLS: Mutex<Vec<(String, u32, String)>> = Mutex::new(Vec::new());
@@ -74,7 +74,7 @@ each_store_and_postgres! {
             assert_eq!(history[1].step, "paid/submit");
 
             engine.complete_callback(&token, serde_json::json!({"amount": 42})).await.unwrap();
-            let output = run.wait().await.unwrap();
+            let output = wait_for_handle(&engine, &run).await.unwrap();
             let paid: serde_json::Value = output.get("paid").unwrap();
             assert_eq!(paid, serde_json::json!({"amount": 42}));
             assert_eq!(output.get::<bool>("requested"), Some(true));
@@ -82,13 +82,15 @@ each_store_and_postgres! {
 
             // Good once: the same token again is refused, naming the run and step.
             let err = engine.complete_callback(&token, 1).await.unwrap_err();
-            assert!(matches!(&err, Error::CallbackRefused { .. }), "{err:?}");
-            let text = err.to_string();
-            assert!(
-                text.starts_with(&format!("cannot complete the callback of workflow `pay` run {}", run.id())),
-                "{text}"
+            assert!(matches!(&err, Error::CallbackRefused { step: Some(step), .. } if step == "paid"), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "cannot complete the callback of workflow `pay` run {} step `paid`: the run has \
+                     finished (completed): its tokens are good no more",
+                    run.id()
+                )
             );
-            assert!(text.contains("the run has finished (completed): its tokens are good no more"), "{text}");
             engine.shutdown().await.unwrap();
         });
     }
@@ -110,7 +112,7 @@ each_store_and_postgres! {
                     || again.contains("the run has finished"),
                 "{again}"
             );
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert!(err.to_string().contains("step `paid` failed after 1 attempt: callback `paid` failed: card declined"), "{err}");
             assert_eq!(shared.load_inbox(run.id()).await.unwrap().len(), 1, "the second use stored nothing");
             assert!(!engine.history(run.id()).await.unwrap().iter().any(|r| r.step == "ship"));
@@ -137,10 +139,48 @@ each_store_and_postgres! {
                 format!("cannot complete the callback of workflow `pay` run {} step `paid`: the token was used already: a token is good once", run.id())
             );
             let engine = Engine::builder_shared(shared.clone()).register(pay).build().await.unwrap();
-            let output: Data = engine.wait(run.id()).await.unwrap();
+            let output: Data = wait_for_run(&engine, run.id()).await.unwrap();
             assert_eq!(output.get::<String>("paid").as_deref(), Some("first"));
             // The submit function ran once: the resumed run replayed it.
             assert_eq!(calls(run.id()).len(), 1);
+            engine.shutdown().await.unwrap();
+        });
+    }
+
+    fn a_completion_json_cannot_hold_is_refused_and_never_stored_as_null(store) {
+        in_runtime(async {
+            let shared = store.open();
+            let engine = Engine::builder_shared(shared.clone()).register(pay).build().await.unwrap();
+            let client = Client::new(shared.clone());
+            let run = engine.start(pay, Data::new()).await.unwrap();
+            let id = run.id();
+            until_suspended(&client, id).await;
+            let token = calls(id)[0].1.clone();
+            let refused = |what: &str| {
+                format!(
+                    "cannot complete the callback of workflow `pay` run {id} step `paid`: the \
+                     payload does not encode as JSON: it holds the number {what}, which JSON \
+                     cannot represent (JSON has no NaN or infinity); store such a number as a \
+                     string or an Option instead"
+                )
+            };
+            let err = engine.complete_callback(&token, ("amount", f64::INFINITY)).await.unwrap_err();
+            assert!(matches!(err, Error::CallbackRefused { .. }), "{err:?}");
+            assert_eq!(err.to_string(), refused("inf"));
+            let err = client.complete_callback(&token, f64::NAN).await.unwrap_err();
+            assert_eq!(err.to_string(), refused("NaN"));
+            assert!(shared.load_inbox(id).await.unwrap().is_empty(), "nothing stored");
+            // The token is still good: the refused completions did not use it.
+            client.complete_callback(&token, 12.5).await.unwrap();
+            let output = wait_for_handle(&engine, &run).await.unwrap();
+            assert_eq!(output.get::<f64>("paid"), Some(12.5));
+            // A failure's text is delivered as written.
+            let run = engine.start(pay, Data::new()).await.unwrap();
+            until_suspended(&client, run.id()).await;
+            let token = calls(run.id())[0].1.clone();
+            client.fail_callback(&token, "the amount was NaN").await.unwrap();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
+            assert!(err.to_string().ends_with("the amount was NaN"), "{err}");
             engine.shutdown().await.unwrap();
         });
     }
@@ -162,7 +202,14 @@ each_store_and_postgres! {
                 format!("cannot complete the callback of workflow `pay` run {}: the run made no callback with this token", run.id())
             );
             engine.complete_callback(&token, 1).await.unwrap();
-            run.wait().await.unwrap();
+            wait_for_handle(&engine, &run).await.unwrap();
+            // Finished: a forged token still names no step (nothing tells which it forged), the
+            // real one names its step.
+            let err = engine.fail_callback(&forged, "late").await.unwrap_err();
+            assert!(matches!(&err, Error::CallbackRefused { run_id: Some(_), step: None, .. }), "{err:?}");
+            assert!(err.to_string().ends_with("the run made no callback with this token"), "{err}");
+            let err = engine.fail_callback(&token, "late").await.unwrap_err();
+            assert!(matches!(&err, Error::CallbackRefused { step: Some(step), .. } if step == "paid"), "{err:?}");
             engine.shutdown().await.unwrap();
         });
     }

@@ -11,7 +11,7 @@ use durable::{
 };
 use durable_tests::{
     count, each_store, each_store_and_postgres, events, in_paused_runtime, in_runtime, note,
-    now_ms, Backend, TestStore,
+    now_ms, wait_for_handle, Backend, TestStore,
 };
 
 /// Notes "dropped" when the future holding it is dropped.
@@ -85,7 +85,7 @@ each_store! {
             let id = run.id().clone();
             noted(&id, "hanging").await;
             engine.cancel(&id, "the customer withdrew").await.unwrap();
-            assert_cancelled(run.wait().await, &id, "the customer withdrew");
+            assert_cancelled(wait_for_handle(&engine, &run).await, &id, "the customer withdrew");
             // The step's future was dropped, and nothing after it started.
             assert_eq!(events(&id), ["first", "hanging", "dropped"]);
             let record = shared.load_run(&id).await.unwrap().unwrap();
@@ -124,7 +124,7 @@ each_store! {
             let client = client_of(&store, &shared);
             let asked = Instant::now();
             client.cancel(&id, "from the CLI").await.unwrap();
-            assert_cancelled(run.wait().await, &id, "from the CLI");
+            assert_cancelled(wait_for_handle(&engine, &run).await, &id, "from the CLI");
             // Through the watch, not a heartbeat (the default lease is 30 s).
             assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
             assert_eq!(events(&id), ["first", "hanging", "dropped"]);
@@ -146,7 +146,7 @@ each_store! {
             assert_eq!(engine.status(&id).await.unwrap().status, RunStatus::Suspended);
             let asked = now_ms();
             engine.cancel(&id, "no reminder needed").await.unwrap();
-            assert_cancelled(run.wait().await, &id, "no reminder needed");
+            assert_cancelled(wait_for_handle(&engine, &run).await, &id, "no reminder needed");
             assert!(now_ms() - asked < 60_000, "cancelled {} ms later", now_ms() - asked);
             // Past the wake time, nothing resumes it.
             tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
@@ -171,7 +171,7 @@ each_store! {
             let client = client_of(&store, &shared);
             let asked = Instant::now();
             client.cancel(&id, "unsubscribed").await.unwrap();
-            assert_cancelled(run.wait().await, &id, "unsubscribed");
+            assert_cancelled(wait_for_handle(&engine, &run).await, &id, "unsubscribed");
             assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
             assert_eq!(events(&id), ["first"]);
             engine.shutdown().await.unwrap();
@@ -215,11 +215,11 @@ each_store_and_postgres! {
             let engine = Engine::builder_shared(shared.clone()).register(buggy).build().await.unwrap();
             let run = engine.start(buggy, Data::new()).await.unwrap();
             let id = run.id().clone();
-            assert!(matches!(run.wait().await, Err(Error::RunFailed { .. })));
+            assert!(matches!(wait_for_handle(&engine, &run).await, Err(Error::RunFailed { .. })));
             assert_eq!(events(&id), ["first", "flaky 1", "flaky 2"]);
             FIXED.lock().unwrap().get_or_insert_with(HashSet::new).insert(id.to_string());
             engine.resume_failed(&id).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(
                 (out.get::<bool>("first"), out.get::<bool>("flaky"), out.get::<bool>("next")),
                 (Some(true), Some(true), Some(true))

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use durable::{workflow, Data, Engine, RunStatus, StepContext, StepError};
-use durable_tests::{count, each_store_and_postgres, in_runtime, note};
+use durable_tests::{count, each_store_and_postgres, in_runtime, note, wait_for_handle};
 
 /// Per test tag: (running now, most at once).
 static BUSY: Mutex<Vec<(String, usize, usize)>> = Mutex::new(Vec::new());
@@ -60,7 +60,7 @@ each_store_and_postgres! {
             }
             let started = Instant::now();
             for run in &runs {
-                let out = run.wait().await.unwrap();
+                let out = wait_for_handle(&engine, run).await.unwrap();
                 assert_eq!(out.get::<bool>("worked"), Some(true));
                 assert_eq!(count(run.id(), "work"), 1, "each run's step ran once");
             }
@@ -102,7 +102,7 @@ fn client_and_worker(
             .build()
             .await
             .unwrap();
-        let out = run.wait().await.unwrap();
+        let out = wait_for_handle(&client, &run).await.unwrap();
         assert_eq!(out.get::<bool>("worked"), Some(true));
         assert_eq!(worker.resumed(), std::slice::from_ref(run.id()));
         assert_eq!(count(run.id(), "work"), 1);

@@ -7,7 +7,10 @@ use durable::store::{NewRun, ParentLink, Write};
 use durable::{
     workflow, Data, Engine, Error, RunId, RunStatus, StepContext, StepError, StepEvent, Workflow,
 };
-use durable_tests::{count, each_store, each_store_and_postgres, events, in_runtime, note};
+use durable_tests::{
+    count, each_store, each_store_and_postgres, events, in_runtime, note, run_to_end,
+    wait_for_handle, wait_for_run,
+};
 
 async fn charge(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     note(&ctx, "charge");
@@ -65,7 +68,7 @@ each_store_and_postgres! {
                 .await
                 .unwrap();
             let run = engine.start_with_id(order, format!("{px}o1"), Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(out.get::<i64>("payment.charged"), None);
             let payment_out: serde_json::Value = out.get("payment").unwrap();
             assert_eq!(payment_out["charged"], 700);
@@ -104,7 +107,7 @@ each_store_and_postgres! {
                 .await
                 .unwrap();
             let run = engine.start_with_id(order_declined, format!("{px}d1"), Data::new()).await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             let text = err.to_string();
             assert!(matches!(err, Error::RunFailed { .. }), "{err:?}");
             assert!(
@@ -118,7 +121,7 @@ each_store_and_postgres! {
             assert_eq!(child.status, RunStatus::Failed);
 
             let run = engine.start_with_id(order_optional, format!("{px}d2"), Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(out.get::<bool>("shipped"), Some(true));
             assert_eq!(events(&format!("{px}d2").into()), ["prepare", "ship"]);
             engine.shutdown().await.unwrap();
@@ -174,7 +177,7 @@ each_store_and_postgres! {
                 .await
                 .unwrap();
             for parent in [format!("{px}a0"), format!("{px}a1")] {
-                let out: Data = engine.wait(&parent.as_str().into()).await.unwrap();
+                let out: Data = wait_for_run(&engine, &parent.as_str().into()).await.unwrap();
                 assert_eq!(out.get::<bool>("shipped"), Some(true), "{parent}");
                 let child = RunId::from(format!("{parent}/payment"));
                 // One child, run once; the parent's steps each ran once.
@@ -225,8 +228,8 @@ each_store_and_postgres! {
             let child = RunId::from(format!("{px}c1/payment"));
             noted(&child, "hanging").await;
             engine.cancel(&format!("{px}c1").into(), "order withdrawn").await.unwrap();
-            assert!(matches!(run.wait().await, Err(Error::RunCancelled { .. })));
-            let err = engine.wait::<Data>(&child).await.unwrap_err();
+            assert!(matches!(wait_for_handle(&engine, &run).await, Err(Error::RunCancelled { .. })));
+            let err = wait_for_run::<Data>(&engine, &child).await.unwrap_err();
             match err {
                 Error::RunCancelled { reason, .. } => assert_eq!(reason, "order withdrawn"),
                 other => panic!("{other:?}"),
@@ -282,7 +285,7 @@ each_store! {
                 .unwrap();
             let id = RunId::from(format!("{px}t1"));
             engine.start_with_id(order_timeout, id.clone(), Data::new()).await.unwrap();
-            let err = engine.wait::<Data>(&id).await.unwrap_err();
+            let err = wait_for_run::<Data>(&engine, &id).await.unwrap_err();
             let text = err.to_string();
             assert!(
                 text.contains("timed out after 3600s waiting for child run")
@@ -290,7 +293,7 @@ each_store! {
                 "{text}"
             );
             let child = RunId::from(format!("{px}t1/payment"));
-            match engine.wait::<Data>(&child).await {
+            match wait_for_run::<Data>(&engine, &child).await {
                 Err(Error::RunCancelled { reason, .. }) => {
                     assert!(reason.contains("stopped waiting"), "{reason}")
                 }
@@ -300,7 +303,7 @@ each_store! {
 
             let id = RunId::from(format!("{px}t2"));
             engine.start_with_id(order_timeout_optional, id.clone(), Data::new()).await.unwrap();
-            let out = engine.wait::<Data>(&id).await.unwrap();
+            let out = wait_for_run::<Data>(&engine, &id).await.unwrap();
             assert_eq!(out.get::<bool>("shipped"), Some(true));
             engine.shutdown().await.unwrap();
         });
@@ -318,7 +321,7 @@ each_store_and_postgres! {
                 .await
                 .unwrap();
             let input = Checkout { id: 3, invoice: Invoice { amount: 12, paid: false } };
-            let out = engine.run(checkout, input).await.unwrap();
+            let out = run_to_end(&engine, checkout, input).await.unwrap();
             assert_eq!((out.id, out.invoice.amount, out.invoice.paid), (3, 12, true));
             engine.shutdown().await.unwrap();
         });

@@ -12,7 +12,7 @@ use durable::store::{JournalEntry, NewRun, RunRecord, Write};
 use durable::{
     workflow, BoxFuture, Client, Data, Engine, Error, RunFilter, RunId, RunStatus, StepError, Store,
 };
-use durable_tests::{in_runtime, scratch_dir};
+use durable_tests::{client_wait_for_handle, in_runtime, scratch_dir, wait_for_run};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_client_child");
 
@@ -84,7 +84,7 @@ fn a_client_in_another_process_starts_a_run_the_engine_holding_the_file_drives()
         assert!(pickup < 3_000, "picked up after {pickup} ms");
         // The engine drove it: it waits on it and reads the same.
         let id = RunId::from("from-cli");
-        let output: Data = engine.wait(&id).await.unwrap();
+        let output: Data = wait_for_run(&engine, &id).await.unwrap();
         assert_eq!(
             output.get::<String>("greeting").as_deref(),
             Some("HELLO, ADA")
@@ -167,7 +167,7 @@ fn a_client_over_a_shared_memory_store_starts_runs_the_engine_drives_at_once() {
                 .await
                 .unwrap(),
         );
-        let output = run.wait().await.unwrap();
+        let output = client_wait_for_handle(&client, &run).await.unwrap();
         let took = begun.elapsed();
         assert_eq!(
             output.get::<String>("greeting").as_deref(),

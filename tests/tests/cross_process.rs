@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use durable::callback::Callback;
 use durable::store::sqlite::SqliteStore;
 use durable::{workflow, Data, Engine, RunId, RunStatus, StepError};
-use durable_tests::{in_runtime, scratch_dir};
+use durable_tests::{in_runtime, scratch_dir, wait_for_handle};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_signal_child");
 
@@ -109,7 +109,7 @@ fn a_client_in_another_process_signals_and_completes_a_callback_the_engine_notic
             child(&complete_args);
             Instant::now()
         });
-        let output = run.wait().await.unwrap();
+        let output = wait_for_handle(&engine, &run).await.unwrap();
         let callback_latency = sent.elapsed();
         assert_eq!(output.get::<String>("approved").as_deref(), Some("ann"));
         assert_eq!(

@@ -7,7 +7,9 @@ use std::time::Duration;
 use durable::batch::{BatchResult, BatchStatus};
 use durable::{workflow, Data, Engine, StepContext, StepError, StepEvent};
 use durable_tests::gates::{bounded, hold_until_cancelled_slowly, until_noted};
-use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
+use durable_tests::{
+    count, each_store_and_postgres, events, in_runtime, note, run_to_end, wait_for_handle,
+};
 
 async fn enrich(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     let ops: Vec<_> = (0..4u32)
@@ -114,7 +116,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(enrichment).build().await.unwrap();
             let run = engine.start(enrichment, Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(
                 out.get::<Vec<String>>("products").unwrap(),
                 ["product-0", "product-1", "product-2", "product-3"]
@@ -155,7 +157,7 @@ each_store_and_postgres! {
     fn map_concurrent_keeps_the_limit_and_the_input_order(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(images).build().await.unwrap();
-            let out = engine.run(images, Data::new()).await.unwrap();
+            let out = run_to_end(&engine, images, Data::new()).await.unwrap();
             let sizes: Vec<u64> = out.get("sizes").unwrap();
             assert_eq!(sizes, (0..12).map(|n| if n < 10 { 900 + n } else { 1000 + n }).collect::<Vec<u64>>());
             let peak: usize = out.get("peak").unwrap();

@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use durable::{workflow, Data, Engine, Error, StepContext, StepError, StepEvent, Workflow};
-use durable_tests::{count, each_store_and_postgres, events, in_runtime, meet_another_step, note};
+use durable_tests::{
+    count, each_store_and_postgres, events, in_runtime, meet_another_step, note, run_to_end,
+    wait_for_handle, wait_for_run,
+};
 use serde_json::json;
 
 /// Records the step and what it saw, then adds `<step>: true`.
@@ -178,7 +181,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(diamond).build().await.unwrap();
             let run = engine.start(diamond, Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             // process and validate ran at once (they met), each seeing fetch's output.
             assert_eq!(saw(run.id(), "process"), ["fetch", "start"]);
             assert_eq!(saw(run.id(), "validate"), ["fetch", "start"]);
@@ -197,7 +200,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(with_optional).build().await.unwrap();
             let run = engine.start(with_optional, Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(out.get::<bool>("last"), Some(true));
             assert!(!out.contains("email"), "the failed step's output is not used");
             assert_eq!(count(run.id(), "email#1") + count(run.id(), "email#2"), 2, "retried before giving up");
@@ -212,7 +215,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(optional_in_parallel).build().await.unwrap();
             let run = engine.start(optional_in_parallel, Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(out.value("parallel_errors"), Some(&json!({"sms": "sms is down", "slack": "slack is down"})));
             assert_eq!(out.get::<bool>("push"), Some(true));
             assert_eq!(out.get::<bool>("fax"), Some(true), "an optional failure does not cancel a fail_fast block");
@@ -225,7 +228,7 @@ each_store_and_postgres! {
             let engine = Engine::builder_shared(store.open()).register(timeouts).register(timeout_exhausted).build().await.unwrap();
             let started = Instant::now();
             let run = engine.start(timeouts, Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert!(started.elapsed() < Duration::from_secs(5));
             assert_eq!(out.get::<u32>("answered_on"), Some(2));
             let ev = events(run.id());
@@ -234,7 +237,7 @@ each_store_and_postgres! {
             assert!(matches!(&history[0].event, StepEvent::AttemptFailed { error, .. } if error == "the attempt timed out after 50ms"), "{history:?}");
 
             let run = engine.start(timeout_exhausted, Data::new()).await.unwrap();
-            let err = run.wait().await.unwrap_err().to_string();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err().to_string();
             assert!(err.ends_with("step `call` failed after 1 attempt: the attempt timed out after 30ms"), "{err}");
         });
     }
@@ -243,7 +246,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(defaults).build().await.unwrap();
             let run = engine.start(defaults, Data::new()).await.unwrap();
-            let err = run.wait().await.unwrap_err().to_string();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err().to_string();
             assert!(err.ends_with("step `inherits` failed after 3 attempts: inherits is down"), "{err}");
         });
     }
@@ -252,7 +255,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(nested).build().await.unwrap();
             let run = engine.start(nested, Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(saw(run.id(), "verify"), ["create"], "a seq passes its state along");
             assert_eq!(saw(run.id(), "c"), ["a"]);
             for step in ["create", "verify", "a", "b1", "b2", "c", "finish"] {
@@ -266,7 +269,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(pipeline).build().await.unwrap();
             let run = engine.start(pipeline, Data::new()).await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             let Error::RunFailed { failure, .. } = &err else { panic!("{err}") };
             assert_eq!(failure.steps[0].step, "fetch_user");
             let ev = events(run.id());
@@ -293,10 +296,10 @@ each_store_and_postgres! {
                 .build()
                 .await
                 .unwrap();
-            let out: Data = engine.wait(&old).await.unwrap();
+            let out: Data = wait_for_run(&engine, &old).await.unwrap();
             assert_eq!(out.get::<bool>("gate"), Some(true));
             assert!(!out.contains("two"), "the old run kept its definition");
-            let new = engine.run(v2::evolving, Data::new()).await.unwrap();
+            let new = run_to_end(&engine, v2::evolving, Data::new()).await.unwrap();
             assert_eq!(new.get::<bool>("two"), Some(true), "new runs start on the current one");
         });
     }

@@ -9,7 +9,7 @@ use durable::store::{
     EntryKind, JournalEntry, Rejected, RunFilter, RunRecord, Store, StoreError, Write,
 };
 use durable::{workflow, BoxFuture, Data, Engine, Error, RunId, StepContext, StepError, StepEvent};
-use durable_tests::{count, each_store, in_runtime, note};
+use durable_tests::{count, each_store, in_runtime, note, wait_for_handle, wait_for_run};
 
 /// A store that refuses, once, the write journaling a step path ending in `refuse`.
 struct RefusesOnce {
@@ -145,7 +145,7 @@ each_store! {
         in_runtime(async {
             let engine = Engine::builder_shared(shared.clone()).register(op_events).build().await.unwrap();
             let run = engine.start(op_events, Data::new()).await.unwrap();
-            run.wait().await.unwrap();
+            wait_for_handle(&engine, &run).await.unwrap();
             let id = run.id();
             let retry_at = |entries: &[Entry]| {
                 let payload: serde_json::Value = serde_json::from_str(&entries[2].4).unwrap();
@@ -191,7 +191,7 @@ each_store! {
             let run = engine.start(op_events, Data::new()).await.unwrap();
             let id = run.id().clone();
             // The refused write stops the run: the attempt's failure is not numbered on a guess.
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert!(matches!(err, Error::Store(_)), "{err}");
             let expected = format!("workflow `op_events` run {id}: the journal refused a write: no run with this id");
             assert!(err.to_string().contains(&expected), "{err}");
@@ -202,7 +202,7 @@ each_store! {
             // The engine drives it again from what the store holds.
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             let out = loop {
-                match engine.wait::<Data>(&id).await {
+                match wait_for_run::<Data>(&engine, &id).await {
                     Ok(out) => break out,
                     Err(Error::Store(_)) if std::time::Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -269,7 +269,7 @@ each_store! {
             let outcomes = shared.commit(&batch).await.unwrap();
             assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
             let engine = Engine::builder_shared(shared.clone()).register(op_events).build().await.unwrap();
-            let err = engine.wait::<Data>(&id).await.unwrap_err();
+            let err = wait_for_run::<Data>(&engine, &id).await.unwrap_err();
             assert!(matches!(err, Error::BadState { .. }), "{err:?}");
             let text = err.to_string();
             let expected = "workflow `op_events` run unreadable-failure step `two_ops`: its journal \

@@ -8,7 +8,7 @@ use std::time::Duration;
 use durable::store::memory::MemoryStore;
 use durable::store::{JournalEntry, Rejected, RunFilter, RunRecord, Store, StoreError, Write};
 use durable::{workflow, BoxFuture, Data, Engine, Error, RunId, StepContext, StepError};
-use durable_tests::{count, in_runtime, note};
+use durable_tests::{count, in_runtime, note, run_to_end, wait_for_handle, wait_for_run};
 
 /// A memory store whose commits take `delay`, fail while `failures_left` lasts, and are
 /// counted.
@@ -120,7 +120,7 @@ fn concurrent_runs_share_commits() {
         let runs: Vec<_> = (0..100)
             .map(|_| {
                 let engine = engine.clone();
-                tokio::spawn(async move { engine.run(three, Data::new()).await })
+                tokio::spawn(async move { run_to_end(&engine, three, Data::new()).await })
             })
             .collect();
         for run in runs {
@@ -166,7 +166,7 @@ fn a_store_that_fails_for_a_while_is_retried_and_no_step_runs_twice() {
             0,
             "the start's commit failed twice"
         );
-        let out = run.wait().await.unwrap();
+        let out = wait_for_handle(&engine, &run).await.unwrap();
         assert_eq!(out.get::<bool>("three"), Some(true));
         for step in ["one", "two", "three"] {
             assert_eq!(count(run.id(), step), 1, "{step} ran again");
@@ -209,7 +209,7 @@ fn a_store_that_stays_down_stops_the_run_and_the_engine_resumes_it_when_the_stor
         // Step one finishes only once the store fails: its result cannot be committed.
         store.failures_left.store(usize::MAX, Ordering::SeqCst);
         GO.store(true, Ordering::SeqCst);
-        let err = run.wait().await.unwrap_err();
+        let err = wait_for_handle(&engine, &run).await.unwrap_err();
         assert!(matches!(err, Error::Store(_)), "{err}");
         let expected = format!("workflow `held_steps` run {}: disk I/O error", run.id());
         assert!(err.to_string().contains(&expected), "{err}");
@@ -220,7 +220,7 @@ fn a_store_that_stays_down_stops_the_run_and_the_engine_resumes_it_when_the_stor
         store.failures_left.store(0, Ordering::SeqCst);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let out = loop {
-            match engine.wait::<Data>(run.id()).await {
+            match wait_for_run::<Data>(&engine, run.id()).await {
                 Ok(out) => break out,
                 Err(Error::Store(_)) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;

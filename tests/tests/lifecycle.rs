@@ -13,7 +13,10 @@ use durable::{
     workflow, BoxFuture, Data, Engine, Error, RunFilter, RunId, RunStatus, StepContext, StepError,
     StepEvent, Store,
 };
-use durable_tests::{count, each_store, in_runtime, note, scratch_dir, Backend};
+use durable_tests::{
+    count, each_store, in_runtime, note, run_to_end, scratch_dir, wait_for_handle, wait_for_run,
+    Backend,
+};
 
 /// Waits until `done` holds, failing after 10 s.
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -79,7 +82,7 @@ fn a_second_engine_on_a_clone_of_an_sqlite_store_is_refused_and_the_first_keeps_
         SECOND_TRIED.store(true, Ordering::SeqCst);
         // Heartbeats later, the first engine still drives its run and finishes it.
         tokio::time::sleep(lease * 3).await;
-        let out = run.wait().await.unwrap();
+        let out = wait_for_handle(&first, &run).await.unwrap();
         assert_eq!(out.get::<bool>("held"), Some(true));
         assert_eq!((count(&id, "hold"), count(&id, "quick")), (1, 1));
         // Once the first engine is shut down (which closes the store), another engine may
@@ -167,7 +170,8 @@ fn a_waiter_learns_the_outcome_of_a_run_another_engine_finished() {
             .unwrap();
         let run = cut_off.start(taken_over, Data::new()).await.unwrap();
         let id = run.id().clone();
-        let waiter = tokio::spawn(async move { run.wait().await });
+        let engine = cut_off.clone();
+        let waiter = tokio::spawn(async move { wait_for_handle(&engine, &run).await });
         // The cut-off engine's lease expires; the other engine takes the run and finishes it.
         tokio::time::sleep(lease + lease / 2).await;
         let other = Engine::builder(memory.clone())
@@ -177,7 +181,7 @@ fn a_waiter_learns_the_outcome_of_a_run_another_engine_finished() {
             .await
             .unwrap();
         assert_eq!(other.resumed(), std::slice::from_ref(&id));
-        let out: Data = other.wait(&id).await.unwrap();
+        let out: Data = wait_for_run(&other, &id).await.unwrap();
         assert_eq!(out.get::<usize>("attempted_by_call"), Some(2));
         // The cut-off engine's attempt ends later and is fenced off; its waiter still learns
         // the run's true outcome, and so does a later one.
@@ -185,7 +189,7 @@ fn a_waiter_learns_the_outcome_of_a_run_another_engine_finished() {
         assert_eq!(seen, out);
         until("the fenced attempt", || count(&id, "slow_first") == 2).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let again: Data = cut_off.wait(&id).await.unwrap();
+        let again: Data = wait_for_run(&cut_off, &id).await.unwrap();
         assert_eq!(again, out);
         let info = cut_off.status(&id).await.unwrap();
         assert_eq!(info.status, RunStatus::Completed);
@@ -262,7 +266,7 @@ each_store! {
             let text = err.to_string();
             assert!(text.contains("workflow `drained`"), "{text}");
             assert!(text.contains("engine was shut down"), "{text}");
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert!(matches!(err, Error::ShutDown { .. }), "{err:?}");
             // The next engine resumes after the journaled step.
             let engine = Engine::builder_shared(store_again)
@@ -271,7 +275,7 @@ each_store! {
                 .await
                 .unwrap();
             assert_eq!(engine.resumed(), std::slice::from_ref(&id));
-            let out: Data = engine.wait(&id).await.unwrap();
+            let out: Data = wait_for_run(&engine, &id).await.unwrap();
             assert_eq!((out.get::<bool>("finishing"), out.get::<bool>("next")), (Some(true), Some(true)));
             assert_eq!(count(&id, "finishing started"), 1, "the finished step did not run again");
             assert_eq!(count(&id, "next"), 1);
@@ -302,7 +306,7 @@ each_store! {
                 .build()
                 .await
                 .unwrap();
-            let out: Data = engine.wait(&id).await.unwrap();
+            let out: Data = wait_for_run(&engine, &id).await.unwrap();
             assert_eq!(out.get::<bool>("next"), Some(true));
             assert_eq!(count(&id, "hangs_once"), 2, "the cancelled attempt ran again");
             assert_eq!(count(&id, "next"), 1);
@@ -325,7 +329,7 @@ each_store! {
                 let err = Engine::builder_shared(opened).build().await.err().expect("closed").to_string();
                 assert!(err.contains("the store was closed"), "{err}");
             }
-            let err = engine.run(other_run, Data::new()).await.unwrap_err();
+            let err = run_to_end(&engine, other_run, Data::new()).await.unwrap_err();
             assert_eq!(
                 err.to_string(),
                 "cannot start a run of workflow `other_run`: this engine was shut down; build a \
@@ -357,7 +361,7 @@ fn the_sqlite_file_opens_again_right_after_the_engine_is_dropped() {
                 .build()
                 .await
                 .unwrap();
-            engine.run(other_run, Data::new()).await.unwrap();
+            run_to_end(&engine, other_run, Data::new()).await.unwrap();
             // A run still in flight does not keep the file either.
             let hanging = engine.start(hanging_run, Data::new()).await.unwrap();
             let id = hanging.id().clone();
@@ -403,7 +407,7 @@ fn a_full_disk_leaves_every_run_readable_and_they_go_on_once_there_is_space() {
             .await
             .unwrap();
         let done = engine.start(full_disk_quick, Data::new()).await.unwrap();
-        done.wait().await.unwrap();
+        wait_for_handle(&engine, &done).await.unwrap();
         let mut waiting = Vec::new();
         for _ in 0..WAITING {
             waiting.push(
@@ -447,7 +451,7 @@ fn a_full_disk_leaves_every_run_readable_and_they_go_on_once_there_is_space() {
             RunStatus::Completed
         );
         assert_eq!(engine.history(&done).await.unwrap().len(), 1);
-        let out: Data = engine.wait(&done).await.unwrap();
+        let out: Data = wait_for_run(&engine, &done).await.unwrap();
         assert_eq!(out.get::<bool>("instant"), Some(true));
         // Writing fails, with the store's reason, once the retries are spent.
         let mut squeezed_in = Vec::new();
@@ -525,7 +529,7 @@ fn a_worker_never_takes_a_run_it_cannot_drive_from_one_that_can() {
             .await
             .unwrap();
         assert!(other.resumed().is_empty());
-        let err = other.wait::<Data>(&id).await.unwrap_err();
+        let err = wait_for_run::<Data>(&other, &id).await.unwrap_err();
         assert!(matches!(err, Error::UnknownWorkflow { .. }), "{err:?}");
         let info = other.status(&id).await.unwrap();
         assert!(

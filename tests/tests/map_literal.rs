@@ -3,6 +3,7 @@
 use durable::batch::{BatchResult, BatchStatus, CompletionReason, ItemStatus};
 use durable::store::memory::MemoryStore;
 use durable::{workflow, Data, Engine, StepError};
+use durable_tests::{run_to_end, wait_for_handle};
 
 async fn ping(region: String) -> Result<String, StepError> {
     Ok(format!("{region}: ok"))
@@ -24,7 +25,7 @@ async fn every_listed_item_runs_with_results_in_order() {
         .await
         .unwrap();
     let run = engine.start(regions, Data::new()).await.unwrap();
-    let out = run.wait().await.unwrap();
+    let out = wait_for_handle(&engine, &run).await.unwrap();
     let batch = out.get::<BatchResult<String>>("pinged").unwrap();
     assert_eq!(
         (batch.status, batch.completion_reason),
@@ -73,7 +74,7 @@ async fn literal_numbers_and_the_completion_policy() {
         .await
         .unwrap();
     // One at a time: the third success, at the fourth item, decides; the fifth never starts.
-    let out = engine.run(checks, Data::new()).await.unwrap();
+    let out = run_to_end(&engine, checks, Data::new()).await.unwrap();
     let batch = out.get::<BatchResult<i64>>("checked").unwrap();
     assert_eq!(batch.status, BatchStatus::Completed);
     assert_eq!(

@@ -8,7 +8,9 @@ use std::time::Duration;
 use durable::batch::{BatchResult, BatchStatus, CompletionReason, ItemStatus};
 use durable::{workflow, Data, Engine, StepContext, StepError};
 use durable_tests::gates::{bounded, hold_until_cancelled_slowly, until_noted};
-use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
+use durable_tests::{
+    count, each_store_and_postgres, events, in_runtime, note, run_to_end, wait_for_handle,
+};
 use serde_json::json;
 
 /// Per run: items running now, and the most ever at once.
@@ -165,7 +167,7 @@ each_store_and_postgres! {
             // Later items are quicker, so they finish first.
             let spec: Vec<_> = (0..10).map(|n| (n, false, 40 - 3 * n)).collect();
             let run = engine.start(bulk, items(&spec)).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             let batch: BatchResult<Data> = out.get("processed").unwrap();
             assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Completed, CompletionReason::AllCompleted));
             assert_eq!((batch.total_count, batch.started_count, batch.success_count, batch.failure_count), (10, 10, 10, 0));
@@ -186,7 +188,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(tolerant).build().await.unwrap();
             let spec = [(0, true, 5), (1, false, 5), (2, true, 5), (3, false, 5), (4, false, 5)];
-            let out = engine.run(tolerant, items(&spec)).await.unwrap();
+            let out = run_to_end(&engine, tolerant, items(&spec)).await.unwrap();
             let batch: BatchResult<Data> = out.get("processed").unwrap();
             assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Completed, CompletionReason::AllCompleted));
             assert_eq!((batch.success_count, batch.failure_count), (3, 2));
@@ -207,7 +209,7 @@ each_store_and_postgres! {
             let mut spec = vec![(0, true, 5), (1, true, 5), (2, true, 5), (3, false, 200)];
             spec.extend((4..10).map(|n| (n, false, 5)));
             let run = engine.start(tolerant, items(&spec)).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             let batch: BatchResult<Data> = out.get("processed").unwrap();
             assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Failed, CompletionReason::FailureToleranceExceeded));
             assert_eq!(batch.failure_count, 3);
@@ -226,10 +228,10 @@ each_store_and_postgres! {
             let engine = Engine::builder_shared(store.open()).register(by_percentage).build().await.unwrap();
             // 20% of 10 items: 2 failures are tolerated, the third is one too many.
             let at_limit: Vec<_> = (0..10).map(|n| (n, n < 2, 1)).collect();
-            let batch: BatchResult<Data> = engine.run(by_percentage, items(&at_limit)).await.unwrap().get("processed").unwrap();
+            let batch: BatchResult<Data> = run_to_end(&engine, by_percentage, items(&at_limit)).await.unwrap().get("processed").unwrap();
             assert_eq!(batch.status, BatchStatus::Completed);
             let over: Vec<_> = (0..10).map(|n| (n, n < 3, 1)).collect();
-            let batch: BatchResult<Data> = engine.run(by_percentage, items(&over)).await.unwrap().get("processed").unwrap();
+            let batch: BatchResult<Data> = run_to_end(&engine, by_percentage, items(&over)).await.unwrap().get("processed").unwrap();
             assert_eq!((batch.status, batch.started_count), (BatchStatus::Failed, 3));
         });
     }
@@ -240,7 +242,7 @@ each_store_and_postgres! {
             let mut spec = vec![(0, false, 300), (1, false, 5)];
             spec.extend((2..10).map(|n| (n, false, 5)));
             let run = engine.start(first_match, items(&spec)).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             let batch: BatchResult<Data> = out.get("processed").unwrap();
             assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Completed, CompletionReason::MinSuccessfulReached));
             assert_eq!(batch.success_count, 1);
@@ -259,7 +261,7 @@ each_store_and_postgres! {
                 {"tenant": "initech", "users": [{"name": "cy"}]},
             ]));
             let run = engine.start(tenants_sync, input).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             let tenants: BatchResult<Data> = out.get("tenants_done").unwrap();
             assert_eq!(tenants.success_count, 2);
             let acme: BatchResult<Data> = tenants.items[0].result.as_ref().unwrap().get("users_done").unwrap();
@@ -272,7 +274,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(guarded).build().await.unwrap();
             let run = engine.start(guarded, Data::new()).await.unwrap();
-            let err = run.wait().await.unwrap_err().to_string();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err().to_string();
             assert!(err.contains("parallel block (processed, fine) failed: map `processed` runs over the state's array `missing`, but the state holds nothing there"), "{err}");
             assert_eq!(count(run.id(), "fine"), 1, "the other branch ran to its end");
         });
@@ -303,7 +305,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(bulk).build().await.unwrap();
             let run = engine.start(bulk, Data::new().assign("items", "not a list")).await.unwrap();
-            let err = run.wait().await.unwrap_err().to_string();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err().to_string();
             assert!(err.contains("map `processed` runs over the state's array `items`, but the state holds \"not a list\" there"), "{err}");
             assert_eq!(count(run.id(), "summarize"), 0);
         });

@@ -4,7 +4,10 @@ use std::time::{Duration, Instant};
 
 use durable::{workflow, Data, Engine, Error, StepContext, StepError, StepEvent};
 use durable_tests::gates::{bounded, hold_until_cancelled_slowly, until_noted};
-use durable_tests::{count, each_store_and_postgres, events, in_runtime, meet_another_step, note};
+use durable_tests::{
+    count, each_store_and_postgres, events, in_runtime, meet_another_step, note, run_to_end,
+    wait_for_handle, wait_for_run,
+};
 use serde_json::json;
 
 async fn create_user(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -212,7 +215,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(onboard).build().await.unwrap();
             let run = engine.start(onboard, Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(out.get::<u64>("welcome_for"), Some(7));
             assert_eq!(out.get::<u64>("workspace_for"), Some(7));
             assert_eq!(out.get::<bool>("complete"), Some(true));
@@ -229,7 +232,7 @@ each_store_and_postgres! {
     fn deep_merge_combines_nested_objects(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(deep).build().await.unwrap();
-            let out = engine.run(deep, Data::new().assign("settings", json!({"lang": "en"}))).await.unwrap();
+            let out = run_to_end(&engine, deep, Data::new().assign("settings", json!({"lang": "en"}))).await.unwrap();
             assert_eq!(
                 out.value("settings"),
                 Some(&json!({"lang": "en", "notifications": true, "theme": "dark"}))
@@ -242,7 +245,7 @@ each_store_and_postgres! {
     fn collect_keeps_each_branchs_changes_apart(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(collected).build().await.unwrap();
-            let out = engine.run(collected, Data::new()).await.unwrap();
+            let out = run_to_end(&engine, collected, Data::new()).await.unwrap();
             assert_eq!(
                 serde_json::Value::from(out),
                 json!({"user_id": 7, "parallel_results": {"orders": {"count": 10}, "users": {"count": 5}}})
@@ -253,7 +256,7 @@ each_store_and_postgres! {
     fn branches_really_run_at_the_same_time(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(concurrent).build().await.unwrap();
-            engine.run(concurrent, Data::new()).await.unwrap();
+            run_to_end(&engine, concurrent, Data::new()).await.unwrap();
         });
     }
 
@@ -277,7 +280,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(racing).build().await.unwrap();
             assert_eq!(engine.resumed(), std::slice::from_ref(&id));
-            let out: Data = engine.wait(&id).await.unwrap();
+            let out: Data = wait_for_run(&engine, &id).await.unwrap();
             // Declared first but finished last: it wins, on replay too.
             assert_eq!(out.get::<String>("winner").as_deref(), Some("slow_first"));
             assert_eq!(count(&id, "slow_first"), 1, "finished branches do not run again");
@@ -311,7 +314,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(notify_all).build().await.unwrap();
             let run = engine.start(notify_all, Data::new()).await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             let ev = events(run.id());
             for step in ["send_email#1", "send_email#2", "send_sms", "send_push", "send_slack"] {
                 assert!(ev.contains(&step.to_owned()), "{step} did not run: {ev:?}");
@@ -336,7 +339,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(array_state).build().await.unwrap();
             let run = engine.start(array_state, vec![0]).await.unwrap();
-            let text = run.wait().await.unwrap_err().to_string();
+            let text = wait_for_handle(&engine, &run).await.unwrap_err().to_string();
             assert!(text.contains(&format!("workflow `array_state` run {} failed", run.id())), "{text}");
             assert!(text.contains("parallel block (push_one, push_two)"), "{text}");
             assert!(text.contains("`deep_merge` needs the state to be a JSON object, but it is an array"), "{text}");

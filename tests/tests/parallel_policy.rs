@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use durable::batch::{BatchResult, BatchStatus, CompletionReason, ItemStatus};
 use durable::{workflow, Data, Engine, Error, StepContext, StepError, StepEvent, Workflow};
-use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
+use durable_tests::{
+    count, each_store_and_postgres, events, in_runtime, note, run_to_end, wait_for_handle,
+    wait_for_run,
+};
 use serde_json::{json, Value};
 
 /// Per run: branches running now, and the most ever at once.
@@ -253,7 +256,7 @@ each_store_and_postgres! {
             let engine = Engine::builder_shared(store.open()).register(limited).build().await.unwrap();
             let input = plan(&[("a", 30, false), ("b", 10, false), ("c", 10, false), ("d", 10, false)]);
             let run = engine.start(limited, input).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(peak(run.id()), 2, "never more than max_concurrency, and the limit is used");
             let order = started(run.id());
             let mut first_two = order[..2].to_vec();
@@ -279,7 +282,7 @@ each_store_and_postgres! {
             let began = Instant::now();
             let input = plan(&[("slow", 10_000, false), ("quick", 5, false)]);
             let run = engine.start(first_wins, input).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert!(began.elapsed() < Duration::from_secs(8), "the slow branch was awaited");
             assert!(!events(run.id()).contains(&"end slow".to_owned()), "the slow branch was not cancelled");
             let batch: BatchResult<Value> = out.get("fetched").unwrap();
@@ -299,7 +302,7 @@ each_store_and_postgres! {
             let engine = Engine::builder_shared(store.open()).register(one_at_a_time).build().await.unwrap();
             let input = plan(&[("a", 5, true), ("b", 5, false), ("c", 5, false)]);
             let run = engine.start(one_at_a_time, input).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(started(run.id()), ["a", "b"], "c never starts");
             let batch: BatchResult<Value> = out.get("fetched").unwrap();
             assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Completed, CompletionReason::MinSuccessfulReached));
@@ -321,7 +324,7 @@ each_store_and_postgres! {
             let engine = Engine::builder_shared(store.open()).register(strict).build().await.unwrap();
             let input = plan(&[("a", 5, false), ("b", 5, true), ("c", 5, false)]);
             let run = engine.start(strict, input).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(started(run.id()), ["a", "b"]);
             let batch: BatchResult<Value> = out.get("fetched").unwrap();
             assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Failed, CompletionReason::FailureToleranceExceeded));
@@ -337,12 +340,12 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(half).build().await.unwrap();
             let two = plan(&[("a", 5, true), ("b", 5, false), ("c", 5, true), ("d", 5, false)]);
-            let out = engine.run(half, two).await.unwrap();
+            let out = run_to_end(&engine, half, two).await.unwrap();
             let batch: BatchResult<Value> = out.get("fetched").unwrap();
             assert_eq!((batch.status, batch.failure_count), (BatchStatus::Completed, 2), "50% of 4 is 2");
             // `d` is slow enough that the third failure always decides first (then `d` is cancelled).
             let three = plan(&[("a", 5, true), ("b", 5, true), ("c", 5, true), ("d", 3000, false)]);
-            let out = engine.run(half, three).await.unwrap();
+            let out = run_to_end(&engine, half, three).await.unwrap();
             let batch: BatchResult<Value> = out.get("fetched").unwrap();
             assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Failed, CompletionReason::FailureToleranceExceeded));
         });
@@ -353,7 +356,7 @@ each_store_and_postgres! {
             let engine = Engine::builder_shared(store.open()).register(after_a_named_block).build().await.unwrap();
             let input = plan(&[("a", 20, false), ("b", 20, false), ("c", 1, false)]);
             let run = engine.start(after_a_named_block, input).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(started(run.id()).last().map(String::as_str), Some("c"), "c waits for the block");
             let batch: BatchResult<Value> = out.get("fetched").unwrap();
             assert_eq!(batch.success_count, 2);
@@ -366,7 +369,7 @@ each_store_and_postgres! {
             let engine = Engine::builder_shared(store.open()).register(serial_fail_fast).build().await.unwrap();
             let input = plan(&[("a", 5, true), ("b", 5, false), ("c", 5, false)]);
             let run = engine.start(serial_fail_fast, input).await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert_eq!(started(run.id()), ["a"]);
             assert!(err.to_string().contains("step `a` failed after 1 attempt: a is down"), "{err}");
             assert!(!events(run.id()).contains(&"then".to_owned()));
@@ -379,7 +382,7 @@ each_store_and_postgres! {
             // Declared first, finishes last.
             let input = plan(&[("late", 80, true), ("early", 1, true)]);
             let run = engine.start(reported_in_order, input).await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             let Error::RunFailed { failure, .. } = &err else { panic!("{err}") };
             let steps: Vec<&str> = failure.steps.iter().map(|s| s.step.as_str()).collect();
             assert_eq!(steps, ["late", "early"]);
@@ -395,7 +398,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(not_mergeable).build().await.unwrap();
             let run = engine.start(not_mergeable, json!({})).await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             let Error::RunFailed { failure, .. } = &err else { panic!("{err}") };
             assert_eq!(failure.steps.len(), 1, "{failure:?}");
             assert_eq!((failure.steps[0].step.as_str(), failure.steps[0].attempts), ("five", 0));
@@ -422,7 +425,7 @@ each_store_and_postgres! {
         std::thread::sleep(Duration::from_millis(150));
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(resumable).build().await.unwrap();
-            let out: Data = engine.wait(&id).await.unwrap();
+            let out: Data = wait_for_run(&engine, &id).await.unwrap();
             assert_eq!(serde_json::Value::from(out.clone())["fetched"], journaled);
             let batch: BatchResult<Value> = out.get("fetched").unwrap();
             assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Completed, CompletionReason::AllCompleted));
@@ -436,7 +439,7 @@ each_store_and_postgres! {
     fn a_null_item_result_stays_in_the_batch(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(nulls).build().await.unwrap();
-            let out = engine.run(nulls, Data::new().assign("values", json!([1, null, 3]))).await.unwrap();
+            let out = run_to_end(&engine, nulls, Data::new().assign("values", json!([1, null, 3]))).await.unwrap();
             let batch: BatchResult<Option<u32>> = out.get("echoed").unwrap();
             assert_eq!(batch.success_count, 3);
             assert_eq!(batch.get_results(), [&Some(1), &None, &Some(3)]);
@@ -448,7 +451,7 @@ each_store_and_postgres! {
     fn every_item_ran_so_the_reason_is_all_completed(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(first_success).build().await.unwrap();
-            let out = engine.run(first_success, items(|n| n == 0, 2)).await.unwrap();
+            let out = run_to_end(&engine, first_success, items(|n| n == 0, 2)).await.unwrap();
             let batch: BatchResult<Data> = out.get("tried").unwrap();
             assert_eq!((batch.status, batch.completion_reason), (BatchStatus::Completed, CompletionReason::AllCompleted));
             assert_eq!((batch.success_count, batch.failure_count), (1, 1));
@@ -458,10 +461,10 @@ each_store_and_postgres! {
     fn twenty_nine_percent_of_a_hundred_tolerates_twenty_nine(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(twenty_nine_percent).build().await.unwrap();
-            let out = engine.run(twenty_nine_percent, items(|n| n < 29, 100)).await.unwrap();
+            let out = run_to_end(&engine, twenty_nine_percent, items(|n| n < 29, 100)).await.unwrap();
             let batch: BatchResult<Data> = out.get("tried").unwrap();
             assert_eq!((batch.status, batch.failure_count, batch.success_count), (BatchStatus::Completed, 29, 71));
-            let out = engine.run(twenty_nine_percent, items(|n| n < 30, 100)).await.unwrap();
+            let out = run_to_end(&engine, twenty_nine_percent, items(|n| n < 30, 100)).await.unwrap();
             let batch: BatchResult<Data> = out.get("tried").unwrap();
             assert_eq!(batch.status, BatchStatus::Failed);
             assert!(batch.failure_count >= 30);

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use durable::store::postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION};
 use durable::store::{Claim, NewRun, Store, Write};
 use durable::{workflow, Data, Engine, RunId, RunStatus, StepContext, StepError, StepEvent};
-use durable_tests::{count, in_runtime, note, postgres_url_or_skip, Backend, TestStore};
+use durable_tests::{
+    count, in_runtime, note, postgres_url_or_skip, wait_for_handle, wait_for_run, Backend,
+    TestStore,
+};
 
 /// A PostgreSQL test store, or `None` (printed as skipped) without the server URL.
 fn pg(test: &str) -> Option<TestStore> {
@@ -446,12 +449,12 @@ fn a_lease_that_expires_mid_step_fences_the_late_write_and_keeps_the_new_owners_
             .await
             .unwrap();
         assert_eq!(b.resumed(), std::slice::from_ref(&id));
-        let out: Data = b.wait(&id).await.unwrap();
+        let out: Data = wait_for_run(&b, &id).await.unwrap();
         assert_eq!(out.get::<String>("by").as_deref(), Some("new owner"));
         // Now the zombie finishes its step: its write is refused.
         RELEASE_ZOMBIE.store(true, Ordering::SeqCst);
         // Its handle then reads the run's end from the store: the new owner's result.
-        let out = run.wait().await.unwrap();
+        let out = wait_for_handle(&a, &run).await.unwrap();
         assert_eq!(out.get::<String>("by").as_deref(), Some("new owner"));
         let history = b.history(&id).await.unwrap();
         let steps: Vec<_> = history.iter().map(|r| r.step.as_str()).collect();
@@ -668,7 +671,7 @@ fn a_run_started_by_a_client_is_picked_up_promptly_by_an_idle_worker() {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             };
             pickups.push(picked - started);
-            run.wait().await.unwrap();
+            wait_for_handle(&client, &run).await.unwrap();
         }
         pickups.sort();
         let p50 = pickups[pickups.len() / 2];
@@ -782,7 +785,7 @@ fn in_a_rolling_deploy_a_worker_claims_only_runs_of_definitions_it_registered() 
             .build()
             .await
             .unwrap();
-        let out = run.wait().await.unwrap();
+        let out = wait_for_handle(&client, &run).await.unwrap();
         assert_eq!(out.get::<bool>("a"), Some(true));
         assert_eq!(old.resumed(), std::slice::from_ref(run.id()));
         assert_eq!(count(run.id(), "b"), 0, "it finished on v1");
@@ -825,7 +828,7 @@ fn a_shut_down_worker_wakes_an_idle_one_to_take_its_runs_at_once() {
         assert!(b.resumed().is_empty(), "a's lease is live");
         let released = Instant::now();
         a.shutdown().await.unwrap();
-        let out: Data = b.wait(run.id()).await.unwrap();
+        let out: Data = wait_for_run(&b, run.id()).await.unwrap();
         assert_eq!(out.get::<bool>("gate"), Some(true));
         assert_eq!(b.resumed(), std::slice::from_ref(run.id()));
         // Woken by the release's NOTIFY, not by its poll or a lease expiry (30s).
@@ -995,7 +998,7 @@ fn a_child_run_by_another_worker_wakes_its_parent_with_its_output() {
             .start_with_id(shipment, id.clone(), Data::new())
             .await
             .unwrap();
-        let out = run.wait().await.unwrap();
+        let out = wait_for_handle(&parents, &run).await.unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(4),
             "took {:?}: a poll, not a NOTIFY",

@@ -10,7 +10,8 @@ use durable::{
     Data, Engine, Error, RunFilter, RunId, RunStatus, StepContext, StepError, StepEvent, Workflow,
 };
 use durable_tests::{
-    count, each_store, in_runtime, note, open_sqlite_retrying, scratch_dir, Backend, TestStore,
+    count, each_store, in_runtime, note, open_sqlite_retrying, run_to_end, scratch_dir,
+    wait_for_handle, wait_for_run, Backend, TestStore,
 };
 use serde_json::{json, Value};
 
@@ -99,6 +100,34 @@ durable::workflow! {
     }
 }
 
+/// Assigns a value nested 100,000 levels deep: far too deep to store, and, were it dropped
+/// recursively, deep enough to overflow the stack. Retries would not help: it is refused for good.
+async fn assign_deep(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "assign_deep");
+    Ok(data.assign("deep", nested(100_000)))
+}
+
+durable::workflow! {
+    pub deep_assign {
+        step assign_deep(retry(max_attempts = 3, backoff = constant, initial = 1ms));
+        step a;
+    }
+}
+
+/// A typed state holding JSON: the engine cannot take the type apart, only refuse it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Holder {
+    deep: Value,
+}
+
+async fn hold_deep(ctx: StepContext, mut holder: Holder) -> Result<Holder, StepError> {
+    note(&ctx, "hold_deep");
+    holder.deep = nested(100_000);
+    Ok(holder)
+}
+
+durable::workflow! { pub deep_holder(state = Holder) { step hold_deep; } }
+
 /// A `fan_out` whose operation returns a NaN.
 async fn measure(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     note(&ctx, "measure");
@@ -165,7 +194,7 @@ each_store! {
             for depth in [200, 1_000, 100_000] {
                 let run = engine.start(deep_flow, json!({ "depth": depth })).await.unwrap();
                 let id = run.id().clone();
-                let err = run.wait().await.unwrap_err();
+                let err = wait_for_handle(&engine, &run).await.unwrap_err();
                 assert!(matches!(err, Error::RunFailed { .. }), "{err}");
                 assert_eq!(
                     err.to_string(),
@@ -184,7 +213,7 @@ each_store! {
                 assert_eq!(info.status, RunStatus::Failed);
             }
             // At the limit, the state is journaled and read back.
-            let out = engine.run(deep_flow, json!({ "depth": 99 })).await.unwrap();
+            let out = run_to_end(&engine, deep_flow, json!({ "depth": 99 })).await.unwrap();
             assert_eq!(out["deep"], nested(99));
         });
         // And a new engine reads every stored run back.
@@ -194,8 +223,54 @@ each_store! {
             let runs = engine.list(done).await.unwrap();
             assert_eq!(runs.len(), 1);
             assert_eq!(runs[0].output.as_ref().unwrap()["deep"], nested(99));
-            let out: Value = engine.wait(&runs[0].id).await.unwrap();
+            let out: Value = wait_for_run(&engine, &runs[0].id).await.unwrap();
             assert_eq!(out["deep"], nested(99));
+        });
+    }
+
+    fn a_value_nested_100000_deep_fails_its_step_and_no_process_aborts(store) {
+        let failed = |id: &RunId, workflow: &str, step: &str, key: &str| {
+            format!(
+                "workflow `{workflow}` run {id} failed: step `{step}` failed after 1 attempt: the \
+                 step's output does not encode as JSON: {key}it nests arrays and objects more \
+                 than 100 levels deep, which could not be read back from the journal (the limit \
+                 is durable::data::MAX_DEPTH)"
+            )
+        };
+        let (assigned, held) = in_runtime(async {
+            let engine = Engine::builder_shared(store.open())
+                .register(deep_assign)
+                .register(deep_holder)
+                .build()
+                .await
+                .unwrap();
+            let run = engine.start(deep_assign, Data::new()).await.unwrap();
+            let id = run.id().clone();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
+            assert_eq!(err.to_string(), failed(&id, "deep_assign", "assign_deep", "key `deep`: "));
+            assert_eq!((count(&id, "assign_deep"), count(&id, "a")), (1, 0), "refused for good");
+            let run = engine.start(deep_holder, Holder { deep: json!(null) }).await.unwrap();
+            let held = run.id().clone();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
+            assert_eq!(err.to_string(), failed(&held, "deep_holder", "hold_deep", ""));
+            (id, held)
+        });
+        // A later process builds its engine and finds both runs failed: no step runs again.
+        if store.backend() == Backend::Sqlite {
+            drop(open_sqlite_retrying(&store.db_path()));
+        }
+        in_runtime(async {
+            let engine = Engine::builder_shared(store.open())
+                .register(deep_assign)
+                .register(deep_holder)
+                .build()
+                .await
+                .unwrap();
+            for id in [&assigned, &held] {
+                assert_eq!(engine.status(id).await.unwrap().status, RunStatus::Failed);
+            }
+            assert!(engine.resumed().is_empty());
+            assert_eq!((count(&assigned, "assign_deep"), count(&held, "hold_deep")), (1, 1));
         });
     }
 
@@ -222,7 +297,7 @@ each_store! {
             let engine = engine_for(&store, nan_flow).await;
             let run = engine.start(nan_flow, Data::new()).await.unwrap();
             let id = run.id().clone();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             // Terminal: the same computation gives NaN again, so it is not retried.
             assert_eq!(
                 err.to_string(),
@@ -245,7 +320,7 @@ each_store! {
             let engine = engine_for(&store, typed_nan).await;
             let run = engine.start(typed_nan, Reading { celsius: 20.0 }).await.unwrap();
             let id = run.id().clone();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert!(
                 err.to_string().starts_with(&format!(
                     "workflow `typed_nan` run {id} failed: step `overheat` failed after 1 attempt: \
@@ -269,6 +344,31 @@ each_store! {
                 "{err}"
             );
             assert!(matches!(engine.status(&RunId::from("cold")).await, Err(Error::RunNotFound { .. })));
+            // From a client too, and with `Data`, naming the key.
+            let client = engine.client();
+            let err = client
+                .start_with_id(typed_nan, "warm", Reading { celsius: f64::NAN })
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().starts_with(
+                    "workflow `typed_nan` run warm: the input does not encode as JSON: it holds \
+                     the number NaN"
+                ),
+                "{err}"
+            );
+            let err = client
+                .start_with_id(nan_flow, "ratio", Data::new().assign("ratio", f64::INFINITY))
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().starts_with(
+                    "workflow `nan_flow` run ratio: the input does not encode as JSON: key \
+                     `ratio`: it holds the number inf"
+                ),
+                "{err}"
+            );
+            assert!(engine.list(RunFilter::default()).await.unwrap().iter().all(|r| r.id.as_str() != "warm" && r.id.as_str() != "ratio"));
         });
     }
 
@@ -279,7 +379,7 @@ each_store! {
             let input = Data::new().assign("items", json!([{ "depth": 97 }, { "depth": 1 }]));
             let run = engine.start(deep_map, input).await.unwrap();
             let id = run.id().clone();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!(
@@ -299,7 +399,7 @@ each_store! {
             let engine = engine_for(&store, fan_nan).await;
             let run = engine.start(fan_nan, Data::new()).await.unwrap();
             let id = run.id().clone();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert!(
                 err.to_string().starts_with(&format!(
                     "workflow `fan_nan` run {id} failed: step `measure` failed after 1 attempt: \
@@ -334,7 +434,7 @@ each_store! {
                 let id = RunId::from(id);
                 assert_eq!(engine.status(&id).await.unwrap_err().to_string(), format!("{message}{rule}"));
                 assert_eq!(engine.history(&id).await.unwrap_err().to_string(), format!("{message}{rule}"));
-                assert_eq!(engine.wait::<Data>(&id).await.unwrap_err().to_string(), format!("{message}{rule}"));
+                assert_eq!(wait_for_run::<Data>(&engine, &id).await.unwrap_err().to_string(), format!("{message}{rule}"));
             }
             assert!(engine.list(RunFilter::default()).await.unwrap().is_empty(), "nothing was written");
             // 255 bytes, any script, is fine.
@@ -367,7 +467,7 @@ fn a_stored_value_too_deep_to_read_stalls_only_its_run_and_never_crashes_the_eng
     }
     in_runtime(async {
         let engine = engine_for(&store, gated).await;
-        let err = engine.wait::<Data>(&ids[0]).await.unwrap_err();
+        let err = wait_for_run::<Data>(&engine, &ids[0]).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -376,7 +476,7 @@ fn a_stored_value_too_deep_to_read_stalls_only_its_run_and_never_crashes_the_eng
                 ids[0]
             )
         );
-        let err = engine.wait::<Data>(&ids[1]).await.unwrap_err();
+        let err = wait_for_run::<Data>(&engine, &ids[1]).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -398,9 +498,65 @@ fn a_stored_value_too_deep_to_read_stalls_only_its_run_and_never_crashes_the_eng
             matches!(&history[0].event, StepEvent::Completed { output: Value::String(s) } if s.len() == deep.len())
         );
         // The third run is not held up.
-        let out: Data = engine.wait(&ids[2]).await.unwrap();
+        let out: Data = wait_for_run(&engine, &ids[2]).await.unwrap();
         assert_eq!(out.get::<bool>("gate"), Some(true));
         assert_eq!(count(&ids[2], "a"), 1);
+    });
+}
+
+#[test]
+fn a_damaged_run_reports_one_cause_to_status_and_wait() {
+    let (store, ids) = journal_checksum_test_store();
+    {
+        // Too deep to read, and not what durable wrote: its checksum says so first.
+        let deep = format!("{{\"x\": {}{}}}", "[".repeat(1_000), "]".repeat(1_000));
+        let conn = rusqlite::Connection::open(store.db_path()).unwrap();
+        let sql = "UPDATE durable_runs SET input = ?1 WHERE id = ?2";
+        assert_eq!(conn.execute(sql, [&deep, ids[0].as_str()]).unwrap(), 1);
+        // The other run's journal entry is changed the same way: its record is intact.
+        let sql = "UPDATE durable_journal SET payload = ?1 WHERE run_id = ?2 AND step = 'a'";
+        assert_eq!(conn.execute(sql, [&deep, ids[1].as_str()]).unwrap(), 1);
+    }
+    in_runtime(async {
+        let engine = engine_for(&store, gated).await;
+        let checksum = |id: &RunId, what: &str| {
+            format!(
+                "sqlite store `{}`: run {id}{what} does not match its checksum, so the file was \
+                 damaged or changed outside durable; the run is left as it is: restore the file \
+                 from a backup",
+                store.db_path().display()
+            )
+        };
+        // The record cannot be read: both say why, in the same words.
+        let waited = wait_for_run::<Data>(&engine, &ids[0])
+            .await
+            .unwrap_err()
+            .to_string();
+        let status = engine.status(&ids[0]).await.unwrap_err().to_string();
+        assert_eq!(
+            waited,
+            format!("store error: {}", checksum(&ids[0], ": its stored input"))
+        );
+        assert_eq!(status, waited);
+        // The journal cannot be read: the record can, and tells why the engine does not drive
+        // the run, as the waiter hears it.
+        let waited = wait_for_run::<Data>(&engine, &ids[1])
+            .await
+            .unwrap_err()
+            .to_string();
+        let info = engine.status(&ids[1]).await.unwrap();
+        assert_eq!(info.status, RunStatus::Running);
+        let stalled = info.stalled.map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(stalled, waited);
+        assert!(
+            waited.ends_with(&checksum(&ids[1], " step `a` (journal entry 1): the entry")),
+            "{waited}"
+        );
+        assert_eq!(
+            (count(&ids[0], "gate"), count(&ids[1], "gate")),
+            (1, 1),
+            "neither went on"
+        );
     });
 }
 
@@ -427,7 +583,7 @@ fn a_flipped_byte_in_a_journal_entry_is_refused_naming_run_and_step() {
     }
     in_runtime(async {
         let engine = engine_for(&store, gated).await;
-        let err = engine.wait::<Data>(&ids[0]).await.unwrap_err();
+        let err = wait_for_run::<Data>(&engine, &ids[0]).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -461,7 +617,7 @@ fn a_flipped_byte_in_a_journal_entry_is_refused_naming_run_and_step() {
         assert_eq!(count(&ids[0], "a"), 1, "the damaged step was not run again");
         assert_eq!(count(&ids[0], "gate"), 1, "the run did not go on");
         // The other run resumes.
-        let out: Data = engine.wait(&ids[1]).await.unwrap();
+        let out: Data = wait_for_run(&engine, &ids[1]).await.unwrap();
         assert_eq!(out.get::<i64>("n"), Some(7));
         assert_eq!(count(&ids[1], "a"), 1);
     });
@@ -490,14 +646,14 @@ fn a_changed_run_input_or_output_is_refused_naming_the_run() {
     );
     in_runtime(async {
         let engine = engine_for(&store, gated).await;
-        let err = engine.wait::<Data>(&ids[0]).await.unwrap_err();
+        let err = wait_for_run::<Data>(&engine, &ids[0]).await.unwrap_err();
         // The waiter reads the run's record itself, whose input fails its checksum.
         assert_eq!(
             err.to_string(),
             format!("store error: {}", damaged(&ids[0], "input"))
         );
         assert_eq!(count(&ids[0], "gate"), 1, "the run did not go on");
-        let out: Data = engine.wait(&ids[1]).await.unwrap();
+        let out: Data = wait_for_run(&engine, &ids[1]).await.unwrap();
         assert_eq!(out.get::<i64>("n"), Some(7));
         let err = engine.status(&ids[0]).await.unwrap_err();
         assert_eq!(
@@ -511,7 +667,7 @@ fn a_changed_run_input_or_output_is_refused_naming_the_run() {
     );
     in_runtime(async {
         let engine = engine_for(&store, gated).await;
-        let err = engine.wait::<Data>(&ids[1]).await.unwrap_err();
+        let err = wait_for_run::<Data>(&engine, &ids[1]).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("store error: {}", damaged(&ids[1], "output"))
@@ -550,7 +706,7 @@ fn a_file_from_before_checksums_is_migrated_and_its_entries_without_checksums_ar
     in_runtime(async {
         let engine = engine_for(&store, gated).await;
         for id in &ids {
-            let out: Data = engine.wait(id).await.unwrap();
+            let out: Data = wait_for_run(&engine, id).await.unwrap();
             assert_eq!(out.get::<i64>("n"), Some(7));
             assert_eq!(count(id, "a"), 1);
         }

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use durable::{workflow, Data, Engine, Error, StepContext, StepError, StepEvent};
 use durable_tests::gates::bounded;
-use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
+use durable_tests::{
+    count, each_store_and_postgres, events, in_runtime, note, run_to_end, wait_for_handle,
+    wait_for_run,
+};
 
 /// Fails on its first two attempts, then succeeds.
 async fn flaky(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -105,7 +108,7 @@ each_store_and_postgres! {
             let engine = Engine::builder_shared(store.open()).register(constant_backoff).build().await.unwrap();
             let started = Instant::now();
             let run = engine.start(constant_backoff, Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             let elapsed = started.elapsed();
             assert_eq!(out.get::<u32>("attempts"), Some(3));
             let key = format!("{}/flaky", run.id());
@@ -133,7 +136,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(exponential_backoff).build().await.unwrap();
             let run = engine.start(exponential_backoff, Data::new()).await.unwrap();
-            run.wait().await.unwrap();
+            wait_for_handle(&engine, &run).await.unwrap();
             let times = attempt_times(&engine.history(run.id()).await.unwrap());
             // Waits of 40ms then 120ms between the attempts' journal entries.
             let first_gap = times[1] - times[0];
@@ -172,7 +175,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(exhausted).build().await.unwrap();
             let run = engine.start(exhausted, Data::new()).await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("workflow `exhausted` run {} failed: step `always_fails` failed after 3 attempts: error 3", run.id())
@@ -190,7 +193,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(terminal).build().await.unwrap();
             let run = engine.start(terminal, Data::new()).await.unwrap();
-            let err = run.wait().await.unwrap_err().to_string();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err().to_string();
             assert!(err.ends_with("step `declined` failed after 1 attempt: card declined"), "{err}");
             assert_eq!(count(run.id(), "declined"), 1);
             assert_eq!(count(run.id(), "never_runs"), 0);
@@ -201,12 +204,12 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(panicky).register(terminal).build().await.unwrap();
             let run = engine.start(panicky, Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(out.get::<bool>("recovered"), Some(true));
             let history = engine.history(run.id()).await.unwrap();
             assert!(matches!(&history[0].event, StepEvent::AttemptFailed { error, .. } if error == "the step panicked: index out of bounds"), "{history:?}");
             // The engine still runs other work.
-            assert!(engine.run(terminal, Data::new()).await.is_err());
+            assert!(run_to_end(&engine, terminal, Data::new()).await.is_err());
         });
     }
 
@@ -228,7 +231,7 @@ each_store_and_postgres! {
         std::thread::sleep(Duration::from_millis(150));
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(long_backoff).build().await.unwrap();
-            engine.wait::<Data>(&id).await.unwrap();
+            wait_for_run::<Data>(&engine, &id).await.unwrap();
             let history = engine.history(&id).await.unwrap();
             assert_eq!(history.len(), 2);
             assert_eq!(history[1].attempt, 2, "the attempt count survives the restart");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use durable::store::{Finish, NewRun, Rejected, Write};
 use durable::{workflow, Data, Engine, Error, RunFilter, RunId, RunStatus, StepError};
-use durable_tests::{each_store, in_runtime};
+use durable_tests::{client_wait_for_run, each_store, in_runtime, wait_for_run};
 
 async fn greet(data: Data) -> Result<Data, StepError> {
     Ok(data.assign("hi", true))
@@ -81,13 +81,13 @@ each_store! {
             let waited = tokio::time::timeout(Duration::from_millis(300), engine.wait::<Data>(&sleeping)).await;
             assert!(waited.is_err(), "a suspended run is unfinished: {waited:?}");
             // The cancelled one is finished: waiting says why, naming workflow and run.
-            let error = engine.wait::<Data>(&cancelled).await.unwrap_err();
+            let error = wait_for_run::<Data>(&engine, &cancelled).await.unwrap_err();
             assert!(matches!(&error, Error::RunCancelled { reason, .. } if reason == "withdrawn"), "{error:?}");
             assert_eq!(error.to_string(), "workflow `hello` run cancelled was cancelled: withdrawn");
             let info = engine.status(&cancelled).await.unwrap();
             assert_eq!((info.status, info.failure.is_none()), (RunStatus::Cancelled, true));
             // A client reads the same.
-            let client_error = engine.client().wait::<Data>(&cancelled).await.unwrap_err();
+            let client_error = client_wait_for_run::<Data>(&engine.client(), &cancelled).await.unwrap_err();
             assert!(matches!(client_error, Error::RunCancelled { .. }));
             engine.shutdown().await.unwrap();
         });

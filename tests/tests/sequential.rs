@@ -1,7 +1,10 @@
 //! Sequential steps: order, state passing, typed state, the step context and the journal.
 
 use durable::{workflow, Data, Engine, RunStatus, StepContext, StepError, StepEvent, Workflow};
-use durable_tests::{count, each_store_and_postgres, events, in_runtime, note};
+use durable_tests::{
+    count, each_store_and_postgres, events, in_runtime, note, run_to_end, wait_for_handle,
+    wait_for_run,
+};
 use serde::{Deserialize, Serialize};
 
 async fn create_user(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -83,7 +86,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(signup).build().await.unwrap();
             let run = engine.start(signup, Data::new().assign("name", "ada")).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(out.get::<u64>("user_id"), Some(42));
             assert_eq!(out.get::<String>("email").as_deref(), Some("user42@example.com"));
             assert_eq!(out.get::<String>("greeting").as_deref(), Some("hello ada"));
@@ -115,11 +118,11 @@ each_store_and_postgres! {
             let engine = Engine::builder_shared(store.open()).register(checkout).build().await.unwrap();
             let order = Order { id: 7, total_cents: 1000, lines: vec![], paid: false };
             let run = engine.start(checkout, order).await.unwrap();
-            let out: Order = run.wait().await.unwrap();
+            let out: Order = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(out, Order { id: 7, total_cents: 1250, lines: vec!["widget".into()], paid: true });
             assert_eq!(count(run.id(), &format!("pay {}/pay", run.id())), 1);
             // Any process can read the output back, typed.
-            let again: Order = engine.wait(run.id()).await.unwrap();
+            let again: Order = wait_for_run(&engine, run.id()).await.unwrap();
             assert_eq!(again, out);
         });
     }
@@ -128,7 +131,7 @@ each_store_and_postgres! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(introspect).build().await.unwrap();
             let run = engine.start_with_id(introspect, "order-1", Data::new()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(out.get::<String>("workflow").as_deref(), Some("introspect"));
             assert_eq!(out.get::<String>("run_id").as_deref(), Some("order-1"));
             assert_eq!(out.get::<String>("step").as_deref(), Some("inspect"));
@@ -140,7 +143,8 @@ each_store_and_postgres! {
     fn a_second_start_with_the_same_id_is_refused(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(introspect).build().await.unwrap();
-            engine.start_with_id(introspect, "same", Data::new()).await.unwrap().wait().await.unwrap();
+            let run = engine.start_with_id(introspect, "same", Data::new()).await.unwrap();
+            wait_for_handle(&engine, &run).await.unwrap();
             let err = engine.start_with_id(introspect, "same", Data::new()).await.err().unwrap();
             assert!(matches!(err, durable::Error::RunExists { .. }), "{err}");
             assert_eq!(err.to_string(), "a run with id same exists already");
@@ -151,13 +155,13 @@ each_store_and_postgres! {
         let id = in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(signup).build().await.unwrap();
             let run = engine.start(signup, Data::new().assign("name", "bob")).await.unwrap();
-            run.wait().await.unwrap();
+            wait_for_handle(&engine, &run).await.unwrap();
             run.id().clone()
         });
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(signup).build().await.unwrap();
             assert!(engine.resumed().is_empty(), "a finished run is not resumed");
-            let out: Data = engine.wait(&id).await.unwrap();
+            let out: Data = wait_for_run(&engine, &id).await.unwrap();
             assert_eq!(out.get::<String>("greeting").as_deref(), Some("hello bob"));
             assert_eq!(events(&id).len(), 3, "nothing ran again");
         });
@@ -184,9 +188,7 @@ fn sqlite_works_on_a_current_thread_runtime() {
             .map(|i| {
                 let engine = engine.clone();
                 tokio::spawn(async move {
-                    engine
-                        .run(signup, Data::new().assign("name", format!("u{i}")))
-                        .await
+                    run_to_end(&engine, signup, Data::new().assign("name", format!("u{i}"))).await
                 })
             })
             .collect();

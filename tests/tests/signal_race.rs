@@ -196,7 +196,10 @@ fn a_signal_for_the_first_of_two_parallel_waits_delivered_between_their_looks_is
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        engine.signal(run.id(), "second", "on time").await.unwrap();
+        engine
+            .signal(two_waits, run.id(), "second", "on time")
+            .await
+            .unwrap();
         let output = tokio::time::timeout(Duration::from_secs(10), run.wait())
             .await
             .expect("the run ended once both signals came")

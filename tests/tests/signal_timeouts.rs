@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use durable::{workflow, Data, Engine, Error, StepError, StepEvent};
-use durable_tests::{each_store, TestStore};
+use durable_tests::{each_store, run_to_end, wait_for_handle, wait_for_run, TestStore};
 
 async fn prepare(data: Data) -> Result<Data, StepError> {
     Ok(data.assign("prepared", true))
@@ -51,7 +51,7 @@ each_store! {
             let engine = engine(&store).await;
             let started = tokio::time::Instant::now();
             let run = engine.start(retried, Data::new()).await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             let waited = started.elapsed();
             assert!(matches!(&err, Error::RunFailed { .. }), "{err:?}");
             assert!(
@@ -83,8 +83,8 @@ each_store! {
             tokio::time::sleep(Duration::from_secs(3600 + 60 + 600)).await;
             let history = engine.history(run.id()).await.unwrap();
             assert!(history.iter().any(|r| matches!(r.event, StepEvent::AttemptFailed { .. })), "{history:?}");
-            engine.signal(run.id(), "approved", "late but in time").await.unwrap();
-            let output = run.wait().await.unwrap();
+            engine.signal(retried, run.id(), "approved", "late but in time").await.unwrap();
+            let output = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!(output.get::<String>("approved").as_deref(), Some("late but in time"));
             engine.shutdown().await.unwrap();
         });
@@ -93,7 +93,7 @@ each_store! {
     fn an_optional_wait_that_times_out_is_skipped(store) {
         paused(async {
             let engine = engine(&store).await;
-            let output = engine.run(skippable, Data::new()).await.unwrap();
+            let output = run_to_end(&engine, skippable, Data::new()).await.unwrap();
             assert_eq!(output.get::<bool>("prepared"), Some(true));
             assert_eq!(output.get::<String>("approved"), None);
             engine.shutdown().await.unwrap();
@@ -176,8 +176,8 @@ fn a_resumed_retry_waits_from_when_the_retry_was_due() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert_eq!(deadline, Some(retry_at + 3_600_000));
-        engine.signal(&id, "approved", true).await.unwrap();
-        let output: Data = engine.wait(&id).await.unwrap();
+        engine.signal(retried, &id, "approved", true).await.unwrap();
+        let output: Data = wait_for_run(&engine, &id).await.unwrap();
         assert_eq!(output.get::<bool>("approved"), Some(true));
         engine.shutdown().await.unwrap();
     });

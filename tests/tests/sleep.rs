@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use durable::store::EntryKind;
 use durable::{workflow, Data, Engine, Error, RunStatus, StepContext, StepError, StepEvent};
-use durable_tests::{each_store, each_store_and_postgres, events, in_paused_runtime, note, now_ms};
+use durable_tests::{
+    each_store, each_store_and_postgres, events, in_paused_runtime, note, now_ms, wait_for_handle,
+    wait_for_run,
+};
 
 const HOUR: u64 = 3_600_000;
 
@@ -94,7 +97,7 @@ each_store! {
             tokio::time::sleep(Duration::from_millis(HOUR / 2)).await;
             assert_eq!(engine.status(&id).await.unwrap().status, RunStatus::Suspended);
             assert_eq!(events(&id), ["before"]);
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!((out.get::<bool>("before"), out.get::<bool>("after")), (Some(true), Some(true)));
             let ran = after_ran_at(&id);
             assert_eq!(ran.len(), 1, "{:?}", events(&id));
@@ -125,7 +128,7 @@ each_store! {
             let second = Engine::builder_shared(store.open()).register(remind).build().await.unwrap();
             assert!(second.resumed().is_empty(), "{:?}", second.resumed());
             assert_eq!(second.status(&id).await.unwrap().status, RunStatus::Suspended);
-            let out: Data = second.wait(&id).await.unwrap();
+            let out: Data = wait_for_run(&second, &id).await.unwrap();
             assert_eq!(out.get::<bool>("after"), Some(true));
             let ran = after_ran_at(&id);
             assert_eq!(ran.len(), 1);
@@ -150,7 +153,7 @@ each_store! {
             let second = Engine::builder_shared(store.open()).register(remind).build().await.unwrap();
             // Claimed and resumed by the build itself.
             assert_eq!(second.resumed(), std::slice::from_ref(&id));
-            let out: Data = second.wait(&id).await.unwrap();
+            let out: Data = wait_for_run(&second, &id).await.unwrap();
             assert_eq!(out.get::<bool>("after"), Some(true));
             let ran = after_ran_at(&id);
             assert_eq!(ran.len(), 1);
@@ -170,9 +173,9 @@ each_store! {
                 .await
                 .unwrap();
             let missing = engine.start(remind_at, Data::new()).await.unwrap();
-            let out = past.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &past).await.unwrap();
             assert_eq!(out.get::<bool>("after"), Some(true));
-            match missing.wait().await {
+            match wait_for_handle(&engine, &missing).await {
                 Err(Error::RunFailed { workflow, failure, .. }) => {
                     assert_eq!(workflow, "remind_at");
                     assert_eq!(failure.steps.len(), 1);
@@ -182,7 +185,7 @@ each_store! {
                 }
                 other => panic!("{other:?}"),
             }
-            by_ms.wait().await.unwrap();
+            wait_for_handle(&engine, &by_ms).await.unwrap();
             let ran = after_ran_at(by_ms.id());
             assert!(ran[0] >= due && ran[0] < due + 1_000, "woke at {} for {due}", ran[0]);
             engine.shutdown().await.unwrap();
@@ -198,7 +201,7 @@ each_store! {
             settle().await;
             assert_eq!(engine.status(&id).await.unwrap().status, RunStatus::Suspended);
             assert_eq!(events(&id), ["quick"]);
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             assert_eq!((out.get::<bool>("quick"), out.get::<bool>("after")), (Some(true), Some(true)));
             // The branch that finished before the suspension was replayed, not run again.
             assert_eq!(events(&id).iter().filter(|e| *e == "quick").count(), 1);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use durable::store::{EntryKind, JournalEntry, Store};
 use durable::{workflow, Data, Engine, RunId, StepContext, StepError};
-use durable_tests::{count, each_store, in_runtime, note};
+use durable_tests::{count, each_store, in_runtime, note, wait_for_handle, wait_for_run};
 use serde_json::{json, Value};
 
 /// Runs whose `gate` step may return; for any other run it never does.
@@ -174,7 +174,7 @@ each_store! {
             release(&id);
             let input = items_input().assign("big", "y".repeat(100_000));
             let run = engine.start_with_id(every_block, id.clone(), input).await.unwrap();
-            run.wait().await.unwrap();
+            wait_for_handle(&engine, &run).await.unwrap();
             let entries = journal(&*shared, &id).await;
             let sizes: Vec<_> = entries.iter().map(|e| (e.step.as_str(), e.kind, e.payload.len())).collect();
             // The 100 KB field is never journaled: `grow` writes its blob, the rest their change.
@@ -201,7 +201,7 @@ each_store! {
             release(&id);
             let engine = Engine::builder_shared(store.open()).register(every_block).build().await.unwrap();
             assert_eq!(engine.resumed(), std::slice::from_ref(&id));
-            let resumed: Data = engine.wait(&id).await.unwrap();
+            let resumed: Data = wait_for_run(&engine, &id).await.unwrap();
             for step in ["grow", "prune", "left", "right", "first", "second", "double"] {
                 let expected = if step == "double" { 2 } else { 1 };
                 assert_eq!(count(&id, step), expected, "{step} ran again");
@@ -211,7 +211,7 @@ each_store! {
             let reference = RunId::generate();
             release(&reference);
             let straight = engine.start_with_id(every_block, reference, items_input()).await.unwrap();
-            let straight = straight.wait().await.unwrap();
+            let straight = wait_for_handle(&engine, &straight).await.unwrap();
             assert_eq!(Value::from(resumed.clone()), Value::from(straight));
             assert_eq!(resumed.value("temp"), None);
             assert_eq!(resumed.value("profile"), Some(&json!({"name": "ada", "age": 2, "city": "london"})));
@@ -228,7 +228,7 @@ each_store! {
             release(&id);
             let shared = store.open();
             let engine = Engine::builder_shared(shared.clone()).register(array_state).build().await.unwrap();
-            let out: Vec<u32> = engine.wait(&id).await.unwrap();
+            let out: Vec<u32> = wait_for_run(&engine, &id).await.unwrap();
             assert_eq!(out, [7, 1, 2]);
             assert_eq!((count(&id, "one"), count(&id, "two")), (1, 1));
             let entries = journal(&*shared, &id).await;
@@ -441,7 +441,7 @@ each_store! {
             let slow = SlowCommits { inner: store.open(), delay: Duration::from_millis(300) };
             let engine = Engine::builder(slow).register(retried_once).build().await.unwrap();
             let run = engine.start(retried_once, Data::new()).await.unwrap();
-            run.wait().await.unwrap();
+            wait_for_handle(&engine, &run).await.unwrap();
             let history = engine.history(run.id()).await.unwrap();
             let retry_at = match &history[0].event {
                 durable::StepEvent::AttemptFailed { retry_at, .. } => *retry_at,
@@ -471,7 +471,7 @@ each_store! {
             release(&id);
             let shared = store.open();
             let engine = Engine::builder_shared(shared.clone()).register(remap).build().await.unwrap();
-            let out: Data = engine.wait(&id).await.unwrap();
+            let out: Data = wait_for_run(&engine, &id).await.unwrap();
             assert_eq!(count(&id, "double"), 2, "finished items did not run again");
             let batch = out.value("doubled").unwrap();
             assert_eq!(batch.get("stale"), None, "{batch}");

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use durable::{workflow, Data, StepContext, StepError};
+use durable_tests::{wait_for_handle, wait_for_run};
 
 /// The steps that ran. The fixture's run ids are fixed, so the tests of this file take
 /// [`SERIAL`] and run one at a time.
@@ -127,7 +128,7 @@ fn write_legacy_fixture() {
             .start_with_id(legacy, RunId::from("legacy-done"), legacy_input())
             .await
             .unwrap();
-        done.wait().await.unwrap();
+        wait_for_handle(&engine, &done).await.unwrap();
         GATE_OPEN.store(false, Ordering::SeqCst);
         let open = engine
             .start_with_id(legacy, RunId::from("legacy-open"), legacy_input())
@@ -270,12 +271,12 @@ fn write_journal_v2_fixture() {
             .start_with_id(legacy, RunId::from("legacy-done"), legacy_input())
             .await
             .unwrap();
-        done.wait().await.unwrap();
+        wait_for_handle(&engine, &done).await.unwrap();
         let done = engine
             .start_with_id(journal_v2, RunId::from("v2-done"), legacy_input())
             .await
             .unwrap();
-        done.wait().await.unwrap();
+        wait_for_handle(&engine, &done).await.unwrap();
         GATE_OPEN.store(false, Ordering::SeqCst);
         OPS_GATE_OPEN.store(false, Ordering::SeqCst);
         let open = engine
@@ -372,7 +373,7 @@ durable_tests::each_store! {
             let open = durable::RunId::from("legacy-open");
             let done = durable::RunId::from("legacy-done");
             assert_eq!(engine.resumed(), std::slice::from_ref(&open));
-            let out: Data = engine.wait(&open).await.unwrap();
+            let out: Data = wait_for_run(&engine, &open).await.unwrap();
             // Every step before `gate` replayed from its whole-state entry: none ran again,
             // and the result is the one the old code computed for the same input.
             assert_eq!(*RAN.lock().unwrap(), ["gate"]);
@@ -506,7 +507,7 @@ fn resume_fixture(store: &durable_tests::TestStore, runs: &[&str]) -> Vec<Resume
         let mut resumed = Vec::new();
         for &id in runs {
             let id = durable::RunId::from(id);
-            let out: serde_json::Value = engine.wait(&id).await.unwrap();
+            let out: serde_json::Value = wait_for_run(&engine, &id).await.unwrap();
             let ran = RAN_IN
                 .lock()
                 .unwrap()

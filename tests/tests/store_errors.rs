@@ -13,7 +13,7 @@ use durable::store::{
     JournalEntry, NewRun, Rejected, RunFilter, RunRecord, Store, StoreError, StoreErrorKind, Write,
 };
 use durable::{workflow, BoxFuture, Data, Engine, Error, RunId, StepContext, StepError};
-use durable_tests::{count, each_store, in_runtime, note, scratch_dir};
+use durable_tests::{count, each_store, in_runtime, note, scratch_dir, wait_for_handle};
 
 /// Which commit to answer with a failure although it went through.
 type LostAck = Box<dyn Fn(&[Write]) -> bool + Send>;
@@ -197,7 +197,7 @@ fn a_store_error_that_cannot_pass_fails_the_write_at_once_and_a_transient_one_is
                 0,
                 "the start's commit failed three times with a {kind} failure, and was retried"
             );
-            run.wait().await.unwrap();
+            wait_for_handle(&engine, &run).await.unwrap();
         }
     });
 }
@@ -217,7 +217,7 @@ each_store! {
                 *faulty.lose_ack.lock().unwrap() =
                     Some(Box::new(move |batch: &[Write]| appends_step(batch, lost)));
                 let run = engine.start(errs, Data::new()).await.unwrap();
-                let out = run.wait().await.unwrap_or_else(|e| panic!("lost {lost}: {e}"));
+                let out = wait_for_handle(&engine, &run).await.unwrap_or_else(|e| panic!("lost {lost}: {e}"));
                 assert_eq!(out.get::<bool>("three"), Some(true));
                 assert!(faulty.lose_ack.lock().unwrap().is_none(), "the failure was injected");
                 for step in ["one", "two", "three"] {
@@ -259,7 +259,7 @@ fn a_store_failure_keeps_its_chain_of_causes_down_to_the_io_error() {
             1,
         );
         GO.store(true, Ordering::SeqCst);
-        let err = run.wait().await.unwrap_err();
+        let err = wait_for_handle(&engine, &run).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(

@@ -12,7 +12,9 @@ use durable::{
     workflow, Data, Definition, Engine, Error, Merge, Node, OnError, StepContext, StepError,
     StepEvent, Workflow,
 };
-use durable_tests::{count, each_store, in_runtime, note};
+use durable_tests::{
+    count, each_store, in_runtime, note, run_to_end, wait_for_handle, wait_for_run,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -409,7 +411,7 @@ each_store! {
     fn collect_results_reach_the_next_step_and_the_output(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(collect_typed).build().await.unwrap();
-            let out = engine.run(collect_typed, order()).await.unwrap();
+            let out = run_to_end(&engine, collect_typed, order()).await.unwrap();
             assert_eq!(out.parallel_results, Some(json!({"price": {"total": 100}, "tax": {"total": 20}})));
             assert_eq!(out.total, 0, "collect keeps the snapshot");
             assert_eq!(out.seen, ["price total 100", "tax total 20"]);
@@ -419,7 +421,7 @@ each_store! {
     fn a_maps_batch_result_reaches_the_next_step_and_the_output(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(map_typed).build().await.unwrap();
-            let out = engine.run(map_typed, order()).await.unwrap();
+            let out = run_to_end(&engine, map_typed, order()).await.unwrap();
             let batch = out.charge.expect("the map's result is in the state");
             assert_eq!(batch.status, BatchStatus::Completed);
             let skus: Vec<_> = batch.get_results().iter().map(|l| (l.sku.as_str(), l.charged)).collect();
@@ -431,7 +433,7 @@ each_store! {
     fn an_optional_failure_in_a_parallel_block_reaches_the_next_step(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(optional_in_parallel_typed).build().await.unwrap();
-            let out = engine.run(optional_in_parallel_typed, order()).await.unwrap();
+            let out = run_to_end(&engine, optional_in_parallel_typed, order()).await.unwrap();
             let errors = out.parallel_errors.expect("the failure is in the state");
             assert_eq!(errors, HashMap::from([("sms".to_owned(), "sms is down".to_owned())]));
             assert_eq!(out.seen, ["push", "sms failed: sms is down"]);
@@ -442,7 +444,7 @@ each_store! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(optional_in_dag_typed).build().await.unwrap();
             let run = engine.start(optional_in_dag_typed, order()).await.unwrap();
-            let out = run.wait().await.unwrap();
+            let out = wait_for_handle(&engine, &run).await.unwrap();
             let errors = out.parallel_errors.expect("the dag records its optional failure");
             assert_eq!(errors, HashMap::from([("email".to_owned(), "email is down".to_owned())]));
             assert_eq!(out.seen, ["pack", "ship", "email failed: email is down"]);
@@ -453,7 +455,7 @@ each_store! {
     fn an_optional_failure_in_a_dag_is_recorded_in_data_too(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(optional_in_dag_data).build().await.unwrap();
-            let out = engine.run(optional_in_dag_data, Data::new()).await.unwrap();
+            let out = run_to_end(&engine, optional_in_dag_data, Data::new()).await.unwrap();
             assert_eq!(out.value("parallel_errors"), Some(&json!({"email": "email is down"})));
             assert_eq!(out.get::<bool>("packed"), Some(true));
         });
@@ -468,7 +470,7 @@ each_store! {
                 .await
                 .unwrap();
             let run = engine.start(optional_in_dag_typed, order()).await.unwrap();
-            run.wait().await.unwrap();
+            wait_for_handle(&engine, &run).await.unwrap();
             let failed: Vec<_> = engine.history(run.id()).await.unwrap().into_iter()
                 .filter(|r| matches!(r.event, StepEvent::Failed { .. }))
                 .map(|r| (r.step, r.event))
@@ -476,7 +478,7 @@ each_store! {
             assert_eq!(failed, [("email".to_owned(), StepEvent::Failed { error: "email is down".into(), optional: true })]);
 
             let run = engine.start(handmade_fail, Data::new()).await.unwrap();
-            assert!(matches!(run.wait().await, Err(Error::RunFailed { .. })));
+            assert!(matches!(wait_for_handle(&engine, &run).await, Err(Error::RunFailed { .. })));
             let last = engine.history(run.id()).await.unwrap().pop().unwrap();
             assert_eq!((last.step.as_str(), last.event), ("required", StepEvent::Failed { error: "required is down".into(), optional: false }));
         });
@@ -491,9 +493,9 @@ each_store! {
                 .await
                 .unwrap();
             let done = engine.start(optional_in_dag_data, Data::new()).await.unwrap();
-            done.wait().await.unwrap();
+            wait_for_handle(&engine, &done).await.unwrap();
             let failed = engine.start(handmade_fail, Data::new()).await.unwrap();
-            failed.wait().await.unwrap_err();
+            wait_for_handle(&engine, &failed).await.unwrap_err();
             (done.id().clone(), failed.id().clone())
         });
         in_runtime(async {
@@ -509,7 +511,7 @@ each_store! {
         let id = in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(broken::keep_results).build().await.unwrap();
             let run = engine.start(broken::keep_results, broken::Order { id: 1, ..Default::default() }).await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             assert!(matches!(err, Error::BadState { .. }), "{err:?}");
             assert_eq!(
                 err.to_string(),
@@ -531,7 +533,7 @@ each_store! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(fixed::keep_results).build().await.unwrap();
             assert_eq!(engine.resumed(), std::slice::from_ref(&id));
-            let out: fixed::Order = engine.wait(&id).await.unwrap();
+            let out: fixed::Order = wait_for_run(&engine, &id).await.unwrap();
             assert_eq!(out.parallel_results, Some(json!({"price": {"total": 100}, "tax": {"total": 20}})));
             assert_eq!((count(&id, "price"), count(&id, "tax"), count(&id, "done")), (1, 1, 1), "the branches did not run again");
         });
@@ -540,7 +542,7 @@ each_store! {
     fn a_named_parallel_blocks_batch_result_is_kept_or_stops_the_run(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(quotes_fixed::quoting).build().await.unwrap();
-            let out = engine.run(quotes_fixed::quoting, Default::default()).await.unwrap();
+            let out = run_to_end(&engine, quotes_fixed::quoting, Default::default()).await.unwrap();
             let batch = out.quotes.expect("the batch result reached the output");
             assert_eq!((batch.success_count, batch.failure_count), (1, 1));
             assert_eq!(batch.items[0].error.as_deref(), Some("supplier down"));
@@ -550,7 +552,7 @@ each_store! {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(quotes_broken::quoting).build().await.unwrap();
             let run = engine.start(quotes_broken::quoting, Default::default()).await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             let text = err.to_string();
             assert!(matches!(err, Error::BadState { .. }), "{err:?}");
             assert!(
@@ -566,7 +568,7 @@ each_store! {
             let engine = Engine::builder_shared(store.open()).register(handmade).build().await.unwrap();
             let input = Bare { lines: order().lines };
             let run = engine.start(handmade, input).await.unwrap();
-            let err = run.wait().await.unwrap_err();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err();
             let text = err.to_string();
             assert!(matches!(&err, Error::BadState { workflow, run_id, .. } if workflow == "handmade" && run_id == run.id()), "{err:?}");
             assert!(
@@ -582,7 +584,7 @@ each_store! {
     fn an_item_type_that_drops_collect_results_stops_the_run_naming_the_item(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(handmade_items).build().await.unwrap();
-            let err = engine.run(handmade_items, Data::new()).await.unwrap_err();
+            let err = run_to_end(&engine, handmade_items, Data::new()).await.unwrap_err();
             let text = err.to_string();
             assert!(matches!(err, Error::BadState { .. }), "{err:?}");
             assert!(
@@ -594,7 +596,7 @@ each_store! {
     fn a_narrower_field_type_stops_the_run_too(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(handmade_narrow).build().await.unwrap();
-            let err = engine.run(handmade_narrow, Narrow::default()).await.unwrap_err();
+            let err = run_to_end(&engine, handmade_narrow, Narrow::default()).await.unwrap_err();
             let text = err.to_string();
             assert!(
                 text.contains("the `parallel(merge = collect)` block (branch) wrote `parallel_results` into the state, but the state type `typed_state::Narrow` does not hold it as written, so the next step would lose part of it"),
@@ -606,7 +608,7 @@ each_store! {
     fn an_explicit_data_state_takes_any_field(store) {
         in_runtime(async {
             let engine = Engine::builder_shared(store.open()).register(explicit_data).build().await.unwrap();
-            let out = engine.run(explicit_data, Data::new()).await.unwrap();
+            let out = run_to_end(&engine, explicit_data, Data::new()).await.unwrap();
             assert_eq!(out.value("parallel_results"), Some(&json!({"collect_data": {"n": 1}})));
             assert_eq!(out.value("each").and_then(|b| b.get("succeeded")), Some(&json!(1)));
         });

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use durable::store::memory::MemoryStore;
 use durable::{workflow, Data, Engine, StepContext, StepError};
-use durable_tests::{count, in_runtime, note};
+use durable_tests::{count, in_runtime, note, wait_for_run};
 
 /// Hangs on its first call in a run.
 async fn gate(ctx: StepContext, data: Data) -> Result<Data, StepError> {
@@ -54,7 +54,7 @@ fn a_shut_down_engine_hands_its_runs_over_at_once() {
             .await
             .unwrap();
         assert_eq!(b.resumed(), std::slice::from_ref(run.id()));
-        let out: Data = b.wait(run.id()).await.unwrap();
+        let out: Data = wait_for_run(&b, run.id()).await.unwrap();
         assert_eq!(out.get::<bool>("gate"), Some(true));
         assert_eq!(
             count(run.id(), "first"),
@@ -62,7 +62,10 @@ fn a_shut_down_engine_hands_its_runs_over_at_once() {
             "the finished step did not run again"
         );
         // The first engine reports why it no longer drives the run.
-        let err = a.wait::<Data>(run.id()).await.unwrap_err().to_string();
+        let err = wait_for_run::<Data>(&a, run.id())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("the engine shut down while run"), "{err}");
     });
 }
@@ -92,7 +95,7 @@ fn a_dead_workers_runs_are_taken_over_when_its_lease_expires() {
             .build()
             .await
             .unwrap();
-        let out: Data = b.wait(&id).await.unwrap();
+        let out: Data = wait_for_run(&b, &id).await.unwrap();
         assert_eq!(out.get::<bool>("gate"), Some(true));
         assert!(b.resumed().contains(&id));
         assert!(started.elapsed() < Duration::from_secs(5));

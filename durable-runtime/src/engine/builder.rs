@@ -226,7 +226,7 @@ impl EngineBuilder {
             beat: tokio::sync::Mutex::new(()),
             changed: Default::default(),
             timer: Default::default(),
-            health: Mutex::default(),
+            health: Arc::default(),
             max_runs: self.max_runs,
             slots: (self.max_runs < tokio::sync::Semaphore::MAX_PERMITS)
                 .then(|| Arc::new(tokio::sync::Semaphore::new(self.max_runs))),

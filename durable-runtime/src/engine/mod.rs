@@ -108,8 +108,9 @@ struct Shared {
     /// Notified when this engine starts driving a run or stops: waiters on a run it does
     /// not drive (yet) look again at once instead of on their next poll.
     changed: Arc<Notify>,
-    /// What went wrong in the worker last, and how often (see [`Engine::health`]).
-    health: Mutex<Health>,
+    /// What went wrong in the worker last, and how often (see [`Engine::health`]). Shared with
+    /// the run tasks, which report why they stopped driving a run.
+    health: Arc<Mutex<Health>>,
     /// The most runs this engine drives at once (`usize::MAX`: no limit).
     max_runs: usize,
     /// One permit per run this engine may drive (`None`: no limit). A run driven holds one;
@@ -547,9 +548,10 @@ impl Engine {
         self.shared.client.clone()
     }
 
-    /// How the worker fares: the last error of its heartbeat or its claims (renewing
-    /// leases, claiming runs, resuming them), when it happened, and how many there were.
-    /// Each is also logged with `tracing::warn!`.
+    /// How the worker fares: the last error of its heartbeat, its claims (renewing leases,
+    /// claiming runs, resuming them) or the runs it drives (a run it stopped driving, such as
+    /// one whose writes the store refused after another worker took its lease over), when it
+    /// happened, and how many there were. Each is also logged with `tracing::warn!`.
     ///
     /// ```
     /// # use durable::store::memory::MemoryStore;

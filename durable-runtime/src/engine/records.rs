@@ -33,6 +33,7 @@ impl<W: Workflow> RunHandle<W> {
 
 /// What the store knows of a run.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RunInfo {
     /// Its id.
     pub id: RunId,
@@ -46,7 +47,14 @@ pub struct RunInfo {
     pub output: Option<Value>,
     /// Why it failed, once failed.
     pub failure: Option<RunFailure>,
-    /// Why this engine cannot drive it, if it is unfinished and stuck here.
+    /// Why this engine does not drive the run although it is unfinished, as
+    /// [`Engine::wait`](crate::Engine::wait) reports it: its workflow, or the definition it
+    /// started under, is not registered here; its journal or stored input cannot be read
+    /// (damaged, changed outside durable, nested too deep); the store failed under it, or
+    /// another worker took its lease over; this engine shut down. The engine stalls such a
+    /// run alone and drives the others. A run whose record itself cannot be read has no
+    /// `RunInfo`: [`Engine::status`](crate::Engine::status) fails with that cause, as `wait`
+    /// does. Always `None` from a [`Client`](crate::Client), which drives nothing.
     pub stalled: Option<Error>,
     /// The definition fingerprint it started under.
     pub fingerprint: String,
@@ -80,6 +88,7 @@ impl RunInfo {
 
 /// A page of [`Engine::list_page`](crate::Engine::list_page).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RunPage {
     /// The runs, newest first.
     pub runs: Vec<RunInfo>,
@@ -89,6 +98,7 @@ pub struct RunPage {
 
 /// One entry of a run's history.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct StepRecord {
     /// Position in the journal, from 1.
     pub seq: u64,
@@ -104,6 +114,7 @@ pub struct StepRecord {
 
 /// What happened to a step.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum StepEvent {
     /// It finished with this output.
     Completed {

@@ -7,8 +7,15 @@
 //! it is suspended. A refused message is an error naming the run (and workflow and step where
 //! known), and nothing is stored.
 //!
-//! A [`Client`] has no definitions registered, so [`Client::signal`] takes the workflow, as
-//! [`Client::start`] does, to check the signal's name against it.
+//! Both [`Engine::signal`] and [`Client::signal`] take the workflow, as `start` does: a client
+//! has no definitions registered, and one call with the same checks serves both (the run is
+//! of that workflow, the workflow waits for that signal).
+//!
+//! A payload is encoded by the journal's encoder (`encode.rs`), never through a
+//! `serde_json::Value` first: that would turn NaN and infinities into `null`, changing what
+//! was sent; the encoder refuses them instead.
+
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -21,13 +28,20 @@ use crate::store::{inbox_kinds, EntryKind, Event, Rejected, RunRecord, Store};
 use crate::RunId;
 
 impl Engine {
-    /// Sends signal `name` with `payload` to run `id`: the run's `wait_for name` takes it
-    /// (now, or when it gets there: a signal sent before the run waits is kept), and its
-    /// payload goes into the state under `name`. Two signals of one name go to two
+    /// Sends signal `name` with `payload` to run `id` of `workflow`: the run's `wait_for name`
+    /// takes it (now, or when it gets there: a signal sent before the run waits is kept), and
+    /// its payload goes into the state under `name`. Two signals of one name go to two
     /// successive waits, in the order sent. A suspended run wakes at once.
     ///
-    /// Refused with [`Error::SignalRefused`], storing nothing, when the run is unknown or
-    /// finished, or its workflow (as registered with this engine) never waits for `name`.
+    /// The workflow is given, as to [`start`](Self::start), so that the run is checked to be
+    /// one of it and `name` to be a signal it waits for, on the definition the run started
+    /// under when this engine registers it (else on `workflow`'s): the same call, with the
+    /// same checks, as [`Client::signal`] in a process that drives nothing.
+    ///
+    /// Refused with [`Error::SignalRefused`], storing nothing, when the run is unknown,
+    /// finished or of another workflow, the workflow never waits for `name`, or the payload
+    /// does not encode as JSON (NaN or an infinity, nesting past
+    /// [`MAX_DEPTH`](crate::data::MAX_DEPTH)): it is never stored changed.
     ///
     /// ```
     /// use durable::{workflow, Data, Engine, StepError};
@@ -40,40 +54,37 @@ impl Engine {
     /// let engine = Engine::builder(MemoryStore::new()).register(review).build().await?;
     /// let run = engine.start(review, Data::new()).await?;
     /// // A name the workflow never waits for is refused.
-    /// let err = engine.signal(run.id(), "aproved", true).await.unwrap_err();
+    /// let err = engine.signal(review, run.id(), "aproved", true).await.unwrap_err();
     /// assert!(err.to_string().contains("never waits for signal `aproved`"), "{err}");
-    /// engine.signal(run.id(), "approved", "ann").await?;
+    /// // So is a number JSON cannot hold, rather than sent as `null`.
+    /// let err = engine.signal(review, run.id(), "approved", f64::NAN).await.unwrap_err();
+    /// assert!(err.to_string().contains("it holds the number NaN"), "{err}");
+    /// engine.signal(review, run.id(), "approved", "ann").await?;
     /// let output = run.wait().await?;
     /// assert_eq!(output.get::<String>("approved").as_deref(), Some("ann"));
     /// // So is a signal to a finished run.
-    /// assert!(engine.signal(run.id(), "approved", "bob").await.is_err());
+    /// assert!(engine.signal(review, run.id(), "approved", "bob").await.is_err());
     /// # Ok(()) }
     /// ```
-    pub async fn signal(
+    pub async fn signal<W: Workflow>(
         &self,
+        workflow: W,
         id: &RunId,
         name: &str,
         payload: impl Serialize,
     ) -> Result<(), Error> {
         id.check()?;
-        let store = &self.shared.store;
-        let run = existing_run(&**store, id, name).await?;
-        let def = self
+        let store = &*self.shared.store;
+        let run = run_of::<W>(store, id, name).await?;
+        // The definition the run started under, when registered here: it may wait for a
+        // signal the current one no longer does.
+        let started_under = self
             .shared
             .versions
-            .get(&(run.workflow.as_str(), run.fingerprint.clone()))
-            .or_else(|| self.shared.workflows.get(run.workflow.as_str()));
-        let Some(def) = def else {
-            return Err(refused(
-                Some(&run),
-                id,
-                name,
-                "its workflow is not registered with this engine, so the signal's name cannot \
-                 be checked: register the workflow, or send it with Client::signal"
-                    .into(),
-            ));
-        };
-        deliver_signal(&**store, def, &run, name, payload).await
+            .get(&(W::NAME, run.fingerprint.clone()))
+            .cloned();
+        let def = started_under.unwrap_or_else(|| Arc::new(workflow.definition()));
+        deliver_signal(store, &def, &run, name, payload).await
     }
 
     /// Completes the callback whose token a `callback` item's submit function handed out:
@@ -104,8 +115,8 @@ impl Engine {
 impl Client {
     /// Sends signal `name` with `payload` to run `id` of `workflow` (see [`Engine::signal`]),
     /// from any process, beside the engine that drives the store: the engine notices the
-    /// message through its watch and wakes the run. The workflow is given to check the name
-    /// against (a client has no definitions registered); a run of another workflow is refused.
+    /// message through its watch and wakes the run. The name is checked against `workflow`'s
+    /// definition; a run of another workflow is refused.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -132,15 +143,7 @@ impl Client {
         payload: impl Serialize,
     ) -> Result<(), Error> {
         id.check()?;
-        let run = existing_run(&*self.store, id, name).await?;
-        if run.workflow != W::NAME {
-            let reason = format!(
-                "the run is of workflow `{}`, not `{}`",
-                run.workflow,
-                W::NAME
-            );
-            return Err(refused(Some(&run), id, name, reason));
-        }
+        let run = run_of::<W>(&*self.store, id, name).await?;
         deliver_signal(&*self.store, &workflow.definition(), &run, name, payload).await
     }
 
@@ -172,12 +175,24 @@ fn refused(run: Option<&RunRecord>, id: &RunId, name: &str, reason: String) -> E
     }
 }
 
-/// The run, if it exists and is unfinished.
-async fn existing_run(store: &dyn Store, id: &RunId, name: &str) -> Result<RunRecord, Error> {
+/// The run, if it exists, is unfinished and is a run of workflow `W`.
+async fn run_of<W: Workflow>(
+    store: &dyn Store,
+    id: &RunId,
+    name: &str,
+) -> Result<RunRecord, Error> {
     match store.load_run(id).await.map_err(Error::Store)? {
         None => Err(refused(None, id, name, "no run with this id".into())),
         Some(run) if run.status.is_finished() => {
             let reason = format!("the run has finished ({})", run.status.as_str());
+            Err(refused(Some(&run), id, name, reason))
+        }
+        Some(run) if run.workflow != W::NAME => {
+            let reason = format!(
+                "the run is of workflow `{}`, not `{}`",
+                run.workflow,
+                W::NAME
+            );
             Err(refused(Some(&run), id, name, reason))
         }
         Some(run) => Ok(run),
@@ -226,10 +241,17 @@ async fn deliver_signal(
     }
 }
 
+/// The payload as inbox text, through the journal's own encoder: serde_json alone would turn
+/// NaN and infinities into `null` (changing what was sent) and recurse through any nesting.
 fn payload_text(payload: impl Serialize) -> Result<String, String> {
-    let value = serde_json::to_value(payload)
-        .map_err(|e| format!("the payload does not encode as JSON: {e}"))?;
-    crate::encode::to_text(&value).map_err(|e| format!("the payload cannot be journaled: {e}"))
+    crate::encode::into_text(payload)
+        .map_err(|e| format!("the payload does not encode as JSON: {e}"))
+}
+
+/// A callback's completion as the inbox holds it: `{"ok": payload}`.
+#[derive(Serialize)]
+struct Completion<T> {
+    ok: T,
 }
 
 /// Delivers a callback's completion (`Ok`) or failure (`Err`) for `token`.
@@ -260,14 +282,9 @@ async fn complete<T: Serialize>(
         return Err(refuse(None, Some(&id), None, "no run with this id".into()));
     };
     let workflow = Some(run.workflow.as_str());
-    if run.status.is_finished() {
-        let reason = format!(
-            "the run has finished ({}): its tokens are good no more",
-            run.status.as_str()
-        );
-        return Err(refuse(workflow, Some(&id), None, reason));
-    }
-    // The run must have made this token (journaled before its submit function ran).
+    // The run must have made this token (journaled before its submit function ran); that
+    // entry names the callback's step, for a finished run too. A token the run did not make
+    // (a forged secret) names no step: nothing tells which one it was meant for.
     let journal = store.load_journal(&id).await.map_err(Error::Store)?;
     let step = journal.into_iter().find_map(|entry| {
         (entry.kind == EntryKind::CallbackCreated)
@@ -286,26 +303,25 @@ async fn complete<T: Serialize>(
             "the run made no callback with this token".into(),
         ));
     };
-    let payload = match outcome {
-        Ok(value) => {
-            let value = serde_json::to_value(value).map_err(|e| {
-                refuse(
-                    workflow,
-                    Some(&id),
-                    Some(&step),
-                    format!("the payload does not encode as JSON: {e}"),
-                )
-            })?;
-            json!({ "ok": value })
-        }
-        Err(error) => json!({ "error": Value::String(error) }),
-    };
-    let text = crate::encode::to_text(&payload).map_err(|e| {
+    if run.status.is_finished() {
+        let reason = format!(
+            "the run has finished ({}): its tokens are good no more",
+            run.status.as_str()
+        );
+        return Err(refuse(workflow, Some(&id), Some(&step), reason));
+    }
+    // `{"ok": payload}`, encoded in one pass with the payload itself (not a `Value` made of it
+    // first, which would have turned NaN and infinities into `null`).
+    let text = match outcome {
+        Ok(value) => crate::encode::into_text(Completion { ok: value }),
+        Err(error) => crate::encode::to_text(&json!({ "error": Value::String(error) })),
+    }
+    .map_err(|e| {
         refuse(
             workflow,
             Some(&id),
             Some(&step),
-            format!("the payload cannot be journaled: {e}"),
+            format!("the payload does not encode as JSON: {e}"),
         )
     })?;
     match store

@@ -3,7 +3,7 @@
 //! reported (logged, and kept for [`Engine::health`](super::Engine::health)), not dropped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -173,19 +173,9 @@ impl Shared {
                 return Ok(());
             }
         };
-        let input = match crate::encode::decode(&run.input) {
-            Ok(input) => input,
-            Err(e) => {
-                let error = Error::BadState {
-                    workflow: run.workflow.clone(),
-                    run_id: run.id.clone(),
-                    step: None,
-                    message: format!("its stored input {e}"),
-                };
-                self.stall(&run, error);
-                return Ok(());
-            }
-        };
+        // The journal first: a store that checks what it reads (SQLite's checksums) checks the
+        // run's input with it, so a changed input is reported as changed (what `status` and
+        // `wait` say too), not as whatever its text fails on.
         let journal = match self.store.load_journal(&run.id).await {
             Ok(journal) => journal,
             Err(e) => {
@@ -195,6 +185,19 @@ impl Shared {
                     "workflow `{}` run {}: cannot load its journal",
                     run.workflow, run.id
                 )));
+                self.stall(&run, error);
+                return Ok(());
+            }
+        };
+        let input = match crate::encode::decode(&run.input) {
+            Ok(input) => input,
+            Err(e) => {
+                let error = Error::BadState {
+                    workflow: run.workflow.clone(),
+                    run_id: run.id.clone(),
+                    step: None,
+                    message: format!("its stored input {e}"),
+                };
                 self.stall(&run, error);
                 return Ok(());
             }
@@ -257,6 +260,7 @@ impl Shared {
         let changed = Arc::clone(&self.changed);
         let timer = Arc::clone(&self.timer);
         let (wake, backlog) = (Arc::clone(&self.wake), Arc::clone(&self.backlog));
+        let health = Arc::clone(&self.health);
         let run_id = id.clone();
         let handle = tokio::spawn(async move {
             // A panic of the engine itself (never a step's: those are caught per attempt) must
@@ -285,13 +289,15 @@ impl Shared {
                     lock(&stalled).insert(run_id.clone(), error.clone());
                 }
                 Walked::Ended(Err(error)) => {
-                    // Not journaled as finished: remember why, for later waiters.
+                    // Not journaled as finished: remember why, for later waiters, and tell
+                    // `Engine::health` (a lost lease, a store that failed under the run).
                     tracing::warn!(
                         workflow,
                         run = run_id.as_str(),
                         error = %error,
                         "durable stopped driving a run; it stays unfinished"
                     );
+                    keep(&health, "driving a run", Some(&run_id), error);
                     lock(&stalled).insert(run_id.clone(), error.clone());
                 }
             }
@@ -337,15 +343,20 @@ impl Shared {
             error = %error,
             "durable worker error"
         );
-        let mut health = lock(&self.health);
-        health.errors += 1;
-        health.last_error = Some(WorkerError {
-            during,
-            run: run.map(|r| r.id.clone()),
-            error: error.clone(),
-            at: now_millis(),
-        });
+        keep(&self.health, during, run.map(|r| &r.id), error);
     }
+}
+
+/// Keeps `error` as the worker's last, for [`Engine::health`](super::Engine::health).
+fn keep(health: &Mutex<Health>, during: &'static str, run: Option<&RunId>, error: &Error) {
+    let mut health = lock(health);
+    health.errors += 1;
+    health.last_error = Some(WorkerError {
+        during,
+        run: run.cloned(),
+        error: error.clone(),
+        at: now_millis(),
+    });
 }
 
 /// How an engine's worker fares (see [`Engine::health`](super::Engine::health)).

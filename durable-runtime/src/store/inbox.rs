@@ -16,7 +16,7 @@
 
 /// What kind of message an [`InboxMessage`] is (the store keeps the name as text).
 pub mod kinds {
-    /// A signal sent with `engine.signal(run, name, payload)`: `name` is the signal's name.
+    /// A signal sent with `engine.signal(workflow, run, name, payload)`: `name` is the signal's name.
     pub const SIGNAL: &str = "signal";
     /// A callback's completion (`engine.complete_callback` / `fail_callback`): `name` is the
     /// callback's token, the payload `{"ok": <value>}` or `{"error": "..."}`. A store refuses

@@ -224,6 +224,9 @@ pub struct NewRun {
 }
 
 /// One write of a batch.
+///
+/// Exhaustive on purpose, as [`Finish`] is: a store must apply every write, so a new kind of
+/// write is a compile error in every store rather than an arm a store could skip.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     /// Create a run.
@@ -253,6 +256,7 @@ impl Write {
 
 /// Why a store refused one write of a batch (the others still commit).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rejected {
     /// A run with this id exists already.
     DuplicateRun,
@@ -590,6 +594,7 @@ pub trait ClaimableWatch: Send + 'static {
 /// assert_eq!((claim.owner, claim.limit), ("worker-1", 16));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Claim<'a> {
     /// The claiming worker.
     pub owner: &'a str,

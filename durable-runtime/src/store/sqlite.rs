@@ -66,6 +66,7 @@ const SCHEMA_VERSION: i64 = 7;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Synchronous {
     /// fsync the WAL on every commit: a committed step survives a power cut. The default.
     #[default]

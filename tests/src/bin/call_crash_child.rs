@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use durable::store::sqlite::SqliteStore;
 use durable::{workflow, Data, Engine, Error, RunId, StepContext, StepError};
+use durable_tests::wait_for_run;
 
 fn record(ctx: &StepContext, what: &str) {
     let path = std::env::var("CRASH_LOG").expect("CRASH_LOG");
@@ -79,7 +80,7 @@ async fn main() {
         }
     }
     for id in &ids {
-        match engine.wait::<Data>(id).await {
+        match wait_for_run::<Data>(&engine, id).await {
             Ok(out) => println!("{}", serde_json::Value::from(out)),
             Err(e) => {
                 eprintln!("{e}");

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use durable::store::sqlite::SqliteStore;
 use durable::{workflow, Data, Engine, Error, StepContext, StepError};
+use durable_tests::wait_for_run;
 
 /// Appends one line with a single `write` call, so a kill never leaves half a line.
 fn record(line: String) {
@@ -200,7 +201,7 @@ async fn main() {
         Ok(()) | Err(Error::RunExists { .. }) => {}
         Err(e) => panic!("{e}"),
     }
-    match engine.wait::<Data>(&"crash-run".into()).await {
+    match wait_for_run::<Data>(&engine, &"crash-run".into()).await {
         Ok(out) => println!("{}", serde_json::Value::from(out)),
         Err(e) => {
             eprintln!("{e}");

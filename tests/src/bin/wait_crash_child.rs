@@ -15,6 +15,7 @@ use std::time::Duration;
 use durable::callback::Callback;
 use durable::store::sqlite::SqliteStore;
 use durable::{workflow, Data, Engine, Error, RunId, StepContext, StepError};
+use durable_tests::wait_for_run;
 
 fn record(line: String) {
     let path = std::env::var("CRASH_LOG").expect("CRASH_LOG");
@@ -76,7 +77,7 @@ async fn main() {
         }
     }
     for id in &ids {
-        match engine.wait::<Data>(id).await {
+        match wait_for_run::<Data>(&engine, id).await {
             Ok(out) => println!("{}", serde_json::Value::from(out)),
             Err(e) => {
                 eprintln!("{e}");
