@@ -86,6 +86,23 @@ pub(crate) fn into_value_static<T: Serialize + 'static>(
     json
 }
 
+/// [`to_text`] of a value the caller hands over and takes back when it encodes (an operation's
+/// output); one refused for its nesting is disposed of as by [`into_value_static`].
+pub(crate) fn to_text_or_dispose<T: Serialize + 'static>(value: T) -> Result<(T, String), String> {
+    let (text, too_deep) = refused_for_depth(|| to_text(&value));
+    match text {
+        Ok(text) => Ok((value, text)),
+        Err(error) => {
+            if too_deep {
+                if let Err(other) = drop_flat(value) {
+                    dispose_deep(other);
+                }
+            }
+            Err(error)
+        }
+    }
+}
+
 /// Gets rid of a value refused for nesting past [`MAX_DEPTH`] without dropping it: Rust drops
 /// nested values recursively (serde_json's [`Value`] included), so a value nested 100,000
 /// levels deep would overflow the thread's stack and abort the process. A value of a type not

@@ -285,8 +285,10 @@ impl StepContext {
                 }
             };
             let outcome = match result {
-                Ok(value) => match crate::encode::to_text(&value) {
-                    Ok(text) => Ok((value, text)),
+                // An output refused for its nesting is not dropped recursively (it could
+                // overflow the stack): see `encode::to_text_or_dispose`.
+                Ok(value) => match crate::encode::to_text_or_dispose(value) {
+                    Ok((value, text)) => Ok((value, text)),
                     Err(e) => {
                         let error = format!("operation {path}: its output does not encode: {e}");
                         break Err(StepError::terminal(error));

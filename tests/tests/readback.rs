@@ -128,6 +128,15 @@ async fn hold_deep(ctx: StepContext, mut holder: Holder) -> Result<Holder, StepE
 
 durable::workflow! { pub deep_holder(state = Holder) { step hold_deep; } }
 
+/// A `fan_out` whose operation returns a value nested 100,000 levels deep.
+async fn fan_out_deep(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "fan_out_deep");
+    let out = ctx.fan_out(vec![|| async { Ok(nested(100_000)) }]).await?;
+    Ok(data.assign("out", out.success))
+}
+
+durable::workflow! { pub deep_operation { step fan_out_deep; } }
+
 /// A `fan_out` whose operation returns a NaN.
 async fn measure(ctx: StepContext, data: Data) -> Result<Data, StepError> {
     note(&ctx, "measure");
@@ -271,6 +280,22 @@ each_store! {
             }
             assert!(engine.resumed().is_empty());
             assert_eq!((count(&assigned, "assign_deep"), count(&held, "hold_deep")), (1, 1));
+        });
+    }
+
+    fn an_operation_output_nested_100000_deep_fails_its_step_and_no_process_aborts(store) {
+        in_runtime(async {
+            let engine = Engine::builder_shared(store.open())
+                .register(deep_operation)
+                .build()
+                .await
+                .unwrap();
+            let run = engine.start(deep_operation, Data::new()).await.unwrap();
+            let id = run.id().clone();
+            let err = wait_for_handle(&engine, &run).await.unwrap_err().to_string();
+            assert!(err.contains("its output does not encode"), "{err}");
+            assert!(err.contains("more than 100 levels deep"), "{err}");
+            assert_eq!(count(&id, "fan_out_deep"), 1, "refused for good");
         });
     }
 
