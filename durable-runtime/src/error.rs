@@ -1,7 +1,5 @@
 //! The engine's errors. Each names the workflow, the run and, where one is to blame, the step.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
@@ -32,10 +30,26 @@ pub struct StepFailure {
 }
 
 /// An error of the engine or of a run.
-#[derive(Debug, Clone)]
+///
+/// The cause of a store failure is its [`StoreError`] (whose own source is what the backend
+/// reported, such as an SQLite or I/O error): walk the chain to it, or downcast.
+///
+/// ```
+/// use std::error::Error as _;
+/// use durable::store::{StoreError, StoreErrorKind};
+/// use durable::Error;
+///
+/// let io = std::io::Error::other("disk I/O error");
+/// let err = Error::from(StoreError::transient("my store: disk I/O error").with_source(io));
+/// let store = err.source().and_then(|s| s.downcast_ref::<StoreError>()).unwrap();
+/// assert_eq!(store.kind(), StoreErrorKind::Transient);
+/// assert!(store.source().unwrap().downcast_ref::<std::io::Error>().is_some());
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The run failed; its journal holds every attempt.
+    #[error("workflow `{workflow}` run {run_id} failed: {}", failure.message)]
     RunFailed {
         /// The workflow.
         workflow: String,
@@ -46,6 +60,10 @@ pub enum Error {
     },
     /// A run's workflow is not registered with this engine, so it cannot be resumed or awaited
     /// here. Its journal is untouched.
+    #[error(
+        "run {run_id} belongs to workflow `{workflow}`, which is not registered with this engine: \
+         register it (Engine::builder().register(..)) to resume the run"
+    )]
     UnknownWorkflow {
         /// The workflow the run belongs to.
         workflow: String,
@@ -54,12 +72,21 @@ pub enum Error {
     },
     /// A run of a workflow this engine has not registered was asked to start: nothing was
     /// written.
+    #[error(
+        "cannot start a run of workflow `{workflow}`: it is not registered with this engine \
+         (register it: Engine::builder(store).register({workflow}))"
+    )]
     NotRegistered {
         /// The workflow.
         workflow: String,
     },
     /// The run started under another definition of its workflow (steps added, removed, renamed
     /// or reordered since). Its journal is untouched; register the old definition to finish it.
+    #[error(
+        "workflow `{workflow}` run {run_id} started under definition {started_under}, but the \
+         registered definition is {registered}: its steps changed while the run was unfinished; \
+         register the old definition to finish it"
+    )]
     DefinitionChanged {
         /// The workflow.
         workflow: String,
@@ -71,11 +98,13 @@ pub enum Error {
         registered: String,
     },
     /// No run with this id.
+    #[error("no run {run_id} in the store")]
     RunNotFound {
         /// The id asked for.
         run_id: RunId,
     },
     /// A run with this id exists already.
+    #[error("a run with id {run_id} exists already")]
     RunExists {
         /// The id.
         run_id: RunId,
@@ -83,6 +112,7 @@ pub enum Error {
     /// The input or a journaled value does not fit the workflow's state type, or a block
     /// wrote a field into a typed state that the type would drop (the run then stays
     /// unfinished, to resume once the type holds the field).
+    #[error("{}", bad_state(workflow, run_id, step.as_deref(), message))]
     BadState {
         /// The workflow.
         workflow: String,
@@ -94,6 +124,10 @@ pub enum Error {
         message: String,
     },
     /// Another worker took over the run (its lease was lost); this engine stopped driving it.
+    #[error(
+        "workflow `{workflow}` run {run_id}: another worker claimed the run, so this engine \
+         stopped driving it"
+    )]
     LeaseLost {
         /// The workflow.
         workflow: String,
@@ -101,8 +135,10 @@ pub enum Error {
         run_id: RunId,
     },
     /// The store failed.
-    Store(StoreError),
+    #[error("store error: {0}")]
+    Store(#[from] StoreError),
     /// The run was cancelled: it finished without an output, and nothing drives it again.
+    #[error("workflow `{workflow}` run {run_id} was cancelled: {reason}")]
     RunCancelled {
         /// The workflow.
         workflow: String,
@@ -112,11 +148,17 @@ pub enum Error {
         reason: String,
     },
     /// The engine was shut down while the run was in flight; it resumes on the next start.
+    #[error("the engine shut down while run {run_id} was in flight; it resumes on the next start")]
     ShutDown {
         /// The run.
         run_id: RunId,
     },
     /// A run id outside the limits (see [`RunId::check`]): nothing was started or looked up.
+    #[error(
+        "invalid run id {id}: {reason}; a run id is 1 to {max} bytes of text without control \
+         characters",
+        max = RunId::MAX_LEN
+    )]
     InvalidRunId {
         /// The id, quoted and escaped, cut after 64 characters.
         id: String,
@@ -126,14 +168,20 @@ pub enum Error {
     /// [`EngineBuilder::build`](crate::EngineBuilder::build) on a store that another engine
     /// of this process drives already (an SQLite store is driven by one engine at a time), or
     /// that a shut-down engine closed. The message names the store.
-    StoreInUse(StoreError),
+    #[error("cannot build the engine: {0}")]
+    StoreInUse(#[source] StoreError),
     /// A run was started on an engine that was shut down: build a new engine.
+    #[error(
+        "cannot start a run of workflow `{workflow}`: this engine was shut down; build a new \
+         engine (Engine::builder(store)...build()) to start runs"
+    )]
     EngineShutDown {
         /// The workflow the run was to be of.
         workflow: String,
     },
     /// A signal was refused, and nothing was stored: the run is unknown or finished, or its
     /// workflow never waits for a signal of this name.
+    #[error("{}", signal_refused(workflow.as_deref(), run_id, signal, reason))]
     SignalRefused {
         /// The run's workflow, when the run exists.
         workflow: Option<String>,
@@ -147,6 +195,7 @@ pub enum Error {
     /// A callback's completion (or failure) was refused, and nothing was stored: the token is
     /// no token, its run is unknown or finished, the run made no such token, the token was
     /// used already, or the payload does not encode as JSON.
+    #[error("{}", callback_refused(workflow.as_deref(), run_id.as_ref(), step.as_deref(), reason))]
     CallbackRefused {
         /// The run's workflow, when the run exists.
         workflow: Option<String>,
@@ -162,6 +211,7 @@ pub enum Error {
     /// [`Engine::resume_failed`](crate::Engine::resume_failed) of a run whose state does not
     /// allow it: cancelling a finished run, resuming a run that has not failed. Nothing was
     /// changed.
+    #[error("{}", not_in_state(workflow, run_id, *status, action))]
     RunNotInState {
         /// The workflow.
         workflow: String,
@@ -174,157 +224,59 @@ pub enum Error {
     },
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::RunFailed {
-                workflow,
-                run_id,
-                failure,
-            } => write!(f, "workflow `{workflow}` run {run_id} failed: {}", failure.message),
-            Error::NotRegistered { workflow } => write!(
-                f,
-                "cannot start a run of workflow `{workflow}`: it is not registered with this \
-                 engine (register it: Engine::builder(store).register({workflow}))"
-            ),
-            Error::UnknownWorkflow { workflow, run_id } => write!(
-                f,
-                "run {run_id} belongs to workflow `{workflow}`, which is not registered with this \
-                 engine: register it (Engine::builder().register(..)) to resume the run"
-            ),
-            Error::DefinitionChanged {
-                workflow,
-                run_id,
-                started_under,
-                registered,
-            } => write!(
-                f,
-                "workflow `{workflow}` run {run_id} started under definition {started_under}, \
-                 but the registered definition is {registered}: its steps changed while the run \
-                 was unfinished; register the old definition to finish it"
-            ),
-            Error::RunNotFound { run_id } => write!(f, "no run {run_id} in the store"),
-            Error::RunExists { run_id } => write!(f, "a run with id {run_id} exists already"),
-            Error::BadState {
-                workflow,
-                run_id,
-                step,
-                message,
-            } => match step {
-                Some(step) => write!(
-                    f,
-                    "workflow `{workflow}` run {run_id} step `{step}`: {message}"
-                ),
-                None => write!(f, "workflow `{workflow}` run {run_id}: {message}"),
-            },
-            Error::LeaseLost { workflow, run_id } => write!(
-                f,
-                "workflow `{workflow}` run {run_id}: another worker claimed the run, so this \
-                 engine stopped driving it"
-            ),
-            Error::Store(e) => write!(f, "store error: {e}"),
-            Error::RunCancelled {
-                workflow,
-                run_id,
-                reason,
-            } => write!(f, "workflow `{workflow}` run {run_id} was cancelled: {reason}"),
-            Error::ShutDown { run_id } => write!(
-                f,
-                "the engine shut down while run {run_id} was in flight; it resumes on the next start"
-            ),
-            Error::InvalidRunId { id, reason } => write!(
-                f,
-                "invalid run id {id}: {reason}; a run id is 1 to {} bytes of text without \
-                 control characters",
-                RunId::MAX_LEN
-            ),
-            Error::StoreInUse(e) => write!(f, "cannot build the engine: {e}"),
-            Error::EngineShutDown { workflow } => write!(
-                f,
-                "cannot start a run of workflow `{workflow}`: this engine was shut down; build a \
-                 new engine (Engine::builder(store)...build()) to start runs"
-            ),
-            Error::RunNotInState {
-                workflow,
-                run_id,
-                status,
-                action: "cancel",
-            } => write!(
-                f,
-                "cannot cancel workflow `{workflow}` run {run_id}: it has finished ({}); only a \
-                 running or suspended run can be cancelled",
-                status.as_str()
-            ),
-            Error::RunNotInState {
-                workflow,
-                run_id,
-                status,
-                action,
-            } => write!(
-                f,
-                "cannot {action} workflow `{workflow}` run {run_id}: it is {}, not failed; only \
-                 a failed run can be resumed",
-                status.as_str()
-            ),
-            Error::SignalRefused {
-                workflow,
-                run_id,
-                signal,
-                reason,
-            } => match workflow {
-                Some(workflow) => write!(
-                    f,
-                    "cannot send signal `{signal}` to workflow `{workflow}` run {run_id}: {reason}"
-                ),
-                None => write!(f, "cannot send signal `{signal}` to run {run_id}: {reason}"),
-            },
-            Error::CallbackRefused {
-                workflow,
-                run_id,
-                step,
-                reason,
-            } => {
-                f.write_str("cannot complete the callback")?;
-                if let Some(workflow) = workflow {
-                    write!(f, " of workflow `{workflow}`")?;
-                }
-                if let Some(run_id) = run_id {
-                    write!(f, " run {run_id}")?;
-                }
-                if let Some(step) = step {
-                    write!(f, " step `{step}`")?;
-                }
-                write!(f, ": {reason}")
-            }
-        }
+// The messages whose shape depends on which fields are known.
+
+fn bad_state(workflow: &str, run_id: &RunId, step: Option<&str>, message: &str) -> String {
+    match step {
+        Some(step) => format!("workflow `{workflow}` run {run_id} step `{step}`: {message}"),
+        None => format!("workflow `{workflow}` run {run_id}: {message}"),
     }
 }
 
-/// The cause of a store failure is its [`StoreError`] (whose own source is what the backend
-/// reported, such as an SQLite or I/O error): walk the chain to it, or downcast.
-///
-/// ```
-/// use std::error::Error as _;
-/// use durable::store::{StoreError, StoreErrorKind};
-/// use durable::Error;
-///
-/// let io = std::io::Error::other("disk I/O error");
-/// let err = Error::from(StoreError::transient("my store: disk I/O error").with_source(io));
-/// let store = err.source().and_then(|s| s.downcast_ref::<StoreError>()).unwrap();
-/// assert_eq!(store.kind(), StoreErrorKind::Transient);
-/// assert!(store.source().unwrap().downcast_ref::<std::io::Error>().is_some());
-/// ```
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Store(e) | Error::StoreInUse(e) => Some(e),
-            _ => None,
-        }
+fn not_in_state(
+    workflow: &str,
+    run_id: &RunId,
+    status: crate::store::RunStatus,
+    action: &str,
+) -> String {
+    match action {
+        "cancel" => format!(
+            "cannot cancel workflow `{workflow}` run {run_id}: it has finished ({}); only a \
+             running or suspended run can be cancelled",
+            status.as_str()
+        ),
+        _ => format!(
+            "cannot {action} workflow `{workflow}` run {run_id}: it is {}, not failed; only a \
+             failed run can be resumed",
+            status.as_str()
+        ),
     }
 }
 
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        Error::Store(e)
+fn signal_refused(workflow: Option<&str>, run_id: &RunId, signal: &str, reason: &str) -> String {
+    match workflow {
+        Some(workflow) => {
+            format!("cannot send signal `{signal}` to workflow `{workflow}` run {run_id}: {reason}")
+        }
+        None => format!("cannot send signal `{signal}` to run {run_id}: {reason}"),
     }
+}
+
+fn callback_refused(
+    workflow: Option<&str>,
+    run_id: Option<&RunId>,
+    step: Option<&str>,
+    reason: &str,
+) -> String {
+    let mut text = String::from("cannot complete the callback");
+    if let Some(workflow) = workflow {
+        text.push_str(&format!(" of workflow `{workflow}`"));
+    }
+    if let Some(run_id) = run_id {
+        text.push_str(&format!(" run {run_id}"));
+    }
+    if let Some(step) = step {
+        text.push_str(&format!(" step `{step}`"));
+    }
+    format!("{text}: {reason}")
 }

@@ -370,26 +370,19 @@ pub struct Health {
 }
 
 /// One error of an engine's worker: its heartbeat, its claims, or resuming a run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
+#[error("{during}{}: {error}", run.as_ref().map(|run| format!(" (run {run})")).unwrap_or_default())]
 pub struct WorkerError {
     /// What the worker was doing, e.g. "renewing leases".
     pub during: &'static str,
     /// The run it was about, if one.
     pub run: Option<RunId>,
     /// The error.
+    #[source]
     pub error: Error,
     /// When, in milliseconds since the Unix epoch.
     pub at: u64,
-}
-
-impl std::fmt::Display for WorkerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.run {
-            Some(run) => write!(f, "{} (run {run}): {}", self.during, self.error),
-            None => write!(f, "{}: {}", self.during, self.error),
-        }
-    }
 }
 
 /// How often the worker asks the store whether a client started a run (see

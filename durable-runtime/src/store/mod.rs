@@ -255,30 +255,36 @@ impl Write {
 }
 
 /// Why a store refused one write of a batch (the others still commit).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejected {
     /// A run with this id exists already.
+    #[error("a run with this id exists already")]
     DuplicateRun,
     /// No such run.
+    #[error("no run with this id")]
     UnknownRun,
     /// The writer's lease token is stale: another worker claimed the run.
+    #[error("the lease was lost: another worker claimed the run (lease token now {current})")]
     Fenced {
         /// The token the store holds.
         current: u64,
     },
     /// The run is not running: it has finished (its journal is closed) or is suspended
     /// (nothing may append until it is woken).
+    #[error("the run has finished")]
     Finished,
     /// A journal entry with this sequence number exists already (it is between 1 and the
     /// run's last sequence number). After a commit that failed and was retried, this means
     /// the first try did commit.
+    #[error("journal entry {seq} exists already")]
     DuplicateEntry {
         /// The sequence number.
         seq: u64,
     },
     /// A journal entry's sequence number is not the next one: it leaves a gap after the
     /// run's last entry (or after the entry before it in the same write), or it is 0.
+    #[error("journal entry {got} is out of order: the next entry of the run is {expected}")]
     OutOfOrder {
         /// The sequence number the entry had to have.
         expected: u64,
@@ -286,29 +292,6 @@ pub enum Rejected {
         got: u64,
     },
 }
-
-impl fmt::Display for Rejected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Rejected::DuplicateRun => f.write_str("a run with this id exists already"),
-            Rejected::UnknownRun => f.write_str("no run with this id"),
-            Rejected::Fenced { current } => write!(
-                f,
-                "the lease was lost: another worker claimed the run (lease token now {current})"
-            ),
-            Rejected::Finished => f.write_str("the run has finished"),
-            Rejected::DuplicateEntry { seq } => {
-                write!(f, "journal entry {seq} exists already")
-            }
-            Rejected::OutOfOrder { expected, got } => write!(
-                f,
-                "journal entry {got} is out of order: the next entry of the run is {expected}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for Rejected {}
 
 /// Checks the sequence numbers of one [`Write::Append`] against the contract of
 /// [`Store`]: `seqs` must run on from `last`, the run's last sequence number (0 for an empty
@@ -494,6 +477,8 @@ impl fmt::Display for StoreError {
     }
 }
 
+// By hand, not derived: the source is shared (`Arc`, so that the error stays `Clone`) and
+// `source()` must hand out the error inside the `Arc`, so that callers can downcast to it.
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source
