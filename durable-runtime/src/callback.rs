@@ -11,6 +11,8 @@
 
 use std::fmt;
 use std::future::Future;
+
+use base64::Engine as _;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -121,77 +123,89 @@ where
     })
 }
 
-const PREFIX: &str = "dcb1";
+/// The prefix of tokens made now: `dcb2.<run>.<secret>`, each part base64url without padding;
+/// `<run>` is `u` and the 16 bytes of a run id that is a UUID in its usual text form (the ids
+/// the engine generates), else `s` and the id's UTF-8 bytes. About 50 characters for a
+/// generated id.
+const PREFIX: &str = "dcb2";
+/// The prefix of tokens made by earlier versions: `dcb1.<run id in hex>.<128 bits in hex>`.
+/// Runs still waiting hold such tokens, handed out to outside systems: they keep working.
+const PREFIX_V1: &str = "dcb1";
 
-/// A fresh token for a callback of `run`: `dcb1.<run id in hex>.<128 random bits in hex>`.
+/// A fresh token for a callback of `run`, with a secret of 128 bits from the operating
+/// system's random source.
 pub(crate) fn new_token(run: &RunId) -> String {
-    let mut out = String::with_capacity(PREFIX.len() + 2 + 2 * run.as_str().len() + 32);
-    out.push_str(PREFIX);
-    out.push('.');
-    for b in run.as_str().bytes() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out.push('.');
-    for b in random_128() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    let run_part = match uuid::Uuid::try_parse(run.as_str()) {
+        Ok(id) if id.hyphenated().to_string() == run.as_str() => {
+            format!("u{}", BASE64.encode(id.as_bytes()))
+        }
+        _ => format!("s{}", BASE64.encode(run.as_str())),
+    };
+    format!("{PREFIX}.{run_part}.{}", BASE64.encode(random_128()))
 }
 
 /// The run a token routes to, or why it is no token.
 pub(crate) fn token_run(token: &str) -> Result<RunId, String> {
     let bad = || {
         format!(
-            "`{}` is not a callback token (a token reads `{PREFIX}.<hex>.<hex>`, as \
+            "`{}` is not a callback token (a token reads `{PREFIX}.<run>.<secret>`, as \
              Callback::token gave it)",
             token.chars().take(80).collect::<String>()
         )
     };
     let mut parts = token.split('.');
-    let (Some(PREFIX), Some(run), Some(secret), None) =
+    let (Some(prefix), Some(run), Some(secret), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(bad());
     };
-    if secret.len() != 32 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
+    match prefix {
+        PREFIX => {
+            if BASE64
+                .decode(secret)
+                .map_or(true, |bytes| bytes.len() != 16)
+            {
+                return Err(bad());
+            }
+            let (kind, encoded) = run.split_at_checked(1).ok_or_else(bad)?;
+            let bytes = BASE64.decode(encoded).map_err(|_| bad())?;
+            match kind {
+                "u" => uuid::Uuid::from_slice(&bytes)
+                    .map(|id| RunId::from(id.hyphenated().to_string()))
+                    .map_err(|_| bad()),
+                "s" if !bytes.is_empty() => {
+                    String::from_utf8(bytes).map(RunId::from).map_err(|_| bad())
+                }
+                _ => Err(bad()),
+            }
+        }
+        PREFIX_V1 => {
+            if secret.len() != 32 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            if run.is_empty() || run.len() % 2 != 0 {
+                return Err(bad());
+            }
+            let bytes = (0..run.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&run[i..i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| bad())?;
+            String::from_utf8(bytes).map(RunId::from).map_err(|_| bad())
+        }
+        _ => Err(bad()),
     }
-    if run.is_empty() || run.len() % 2 != 0 {
-        return Err(bad());
-    }
-    let bytes = (0..run.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&run[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad())?;
-    String::from_utf8(bytes).map(RunId::from).map_err(|_| bad())
 }
 
-/// 128 bits from the operating system's random source (`/dev/urandom`); where there is none,
-/// from std's randomly keyed SipHash over the time, the process and a counter.
+/// base64url without padding: the token's parts need no escaping in a URL or a header.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// 128 bits from the operating system's random source. Without one there is no secret to
+/// hand out, and nothing to fall back on that an attacker could not guess: that is a panic of
+/// the run's task, which fails the callback's attempt.
 fn random_128() -> [u8; 16] {
-    use std::io::Read;
     let mut bytes = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_ok()
-    {
-        return bytes;
-    }
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    for half in bytes.chunks_mut(8) {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.write_u32(std::process::id());
-        half.copy_from_slice(&h.finish().to_le_bytes());
-    }
+    getrandom::fill(&mut bytes).expect("the operating system's random source is readable");
     bytes
 }
 
@@ -201,17 +215,26 @@ mod tests {
 
     #[test]
     fn a_token_routes_to_its_run_and_two_tokens_differ() {
-        let run = RunId::from("order-7/ü");
-        let (a, b) = (new_token(&run), new_token(&run));
-        assert_ne!(a, b);
-        assert_eq!(token_run(&a), Ok(run.clone()));
-        let secret = a.rsplit('.').next().unwrap();
-        assert_eq!(secret.len(), 32, "128 bits");
+        for run in [RunId::from("order-7/ü.x"), RunId::generate()] {
+            let (a, b) = (new_token(&run), new_token(&run));
+            assert_ne!(a, b);
+            assert_eq!(token_run(&a), Ok(run.clone()));
+            let secret = a.rsplit('.').next().unwrap();
+            assert_eq!(BASE64.decode(secret).unwrap().len(), 16, "128 bits");
+        }
+        // A generated run id's token is short: its UUID travels as 16 bytes.
+        let token = new_token(&RunId::generate());
+        assert_eq!(token.len(), "dcb2.".len() + 23 + 1 + 22, "{token}");
         for bad in [
             "",
+            "dcb2",
+            "dcb2.sAA.",
+            "x.sb3JkZXI.AAAAAAAAAAAAAAAAAAAAAA",
+            "dcb2.xb3JkZXI.AAAAAAAAAAAAAAAAAAAAAA",
+            "dcb2.s.AAAAAAAAAAAAAAAAAAAAAA",
+            "dcb2.uAAAA.AAAAAAAAAAAAAAAAAAAAAA",
             "dcb1",
             "dcb1.00.",
-            "x.6f.00000000000000000000000000000000",
             "dcb1.6.00000000000000000000000000000000",
         ] {
             assert!(
@@ -221,5 +244,12 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_token_of_an_earlier_version_still_routes_to_its_run() {
+        // `dcb1.<"order-7" in hex>.<128 bits in hex>`, as runs still waiting may hold.
+        let token = "dcb1.6f726465722d37.0123456789abcdef0123456789abcdef";
+        assert_eq!(token_run(token), Ok(RunId::from("order-7")));
     }
 }

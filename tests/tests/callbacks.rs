@@ -194,8 +194,8 @@ each_store_and_postgres! {
             until_suspended(&engine.client(), run.id()).await;
             let token = calls(run.id())[0].1.clone();
             // The right run, a guessed secret.
-            let (routed, _) = token.rsplit_once('.').unwrap();
-            let forged = format!("{routed}.{}", "0".repeat(32));
+            let (routed, secret) = token.rsplit_once('.').unwrap();
+            let forged = format!("{routed}.{}", "A".repeat(secret.len()));
             let err = engine.complete_callback(&forged, 1).await.unwrap_err();
             assert_eq!(
                 err.to_string(),
