@@ -583,3 +583,85 @@ durable_tests::each_store! {
         assert_eq!(v1[0].0, v1[1].0);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// `tests/fixtures/checksums_v7.db`: a file of schema version 7, the last whose checksums are
+// 64-bit FNV-1a (of journal entries, of runs' inputs and ends, of inbox messages); later
+// versions write CRC-32C into columns of their own and still verify these.
+
+async fn prepare(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "prepare");
+    Ok(data.assign("prepared", "p".repeat(100)))
+}
+
+async fn finish(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "finish");
+    let go: String = data.get("go").unwrap_or_default();
+    Ok(data.assign("finished_with", go))
+}
+
+workflow! {
+    checked {
+        step prepare;
+        wait_for go;
+        step finish;
+    }
+}
+
+/// The fixture runs of `tests/fixtures/checksums_v7.db`: finished (signalled `first`); waiting,
+/// with signal `second` in its inbox; waiting, with nothing in its inbox.
+const FNV_RUNS: [&str; 3] = ["fnv-done", "fnv-signalled", "fnv-waiting"];
+
+/// Writes `tests/fixtures/checksums_v7.db` (run once, at commit e91072d, schema version 7):
+/// the runs of [`FNV_RUNS`] of [`checked`], each started from `{"order": n}`.
+#[test]
+#[ignore = "writes the fixture; run only at the commit whose format it records"]
+fn write_checksums_v7_fixture() {
+    use durable::{Client, Engine, RunId, RunStatus};
+    let _serial = serial();
+    let dir = durable_tests::scratch_dir();
+    let path = dir.join("checksums_v7.db");
+    let ids = FNV_RUNS.map(RunId::from);
+    durable_tests::in_runtime(async {
+        let store = durable::store::sqlite::SqliteStore::open(&path).unwrap();
+        let engine = Engine::builder(store)
+            .register(checked)
+            .build()
+            .await
+            .unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            let input = Data::new().assign("order", n);
+            engine
+                .start_with_id(checked, id.clone(), input)
+                .await
+                .unwrap();
+            let limit = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while engine.status(id).await.unwrap().status != RunStatus::Suspended {
+                assert!(std::time::Instant::now() < limit, "run {id} never waited");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        engine.signal(&ids[0], "go", "first").await.unwrap();
+        let done: Data = engine.wait(&ids[0]).await.unwrap();
+        assert_eq!(
+            done.get::<String>("finished_with").as_deref(),
+            Some("first")
+        );
+        engine.shutdown().await.unwrap();
+    });
+    // Signalled with no engine running: the message waits in the file.
+    durable_tests::in_runtime(async {
+        let store = durable_tests::open_sqlite_retrying(&path);
+        let client = Client::new(std::sync::Arc::new(store));
+        client
+            .signal(checked, &ids[1], "go", "second")
+            .await
+            .unwrap();
+    });
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")
+        .unwrap();
+    drop(conn);
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/checksums_v7.db");
+    std::fs::copy(&path, &target).unwrap();
+}
