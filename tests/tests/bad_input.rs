@@ -213,7 +213,8 @@ fn a_tampered_journal_entry_is_a_clear_error_naming_the_step() {
         let conn = rusqlite::Connection::open(store.db_path()).unwrap();
         let changed = conn
             .execute(
-                "UPDATE durable_journal SET payload = '{\"a\": tru', checksum = NULL WHERE step = 'a'",
+                "UPDATE durable_journal SET payload = '{\"a\": tru', crc32c = NULL, checksum = NULL \
+                 WHERE step = 'a'",
                 [],
             )
             .unwrap();

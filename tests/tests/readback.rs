@@ -480,15 +480,17 @@ fn a_stored_value_too_deep_to_read_stalls_only_its_run_and_never_crashes_the_eng
         // Written straight into the file, as another program or an old version could have.
         let conn = rusqlite::Connection::open(store.db_path()).unwrap();
         conn.execute(
-            "UPDATE durable_runs SET input = ?1, input_checksum = NULL WHERE id = ?2",
+            "UPDATE durable_runs SET input = ?1, input_crc32c = NULL, input_checksum = NULL \
+             WHERE id = ?2",
             [&deep, ids[0].as_str()],
         )
         .unwrap();
         conn.execute(
-                "UPDATE durable_journal SET payload = ?1, checksum = NULL WHERE run_id = ?2 AND step = 'a'",
-                [&deep, ids[1].as_str()],
-            )
-            .unwrap();
+            "UPDATE durable_journal SET payload = ?1, crc32c = NULL, checksum = NULL \
+                 WHERE run_id = ?2 AND step = 'a'",
+            [&deep, ids[1].as_str()],
+        )
+        .unwrap();
     }
     in_runtime(async {
         let engine = engine_for(&store, gated).await;
@@ -713,6 +715,9 @@ fn a_file_from_before_checksums_is_migrated_and_its_entries_without_checksums_ar
             "DROP INDEX durable_runs_unread;
              ALTER TABLE durable_runs DROP COLUMN inbox_last;
              ALTER TABLE durable_runs DROP COLUMN inbox_seen;
+             ALTER TABLE durable_journal DROP COLUMN crc32c;
+             ALTER TABLE durable_runs DROP COLUMN input_crc32c;
+             ALTER TABLE durable_runs DROP COLUMN end_crc32c;
              ALTER TABLE durable_journal DROP COLUMN checksum;
              ALTER TABLE durable_runs DROP COLUMN input_checksum;
              ALTER TABLE durable_runs DROP COLUMN end_checksum;
@@ -745,19 +750,22 @@ fn a_file_from_before_checksums_is_migrated_and_its_entries_without_checksums_ar
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(schema, "7");
-    // Old entries keep no checksum; new ones have one.
-    let sums: Vec<(String, Option<i64>)> = conn
-        .prepare("SELECT step, checksum FROM durable_journal WHERE run_id = ?1 ORDER BY seq")
+    assert_eq!(schema, "8");
+    // Old entries keep no checksum; new ones have a CRC-32C (and no FNV-1a).
+    type Sums = (String, Option<i64>, Option<i64>);
+    let sums: Vec<Sums> = conn
+        .prepare(
+            "SELECT step, crc32c, checksum FROM durable_journal WHERE run_id = ?1 ORDER BY seq",
+        )
         .unwrap()
-        .query_map([ids[0].as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map([ids[0].as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(sums.len(), 2, "{sums:?}");
-    assert_eq!((sums[0].0.as_str(), sums[0].1), ("a", None));
+    assert_eq!(sums[0], ("a".to_owned(), None, None));
     assert_eq!(sums[1].0, "gate");
-    assert!(sums[1].1.is_some());
+    assert!(sums[1].1.is_some() && sums[1].2.is_none(), "{sums:?}");
 }
 
 #[test]

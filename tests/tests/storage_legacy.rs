@@ -475,7 +475,7 @@ fn opening_a_version_1_file_migrates_it_in_place() {
     ];
     assert_eq!(
         indexes(&path),
-        ("7".to_owned(), expected.map(String::from).to_vec())
+        ("8".to_owned(), expected.map(String::from).to_vec())
     );
     let conn = rusqlite::Connection::open(&path).unwrap();
     let unchecked: i64 = conn
@@ -582,5 +582,465 @@ durable_tests::each_store! {
         assert_eq!(v1, v2);
         assert_eq!(v1[0].1, ["gate"]);
         assert_eq!(v1[0].0, v1[1].0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `tests/fixtures/checksums_v7.db`: a file of schema version 7, the last whose checksums are
+// 64-bit FNV-1a (of journal entries, of runs' inputs and ends, of inbox messages); later
+// versions write CRC-32C into columns of their own and still verify these.
+
+async fn prepare(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "prepare");
+    Ok(data.assign("prepared", "p".repeat(100)))
+}
+
+async fn finish(ctx: StepContext, data: Data) -> Result<Data, StepError> {
+    note(&ctx, "finish");
+    let go: String = data.get("go").unwrap_or_default();
+    Ok(data.assign("finished_with", go))
+}
+
+workflow! {
+    checked {
+        step prepare;
+        wait_for go;
+        step finish;
+    }
+}
+
+/// The fixture runs of `tests/fixtures/checksums_v7.db`: finished (signalled `first`); waiting,
+/// with signal `second` in its inbox; waiting, with nothing in its inbox.
+const FNV_RUNS: [&str; 3] = ["fnv-done", "fnv-signalled", "fnv-waiting"];
+
+/// Writes `tests/fixtures/checksums_v7.db` (run once, at commit e91072d, schema version 7):
+/// the runs of [`FNV_RUNS`] of [`checked`], each started from `{"order": n}`.
+#[test]
+#[ignore = "writes the fixture; run only at the commit whose format it records"]
+fn write_checksums_v7_fixture() {
+    use durable::{Client, Engine, RunId, RunStatus};
+    let _serial = serial();
+    let dir = durable_tests::scratch_dir();
+    let path = dir.join("checksums_v7.db");
+    let ids = FNV_RUNS.map(RunId::from);
+    durable_tests::in_runtime(async {
+        let store = durable::store::sqlite::SqliteStore::open(&path).unwrap();
+        let engine = Engine::builder(store)
+            .register(checked)
+            .build()
+            .await
+            .unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            let input = Data::new().assign("order", n);
+            engine
+                .start_with_id(checked, id.clone(), input)
+                .await
+                .unwrap();
+            let limit = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while engine.status(id).await.unwrap().status != RunStatus::Suspended {
+                assert!(std::time::Instant::now() < limit, "run {id} never waited");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        engine.signal(&ids[0], "go", "first").await.unwrap();
+        let done: Data = engine.wait(&ids[0]).await.unwrap();
+        assert_eq!(
+            done.get::<String>("finished_with").as_deref(),
+            Some("first")
+        );
+        engine.shutdown().await.unwrap();
+    });
+    // Signalled with no engine running: the message waits in the file.
+    durable_tests::in_runtime(async {
+        let store = durable_tests::open_sqlite_retrying(&path);
+        let client = Client::new(std::sync::Arc::new(store));
+        client
+            .signal(checked, &ids[1], "go", "second")
+            .await
+            .unwrap();
+    });
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")
+        .unwrap();
+    drop(conn);
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/checksums_v7.db");
+    std::fs::copy(&path, &target).unwrap();
+}
+
+/// CRC-32C of the little-endian `numbers`, then of `texts`: what the SQLite store keeps from
+/// schema version 8 on for a journal entry (`seq, attempt, at, len(step), len(kind),
+/// len(payload)`, then `step, kind, payload`) or an inbox message (`seq, at, len(kind),
+/// len(name), len(payload)`, then `kind, name, payload`), computed here on its own.
+fn crc32c_of(numbers: &[u64], texts: &[&str]) -> i64 {
+    let mut bytes = Vec::new();
+    for n in numbers {
+        bytes.extend_from_slice(&n.to_le_bytes());
+    }
+    for text in texts {
+        bytes.extend_from_slice(text.as_bytes());
+    }
+    i64::from(crc32c::crc32c(&bytes))
+}
+
+/// A journal row as stored: run, seq, step, kind, attempt, payload, at, crc32c, checksum.
+type JournalRow = (
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+/// An inbox row as stored: run, seq, kind, name, payload, at, crc32c, checksum.
+type InboxRow = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+/// A run's row as stored: id, input, output, input_crc32c, input_checksum, end_crc32c,
+/// end_checksum.
+type RunRow = (
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// Every journal, inbox and run row of the file at `path`, in key order.
+fn checksum_rows(path: &std::path::Path) -> (Vec<JournalRow>, Vec<InboxRow>, Vec<RunRow>) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let has_crc = conn.prepare("SELECT crc32c FROM durable_journal").is_ok();
+    let crc = if has_crc { "crc32c" } else { "NULL" };
+    let journal = conn
+        .prepare(&format!(
+            "SELECT run_id, seq, step, kind, attempt, payload, at, {crc}, checksum \
+             FROM durable_journal ORDER BY run_id, seq"
+        ))
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let inbox = conn
+        .prepare(&format!(
+            "SELECT run_id, seq, kind, name, payload, at, {crc}, checksum FROM durable_inbox \
+             ORDER BY run_id, seq"
+        ))
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let (input_crc, end_crc) = if has_crc {
+        ("input_crc32c", "end_crc32c")
+    } else {
+        ("NULL", "NULL")
+    };
+    let runs = conn
+        .prepare(&format!(
+            "SELECT id, input, coalesce(output, error), {input_crc}, input_checksum, {end_crc}, \
+             end_checksum FROM durable_runs ORDER BY id"
+        ))
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    (journal, inbox, runs)
+}
+
+/// A file whose checksums are all FNV-1a (schema version 7) opens, is migrated, verifies and
+/// resumes: the run whose signal waited in the file and the one signalled now finish without
+/// running a finished step again, and the finished one reads back. The rows it had keep their
+/// FNV-1a checksums; every row written after carries a CRC-32C of its fields and no FNV-1a.
+#[test]
+fn a_file_with_fnv_checksums_verifies_and_resumes_and_its_new_rows_get_crc32c() {
+    use durable::store::sqlite::SqliteStore;
+    use durable::{Engine, RunId};
+    use std::time::Duration;
+    let _serial = serial();
+    let path = durable_tests::scratch_dir().join("checksums_v7.db");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/checksums_v7.db");
+    std::fs::copy(&fixture, &path).unwrap();
+    let (old_journal, old_inbox, old_runs) = checksum_rows(&path);
+    // As written: every row with an FNV-1a checksum (every end there was, too).
+    assert_eq!(
+        (old_journal.len(), old_inbox.len(), old_runs.len()),
+        (8, 2, 3)
+    );
+    assert!(
+        old_journal.iter().all(|row| row.8.is_some()),
+        "{old_journal:?}"
+    );
+    assert!(old_inbox.iter().all(|row| row.7.is_some()), "{old_inbox:?}");
+    assert!(old_runs
+        .iter()
+        .all(|row| row.4.is_some() && row.2.is_some() == row.6.is_some()));
+    let ids = FNV_RUNS.map(RunId::from);
+    durable_tests::in_runtime(async {
+        let store = SqliteStore::open(&path).unwrap();
+        let engine = Engine::builder(store)
+            .register(checked)
+            .build()
+            .await
+            .unwrap();
+        // The run whose signal waited in the file is taken up at once.
+        assert_eq!(engine.resumed(), std::slice::from_ref(&ids[1]));
+        let out: Data = tokio::time::timeout(Duration::from_secs(20), engine.wait(&ids[1]))
+            .await
+            .expect("fnv-signalled did not finish within 20 s")
+            .unwrap();
+        assert_eq!(
+            out.get::<String>("finished_with").as_deref(),
+            Some("second")
+        );
+        assert_eq!(out.get::<String>("prepared"), Some("p".repeat(100)));
+        engine.signal(&ids[2], "go", "third").await.unwrap();
+        let out: Data = tokio::time::timeout(Duration::from_secs(20), engine.wait(&ids[2]))
+            .await
+            .expect("fnv-waiting did not finish within 20 s")
+            .unwrap();
+        assert_eq!(out.get::<String>("finished_with").as_deref(), Some("third"));
+        assert_eq!(out.get::<usize>("order"), Some(2));
+        // The finished run reads back, output and history, through its FNV-1a checksums.
+        let done = engine.status(&ids[0]).await.unwrap().output.unwrap();
+        assert_eq!(done["finished_with"], "first");
+        assert_eq!(engine.history(&ids[0]).await.unwrap().len(), 4);
+        engine.shutdown().await.unwrap();
+    });
+    // Only the step after each wait ran: `prepare` replayed from its FNV-1a-checked entry.
+    let mut ran = RAN_IN.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            ("fnv-signalled".to_owned(), "finish".to_owned()),
+            ("fnv-waiting".to_owned(), "finish".to_owned()),
+        ]
+    );
+    drop(durable_tests::open_sqlite_retrying(&path));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let schema: String = conn
+        .query_row(
+            "SELECT value FROM durable_meta WHERE key = 'schema'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(schema, "8");
+    drop(conn);
+    let (journal, inbox, runs) = checksum_rows(&path);
+    // The journal: the old entries as they were, the new ones CRC-32C alone.
+    let mut new_entries = 0;
+    for row in &journal {
+        let (run, seq, step, kind, attempt, payload, at, crc, fnv) = row;
+        if let Some(old) = old_journal.iter().find(|o| (&o.0, o.1) == (run, *seq)) {
+            assert_eq!((old.8, *crc, *fnv), (*fnv, None, old.8), "{row:?}");
+            continue;
+        }
+        new_entries += 1;
+        let lengths = [step.len(), kind.len(), payload.len()].map(|n| n as u64);
+        let numbers = [*seq as u64, *attempt as u64, *at as u64];
+        let expected = crc32c_of(
+            &[&numbers[..], &lengths[..]].concat(),
+            &[step, kind, payload],
+        );
+        assert_eq!((*crc, *fnv), (Some(expected), None), "{row:?}");
+    }
+    // Each resumed run's `go` received and `finish`'s change.
+    assert_eq!(new_entries, 2 * 2, "{journal:?}");
+    // The inbox: the two old messages as they were, the new signal CRC-32C alone.
+    assert_eq!(inbox.len(), 3, "{inbox:?}");
+    for row in &inbox {
+        let (run, seq, kind, name, payload, at, crc, fnv) = row;
+        if let Some(old) = old_inbox.iter().find(|o| (&o.0, o.1) == (run, *seq)) {
+            assert_eq!((*crc, *fnv), (None, old.7), "{row:?}");
+            continue;
+        }
+        assert_eq!(run, "fnv-waiting");
+        let lengths = [kind.len(), name.len(), payload.len()].map(|n| n as u64);
+        let numbers = [*seq as u64, *at as u64];
+        let expected = crc32c_of(
+            &[&numbers[..], &lengths[..]].concat(),
+            &[kind, name, payload],
+        );
+        assert_eq!((*crc, *fnv), (Some(expected), None), "{row:?}");
+    }
+    // The runs: inputs as they were; the ends written now CRC-32C alone.
+    for (row, old) in runs.iter().zip(&old_runs) {
+        let (id, _, end, input_crc, input_fnv, end_crc, end_fnv) = row;
+        assert_eq!((*input_crc, *input_fnv), (None, old.4), "{row:?}");
+        if id == "fnv-done" {
+            assert_eq!((*end_crc, *end_fnv), (None, old.6), "{row:?}");
+        } else {
+            let expected = crc32c_of(&[], &[end.as_deref().unwrap()]);
+            assert_eq!((*end_crc, *end_fnv), (Some(expected), None), "{row:?}");
+        }
+    }
+}
+
+/// One bit flipped in a payload is caught whichever checksum its row carries: an entry and a
+/// message the fixture wrote with FNV-1a, and an entry and a message written now with CRC-32C.
+/// The store refuses each, naming the run and the row, and reads it again once it is restored.
+#[test]
+fn a_flipped_bit_is_caught_in_rows_with_either_checksum() {
+    use durable::store::sqlite::SqliteStore;
+    use durable::store::{Store, StoreErrorKind};
+    use durable::{Engine, RunId};
+    let _serial = serial();
+    let path = durable_tests::scratch_dir().join("checksums_v7.db");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/checksums_v7.db");
+    std::fs::copy(&fixture, &path).unwrap();
+    let waiting = RunId::from("fnv-waiting");
+    // `fnv-waiting` gets a signal and an entry of each kind written by this version.
+    durable_tests::in_runtime(async {
+        let store = SqliteStore::open(&path).unwrap();
+        let engine = Engine::builder(store)
+            .register(checked)
+            .build()
+            .await
+            .unwrap();
+        engine.signal(&waiting, "go", "third").await.unwrap();
+        let wait = engine.wait::<Data>(&waiting);
+        tokio::time::timeout(std::time::Duration::from_secs(20), wait)
+            .await
+            .expect("fnv-waiting did not finish within 20 s")
+            .unwrap();
+        engine.shutdown().await.unwrap();
+    });
+    drop(durable_tests::open_sqlite_retrying(&path));
+    let (journal, inbox, _) = checksum_rows(&path);
+    let journal_row = |run: &str, step: &str, crc: bool| {
+        journal
+            .iter()
+            .find(|r| r.0 == run && r.2 == step && r.7.is_some() == crc)
+            .unwrap_or_else(|| panic!("no entry {run} {step} (crc {crc}): {journal:?}"))
+            .clone()
+    };
+    let old_entry = journal_row("fnv-done", "prepare", false);
+    let new_entry = journal_row("fnv-waiting", "finish", true);
+    let message = |run: &str| inbox.iter().find(|r| r.0 == run).unwrap().clone();
+    let (old_message, new_message) = (message("fnv-done"), message("fnv-waiting"));
+    assert!(
+        old_message.7.is_some() && new_message.6.is_some(),
+        "{inbox:?}"
+    );
+    let cases = [
+        (
+            "durable_journal",
+            old_entry.0.clone(),
+            old_entry.1,
+            old_entry.5.clone(),
+        ),
+        (
+            "durable_journal",
+            new_entry.0.clone(),
+            new_entry.1,
+            new_entry.5.clone(),
+        ),
+        (
+            "durable_inbox",
+            old_message.0.clone(),
+            old_message.1,
+            old_message.4.clone(),
+        ),
+        (
+            "durable_inbox",
+            new_message.0.clone(),
+            new_message.1,
+            new_message.4.clone(),
+        ),
+    ];
+    for (table, run, seq, payload) in cases {
+        let shown = format!("{table} {run} {seq}");
+        let set = |payload: &str| {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let sql = format!("UPDATE {table} SET payload = ?1 WHERE run_id = ?2 AND seq = ?3");
+            let changed = conn
+                .execute(&sql, rusqlite::params![payload, run, seq])
+                .unwrap();
+            assert_eq!(changed, 1, "{shown}");
+        };
+        // One bit of an ASCII byte in the middle: still text, same length.
+        let mut bytes = payload.clone().into_bytes();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x02;
+        let flipped = String::from_utf8(bytes).unwrap();
+        set(&flipped);
+        let read = |store: &SqliteStore| {
+            let id = RunId::from(run.as_str());
+            durable_tests::in_runtime(async {
+                if table == "durable_journal" {
+                    store.load_journal(&id).await.map(drop)
+                } else {
+                    store.load_inbox(&id).await.map(drop)
+                }
+            })
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        let err = read(&store).expect_err(&format!("{shown}: a flipped bit was read"));
+        assert_eq!(err.kind(), StoreErrorKind::Corrupt, "{shown}: {err}");
+        let text = err.to_string();
+        let names = if table == "durable_journal" {
+            format!(
+                "run {run} step `{}` (journal entry {seq}): the entry does not match",
+                if run == "fnv-done" {
+                    "prepare"
+                } else {
+                    "finish"
+                }
+            )
+        } else {
+            format!("run {run}: inbox message {seq} (signal `go`) does not match")
+        };
+        assert!(text.contains(&names), "{shown}: {text}");
+        drop(store);
+        set(&payload);
+        let store = SqliteStore::open(&path).unwrap();
+        read(&store).unwrap_or_else(|e| panic!("{shown}: restored but refused: {e}"));
     }
 }

@@ -9,16 +9,19 @@
 //! go through one connection on a blocking thread, a whole batch per transaction; reads use a
 //! second connection, which WAL lets run beside the writer.
 //!
-//! Each journal entry is stored with a checksum (64-bit FNV-1a of its sequence number, step,
-//! kind, attempt, payload and time) that [`load_journal`](Store::load_journal) verifies: an
-//! entry damaged on disk or edited by hand is refused with an error naming its run and step,
+//! Each journal entry is stored with a checksum (CRC-32C of its sequence number, step, kind,
+//! attempt, payload and time) that [`load_journal`](Store::load_journal) verifies: an entry
+//! damaged on disk or edited by hand is refused with an error naming its run and step,
 //! instead of coming back as a valid, wrong output. A run's input and its output (or error)
 //! carry a checksum too, verified by [`load_run`](Store::load_run) (so by `wait` and `status`)
 //! and, for the input, when the run's journal is loaded to resume it; listing runs does not
 //! verify. Each inbox message carries one too (of its number, kind, name, payload and time),
-//! verified by [`load_inbox`](Store::load_inbox). Rows written before checksums existed
-//! (schema version 1, and inbox messages before version 7, migrated in place on open) have
-//! none and are read as they are.
+//! verified by [`load_inbox`](Store::load_inbox). Rows keep the checksum they were written
+//! with, each algorithm in columns of its own (`sqlite/checksum.rs` says what each covers):
+//! CRC-32C from schema version 8, 64-bit FNV-1a in rows versions 3 to 7 wrote, none in rows
+//! from before checksums existed (schema version 1, and inbox messages before version 7,
+//! migrated in place on open; read as they are). A row is intact when every checksum it
+//! carries matches, so none is ever checked with the wrong algorithm.
 //!
 //! A run's row keeps the number of its last inbox message (`inbox_last`, set by every
 //! delivery) and how far its last suspension had seen (`inbox_seen`): a suspension whose waits
@@ -60,9 +63,13 @@ use crate::clock::now_millis;
 use crate::step::BoxFuture;
 use crate::RunId;
 
+mod checksum;
+
+use checksum::{Fields, Stored};
+
 /// The schema version this code writes and reads. A file of an older version is migrated in
 /// place when opened (see [`migrate`]).
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -380,51 +387,16 @@ fn marker_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A journal entry's checksum: 64-bit FNV-1a over every stored field.
-fn checksum(seq: u64, step: &str, kind: &str, attempt: u32, payload: &str, at: u64) -> i64 {
-    fnv1a(&[
-        &seq.to_le_bytes(),
-        step.as_bytes(),
-        kind.as_bytes(),
-        &attempt.to_le_bytes(),
-        payload.as_bytes(),
-        &at.to_le_bytes(),
-    ])
-}
-
-/// An inbox message's checksum: 64-bit FNV-1a over every stored field but the run's id.
-fn inbox_checksum(seq: u64, kind: &str, name: &str, payload: &str, at: u64) -> i64 {
-    fnv1a(&[
-        &seq.to_le_bytes(),
-        kind.as_bytes(),
-        name.as_bytes(),
-        payload.as_bytes(),
-        &at.to_le_bytes(),
-    ])
-}
-
-/// The checksum of a run's input, output or error.
-fn text_checksum(text: &str) -> i64 {
-    fnv1a(&[text.as_bytes()])
-}
-
-/// 64-bit FNV-1a over `fields`, each followed by a separator.
-fn fnv1a(fields: &[&[u8]]) -> i64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for field in fields {
-        for &b in *field {
-            hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
-        }
-        // A separator, so that bytes cannot move from one field to the next unnoticed.
-        hash = (hash ^ 0xff).wrapping_mul(PRIME);
+/// A journal entry's fields as its checksums cover them, with its kind as stored.
+fn entry_fields<'a>(entry: &'a JournalEntry, kind: &'a str) -> Fields<'a> {
+    Fields::Entry {
+        seq: entry.seq,
+        step: &entry.step,
+        kind,
+        attempt: entry.attempt,
+        payload: &entry.payload,
+        at: entry.at,
     }
-    hash as i64
-}
-
-/// Whether `text` matches its stored checksum (rows written before checksums have none).
-fn intact(text: &str, stored: Option<i64>) -> bool {
-    stored.is_none_or(|sum| sum == text_checksum(text))
 }
 
 fn damaged_run(id: &RunId, what: &str) -> String {
@@ -712,6 +684,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
          CREATE INDEX durable_runs_unread ON durable_runs (created_at)
              WHERE status = 'suspended' AND inbox_last > inbox_seen;",
     ),
+    // Version 8 checksums new rows with CRC-32C, in columns of their own, so the column tells
+    // which algorithm a row's checksum is (see `sqlite/checksum.rs`): rows written before
+    // keep their FNV-1a `checksum` (or none) and are verified by it. Adding a column rewrites
+    // no row, so a file of any size migrates at once.
+    (
+        8,
+        "ALTER TABLE durable_journal ADD COLUMN crc32c INTEGER;
+         ALTER TABLE durable_inbox ADD COLUMN crc32c INTEGER;
+         ALTER TABLE durable_runs ADD COLUMN input_crc32c INTEGER;
+         ALTER TABLE durable_runs ADD COLUMN end_crc32c INTEGER;",
+    ),
 ];
 
 /// The query of `list_runs` for a filter: one per combination of the filters set, each
@@ -787,7 +770,7 @@ fn apply(
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO durable_runs (id, workflow, fingerprint, status, input, owner, \
-                     lease_token, lease_expires_at, created_at, updated_at, input_checksum, \
+                     lease_token, lease_expires_at, created_at, updated_at, input_crc32c, \
                      parent_run, parent_step) \
                      VALUES (?1, ?2, ?3, 'running', ?4, ?5, 1, ?6, ?7, ?7, ?8, ?9, ?10) \
                      ON CONFLICT (id) DO NOTHING",
@@ -801,7 +784,7 @@ fn apply(
                     (!new.owner.is_empty()).then_some(new.owner.as_str()),
                     new.lease_expires_at as i64,
                     now,
-                    text_checksum(&new.input),
+                    Fields::Text(&new.input).crc32c(),
                     new.parent.as_ref().map(|p| p.run.as_str()),
                     new.parent.as_ref().map(|p| p.step.as_str())
                 ])?;
@@ -843,18 +826,11 @@ fn apply(
             }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO durable_journal (run_id, seq, step, kind, attempt, payload, at, \
-                 checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 crc32c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for entry in entries {
                 let kind = entry.kind.as_str();
-                let sum = checksum(
-                    entry.seq,
-                    &entry.step,
-                    kind,
-                    entry.attempt,
-                    &entry.payload,
-                    entry.at,
-                );
+                let sum = entry_fields(entry, kind).crc32c();
                 insert.execute(params![
                     run.as_str(),
                     entry.seq as i64,
@@ -906,7 +882,7 @@ fn apply(
             };
             tx.prepare_cached(
                 "UPDATE durable_runs SET status = ?2, output = ?3, error = ?4, updated_at = ?5, \
-                 end_checksum = ?6, cancel_requested = NULL WHERE id = ?1",
+                 end_crc32c = ?6, end_checksum = NULL, cancel_requested = NULL WHERE id = ?1",
             )?
             .execute(params![
                 run.as_str(),
@@ -914,7 +890,7 @@ fn apply(
                 output,
                 error,
                 now,
-                text_checksum(end)
+                Fields::Text(end).crc32c()
             ])?;
             // A child's end reaches its parent's inbox in this same transaction.
             let parent: Option<(String, String)> = tx
@@ -1051,9 +1027,16 @@ fn deliver_in(
         }
     }
     let seq = last + 1;
-    let sum = inbox_checksum(seq as u64, kind, name, payload, now as u64);
+    let sum = Fields::Message {
+        seq: seq as u64,
+        kind,
+        name,
+        payload,
+        at: now as u64,
+    }
+    .crc32c();
     tx.prepare_cached(
-        "INSERT INTO durable_inbox (run_id, seq, kind, name, payload, at, checksum) \
+        "INSERT INTO durable_inbox (run_id, seq, kind, name, payload, at, crc32c) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![run.as_str(), seq, kind, name, payload, now, sum])?;
@@ -1118,11 +1101,20 @@ impl Store for SqliteStore {
         let path = self.inner.path.display().to_string();
         let loaded = self.blocking(false, move |conn| {
             conn.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS}, input_checksum, end_checksum FROM durable_runs WHERE id = ?1"
+                "SELECT {RUN_COLUMNS}, input_crc32c, input_checksum, end_crc32c, end_checksum \
+                 FROM durable_runs WHERE id = ?1"
             ))?
             .query_row([id.as_str()], |r| {
                 let run = run_from_row(r)?;
-                let (input_sum, end_sum) = (r.get(15)?, r.get(16)?);
+                let input_sum = Stored {
+                    crc32c: r.get(15)?,
+                    fnv1a: r.get(16)?,
+                };
+                let end_sum = Stored {
+                    crc32c: r.get(17)?,
+                    fnv1a: r.get(18)?,
+                };
+                let intact = |text: &str, sum: Stored| sum.matches(Fields::Text(text));
                 let damaged = if !intact(&run.input, input_sum) {
                     Some("its stored input")
                 } else if !run.output.as_deref().is_none_or(|o| intact(o, end_sum)) {
@@ -1156,18 +1148,26 @@ impl Store for SqliteStore {
         let path = self.inner.path.display().to_string();
         let loaded = self.blocking(false, move |conn| {
             // The journal is loaded to resume the run: its input must be intact too.
-            let input: Option<(String, Option<i64>)> = conn
-                .prepare_cached("SELECT input, input_checksum FROM durable_runs WHERE id = ?1")?
-                .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            let input: Option<(String, Stored)> = conn
+                .prepare_cached(
+                    "SELECT input, input_crc32c, input_checksum FROM durable_runs WHERE id = ?1",
+                )?
+                .query_row([id.as_str()], |r| {
+                    let sum = Stored {
+                        crc32c: r.get(1)?,
+                        fnv1a: r.get(2)?,
+                    };
+                    Ok((r.get(0)?, sum))
+                })
                 .optional()?;
             if let Some((input, sum)) = input {
-                if !intact(&input, sum) {
+                if !sum.matches(Fields::Text(&input)) {
                     return Ok(Err(damaged_run(&id, "its stored input")));
                 }
             }
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, step, kind, attempt, payload, at, checksum FROM durable_journal \
-                 WHERE run_id = ?1 ORDER BY seq",
+                "SELECT seq, step, kind, attempt, payload, at, crc32c, checksum \
+                 FROM durable_journal WHERE run_id = ?1 ORDER BY seq",
             )?;
             let rows = stmt.query_map([id.as_str()], |r| {
                 let kind: String = r.get(2)?;
@@ -1185,18 +1185,12 @@ impl Store for SqliteStore {
                     payload: r.get(4)?,
                     at: r.get::<_, i64>(5)? as u64,
                 };
-                let stored: Option<i64> = r.get(6)?;
+                let stored = Stored {
+                    crc32c: r.get(6)?,
+                    fnv1a: r.get(7)?,
+                };
                 // The kind as stored, so a changed kind is caught as a mismatch too.
-                let intact = stored.is_none_or(|sum| {
-                    sum == checksum(
-                        entry.seq,
-                        &entry.step,
-                        &kind,
-                        entry.attempt,
-                        &entry.payload,
-                        entry.at,
-                    )
-                });
+                let intact = stored.matches(entry_fields(&entry, &kind));
                 Ok((entry, intact))
             })?;
             let mut entries = Vec::new();
@@ -1358,18 +1352,11 @@ impl Store for SqliteStore {
             }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO durable_journal (run_id, seq, step, kind, attempt, payload, at, \
-                 checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 crc32c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for entry in &entries {
                 let kind = entry.kind.as_str();
-                let sum = checksum(
-                    entry.seq,
-                    &entry.step,
-                    kind,
-                    entry.attempt,
-                    &entry.payload,
-                    entry.at,
-                );
+                let sum = entry_fields(entry, kind).crc32c();
                 insert.execute(params![
                     run.as_str(),
                     entry.seq as i64,
@@ -1383,8 +1370,9 @@ impl Store for SqliteStore {
             }
             drop(insert);
             tx.prepare_cached(
-                "UPDATE durable_runs SET status = 'running', error = NULL, end_checksum = NULL, \
-                 owner = NULL, lease_expires_at = 0, updated_at = ?2 WHERE id = ?1",
+                "UPDATE durable_runs SET status = 'running', error = NULL, end_crc32c = NULL, \
+                 end_checksum = NULL, owner = NULL, lease_expires_at = 0, updated_at = ?2 \
+                 WHERE id = ?1",
             )?
             .execute(params![run.as_str(), now])?;
             tx.commit()?;
@@ -1498,7 +1486,7 @@ impl Store for SqliteStore {
         let path = self.inner.path.display().to_string();
         let loaded = self.blocking(false, move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, kind, name, payload, at, checksum FROM durable_inbox \
+                "SELECT seq, kind, name, payload, at, crc32c, checksum FROM durable_inbox \
                  WHERE run_id = ?1 ORDER BY seq",
             )?;
             let rows = stmt.query_map([run.as_str()], |r| {
@@ -1510,15 +1498,16 @@ impl Store for SqliteStore {
                     at: r.get::<_, i64>(4)? as u64,
                 };
                 // Messages delivered before version 7 have none and are read as they are.
-                let stored: Option<i64> = r.get(5)?;
-                let intact = stored.is_none_or(|sum| {
-                    sum == inbox_checksum(
-                        message.seq,
-                        &message.kind,
-                        &message.name,
-                        &message.payload,
-                        message.at,
-                    )
+                let stored = Stored {
+                    crc32c: r.get(5)?,
+                    fnv1a: r.get(6)?,
+                };
+                let intact = stored.matches(Fields::Message {
+                    seq: message.seq,
+                    kind: &message.kind,
+                    name: &message.name,
+                    payload: &message.payload,
+                    at: message.at,
                 });
                 Ok((message, intact))
             })?;
@@ -1651,7 +1640,7 @@ mod tests {
             "SELECT lease_token, status, (SELECT coalesce(max(seq), 0) FROM \
              durable_journal WHERE run_id = ?1) FROM durable_runs WHERE id = ?1",
             "UPDATE durable_runs SET status = ?2, output = ?3, error = ?4, updated_at = ?5, \
-             end_checksum = ?6, cancel_requested = NULL WHERE id = ?1",
+             end_crc32c = ?6, end_checksum = NULL, cancel_requested = NULL WHERE id = ?1",
             "SELECT parent_run, parent_step FROM durable_runs WHERE id = ?1 \
              AND parent_run IS NOT NULL",
         ];
