@@ -642,7 +642,10 @@ fn write_checksums_v7_fixture() {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         }
-        engine.signal(&ids[0], "go", "first").await.unwrap();
+        engine
+            .signal(checked, &ids[0], "go", "first")
+            .await
+            .unwrap();
         let done: Data = engine.wait(&ids[0]).await.unwrap();
         assert_eq!(
             done.get::<String>("finished_with").as_deref(),
@@ -839,7 +842,10 @@ fn a_file_with_fnv_checksums_verifies_and_resumes_and_its_new_rows_get_crc32c() 
             Some("second")
         );
         assert_eq!(out.get::<String>("prepared"), Some("p".repeat(100)));
-        engine.signal(&ids[2], "go", "third").await.unwrap();
+        engine
+            .signal(checked, &ids[2], "go", "third")
+            .await
+            .unwrap();
         let out: Data = tokio::time::timeout(Duration::from_secs(20), engine.wait(&ids[2]))
             .await
             .expect("fnv-waiting did not finish within 20 s")
@@ -944,7 +950,10 @@ fn a_flipped_bit_is_caught_in_rows_with_either_checksum() {
             .build()
             .await
             .unwrap();
-        engine.signal(&waiting, "go", "third").await.unwrap();
+        engine
+            .signal(checked, &waiting, "go", "third")
+            .await
+            .unwrap();
         let wait = engine.wait::<Data>(&waiting);
         tokio::time::timeout(std::time::Duration::from_secs(20), wait)
             .await
