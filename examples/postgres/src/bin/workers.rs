@@ -3,7 +3,7 @@
 //! for them, and shows which worker ran each.
 //!
 //! ```sh
-//! cargo run --bin workers -- 3 60     # 3 workers, 60 runs
+//! cargo run -p durable-examples-postgres --bin workers -- 3 60     # 3 workers, 60 runs
 //! ```
 //!
 //! The database is `$DURABLE_EXAMPLE_POSTGRES_URL`, else `$DURABLE_TEST_POSTGRES_URL`, else
